@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {ERC4626} from "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.sol";
 import {Fixture} from "./utils/Fixture.sol";
 import {Vault} from "../src/demo/Vault.sol";
 import {CircuitBreaker} from "../src/demo/CircuitBreaker.sol";
@@ -67,21 +68,21 @@ contract DemoProtocolTest is Fixture {
 
     function test_pausedVault_refusesDeposit() public {
         _pause();
-        vm.expectRevert(Pausable.EnforcedPause.selector);
+        vm.expectRevert(abi.encodeWithSelector(ERC4626.ERC4626ExceededMaxDeposit.selector, alice, 1e18, 0));
         vm.prank(alice);
         vault.deposit(1e18, alice);
     }
 
     function test_pausedVault_refusesMint() public {
         _pause();
-        vm.expectRevert(Pausable.EnforcedPause.selector);
+        vm.expectRevert(abi.encodeWithSelector(ERC4626.ERC4626ExceededMaxMint.selector, alice, 1e18, 0));
         vm.prank(alice);
         vault.mint(1e18, alice);
     }
 
     function test_pausedVault_refusesWithdraw() public {
         _pause();
-        vm.expectRevert(Pausable.EnforcedPause.selector);
+        vm.expectRevert(abi.encodeWithSelector(ERC4626.ERC4626ExceededMaxWithdraw.selector, alice, 1e18, 0));
         vm.prank(alice);
         vault.withdraw(1e18, alice, alice);
     }
@@ -89,7 +90,7 @@ contract DemoProtocolTest is Fixture {
     function test_pausedVault_refusesRedeem() public {
         _pause();
         uint256 shares = aliceShares;
-        vm.expectRevert(Pausable.EnforcedPause.selector);
+        vm.expectRevert(abi.encodeWithSelector(ERC4626.ERC4626ExceededMaxRedeem.selector, alice, shares, 0));
         vm.prank(alice);
         vault.redeem(shares, alice, alice);
     }
@@ -121,7 +122,7 @@ contract DemoProtocolTest is Fixture {
 
     function test_trippedBreaker_refusesWithdraw() public {
         _trip();
-        vm.expectRevert(CircuitBreaker.BreakerTripped.selector);
+        vm.expectRevert(abi.encodeWithSelector(ERC4626.ERC4626ExceededMaxWithdraw.selector, alice, 1e18, 0));
         vm.prank(alice);
         vault.withdraw(1e18, alice, alice);
     }
@@ -129,7 +130,7 @@ contract DemoProtocolTest is Fixture {
     function test_trippedBreaker_refusesRedeem() public {
         _trip();
         uint256 shares = aliceShares;
-        vm.expectRevert(CircuitBreaker.BreakerTripped.selector);
+        vm.expectRevert(abi.encodeWithSelector(ERC4626.ERC4626ExceededMaxRedeem.selector, alice, shares, 0));
         vm.prank(alice);
         vault.redeem(shares, alice, alice);
     }

@@ -15,7 +15,8 @@ import {CircuitBreaker} from "./CircuitBreaker.sol";
 ///  - `redeemFor` (a "migration helper") forgets to check the owner's allowance, so anyone can redeem
 ///    anyone's shares to themselves: a drain;
 ///  - `borrow` trusts the oracle's spot price, so a manipulated price lets a borrower take everything.
-/// Pausing (PAUSER_ROLE, held by the Safe) stops every entry point; the circuit breaker stops outflows.
+/// Pausing (PAUSER_ROLE, held by the Safe) stops deposits, withdrawals and loans (share transfers go on, as in
+/// most ERC-4626 vaults); the circuit breaker stops outflows.
 contract Vault is ERC4626, Pausable, AccessControl {
     using SafeERC20 for IERC20;
 
@@ -84,6 +85,27 @@ contract Vault is ERC4626, Pausable, AccessControl {
         totalDebt += amount;
         IERC20(asset()).safeTransfer(msg.sender, amount);
         emit Borrow(msg.sender, amount, price);
+    }
+
+    // ERC-4626 asks max* to return 0 while an action is disabled, even temporarily.
+    function maxDeposit(address receiver) public view override returns (uint256) {
+        return paused() ? 0 : super.maxDeposit(receiver);
+    }
+
+    function maxMint(address receiver) public view override returns (uint256) {
+        return paused() ? 0 : super.maxMint(receiver);
+    }
+
+    function maxWithdraw(address owner) public view override returns (uint256) {
+        return _outflowsHalted() ? 0 : super.maxWithdraw(owner);
+    }
+
+    function maxRedeem(address owner) public view override returns (uint256) {
+        return _outflowsHalted() ? 0 : super.maxRedeem(owner);
+    }
+
+    function _outflowsHalted() internal view returns (bool) {
+        return paused() || breaker.tripped();
     }
 
     function _deposit(address caller, address receiver, uint256 assets, uint256 shares)
