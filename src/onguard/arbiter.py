@@ -1,0 +1,48 @@
+"""The arbiter: turns findings into decisions — one incident per tripped condition, cooldowns, dry-run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onguard.incidents.store import Incident, IncidentStatus, IncidentStore
+from onguard.log import get_logger
+from onguard.policies.model import Finding
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    finding: Finding
+    incident: Incident
+    opened: bool                 # False: the finding joined an incident already open for this policy
+    actions: tuple[str, ...]     # the pre-authorised actions to take now (none when joined, dry-run or alert)
+
+
+class Arbiter:
+    def __init__(self, store: IncidentStore, chain_id: int) -> None:
+        self._store = store
+        self._chain_id = chain_id
+        self._log = get_logger(component="arbiter", chain_id=chain_id)
+
+    def decide(self, finding: Finding) -> Decision:
+        policy = finding.policy
+        latest = self._store.latest_incident(self._chain_id, policy.id)
+        if latest is not None and finding.block_time - latest.opened_block_time < policy.cooldown:
+            self._store.record_seen_again(latest.id, finding.block_number, finding.evidence)
+            self._log.info("policy tripped again: joined the open incident, no new response",
+                           policy_id=policy.id, incident_id=latest.id, block=finding.block_number)
+            return Decision(finding=finding, incident=latest, opened=False, actions=())
+        if policy.dry_run:
+            status = IncidentStatus.DRY_RUN
+        elif policy.alert_only:
+            status = IncidentStatus.ALERTED
+        else:
+            status = IncidentStatus.OPEN
+        incident = self._store.open_incident(
+            chain_id=self._chain_id, policy_id=policy.id, severity=policy.severity.value, title=finding.summary,
+            dry_run=policy.dry_run, block=finding.block_number, block_time=finding.block_time,
+            evidence={"verdict": finding.verdict.value, **finding.evidence}, status=status)
+        actions = () if policy.dry_run else policy.response
+        self._log.warning("policy tripped: incident opened", policy_id=policy.id, incident_id=incident.id,
+                          severity=policy.severity.value, block=finding.block_number, summary=finding.summary,
+                          actions=list(actions) or None, dry_run=policy.dry_run or None)
+        return Decision(finding=finding, incident=incident, opened=True, actions=actions)

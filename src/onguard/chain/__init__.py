@@ -1,0 +1,1 @@
+"""Talking to chains: ABIs, RPC clients, keys and the Anvil launcher."""

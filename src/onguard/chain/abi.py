@@ -1,0 +1,143 @@
+"""Contract ABIs: load them from JSON or forge artifacts, encode calls, decode events into plain values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import (
+    collapse_if_tuple,
+    event_abi_to_log_topic,
+    function_abi_to_4byte_selector,
+)
+from hexbytes import HexBytes
+
+from onguard.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class EventAbi:
+    name: str
+    topic: bytes
+    indexed: tuple[tuple[str, str], ...]      # (name, type) in topic order
+    unindexed: tuple[tuple[str, str], ...]    # (name, type) in data order
+    names: tuple[str, ...]                    # every argument, in declaration order
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionAbi:
+    name: str
+    signature: str
+    selector: bytes
+    input_types: tuple[str, ...]
+    output_types: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContractAbi:
+    """A contract's ABI indexed for the hot path: events by topic, functions by signature and selector."""
+
+    raw: tuple[Mapping[str, Any], ...]
+    events_by_topic: Mapping[bytes, EventAbi] = field(repr=False)
+    functions_by_signature: Mapping[str, FunctionAbi] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, abi: Sequence[Mapping[str, Any]]) -> ContractAbi:
+        events: dict[bytes, EventAbi] = {}
+        functions: dict[str, FunctionAbi] = {}
+        for item in abi:
+            if item.get("type") == "event" and not item.get("anonymous"):
+                inputs = item.get("inputs", [])
+                events[event_abi_to_log_topic(item)] = EventAbi(
+                    name=item["name"],
+                    topic=event_abi_to_log_topic(item),
+                    indexed=tuple((i["name"], collapse_if_tuple(i)) for i in inputs if i.get("indexed")),
+                    unindexed=tuple((i["name"], collapse_if_tuple(i)) for i in inputs if not i.get("indexed")),
+                    names=tuple(i["name"] for i in inputs),
+                )
+            elif item.get("type") == "function":
+                types = tuple(collapse_if_tuple(i) for i in item.get("inputs", []))
+                signature = f"{item['name']}({','.join(types)})"
+                functions[signature] = FunctionAbi(
+                    name=item["name"],
+                    signature=signature,
+                    selector=function_abi_to_4byte_selector(item),
+                    input_types=types,
+                    output_types=tuple(collapse_if_tuple(o) for o in item.get("outputs", [])),
+                )
+        return cls(raw=tuple(abi), events_by_topic=MappingProxyType(events),
+                   functions_by_signature=MappingProxyType(functions))
+
+    def has_function(self, signature: str) -> bool:
+        return signature in self.functions_by_signature
+
+    def function(self, signature: str) -> FunctionAbi:
+        return self.functions_by_signature[signature]
+
+    def function_signatures(self) -> list[str]:
+        return sorted(self.functions_by_signature)
+
+    def event(self, name: str) -> EventAbi | None:
+        return next((e for e in self.events_by_topic.values() if e.name == name), None)
+
+    def event_names(self) -> list[str]:
+        return sorted({e.name for e in self.events_by_topic.values()})
+
+    def encode_call(self, signature: str, *args: Any) -> bytes:
+        function = self.function(signature)
+        return function.selector + abi_encode(list(function.input_types), list(args))
+
+    def decode_result(self, signature: str, data: bytes) -> tuple[Any, ...]:
+        function = self.function(signature)
+        return tuple(normalise(v) for v in abi_decode(list(function.output_types), data))
+
+    def decode_log(self, topics: Sequence[bytes], data: bytes) -> tuple[EventAbi, dict[str, Any]] | None:
+        """Decodes a log of this contract; None when the topic is not one of its events."""
+        if not topics:
+            return None
+        event = self.events_by_topic.get(bytes(topics[0]))
+        if event is None:
+            return None
+        values: dict[str, Any] = {}
+        for (name, type_), topic in zip(event.indexed, topics[1:], strict=True):
+            # Dynamic indexed values are stored as their hash: keep the hash.
+            values[name] = HexBytes(topic).to_0x_hex() if _is_dynamic(type_) else normalise(
+                abi_decode([type_], bytes(topic))[0])
+        decoded = abi_decode([t for _, t in event.unindexed], bytes(data))
+        for (name, _), value in zip(event.unindexed, decoded, strict=True):
+            values[name] = normalise(value)
+        return event, {name: values[name] for name in event.names}
+
+
+def normalise(value: Any) -> Any:
+    """Plain, comparable Python values: 0x-hex bytes, ints, tuples (eth_abi already checksums addresses)."""
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return tuple(normalise(v) for v in value)
+    return value
+
+
+def _is_dynamic(type_: str) -> bool:
+    return type_ in ("string", "bytes") or type_.endswith("]") or type_.startswith("(")
+
+
+def load_abi(path: Path) -> ContractAbi:
+    """Reads a plain JSON ABI (a list) or a forge/hardhat artifact (an object with an "abi" list)."""
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("ABI file not found", file=str(path),
+                          hint="build the contracts (forge build) or point at an existing ABI JSON") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"ABI file is not valid JSON ({exc})", file=str(path)) from None
+    abi = document.get("abi") if isinstance(document, dict) else document
+    if not isinstance(abi, list):
+        raise ConfigError("not an ABI: expected a JSON list or an artifact with an \"abi\" list", file=str(path))
+    return ContractAbi.from_json(abi)

@@ -1,0 +1,149 @@
+"""`onguard demo`: its own Anvil chain, a Safe-governed vault, a drain attack, and the guardian pausing it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from web3 import AsyncWeb3, Web3
+
+from onguard.chain.anvil import start_anvil
+from onguard.chain.keys import load_guardian_account
+from onguard.config import load_config
+from onguard.demo.attack import AttackOutcome, Attacker, drain_plan
+from onguard.demo.world import TOKEN, Roles, World, artifact, build_world, dev_account, write_config
+from onguard.incidents.store import Incident, IncidentStore
+from onguard.runtime import Guardian
+
+GUARDIAN_KEY_ENV = "ONGUARD_DEMO_GUARDIAN_KEY"
+BLOCK_TIME = 1
+ATTEMPTS_AFTER_PAUSE = 2
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser("demo", help="watch the guardian stop a drain on its own local chain")
+    parser.add_argument("--keep", metavar="DIR", type=Path,
+                        help="keep the demo's onguard.toml and incident database in DIR "
+                             "(then: onguard incidents --config DIR/onguard.toml list)")
+    parser.set_defaults(handler=handle)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoResult:
+    world: World
+    held_before: int
+    held_after: int
+    outcomes: tuple[AttackOutcome, ...]
+    paused: bool
+    incidents: tuple[Incident, ...]
+    store_path: Path
+
+
+def handle(args: argparse.Namespace) -> int:
+    # SIGTERM unwinds like Ctrl-C, so the demo's anvil is stopped on every exit path.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with contextlib.ExitStack() as stack:
+        folder = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="onguard-demo-")))
+        say("starting a local Anvil chain")
+        node = stack.enter_context(start_anvil())
+        say("deploying a Safe v1.4.1 (2-of-3 owners), the GuardianModule and the demo vault")
+        world = build_world(node.rpc_url)
+        Web3(Web3.HTTPProvider(node.rpc_url)).provider.make_request("evm_setIntervalMining", [BLOCK_TIME])
+        os.environ[GUARDIAN_KEY_ENV] = dev_account(Roles.GUARDIAN).key.to_0x_hex()
+        config_path = write_config(world, folder, key_env=GUARDIAN_KEY_ENV)
+        result = asyncio.run(play(config_path, world))
+        report(result, kept=args.keep)
+        return 0 if result.paused else 1
+    return 1
+
+
+def say(text: str) -> None:
+    print(f"» {text}", file=sys.stderr, flush=True)
+
+
+async def play(config_path: Path, world: World) -> DemoResult:
+    config = load_config(config_path)
+    guardian = Guardian(config, load_guardian_account(config.guardian_key))
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(guardian.run(stop))
+    try:
+        await asyncio.wait_for(guardian.ready.wait(), timeout=30)
+        w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(world.rpc_url))
+        vault = w3.eth.contract(address=world.vault, abi=artifact("Vault")["abi"])
+        asset = w3.eth.contract(address=world.asset, abi=artifact("TestToken")["abi"])
+        held_before = int(await asset.functions.balanceOf(world.vault).call())
+        say(f"the vault holds {held_before // TOKEN:,} dUSD; the guardian is watching. The attack starts.")
+        outcomes = await attack(w3, world)
+        held_after = int(await asset.functions.balanceOf(world.vault).call())
+        paused = bool(await vault.functions.paused().call())
+    finally:
+        stop.set()
+        await daemon
+        incidents = tuple(guardian.store.incidents())
+        await guardian.close()
+    return DemoResult(world=world, held_before=held_before, held_after=held_after, outcomes=tuple(outcomes),
+                      paused=paused, incidents=incidents, store_path=config.database)
+
+
+async def attack(w3: AsyncWeb3, world: World) -> list[AttackOutcome]:
+    attacker = Attacker(w3, world)
+    victims = {dev_account(i).address: await attacker.shares_of(dev_account(i).address) for i in Roles.DEPOSITORS}
+    names = dict(zip(victims, ("alice", "bob", "carol"), strict=True))
+    outcomes: list[AttackOutcome] = []
+    refused = 0
+    for step in drain_plan(victims):
+        outcome = await attacker.redeem_for(step)
+        outcomes.append(outcome)
+        if outcome.succeeded:
+            say(f"block {outcome.block}: attacker redeemFor({names[step.victim]}) took "
+                f"{outcome.assets_taken // TOKEN:,} dUSD")
+        else:
+            refused += 1
+            say(f"block {outcome.block}: attacker redeemFor({names[step.victim]}) REVERTED (vault paused)")
+            if refused >= ATTEMPTS_AFTER_PAUSE:
+                break
+    return outcomes
+
+
+def report(result: DemoResult, kept: Path | None) -> None:
+    world = result.world
+    taken = sum(o.assets_taken for o in result.outcomes)
+    safe_share = result.held_after / result.held_before if result.held_before else 0
+    print()
+    print("onguard demo: a drain of a Safe-governed vault")
+    print(f"  chain        local Anvil, chain id {world.chain_id}")
+    print(f"  Safe         {world.safe} (v1.4.1, 2 of 3 owners)")
+    print(f"  module       {world.module} (guardian {world.guardian} may call vault.pause(), breaker.trip())")
+    print(f"  vault        {world.vault}, {result.held_before // TOKEN:,} dUSD from 3 depositors")
+    print("  attack       redeemFor() checks no allowance: the attacker redeems the depositors' shares to himself,")
+    print("               one slice per block")
+    for incident in result.incidents:
+        evidence = incident.evidence
+        print(f"  tripped      policy {incident.policy_id} ({incident.severity}) at block {incident.opened_block}: "
+              f"{evidence['measured']} over blocks {evidence['window']['from_block']}-{evidence['window']['to_block']}")
+        limit, reference = int(evidence["thresholds"]["share"]), int(evidence["reference"])
+        print(f"               = {int(evidence['value']) // TOKEN:,} dUSD, above {limit // TOKEN:,} dUSD "
+              f"({limit / reference:.0%} of the {reference // TOKEN:,} dUSD the vault held before)")
+    store = IncidentStore(result.store_path)
+    for incident in result.incidents:
+        for response in store.responses(incident.id):
+            print(f"  response     {response.action}: {response.status}, tx {response.tx_hash} "
+                  f"in block {response.block_number}, gas {response.gas_used:,}" if response.gas_used else
+                  f"  response     {response.action}: {response.status}")
+    store.close()
+    refused = [o for o in result.outcomes if not o.succeeded]
+    print(f"  attempts     {len(result.outcomes) - len(refused)} succeeded, {len(refused)} reverted after the pause")
+    print(f"  outcome      drained before the pause: {taken // TOKEN:,} dUSD "
+          f"({taken / result.held_before:.0%}); still safe in the vault: {result.held_after // TOKEN:,} dUSD "
+          f"({safe_share:.0%})")
+    print(f"  vault paused {'yes' if result.paused else 'NO'}; unpausing needs the Safe's owners (never automatic)")
+    if kept:
+        print(f"  kept         {kept}/onguard.toml and its database: "
+              f"onguard incidents --config {kept}/onguard.toml list")

@@ -1,0 +1,38 @@
+"""`onguard run`: the guardian daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from onguard.chain.keys import load_guardian_account
+from onguard.config import load_config
+from onguard.policies.loader import load_policies
+from onguard.runtime import Guardian
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser("run", help="run the guardian daemon")
+    parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    # Everything is checked before anything starts: an invalid policy or key stops the daemon here.
+    policies = load_policies(config.policies_dir, config.contracts, config.actions)
+    account = load_guardian_account(config.guardian_key)
+    asyncio.run(_run(Guardian(config, account, policies=policies)))
+    return 0
+
+
+async def _run(guardian: Guardian) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await guardian.run(stop)
+    finally:
+        await guardian.close()

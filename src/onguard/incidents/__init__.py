@@ -1,0 +1,1 @@
+"""Incidents: the daemon's memory of what it saw and did."""

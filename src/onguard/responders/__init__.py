@@ -1,0 +1,1 @@
+"""Responders: put a decision into effect on chain."""

@@ -1,0 +1,113 @@
+"""The supervised daemon: wires source → engine → arbiter → responder, loops over blocks, shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from eth_account.signers.local import LocalAccount
+
+from onguard.arbiter import Arbiter, Decision
+from onguard.chain.rpc import Rpc
+from onguard.chain.view import RpcStateView
+from onguard.config import Config
+from onguard.errors import ChainError, ChainUnavailable, Halt
+from onguard.incidents.store import IncidentStore
+from onguard.log import get_logger
+from onguard.policies.engine import PolicyEngine
+from onguard.policies.loader import Policy, load_policies
+from onguard.responders.module import ModuleResponder
+from onguard.sources.blocks import BlockSource
+
+MAX_BACKOFF = 10.0
+DRAIN_TIMEOUT = 30.0
+
+
+class Guardian:
+    """One guardian over one chain. `step()` handles every block up to the head; `run()` loops until stopped."""
+
+    def __init__(self, config: Config, account: LocalAccount, *, policies: Sequence[Policy] | None = None,
+                 store: IncidentStore | None = None) -> None:
+        self.config = config
+        self.account = account
+        self.rpc = Rpc(config.chain.rpc_url)
+        self.store = store or IncidentStore(config.database)
+        if policies is None:
+            policies = load_policies(config.policies_dir, config.contracts, config.actions)
+        chain_id = config.chain.chain_id
+        self.engine = PolicyEngine(policies)
+        self.view = RpcStateView(self.rpc, config.contracts)
+        self.arbiter = Arbiter(self.store, chain_id)
+        self.responder = ModuleResponder(self.rpc, config, account, self.store)
+        self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
+                                  start_block=config.chain.start_block, max_block_range=config.chain.max_block_range)
+        self._responses: set[asyncio.Task[None]] = set()
+        self.ready = asyncio.Event()  # set once start() has checked everything and the loop is about to begin
+        self._log = get_logger(component="guardian", chain_id=chain_id)
+
+    async def start(self) -> None:
+        """Checks the chain and the guardian's authorisation, prepares responses, resumes interrupted ones."""
+        actual = await self.rpc.chain_id()
+        if actual != self.config.chain.chain_id:
+            raise Halt(f"the node at {self.config.chain.rpc_url} is on chain {actual}, "
+                       f"the config says {self.config.chain.chain_id}",
+                       hint="point chain.rpc_url at the right network, or fix chain.chain_id")
+        await self.responder.prepare()
+        for record in self.store.unfinished_responses():
+            self._spawn(self.responder.resume(record))
+        self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
+                       resume_after_block=self.source.last_committed)
+        self.ready.set()
+
+    async def step(self) -> list[Decision]:
+        decisions: list[Decision] = []
+        for batch in await self.source.next_batches():
+            findings = await self.engine.evaluate(batch, self.view)
+            for finding in findings:
+                decision = self.arbiter.decide(finding)
+                decisions.append(decision)
+                for action in decision.actions:
+                    self._spawn(self.responder.respond(decision.incident.id, action))
+            self.source.commit(batch)
+        return decisions
+
+    def _spawn(self, coroutine: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._responses.add(task)
+        task.add_done_callback(self._response_done)
+
+    def _response_done(self, task: asyncio.Task[None]) -> None:
+        self._responses.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.critical("a response task crashed: the protocol may NOT be in the safe state",
+                               error=repr(task.exception()))
+
+    async def drain_responses(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Waits for responses under way (sent transactions are not abandoned on shutdown)."""
+        if self._responses:
+            _, pending = await asyncio.wait(set(self._responses), timeout=timeout)
+            for task in pending:
+                task.cancel()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        backoff = self.config.chain.poll_interval
+        while not stop.is_set():
+            try:
+                await self.step()
+                backoff = self.config.chain.poll_interval
+            except ChainUnavailable as exc:
+                self._log.error("chain unreachable: retrying", error=exc.message, retry_in=round(backoff, 2))
+                backoff = min(max(backoff, 0.1) * 2, MAX_BACKOFF)
+            except ChainError as exc:
+                self._log.error("chain error: retrying", error=exc.message, retry_in=round(backoff, 2))
+                backoff = min(max(backoff, 0.1) * 2, MAX_BACKOFF)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=backoff)
+        self._log.info("stopping: finishing responses under way", pending=len(self._responses))
+        await self.drain_responses()
+
+    async def close(self) -> None:
+        await self.rpc.close()
+        self.store.close()

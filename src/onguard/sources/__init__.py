@@ -1,0 +1,1 @@
+"""Sources: async producers of frozen observations (blocks and their decoded logs for now)."""

@@ -1,0 +1,111 @@
+"""Follows new blocks, fetches and decodes the watched contracts' logs, and resumes from a checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from hexbytes import HexBytes
+
+from onguard.chain.rpc import Rpc
+from onguard.config import WatchedContract
+from onguard.incidents.store import IncidentStore
+from onguard.log import get_logger
+from onguard.observations import BlockBatch, BlockObservation, LogObservation, frozen_mapping
+
+SOURCE_NAME = "blocks"
+REORG_REWIND = 12  # blocks re-read after a reorganisation is noticed
+
+
+class BlockSource:
+    """Yields a BlockBatch per block, in order, never skipping one. The caller commits each batch after
+    handling it, so a crash replays the uncommitted block rather than losing it."""
+
+    def __init__(self, rpc: Rpc, store: IncidentStore, chain_id: int,
+                 contracts: Mapping[str, WatchedContract], *, start_block: int | None,
+                 max_block_range: int) -> None:
+        self._rpc = rpc
+        self._store = store
+        self._chain_id = chain_id
+        self._by_address = {c.address.lower(): c for c in contracts.values()}
+        self._addresses = [c.address for c in contracts.values()]
+        self._start_block = start_block
+        self._max_range = max_block_range
+        self._last: tuple[int, str] | None = store.checkpoint(SOURCE_NAME, chain_id)
+        self._log = get_logger(component="block-source", chain_id=chain_id)
+
+    @property
+    def last_committed(self) -> int | None:
+        return self._last[0] if self._last else None
+
+    async def next_batches(self) -> list[BlockBatch]:
+        """Every block after the checkpoint up to the head (at most max_block_range of them)."""
+        head = await self._rpc.head()
+        if self._last is None:
+            first = head if self._start_block is None else self._start_block
+            self._log.info("no checkpoint: starting", block=first)
+        else:
+            first = self._last[0] + 1
+        if first > head:
+            return []
+        last = min(head, first + self._max_range - 1)
+        if first < last:
+            self._log.info("catching up", from_block=first, to_block=last, head=head)
+        blocks = await asyncio.gather(*(self._rpc.block(n) for n in range(first, last + 1)))
+        if self._last is not None and blocks and HexBytes(blocks[0]["parentHash"]).to_0x_hex() != self._last[1]:
+            self._rewind_after_reorg(first)
+            return []
+        logs = await self._rpc.logs(self._addresses, first, last) if self._addresses else []
+        logs_by_block: dict[int, list[Any]] = defaultdict(list)
+        for log in logs:
+            logs_by_block[int(log["blockNumber"])].append(log)
+        return [self._batch(block, logs_by_block.get(int(block["number"]), [])) for block in blocks]
+
+    def commit(self, batch: BlockBatch) -> None:
+        self._store.save_checkpoint(SOURCE_NAME, self._chain_id, batch.block.number, batch.block.hash)
+        self._last = (batch.block.number, batch.block.hash)
+
+    def _rewind_after_reorg(self, first: int) -> None:
+        rewind_to = max(first - 1 - REORG_REWIND, 0)
+        self._log.warning("reorganisation: the new block's parent is not the checkpointed block; re-reading",
+                          block=first, checkpoint=self._last, rewind_to=rewind_to)
+        # Forget the hash: the block at rewind_to is read again and becomes the new anchor.
+        self._last = None
+        self._start_block = rewind_to
+
+    def _batch(self, block: Any, raw_logs: list[Any]) -> BlockBatch:
+        observation = BlockObservation(
+            chain_id=self._chain_id,
+            number=int(block["number"]),
+            hash=HexBytes(block["hash"]).to_0x_hex(),
+            parent_hash=HexBytes(block["parentHash"]).to_0x_hex(),
+            timestamp=int(block["timestamp"]),
+        )
+        decoded = []
+        for raw in sorted(raw_logs, key=lambda item: int(item["logIndex"])):
+            log = self._decode(raw, observation)
+            if log is not None:
+                decoded.append(log)
+        return BlockBatch(block=observation, logs=tuple(decoded))
+
+    def _decode(self, raw: Any, block: BlockObservation) -> LogObservation | None:
+        contract = self._by_address.get(str(raw["address"]).lower())
+        if contract is None:
+            return None
+        decoded = contract.abi.decode_log([bytes(t) for t in raw["topics"]], bytes(raw["data"]))
+        if decoded is None:
+            return None
+        event, args = decoded
+        return LogObservation(
+            chain_id=self._chain_id,
+            block_number=block.number,
+            block_hash=block.hash,
+            transaction_hash=HexBytes(raw["transactionHash"]).to_0x_hex(),
+            log_index=int(raw["logIndex"]),
+            contract=contract.name,
+            address=contract.address,
+            event=event.name,
+            args=frozen_mapping(args),
+        )

@@ -1,0 +1,99 @@
+"""Typed reads from parsed TOML tables, with errors that name the file and the field and suggest a fix."""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from onguard.errors import InputError
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+def read_toml(path: Path, error: type[InputError]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise error("file not found", file=str(path), hint="check the path, or create the file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"not valid TOML ({exc})", file=str(path),
+                    hint="fix the syntax at the line and column given") from None
+
+
+class Table:
+    """A TOML table being read field by field; `finish()` rejects fields nobody asked for (typos)."""
+
+    def __init__(self, data: dict[str, Any], *, file: str, prefix: str, error: type[InputError]) -> None:
+        self._data = data
+        self._file = file
+        self._prefix = prefix
+        self._error = error
+        self._seen: set[str] = set()
+
+    def field_name(self, key: str) -> str:
+        return f"{self._prefix}.{key}" if self._prefix else key
+
+    def fail(self, key: str, message: str, hint: str | None = None) -> InputError:
+        return self._error(message, file=self._file, field=self.field_name(key), hint=hint)
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def get(self, key: str, kind: type[T] | tuple[type, ...], *, default: Any = _MISSING,
+            hint: str | None = None) -> T:
+        self._seen.add(key)
+        if key not in self._data:
+            if default is _MISSING:
+                raise self.fail(key, "is required but missing", hint)
+            return default
+        value = self._data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(key, f"expected {_names(kinds)}, got a boolean", hint)
+        if not isinstance(value, kinds):
+            raise self.fail(key, f"expected {_names(kinds)}, got {type(value).__name__} {value!r}", hint)
+        return value
+
+    def parsed(self, key: str, parse: Callable[[Any], T], *, default: Any = _MISSING,
+               hint: str | None = None) -> T:
+        self._seen.add(key)
+        if key not in self._data:
+            if default is _MISSING:
+                raise self.fail(key, "is required but missing", hint)
+            return default
+        try:
+            return parse(self._data[key])
+        except ValueError as exc:
+            raise self.fail(key, str(exc), hint) from None
+
+    def table(self, key: str, *, required: bool = True) -> Table | None:
+        self._seen.add(key)
+        if key not in self._data:
+            if required:
+                raise self.fail(key, "is required but missing (a [table])")
+            return None
+        value = self._data[key]
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {type(value).__name__}")
+        return Table(value, file=self._file, prefix=self.field_name(key), error=self._error)
+
+    def finish(self) -> None:
+        for key in self._data:
+            if key not in self._seen:
+                close = difflib.get_close_matches(key, sorted(self._seen), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"known fields: {', '.join(sorted(self._seen))}"
+                raise self.fail(key, "unknown field", hint)
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(kind, kind.__name__) for kind in kinds)
