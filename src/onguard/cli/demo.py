@@ -48,7 +48,7 @@ class DemoResult:
 
 def handle(args: argparse.Namespace) -> int:
     # SIGTERM unwinds like Ctrl-C, so the demo's anvil is stopped on every exit path.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.ExitStack() as stack:
         folder = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="onguard-demo-")))
         say("starting a local Anvil chain")
@@ -62,6 +62,10 @@ def handle(args: argparse.Namespace) -> int:
         report(result, kept=args.keep)
         return 0 if result.paused else 1
     return 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def say(text: str) -> None:
