@@ -122,8 +122,9 @@ def _address(table: Table, key: str) -> str:
 
 def _chain(table: Table) -> ChainSettings:
     rpc_url = table.get("rpc_url", str)
-    if not rpc_url.startswith(("http://", "https://", "ws://", "wss://")):
-        raise table.fail("rpc_url", f"{rpc_url!r} is not an http(s) or ws(s) URL")
+    if not rpc_url.startswith(("http://", "https://")):
+        raise table.fail("rpc_url", f"{rpc_url!r} is not an http(s) URL",
+                         "the block source polls over HTTP(S): give the node's http:// or https:// endpoint")
     chain_id = table.get("chain_id", int, hint="the chain's id, e.g. 1 for Ethereum mainnet, 31337 for Anvil")
     start = table.get("start_block", (int, str), default="latest")
     if start != "latest" and not (isinstance(start, int) and start >= 0):

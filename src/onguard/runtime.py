@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 
 from eth_account.signers.local import LocalAccount
@@ -22,6 +23,7 @@ from onguard.sources.blocks import BlockSource
 
 MAX_BACKOFF = 10.0
 DRAIN_TIMEOUT = 30.0
+HEARTBEAT_SECONDS = 60.0
 
 
 class Guardian:
@@ -62,7 +64,10 @@ class Guardian:
 
     async def step(self) -> list[Decision]:
         decisions: list[Decision] = []
-        for batch in await self.source.next_batches():
+        poll = await self.source.next_batches()
+        if poll.rewound_to is not None:
+            self.engine.forget_from(poll.rewound_to)
+        for batch in poll.batches:
             findings = await self.engine.evaluate(batch, self.view)
             for finding in findings:
                 decision = self.arbiter.decide(finding)
@@ -93,10 +98,15 @@ class Guardian:
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
         backoff = self.config.chain.poll_interval
+        next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         while not stop.is_set():
             try:
                 await self.step()
                 backoff = self.config.chain.poll_interval
+                if time.monotonic() >= next_heartbeat:
+                    next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+                    self._log.info("watching", block=self.source.last_committed,
+                                   responses_under_way=len(self._responses))
             except ChainUnavailable as exc:
                 self._log.error("chain unreachable: retrying", error=exc.message, retry_in=round(backoff, 2))
                 backoff = min(max(backoff, 0.1) * 2, MAX_BACKOFF)

@@ -266,3 +266,29 @@ def test_a_response_interrupted_by_a_crash_is_finished_after_the_restart(chain, 
 
     asyncio.run(restart())
     assert is_paused(w3, world)
+
+
+def test_withdrawals_reorganised_away_are_forgotten(chain, guardian_config):
+    w3, world = chain.w3, chain.world
+
+    async def scenario() -> None:
+        guardian = await started(guardian_config)
+        try:
+            chain.mine(1)  # anvil can reorganise only blocks mined after the fork point
+            for _ in range(2):
+                drain_slice(w3, world, ALICE, tokens(100_000))
+            assert await handle_new_blocks(guardian) == []
+            # The two blocks holding those withdrawals are replaced by empty ones: they never happened.
+            reorg = w3.provider.make_request("anvil_reorg", [2, []])
+            assert "error" not in reorg, reorg
+            chain.mine(1)
+            assert await handle_new_blocks(guardian) == []
+            drain_slice(w3, world, ALICE, tokens(100_000))
+            # Only 100k is really withdrawn now; counting the orphaned 200k would trip (300k > 250k).
+            assert await handle_new_blocks(guardian) == []
+            assert guardian.source.last_committed == w3.eth.block_number
+            assert not is_paused(w3, world)
+        finally:
+            await guardian.close()
+
+    asyncio.run(scenario())

@@ -20,6 +20,10 @@ class PolicyEngine:
     def policy_ids(self) -> list[str]:
         return [evaluator.policy.common.id for evaluator in self._evaluators]
 
+    def forget_from(self, block_number: int) -> None:
+        for evaluator in self._evaluators:
+            evaluator.forget_from(block_number)
+
     async def evaluate(self, batch: BlockBatch, view: StateView) -> list[Finding]:
         findings = []
         for evaluator in self._evaluators:

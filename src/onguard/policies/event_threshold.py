@@ -63,6 +63,14 @@ class EventThresholdEvaluator:
             return None
         return self._finding(batch, value, exceeded, reference)
 
+    def forget_from(self, block_number: int) -> None:
+        """Drops what was seen at `block_number` and after: those blocks were reorganised away."""
+        kept = [entry for entry in self._window if entry.block_number < block_number]
+        for entry in self._window:
+            if entry.block_number >= block_number:
+                self._seen.discard(entry.observation_id)
+        self._window = deque(kept)
+
     def _take(self, batch: BlockBatch) -> None:
         policy = self.policy
         for log in batch.logs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from hexbytes import HexBytes
@@ -17,6 +18,15 @@ from onguard.observations import BlockBatch, BlockObservation, LogObservation, f
 
 SOURCE_NAME = "blocks"
 REORG_REWIND = 12  # blocks re-read after a reorganisation is noticed
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePoll:
+    """What one poll found: new blocks in order, or (rewound_to set) that blocks from there on must be
+    forgotten and will be read again."""
+
+    batches: list[BlockBatch]
+    rewound_to: int | None = None
 
 
 class BlockSource:
@@ -40,8 +50,9 @@ class BlockSource:
     def last_committed(self) -> int | None:
         return self._last[0] if self._last else None
 
-    async def next_batches(self) -> list[BlockBatch]:
-        """Every block after the checkpoint up to the head (at most max_block_range of them)."""
+    async def next_batches(self) -> SourcePoll:
+        """Every block after the checkpoint up to the head (at most max_block_range of them), or a rewind
+        when the chain under the checkpoint was reorganised."""
         head = await self._rpc.head()
         if self._last is None:
             first = head if self._start_block is None else self._start_block
@@ -49,38 +60,41 @@ class BlockSource:
         else:
             first = self._last[0] + 1
         if first > head:
-            return []
+            return SourcePoll(batches=[])
         last = min(head, first + self._max_range - 1)
         if first < last:
             self._log.info("catching up", from_block=first, to_block=last, head=head)
-        blocks = await asyncio.gather(*(self._rpc.block(n) for n in range(first, last + 1)))
-        if self._last is not None and blocks and HexBytes(blocks[0]["parentHash"]).to_0x_hex() != self._last[1]:
-            self._rewind_after_reorg(first)
-            return []
+        blocks = list(await asyncio.gather(*(self._rpc.block(n) for n in range(first, last + 1))))
+        if self._last is not None and _hex(blocks[0]["parentHash"]) != self._last[1]:
+            return SourcePoll(batches=[], rewound_to=self._rewind_after_reorg(first))
+        blocks = _linked_prefix(blocks)  # a reorg during the fetch: keep what links up, read the rest next time
+        last = int(blocks[-1]["number"])
         logs = await self._rpc.logs(self._addresses, first, last) if self._addresses else []
         logs_by_block: dict[int, list[Any]] = defaultdict(list)
         for log in logs:
             logs_by_block[int(log["blockNumber"])].append(log)
-        return [self._batch(block, logs_by_block.get(int(block["number"]), [])) for block in blocks]
+        return SourcePoll(batches=[self._batch(block, logs_by_block.get(int(block["number"]), []))
+                                   for block in blocks])
 
     def commit(self, batch: BlockBatch) -> None:
         self._store.save_checkpoint(SOURCE_NAME, self._chain_id, batch.block.number, batch.block.hash)
         self._last = (batch.block.number, batch.block.hash)
 
-    def _rewind_after_reorg(self, first: int) -> None:
+    def _rewind_after_reorg(self, first: int) -> int:
         rewind_to = max(first - 1 - REORG_REWIND, 0)
         self._log.warning("reorganisation: the new block's parent is not the checkpointed block; re-reading",
                           block=first, checkpoint=self._last, rewind_to=rewind_to)
         # Forget the hash: the block at rewind_to is read again and becomes the new anchor.
         self._last = None
         self._start_block = rewind_to
+        return rewind_to
 
     def _batch(self, block: Any, raw_logs: list[Any]) -> BlockBatch:
         observation = BlockObservation(
             chain_id=self._chain_id,
             number=int(block["number"]),
-            hash=HexBytes(block["hash"]).to_0x_hex(),
-            parent_hash=HexBytes(block["parentHash"]).to_0x_hex(),
+            hash=_hex(block["hash"]),
+            parent_hash=_hex(block["parentHash"]),
             timestamp=int(block["timestamp"]),
         )
         decoded = []
@@ -109,3 +123,15 @@ class BlockSource:
             event=event.name,
             args=frozen_mapping(args),
         )
+
+
+def _hex(value: Any) -> str:
+    return HexBytes(value).to_0x_hex()
+
+
+def _linked_prefix(blocks: list[Any]) -> list[Any]:
+    """The leading blocks each of which is the parent of the next."""
+    for index in range(1, len(blocks)):
+        if _hex(blocks[index]["parentHash"]) != _hex(blocks[index - 1]["hash"]):
+            return blocks[:index]
+    return blocks
