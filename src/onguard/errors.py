@@ -45,6 +45,11 @@ class KeyLoadError(InputError):
     """A key could not be loaded from its keystore or environment variable."""
 
 
+class NotAuthorised(InputError):
+    """On chain, the guardian lacks a power its config relies on (module not enabled, key not registered,
+    action not allowlisted). The Safe's owners must fix it; the daemon will not start without it."""
+
+
 class ToolchainError(OnguardError):
     """A tool or build product onguard needs is missing (anvil, compiled contracts)."""
 
@@ -61,7 +66,3 @@ class ChainUnavailable(ChainError):
 
 class ResponseFailed(OnguardError):
     """A response transaction could not be sent or was reverted."""
-
-
-class Halt(OnguardError):
-    """Something the daemon must not carry on after (e.g. the chain id changed under it)."""

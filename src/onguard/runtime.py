@@ -13,7 +13,7 @@ from onguard.arbiter import Arbiter, Decision
 from onguard.chain.rpc import Rpc
 from onguard.chain.view import RpcStateView
 from onguard.config import Config
-from onguard.errors import ChainError, ChainUnavailable, Halt
+from onguard.errors import ChainError, ChainUnavailable, ConfigError
 from onguard.incidents.store import IncidentStore
 from onguard.log import get_logger
 from onguard.policies.engine import PolicyEngine
@@ -52,9 +52,10 @@ class Guardian:
         """Checks the chain and the guardian's authorisation, prepares responses, resumes interrupted ones."""
         actual = await self.rpc.chain_id()
         if actual != self.config.chain.chain_id:
-            raise Halt(f"the node at {self.config.chain.rpc_url} is on chain {actual}, "
-                       f"the config says {self.config.chain.chain_id}",
-                       hint="point chain.rpc_url at the right network, or fix chain.chain_id")
+            raise ConfigError(f"the node at {self.config.chain.rpc_url} is on chain {actual}, "
+                              f"the config says {self.config.chain.chain_id}", file=str(self.config.path),
+                              field="chain.chain_id", hint="point chain.rpc_url at the right network, "
+                                                           "or fix chain.chain_id")
         await self.responder.prepare()
         for record in self.store.unfinished_responses():
             self._spawn(self.responder.resume(record))

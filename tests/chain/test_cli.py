@@ -114,3 +114,20 @@ def test_an_interrupted_demo_stops_its_anvil(sig):
     while _alive(anvil_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(anvil_pid)
+
+
+def test_run_with_an_encrypted_keystore_and_a_wrong_chain_id(chain, guardian_config, tmp_path):
+    keystore = tmp_path / "guardian.json"
+    keystore.write_text(json.dumps(dev_account(Roles.GUARDIAN).encrypt("a long test password", kdf="pbkdf2",
+                                                                        iterations=2)))
+    text = guardian_config.read_text().replace('key_env = "ONGUARD_TEST_GUARDIAN_KEY"',
+                                               f'keystore = "{keystore}"\npassword_env = "TEST_KEYSTORE_PW"')
+    config = tmp_path / "keystore.toml"
+    config.write_text(text.replace(f"chain_id = {chain.world.chain_id}", "chain_id = 1"))
+    env = {**os.environ, "TEST_KEYSTORE_PW": "a long test password"}
+    result = subprocess.run([*ONGUARD, "run", "--config", str(config)], capture_output=True, text=True, env=env,
+                            timeout=60)
+    # The key decrypted (no key error); the chain check then refused the mismatch, naming the field.
+    assert result.returncode == 2, result.stderr
+    assert "chain.chain_id" in result.stderr and f"on chain {chain.world.chain_id}" in result.stderr
+    assert "a long test password" not in result.stderr

@@ -12,7 +12,7 @@ from web3 import Web3
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import Roles, contract, dev_account
-from onguard.errors import Halt
+from onguard.errors import NotAuthorised
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
 from onguard.runtime import Guardian
 
@@ -182,7 +182,7 @@ def test_the_module_refuses_a_guardian_key_that_is_not_registered(chain, guardia
         finally:
             await guardian.close()
 
-    with pytest.raises(Halt, match="not registered on the module"):
+    with pytest.raises(NotAuthorised, match="not registered on the module"):
         asyncio.run(start_with_stranger())
 
 

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 from onguard import __version__
-from onguard.cli import demo, incidents, run
+from onguard.cli import demo, incidents, keystore, run
 from onguard.errors import OnguardError
 from onguard.log import configure_logging
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(commands)
     demo.register(commands)
     incidents.register(commands)
+    keystore.register(commands)
     return parser
 
 

@@ -14,7 +14,7 @@ from eth_utils import function_signature_to_4byte_selector
 
 from onguard.chain.rpc import Rpc
 from onguard.config import ActionSettings, Config
-from onguard.errors import ChainError, Halt
+from onguard.errors import ChainError, NotAuthorised
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseRecord, ResponseStatus
 from onguard.log import get_logger
 
@@ -65,12 +65,12 @@ class ModuleResponder:
         safe = self._config.safe.address
         enabled = await self._view_bool(safe, encode_call("isModuleEnabled(address)", ["address"], [self._module]))
         if not enabled:
-            raise Halt(f"the guardian module {self._module} is not enabled on the Safe {safe}",
+            raise NotAuthorised(f"the guardian module {self._module} is not enabled on the Safe {safe}",
                        hint="the Safe's owners must call enableModule(module) in a multisig transaction")
         registered = await self._view_bool(
             self._module, encode_call("isGuardian(address)", ["address"], [self._account.address]))
         if not registered:
-            raise Halt(f"the guardian key {self._account.address} is not registered on the module {self._module}",
+            raise NotAuthorised(f"the guardian key {self._account.address} is not registered on the module {self._module}",
                        hint="the Safe's owners must call addGuardian(key) on the module in a multisig transaction")
         for action in self._config.actions.values():
             contract = self._config.contracts[action.contract]
@@ -79,7 +79,7 @@ class ModuleResponder:
                 "getAction(address,bytes4)", ["address", "bytes4"], [contract.address, selector]))
             ((allowed, _cooldown, _last, _hash),) = abi_decode(["(bool,uint64,uint64,bytes32)"], raw)
             if not allowed:
-                raise Halt(f"action {action.name} ({action.contract}.{action.call}) is not allowlisted on the module",
+                raise NotAuthorised(f"action {action.name} ({action.contract}.{action.call}) is not allowlisted on the module",
                            hint="the Safe's owners must call allowAction(target, selector, 0, cooldown) on the module")
 
     async def _prepare(self, action: ActionSettings) -> PreparedAction:
