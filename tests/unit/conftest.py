@@ -99,6 +99,17 @@ def base_policy_data() -> dict[str, Any]:
 
 
 @pytest.fixture
+def artifacts_dir() -> Path:
+    """contracts/out: the compiled forge artifacts (each has an "abi" list)."""
+    return ARTIFACTS
+
+
+@pytest.fixture
+def repo_policies_dir() -> Path:
+    return REPO_POLICIES
+
+
+@pytest.fixture
 def config_data() -> dict[str, Any]:
     return copy.deepcopy(base_config_data())
 
@@ -122,9 +133,22 @@ def write_toml(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def config(tmp_path: Path, write_toml: Callable[..., Path]) -> Config:
+def config(write_toml: Callable[..., Path]) -> Config:
     """The base config loaded from tmp_path/onguard.toml (its policies dir is tmp_path/policies, not created)."""
     return load_config(write_toml(base_config_data()))
+
+
+@pytest.fixture
+def write_policy(config: Config) -> Callable[..., Path]:
+    """write_policy(data_or_text, name="policy.toml") -> the file written in the config's policies folder."""
+
+    def write(data: dict[str, Any] | str, name: str = "policy.toml") -> Path:
+        config.policies_dir.mkdir(parents=True, exist_ok=True)
+        path = config.policies_dir / name
+        path.write_text(data if isinstance(data, str) else to_toml(data))
+        return path
+
+    return write
 
 
 @pytest.fixture(autouse=True)
