@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from onguard.chain.abi import ContractAbi, load_abi
 from onguard.errors import ConfigError, InputError
@@ -16,6 +17,7 @@ from onguard.tomlfields import Table, read_toml
 from onguard.units import parse_amount, parse_duration
 
 SECRET_FIELDS = ("private_key", "key", "password", "mnemonic", "secret")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,11 @@ def _address(table: Table, key: str) -> str:
     value = table.get(key, str)
     if not is_address(value):
         raise table.fail(key, f"{value!r} is not an address", "write a 0x-prefixed 20-byte hex address")
+    digits = value[2:]
+    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
+        # Mixed case is an EIP-55 checksum: a wrong one means a typo, and a typo means the wrong contract.
+        raise table.fail(key, f"{value!r} fails its EIP-55 checksum (a mistyped address?)",
+                         "copy the address again from a trusted source, or write it all in lower case")
     return to_checksum_address(value)
 
 
@@ -157,12 +164,20 @@ def _guardian(table: Table, base: Path) -> KeySource:
                              "or key_env = \"ONGUARD_GUARDIAN_KEY\"")
     keystore = table.get("keystore", str, default=None)
     key_env = table.get("key_env", str, default=None)
+    if key_env is not None and not ENV_NAME.match(key_env):
+        # Never echo it: a value here that is not a variable name is most likely a pasted key.
+        raise table.fail("key_env", "must be the NAME of an environment variable (e.g. ONGUARD_GUARDIAN_KEY), "
+                                    "not a key", "put the key in that variable, never in the config file")
+    password_env = table.get("password_env", str, default="ONGUARD_KEYSTORE_PASSWORD")
+    if not ENV_NAME.match(password_env):
+        raise table.fail("password_env", "must be the NAME of an environment variable, not a password",
+                         "e.g. password_env = \"ONGUARD_KEYSTORE_PASSWORD\"")
     if (keystore is None) == (key_env is None):
         raise table.fail("keystore", "give exactly one of keystore or key_env",
                          "keystore = \"guardian.json\" for an encrypted keystore, or key_env = \"VAR\"")
     source = KeySource(
         keystore=_resolve(base, keystore) if keystore else None,
-        password_env=table.get("password_env", str, default="ONGUARD_KEYSTORE_PASSWORD"),
+        password_env=password_env,
         key_env=key_env,
     )
     table.finish()

@@ -47,12 +47,18 @@ class Table:
     def keys(self) -> list[str]:
         return list(self._data)
 
+    def _missing(self, key: str, hint: str | None) -> InputError:
+        typo = difflib.get_close_matches(key, [k for k in self._data if k not in self._seen], n=1)
+        if typo:
+            return self.fail(key, "is required but missing", f"found '{typo[0]}': did you mean '{key}'?")
+        return self.fail(key, "is required but missing", hint)
+
     def get(self, key: str, kind: type[T] | tuple[type, ...], *, default: Any = _MISSING,
             hint: str | None = None) -> T:
         self._seen.add(key)
         if key not in self._data:
             if default is _MISSING:
-                raise self.fail(key, "is required but missing", hint)
+                raise self._missing(key, hint)
             return default
         value = self._data[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
@@ -67,7 +73,7 @@ class Table:
         self._seen.add(key)
         if key not in self._data:
             if default is _MISSING:
-                raise self.fail(key, "is required but missing", hint)
+                raise self._missing(key, hint)
             return default
         try:
             return parse(self._data[key])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -19,7 +20,7 @@ def parse_amount(value: object) -> int:
     elif isinstance(value, str):
         try:
             number = Fraction(Decimal(value.replace("_", "").strip()))
-        except (InvalidOperation, ValueError):
+        except (InvalidOperation, ValueError, OverflowError):  # OverflowError: "inf"
             raise ValueError(f"{value!r} is not an amount (write e.g. 1000, \"250_000e18\" or \"1.5e18\")") from None
     else:
         raise ValueError(f"expected an amount as an integer or a string like \"250_000e18\", got {value!r}")
@@ -35,9 +36,9 @@ def parse_share(value: object) -> Fraction:
     if isinstance(value, str) and value.strip().endswith("%"):
         try:
             share = Fraction(Decimal(value.strip()[:-1].replace("_", ""))) / 100
-        except (InvalidOperation, ValueError):
+        except (InvalidOperation, ValueError, OverflowError):
             raise ValueError(f"{value!r} is not a percentage (write e.g. \"25%\")") from None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         share = Fraction(Decimal(str(value)))
     else:
         raise ValueError(f"expected a percentage like \"25%\", got {value!r}")
@@ -48,7 +49,7 @@ def parse_share(value: object) -> Fraction:
 
 def parse_duration(value: object) -> float:
     """Seconds from 90, "90s", "15m", "1h" or "1d"."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)
     if isinstance(value, str):
         match = _DURATION.match(value)

@@ -52,10 +52,6 @@ def test_decodes_a_withdraw_log_exactly(vault_abi: ContractAbi) -> None:
     assert list(args) == ["sender", "receiver", "owner", "assets", "shares"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: normalise() assumes 'eth_abi already checksums addresses', but "
-                          "eth_abi 6 decodes addresses in lower case, so decoded log args and view "
-                          "results are not EIP-55 checksummed (config addresses are)")
 def test_decoded_addresses_are_checksummed(vault_abi: ContractAbi) -> None:
     topics, data = withdraw_log(1, 1)
     decoded = vault_abi.decode_log(topics, data)

@@ -133,10 +133,6 @@ def test_incidents_without_db_uses_the_database_named_in_the_config(
     assert (tmp_path / "state" / "guardian.db").exists()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: IncidentStore opens any file; pointing --db (or state.database) at a file that is "
-                          "not a SQLite database gives 'internal error: DatabaseError: file is not a database' and "
-                          "exit 1 instead of an input error (exit 2) naming the file")
 def test_incidents_on_a_file_that_is_not_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     not_a_db = tmp_path / "onguard.toml"
     not_a_db.write_text("[chain]\n" + "# padding so SQLite reads a full header\n" * 10)
@@ -145,9 +141,6 @@ def test_incidents_on_a_file_that_is_not_a_database(tmp_path: Path, capsys: pyte
     assert err.startswith(f"error: {not_a_db}")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: above = \"inf\" in a policy escapes parse_amount as OverflowError, so `onguard run` "
-                          "reports 'internal error: OverflowError' with exit 1 instead of a PolicyError (exit 2)")
 def test_run_with_an_infinite_threshold_is_an_input_error(
         write_toml: WriteToml, config_data: dict[str, Any], policy_data: dict[str, Any],
         capsys: pytest.CaptureFixture[str]) -> None:

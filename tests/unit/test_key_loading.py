@@ -91,10 +91,6 @@ def test_invalid_key_in_env_is_refused_without_echoing_it(monkeypatch: pytest.Mo
     assert error.__cause__ is None and error.__suppress_context__
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: a private key pasted into key_env (instead of a variable name) is "
-                          "accepted by the config and then echoed verbatim in the KeyLoadError "
-                          "message and hint ('environment variable 0x… is not set', 'export 0x…=')")
 def test_key_pasted_into_key_env_is_never_echoed(tmp_path: Path, write_toml: Any, config_data: dict[str, Any],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     config_data["guardian"] = {"key_env": KEY}
@@ -150,10 +146,6 @@ def test_keystore_that_is_not_json(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "not a JSON keystore file" in str(error)
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, TypeError),
-                   reason="BUG: a keystore that is valid JSON but not a keystore ({} or [] or a "
-                          "truncated one) escapes as KeyError/TypeError from Account.decrypt instead "
-                          "of a KeyLoadError")
 @pytest.mark.parametrize("document", [{}, [], {"crypto": {}}])
 def test_json_that_is_not_a_keystore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, document: object) -> None:
     monkeypatch.setenv(PASSWORD_VAR, PASSWORD)

@@ -349,9 +349,6 @@ def test_missing_policies_folder_is_an_error(config: Config) -> None:
     assert "policies folder not found" in str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="BUG: the loader accepts sum/max over a non-numeric event argument (an "
-                          "address); the evaluator then crashes with int('0x…') on the first event")
 def test_sum_over_an_address_argument_is_refused(config: Config, write_policy: WritePolicy,
                                                  policy_data: dict[str, Any]) -> None:
     policy_data["trigger"]["field"] = "owner"  # Withdraw.owner is an address
@@ -359,9 +356,6 @@ def test_sum_over_an_address_argument_is_refused(config: Config, write_policy: W
     assert_names(policy_error(path, config), path, "trigger.field")
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="BUG: above = \"inf\" escapes as OverflowError from parse_amount instead of "
-                          "a PolicyError naming trigger.above")
 def test_infinite_above_is_a_policy_error(config: Config, write_policy: WritePolicy,
                                           policy_data: dict[str, Any]) -> None:
     policy_data["trigger"]["above"] = "inf"

@@ -11,10 +11,14 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
+from eth_abi.grammar import TupleType
+from eth_abi.grammar import parse as parse_abi_type
 from eth_utils import (
     collapse_if_tuple,
     event_abi_to_log_topic,
     function_abi_to_4byte_selector,
+    to_checksum_address,
 )
 from hexbytes import HexBytes
 
@@ -28,6 +32,9 @@ class EventAbi:
     indexed: tuple[tuple[str, str], ...]      # (name, type) in topic order
     unindexed: tuple[tuple[str, str], ...]    # (name, type) in data order
     names: tuple[str, ...]                    # every argument, in declaration order
+
+    def type_of(self, name: str) -> str:
+        return next(t for n, t in self.indexed + self.unindexed if n == name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,32 +102,47 @@ class ContractAbi:
 
     def decode_result(self, signature: str, data: bytes) -> tuple[Any, ...]:
         function = self.function(signature)
-        return tuple(normalise(v) for v in abi_decode(list(function.output_types), data))
+        decoded = abi_decode(list(function.output_types), data)
+        return tuple(normalise(t, v) for t, v in zip(function.output_types, decoded, strict=True))
 
     def decode_log(self, topics: Sequence[bytes], data: bytes) -> tuple[EventAbi, dict[str, Any]] | None:
-        """Decodes a log of this contract; None when the topic is not one of its events."""
+        """Decodes a log of this contract; None when the topic is not one of its events, ValueError when the
+        topic is known but the log does not fit the event's layout."""
         if not topics:
             return None
         event = self.events_by_topic.get(bytes(topics[0]))
         if event is None:
             return None
+        if len(topics) != len(event.indexed) + 1:
+            raise ValueError(f"{event.name} has {len(event.indexed)} indexed arguments, the log {len(topics) - 1}")
         values: dict[str, Any] = {}
-        for (name, type_), topic in zip(event.indexed, topics[1:], strict=True):
-            # Dynamic indexed values are stored as their hash: keep the hash.
-            values[name] = HexBytes(topic).to_0x_hex() if _is_dynamic(type_) else normalise(
-                abi_decode([type_], bytes(topic))[0])
-        decoded = abi_decode([t for _, t in event.unindexed], bytes(data))
-        for (name, _), value in zip(event.unindexed, decoded, strict=True):
-            values[name] = normalise(value)
+        try:
+            for (name, type_), topic in zip(event.indexed, topics[1:], strict=True):
+                # Dynamic indexed values are stored as their hash: keep the hash.
+                values[name] = HexBytes(topic).to_0x_hex() if _is_dynamic(type_) else normalise(
+                    type_, abi_decode([type_], bytes(topic))[0])
+            decoded = abi_decode([t for _, t in event.unindexed], bytes(data))
+        except DecodingError as exc:
+            raise ValueError(f"{event.name}: the log's data does not match the ABI ({exc})") from None
+        for (name, type_), value in zip(event.unindexed, decoded, strict=True):
+            values[name] = normalise(type_, value)
         return event, {name: values[name] for name in event.names}
 
 
-def normalise(value: Any) -> Any:
-    """Plain, comparable Python values: 0x-hex bytes, ints, tuples (eth_abi already checksums addresses)."""
+def normalise(type_: str, value: Any) -> Any:
+    """Plain, comparable Python values: checksummed addresses, 0x-hex bytes, ints, tuples."""
+    return _normalise(parse_abi_type(type_), value)
+
+
+def _normalise(abi_type: Any, value: Any) -> Any:
+    if abi_type.is_array:
+        return tuple(_normalise(abi_type.item_type, v) for v in value)
+    if isinstance(abi_type, TupleType):
+        return tuple(_normalise(t, v) for t, v in zip(abi_type.components, value, strict=True))
+    if abi_type.base == "address":
+        return to_checksum_address(value)
     if isinstance(value, (bytes, bytearray)):
         return "0x" + bytes(value).hex()
-    if isinstance(value, (list, tuple)):
-        return tuple(normalise(v) for v in value)
     return value
 
 

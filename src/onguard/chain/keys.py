@@ -48,8 +48,14 @@ def _from_keystore(source: KeySource) -> LocalAccount:
         raise KeyLoadError(f"environment variable {source.password_env} (the keystore password) is not set",
                            field="guardian.password_env",
                            hint=f"export {source.password_env} in the daemon's environment")
+    if not isinstance(keystore, dict) or "crypto" not in keystore and "Crypto" not in keystore:
+        raise KeyLoadError("not an encrypted keystore (no \"crypto\" section)", file=str(path),
+                           field="guardian.keystore", hint="create one with `onguard keystore new PATH`")
     try:
         return Account.from_key(Account.decrypt(keystore, password))
     except ValueError:
         raise KeyLoadError("could not decrypt the keystore: wrong password or damaged file", file=str(path),
                            field="guardian.keystore") from None
+    except (KeyError, TypeError):
+        raise KeyLoadError("the keystore is damaged or of an unknown version", file=str(path),
+                           field="guardian.keystore", hint="create one with `onguard keystore new PATH`") from None

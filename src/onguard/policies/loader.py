@@ -119,6 +119,10 @@ def _event_threshold(table: Table, common: PolicyCommon,
     elif field not in event.names:
         raise trigger.fail("field", f"{event_name} has no argument {field!r}",
                            f"its arguments: {', '.join(event.names)}")
+    elif not event.type_of(field).startswith(("uint", "int")):
+        numeric = [name for name in event.names if event.type_of(name).startswith(("uint", "int"))]
+        raise trigger.fail("field", f"{aggregate} needs a number, and {event_name}.{field} is "
+                                    f"{event.type_of(field)}", f"numeric arguments: {', '.join(numeric) or '(none)'}")
     window = trigger.get("window_blocks", int, hint="how many blocks the aggregate covers, e.g. 5")
     if window < 1:
         raise trigger.fail("window_blocks", "must be at least 1")

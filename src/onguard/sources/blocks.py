@@ -108,7 +108,14 @@ class BlockSource:
         contract = self._by_address.get(str(raw["address"]).lower())
         if contract is None:
             return None
-        decoded = contract.abi.decode_log([bytes(t) for t in raw["topics"]], bytes(raw["data"]))
+        try:
+            decoded = contract.abi.decode_log([bytes(t) for t in raw["topics"]], bytes(raw["data"]))
+        except ValueError as exc:
+            # Not dropped silently: a contract whose events no longer fit its ABI (an upgrade?) needs a human.
+            self._log.warning("a log of a watched contract does not fit its ABI; skipped", contract=contract.name,
+                              tx_hash=_hex(raw["transactionHash"]), log_index=int(raw["logIndex"]),
+                              error=str(exc))
+            return None
         if decoded is None:
             return None
         event, args = decoded
