@@ -11,11 +11,12 @@ from web3 import Web3
 
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
-from onguard.demo.world import Roles, contract, dev_account
+from onguard.demo.world import Roles, contract, dev_account, write_config
 from onguard.errors import NotAuthorised
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
 from onguard.runtime import Guardian
 
+from ..conftest import GUARDIAN_KEY_ENV
 from .helpers import ALICE, BOB, CAROL, deposit, drain_slice, is_paused, tokens, vault_cash, withdraw
 
 pytestmark = pytest.mark.chain
@@ -290,5 +291,45 @@ def test_withdrawals_reorganised_away_are_forgotten(chain, guardian_config):
             assert not is_paused(w3, world)
         finally:
             await guardian.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_policy_can_trip_the_circuit_breaker_and_pause_in_one_incident(chain, guardian_config, tmp_path):
+    w3, world = chain.w3, chain.world
+    policies = tmp_path / "breaker-policies"
+    policies.mkdir()
+    (policies / "outflow.toml").write_text("""
+id = "vault-outflow"
+description = "Any two withdrawals within 3 blocks: halt outflows and pause"
+kind = "event"
+severity = "high"
+response = ["trip_breaker", "pause_vault"]
+[match]
+contract = "vault"
+event = "Withdraw"
+[trigger]
+aggregate = "count"
+window_blocks = 3
+above = 1
+""")
+    # guardian_config put the guardian key in the environment; this config differs only by its policies.
+    config_path = write_config(world, tmp_path / "breaker", key_env=GUARDIAN_KEY_ENV, policies_dir=policies)
+
+    async def scenario() -> None:
+        guardian = await started(config_path)
+        try:
+            withdraw(w3, world, BOB, tokens(1_000))
+            assert await handle_new_blocks(guardian) == []
+            withdraw(w3, world, CAROL, tokens(1_000))
+            (decision,) = await handle_new_blocks(guardian)
+            assert decision.actions == ("trip_breaker", "pause_vault")
+            statuses = {r.action: r.status for r in guardian.store.responses(decision.incident.id)}
+            assert statuses == {"trip_breaker": ResponseStatus.MINED, "pause_vault": ResponseStatus.MINED}
+            assert guardian.store.incident(decision.incident.id).status == IncidentStatus.MITIGATED
+        finally:
+            await guardian.close()
+        assert contract(w3, "CircuitBreaker", world.breaker).functions.tripped().call()
+        assert is_paused(w3, world)
 
     asyncio.run(scenario())
