@@ -45,8 +45,36 @@ class LogObservation:
 
 
 @dataclass(frozen=True, slots=True)
+class TransactionObservation:
+    """A transaction sent directly to a watched contract, mined (block_number set) or pending (None), with
+    its calldata decoded when the selector is in the contract's ABI."""
+
+    chain_id: int
+    hash: str
+    block_number: int | None
+    sender: str
+    to: str
+    contract: str
+    value: int
+    input: bytes
+    function: str | None             # the signature, e.g. "transferOwnership(address)"; None if unknown
+    args: Mapping[str, Any] = field(default_factory=lambda: frozen_mapping({}))
+    max_priority_fee: int | None = None
+
+    @property
+    def id(self) -> str:
+        return f"tx:{self.chain_id}:{self.hash}:{self.block_number}"
+
+    @property
+    def selector(self) -> bytes:
+        return self.input[:4]
+
+
+@dataclass(frozen=True, slots=True)
 class BlockBatch:
-    """A block and the decoded logs of watched contracts in it, in log order."""
+    """A block with the decoded logs of watched contracts (in log order) and the transactions sent directly
+    to them (in block order)."""
 
     block: BlockObservation
     logs: tuple[LogObservation, ...]
+    transactions: tuple[TransactionObservation, ...] = ()

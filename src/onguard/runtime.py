@@ -11,7 +11,7 @@ from eth_account.signers.local import LocalAccount
 
 from onguard.arbiter import Arbiter, Decision
 from onguard.chain.rpc import Rpc
-from onguard.chain.view import RpcStateView
+from onguard.chain.view import BatchStateReader
 from onguard.config import Config
 from onguard.errors import ChainError, ChainUnavailable, ConfigError
 from onguard.incidents.store import IncidentStore
@@ -39,7 +39,7 @@ class Guardian:
             policies = load_policies(config.policies_dir, config.contracts, config.actions)
         chain_id = config.chain.chain_id
         self.engine = PolicyEngine(policies)
-        self.view = RpcStateView(self.rpc, config.contracts)
+        self.reader = BatchStateReader(self.rpc)
         self.arbiter = Arbiter(self.store, chain_id)
         self.responder = ModuleResponder(self.rpc, config, account, self.store)
         self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
@@ -69,8 +69,13 @@ class Guardian:
         if poll.rewound_to is not None:
             self.engine.forget_from(poll.rewound_to)
         for batch in poll.batches:
-            findings = await self.engine.evaluate(batch, self.view)
-            for finding in findings:
+            result = await self.engine.evaluate(batch, self.reader)
+            for failure in result.failures:
+                self.store.record_evaluation_failure(self.config.chain.chain_id, failure.policy_id,
+                                                     failure.block_number, failure.message)
+                self._log.error("policy could not be evaluated: this block is NOT known to be safe for it",
+                                policy_id=failure.policy_id, block=failure.block_number, error=failure.message)
+            for finding in result.findings:
                 decision = self.arbiter.decide(finding)
                 decisions.append(decision)
                 for action in decision.actions:

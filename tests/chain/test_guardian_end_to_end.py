@@ -60,7 +60,7 @@ def test_drain_trips_the_policy_and_the_safe_module_pauses_the_vault(chain, guar
             incident = guardian.store.incident(decisions[0].incident.id)
             assert incident.status == IncidentStatus.MITIGATED
             assert int(incident.evidence["value"]) == tokens(300_000)
-            assert int(incident.evidence["reference"]) == tokens(1_000_000)
+            assert int(incident.evidence["state"]["assets"]) == tokens(700_000)
             (response,) = guardian.store.responses(incident.id)
             assert response.status == ResponseStatus.MINED
         finally:
@@ -308,10 +308,11 @@ response = ["trip_breaker", "pause_vault"]
 [match]
 contract = "vault"
 event = "Withdraw"
-[trigger]
-aggregate = "count"
+[aggregate]
+function = "count"
 window_blocks = 3
-above = 1
+[trigger]
+condition = "value > 1"
 """)
     # guardian_config put the guardian key in the environment; this config differs only by its policies.
     config_path = write_config(world, tmp_path / "breaker", key_env=GUARDIAN_KEY_ENV, policies_dir=policies)

@@ -44,6 +44,12 @@ class FunctionAbi:
     selector: bytes
     input_types: tuple[str, ...]
     output_types: tuple[str, ...]
+    input_names: tuple[str, ...] = ()   # unnamed inputs get arg0, arg1, …
+    mutability: str = "nonpayable"
+
+    @property
+    def is_view(self) -> bool:
+        return self.mutability in ("view", "pure")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,7 @@ class ContractAbi:
     raw: tuple[Mapping[str, Any], ...]
     events_by_topic: Mapping[bytes, EventAbi] = field(repr=False)
     functions_by_signature: Mapping[str, FunctionAbi] = field(repr=False)
+    _by_selector: Mapping[bytes, FunctionAbi] = field(repr=False, default_factory=dict)
 
     @classmethod
     def from_json(cls, abi: Sequence[Mapping[str, Any]]) -> ContractAbi:
@@ -64,9 +71,11 @@ class ContractAbi:
                 events[event_abi_to_log_topic(item)] = EventAbi(
                     name=item["name"],
                     topic=event_abi_to_log_topic(item),
-                    indexed=tuple((i["name"], collapse_if_tuple(i)) for i in inputs if i.get("indexed")),
-                    unindexed=tuple((i["name"], collapse_if_tuple(i)) for i in inputs if not i.get("indexed")),
-                    names=tuple(i["name"] for i in inputs),
+                    indexed=tuple((_arg_name(i, n), collapse_if_tuple(i))
+                                  for n, i in enumerate(inputs) if i.get("indexed")),
+                    unindexed=tuple((_arg_name(i, n), collapse_if_tuple(i))
+                                    for n, i in enumerate(inputs) if not i.get("indexed")),
+                    names=tuple(_arg_name(i, n) for n, i in enumerate(inputs)),
                 )
             elif item.get("type") == "function":
                 types = tuple(collapse_if_tuple(i) for i in item.get("inputs", []))
@@ -77,9 +86,28 @@ class ContractAbi:
                     selector=function_abi_to_4byte_selector(item),
                     input_types=types,
                     output_types=tuple(collapse_if_tuple(o) for o in item.get("outputs", [])),
+                    input_names=tuple(_arg_name(i, n) for n, i in enumerate(item.get("inputs", []))),
+                    mutability=item.get("stateMutability", "nonpayable"),
                 )
         return cls(raw=tuple(abi), events_by_topic=MappingProxyType(events),
-                   functions_by_signature=MappingProxyType(functions))
+                   functions_by_signature=MappingProxyType(functions),
+                   _by_selector=MappingProxyType({f.selector: f for f in functions.values()}))
+
+    def functions_named(self, name: str) -> list[FunctionAbi]:
+        return [f for f in self.functions_by_signature.values() if f.name == name]
+
+    def decode_call(self, data: bytes) -> tuple[FunctionAbi, dict[str, Any]] | None:
+        """Decodes calldata of this contract; None when the selector is not one of its functions or the
+        arguments do not fit."""
+        function = self._by_selector.get(bytes(data[:4]))
+        if function is None:
+            return None
+        try:
+            values = abi_decode(list(function.input_types), bytes(data[4:]))
+        except DecodingError:
+            return None
+        return function, {name: normalise(type_, value) for name, type_, value
+                          in zip(function.input_names, function.input_types, values, strict=True)}
 
     def has_function(self, signature: str) -> bool:
         return signature in self.functions_by_signature
@@ -144,6 +172,12 @@ def _normalise(abi_type: Any, value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return "0x" + bytes(value).hex()
     return value
+
+
+def _arg_name(item: Mapping[str, Any], position: int) -> str:
+    """Argument names as policies write them: Solidity's leading underscores dropped (`_amount` is `amount`),
+    unnamed ones as arg0, arg1, …"""
+    return str(item.get("name") or "").lstrip("_") or f"arg{position}"
 
 
 def _is_dynamic(type_: str) -> bool:

@@ -38,8 +38,9 @@ class Rpc:
     async def head(self) -> int:
         return await self._call("eth_blockNumber", self.w3.eth.block_number)
 
-    async def block(self, number: int) -> Any:
-        return await self._call(f"eth_getBlockByNumber({number})", self.w3.eth.get_block(number))
+    async def block(self, number: int, full_transactions: bool = False) -> Any:
+        return await self._call(f"eth_getBlockByNumber({number})",
+                                self.w3.eth.get_block(number, full_transactions=full_transactions))
 
     async def logs(self, addresses: Sequence[str], from_block: int, to_block: int) -> list[Any]:
         return await self._call(
@@ -52,6 +53,14 @@ class Rpc:
         if sender:
             tx["from"] = sender
         return bytes(await self._call(f"eth_call({to})", self.w3.eth.call(tx, block)))
+
+    async def batch(self, requests: list[tuple[str, list[Any]]]) -> list[Any]:
+        """Several calls in one JSON-RPC batch round trip; each answer keeps its own result or error."""
+        responses = await self._call(f"batch of {len(requests)}",
+                                     self.w3.provider.make_batch_request(requests))  # type: ignore[arg-type]
+        if not isinstance(responses, list):
+            raise ChainError(f"batch of {len(requests)}: the node refused the batch ({responses})")
+        return responses
 
     async def estimate_gas(self, tx: dict[str, Any]) -> int:
         return await self._call("eth_estimateGas", self.w3.eth.estimate_gas(tx))

@@ -1,35 +1,54 @@
-"""The read-only window on chain state that policies get: named view calls on watched contracts at a block."""
+"""Reads chain state for the policy engine: every declared view call of a block in one JSON-RPC batch."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from eth_abi import decode as abi_decode
+from hexbytes import HexBytes
+
+from onguard.chain.abi import normalise
 from onguard.chain.rpc import Rpc
-from onguard.config import WatchedContract
+from onguard.policies.reads import ReadSpec
 
 
-class StateView(Protocol):
-    async def read(self, contract: str, signature: str, block: int) -> Any: ...
+@dataclass(frozen=True, slots=True)
+class ReadFailure:
+    """A read that did not give a value (it reverted, or the node refused it): the policies that need it
+    record an evaluation error instead of treating the state as safe."""
+
+    spec: ReadSpec
+    reason: str
 
 
-class RpcStateView:
-    """Reads watched contracts' no-argument views through eth_call, memoised per (contract, view, block)."""
+class StateReader(Protocol):
+    async def read(self, specs: Iterable[ReadSpec], block: int) -> dict[ReadSpec, Any]: ...
 
-    def __init__(self, rpc: Rpc, contracts: Mapping[str, WatchedContract], cache_size: int = 4096) -> None:
+
+class BatchStateReader:
+    def __init__(self, rpc: Rpc) -> None:
         self._rpc = rpc
-        self._contracts = contracts
-        self._cache: dict[tuple[str, str, int], Any] = {}
-        self._cache_size = cache_size
 
-    async def read(self, contract: str, signature: str, block: int) -> Any:
-        key = (contract, signature, block)
-        if key in self._cache:
-            return self._cache[key]
-        watched = self._contracts[contract]
-        raw = await self._rpc.call(watched.address, watched.abi.encode_call(signature), block)
-        (value,) = watched.abi.decode_result(signature, raw)
-        if len(self._cache) >= self._cache_size:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = value
-        return value
+    async def read(self, specs: Iterable[ReadSpec], block: int) -> dict[ReadSpec, Any]:
+        unique = list(dict.fromkeys(specs))
+        if not unique:
+            return {}
+        requests = [("eth_call", [{"to": spec.address, "data": HexBytes(spec.calldata).to_0x_hex()}, hex(block)])
+                    for spec in unique]
+        responses = await self._rpc.batch(requests)
+        return {spec: _decode(spec, response) for spec, response in zip(unique, responses, strict=True)}
+
+
+def _decode(spec: ReadSpec, response: Any) -> Any:
+    if "error" in response:
+        error = response["error"]
+        message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+        return ReadFailure(spec, message)
+    raw = bytes(HexBytes(response["result"]))
+    try:
+        (value,) = abi_decode([spec.output_type], raw)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a failed read, reported as such
+        return ReadFailure(spec, f"cannot decode the result as {spec.output_type} ({exc})")
+    return normalise(spec.output_type, value)

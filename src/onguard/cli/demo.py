@@ -132,9 +132,10 @@ def report(result: DemoResult, kept: Path | None) -> None:
         evidence = incident.evidence
         print(f"  tripped      policy {incident.policy_id} ({incident.severity}) at block {incident.opened_block}: "
               f"{evidence['measured']} over blocks {evidence['window']['from_block']}-{evidence['window']['to_block']}")
-        limit, reference = int(evidence["thresholds"]["share"]), int(evidence["reference"])
-        print(f"               = {int(evidence['value']) // TOKEN:,} dUSD, above {limit // TOKEN:,} dUSD "
-              f"({limit / reference:.0%} of the {reference // TOKEN:,} dUSD the vault held before)")
+        withdrawn, remaining = int(evidence["value"]), int(evidence["state"]["assets"])
+        print(f"               = {withdrawn // TOKEN:,} dUSD, {withdrawn / (withdrawn + remaining):.0%} of the "
+              f"{(withdrawn + remaining) // TOKEN:,} dUSD the vault held before (condition: "
+              f"{incident.evidence.get('condition', 'see the policy')})")
     store = IncidentStore(result.store_path)
     for incident in result.incidents:
         for response in store.responses(incident.id):

@@ -45,6 +45,15 @@ CREATE TABLE IF NOT EXISTS timeline (
     kind TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS evaluation_failures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    chain_id INTEGER NOT NULL,
+    policy_id TEXT NOT NULL,
+    block_number INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evaluation_failures_by_policy ON evaluation_failures (policy_id, id);
 CREATE TABLE IF NOT EXISTS responses (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     incident_id INTEGER NOT NULL REFERENCES incidents (id),
@@ -111,6 +120,15 @@ class ResponseRecord:
     gas_used: int | None
     error: str | None
     updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailureSummary:
+    policy_id: str
+    count: int
+    last_block: int
+    last_message: str
+    last_at: str
 
 
 def now() -> str:
@@ -218,6 +236,26 @@ class IncidentStore:
         rows = self._db.execute("SELECT at, kind, detail FROM timeline WHERE incident_id=? ORDER BY id",
                                 (incident_id,)).fetchall()
         return [TimelineEntry(at=r["at"], kind=r["kind"], detail=json.loads(r["detail"])) for r in rows]
+
+    # ---- policy evaluation failures ----
+
+    def record_evaluation_failure(self, chain_id: int, policy_id: str, block_number: int, message: str) -> None:
+        self._db.execute("INSERT INTO evaluation_failures (chain_id, policy_id, block_number, message, at) "
+                         "VALUES (?,?,?,?,?)", (chain_id, policy_id, block_number, message, now()))
+
+    def evaluation_failures(self) -> list[FailureSummary]:
+        """Per policy: how many evaluations failed, and the latest failure."""
+        rows = self._db.execute(
+            "SELECT policy_id, COUNT(*) AS count, MAX(id) AS last_id FROM evaluation_failures GROUP BY policy_id "
+            "ORDER BY policy_id").fetchall()
+        summaries = []
+        for row in rows:
+            last = self._db.execute("SELECT block_number, message, at FROM evaluation_failures WHERE id=?",
+                                    (row["last_id"],)).fetchone()
+            summaries.append(FailureSummary(policy_id=row["policy_id"], count=row["count"],
+                                            last_block=last["block_number"], last_message=last["message"],
+                                            last_at=last["at"]))
+        return summaries
 
     # ---- responses ----
 

@@ -1,33 +1,78 @@
-"""The policy engine: feeds each block's observations to every policy and collects findings. No I/O of its own;
-chain state is read only through the injected view."""
+"""The policy engine: feeds each block to every policy and collects findings and evaluation failures.
+Evaluators are pure; the engine's one I/O is reading, in one batch per block, the state the policies declared."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from onguard.chain.view import StateView
+from onguard.chain.view import StateReader
+from onguard.errors import OnguardError
 from onguard.observations import BlockBatch
-from onguard.policies.event_threshold import EventThresholdEvaluator
-from onguard.policies.loader import Policy
-from onguard.policies.model import Finding
+from onguard.policies.kinds.base import Evaluator, Policy, StateValues
+from onguard.policies.model import EvaluationFailure, Finding
+
+
+@dataclass(slots=True)
+class EngineResult:
+    findings: list[Finding] = field(default_factory=list)
+    failures: list[EvaluationFailure] = field(default_factory=list)
+
+
+class _Delayed:
+    """Holds blocks back until they are `confirmations` deep, for policies that ask for it."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+        self.confirmations = evaluator.common.confirmations
+        self.pending: deque[BlockBatch] = deque()
+
+    def due(self, batch: BlockBatch) -> list[BlockBatch]:
+        if self.confirmations == 0:
+            return [batch]
+        self.pending.append(batch)
+        ready = []
+        while self.pending and self.pending[0].block.number + self.confirmations <= batch.block.number:
+            ready.append(self.pending.popleft())
+        return ready
+
+    def forget_from(self, block_number: int) -> None:
+        self.pending = deque(b for b in self.pending if b.block.number < block_number)
+        self.evaluator.forget_from(block_number)
 
 
 class PolicyEngine:
     def __init__(self, policies: Sequence[Policy]) -> None:
-        self._evaluators = [EventThresholdEvaluator(policy) for policy in policies]
+        self._slots = [_Delayed(policy.evaluator()) for policy in policies]
 
     @property
     def policy_ids(self) -> list[str]:
-        return [evaluator.policy.common.id for evaluator in self._evaluators]
+        return [slot.evaluator.common.id for slot in self._slots]
 
     def forget_from(self, block_number: int) -> None:
-        for evaluator in self._evaluators:
-            evaluator.forget_from(block_number)
+        for slot in self._slots:
+            slot.forget_from(block_number)
 
-    async def evaluate(self, batch: BlockBatch, view: StateView) -> list[Finding]:
-        findings = []
-        for evaluator in self._evaluators:
-            finding = await evaluator.evaluate(batch, view)
+    async def evaluate(self, batch: BlockBatch, reader: StateReader) -> EngineResult:
+        work = [(slot.evaluator, due) for slot in self._slots for due in slot.due(batch)]
+        states: dict[int, StateValues] = {}
+        for number in sorted({due.block.number for _, due in work}):
+            specs = {spec for evaluator, due in work if due.block.number == number for spec in evaluator.reads}
+            states[number] = await reader.read(specs, number) if specs else {}
+        return self.evaluate_with_state(work, states)
+
+    @staticmethod
+    def evaluate_with_state(work: list[tuple[Evaluator, BlockBatch]],
+                            states: dict[int, StateValues]) -> EngineResult:
+        result = EngineResult()
+        for evaluator, batch in work:
+            try:
+                finding = evaluator.observe(batch, states.get(batch.block.number, {}))
+            except (OnguardError, ArithmeticError, KeyError, TypeError, ValueError) as exc:
+                message = exc.message if isinstance(exc, OnguardError) else f"{type(exc).__name__}: {exc}"
+                result.failures.append(EvaluationFailure(evaluator.common.id, batch.block.number, message))
+                continue
             if finding is not None:
-                findings.append(finding)
-        return findings
+                result.findings.append(finding)
+        return result

@@ -1,4 +1,4 @@
-"""The values the policy layer deals in: policy settings common to every kind, severities and findings."""
+"""The values the policy layer deals in: what every policy carries, severities, verdicts and findings."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ class Severity(str, Enum):
 class Verdict(str, Enum):
     """Why a policy tripped."""
 
-    THRESHOLD_EXCEEDED = "threshold-exceeded"
+    CONDITION_MET = "condition-met"          # a watched event, call or measure met the policy's condition
+    INVARIANT_BROKEN = "invariant-broken"    # a state invariant no longer holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +31,14 @@ class PolicyCommon:
     """What every policy kind carries, whatever it watches."""
 
     id: str
+    kind: str
     description: str
     severity: Severity
     response: tuple[str, ...]  # action names from the config; empty means alert only
-    cooldown: float            # seconds during which new trips join the open incident
+    cooldown: float            # seconds (chain time) during which new trips join the open incident
     enabled: bool
     dry_run: bool
+    confirmations: int         # blocks a piece of mined evidence must be buried under before it counts
     file: Path
 
     @property
@@ -53,3 +56,13 @@ class Finding:
     block_number: int
     block_time: int  # the block's timestamp: cooldowns run on chain time, so replays behave like the daemon
     evidence: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationFailure:
+    """A policy that could not be evaluated at a block (a read reverted, a value was missing). Never treated
+    as "safe": it is logged at error level and recorded for `onguard status`."""
+
+    policy_id: str
+    block_number: int
+    message: str

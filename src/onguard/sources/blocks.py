@@ -8,13 +8,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 
 from onguard.chain.rpc import Rpc
 from onguard.config import WatchedContract
 from onguard.incidents.store import IncidentStore
 from onguard.log import get_logger
-from onguard.observations import BlockBatch, BlockObservation, LogObservation, frozen_mapping
+from onguard.observations import (
+    BlockBatch,
+    BlockObservation,
+    LogObservation,
+    TransactionObservation,
+    frozen_mapping,
+)
 
 SOURCE_NAME = "blocks"
 REORG_REWIND = 12  # blocks re-read after a reorganisation is noticed
@@ -64,7 +71,8 @@ class BlockSource:
         last = min(head, first + self._max_range - 1)
         if first < last:
             self._log.info("catching up", from_block=first, to_block=last, head=head)
-        blocks = list(await asyncio.gather(*(self._rpc.block(n) for n in range(first, last + 1))))
+        blocks = list(await asyncio.gather(*(self._rpc.block(n, full_transactions=True)
+                                              for n in range(first, last + 1))))
         if self._last is not None and _hex(blocks[0]["parentHash"]) != self._last[1]:
             return SourcePoll(batches=[], rewound_to=self._rewind_after_reorg(first))
         blocks = _linked_prefix(blocks)  # a reorg during the fetch: keep what links up, read the rest next time
@@ -102,7 +110,9 @@ class BlockSource:
             log = self._decode(raw, observation)
             if log is not None:
                 decoded.append(log)
-        return BlockBatch(block=observation, logs=tuple(decoded))
+        transactions = tuple(tx for tx in (decode_transaction(raw, self._chain_id, self._by_address)
+                                           for raw in block.get("transactions", [])) if tx is not None)
+        return BlockBatch(block=observation, logs=tuple(decoded), transactions=transactions)
 
     def _decode(self, raw: Any, block: BlockObservation) -> LogObservation | None:
         contract = self._by_address.get(str(raw["address"]).lower())
@@ -130,6 +140,32 @@ class BlockSource:
             event=event.name,
             args=frozen_mapping(args),
         )
+
+
+def decode_transaction(raw: Any, chain_id: int,
+                       watched: Mapping[str, WatchedContract]) -> TransactionObservation | None:
+    """A transaction object (mined or pending) as an observation, when it is sent to a watched contract."""
+    to = raw.get("to")
+    contract = watched.get(str(to).lower()) if to else None
+    if contract is None:
+        return None
+    data = bytes(HexBytes(raw.get("input", b"")))
+    decoded = contract.abi.decode_call(data) if len(data) >= 4 else None
+    block_number = raw.get("blockNumber")
+    priority = raw.get("maxPriorityFeePerGas", raw.get("gasPrice"))
+    return TransactionObservation(
+        chain_id=chain_id,
+        hash=_hex(raw["hash"]),
+        block_number=int(block_number) if block_number is not None else None,
+        sender=to_checksum_address(raw["from"]),
+        to=contract.address,
+        contract=contract.name,
+        value=int(raw.get("value", 0)),
+        input=data,
+        function=decoded[0].signature if decoded else None,
+        args=frozen_mapping(decoded[1] if decoded else {}),
+        max_priority_fee=int(priority) if priority is not None else None,
+    )
 
 
 def _hex(value: Any) -> str:
