@@ -189,6 +189,14 @@ abi = {abi("CircuitBreaker")}
 address = "{world.oracle}"
 abi = {abi("PriceOracle")}
 
+[contracts.asset]
+address = "{world.asset}"
+abi = {abi("TestToken")}
+
+[contracts.module]
+address = "{world.module}"
+abi = {abi("GuardianModule")}
+
 [actions.pause_vault]
 contract = "vault"
 call = "pause()"
