@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from onguard.chain.abi import EventAbi
 from onguard.observations import BlockBatch, LogObservation
-from onguard.policies.expr import Expression, ExpressionError, compile_expression
+from onguard.policies.expr import Expression
 from onguard.policies.kinds.base import (
     BLOCK_SCHEMA,
     NamedReads,
@@ -34,6 +34,12 @@ class Window:
 
     def describe(self) -> str:
         return f"{self.blocks} blocks" if self.blocks is not None else f"{self.seconds} seconds"
+
+    def has_left(self, block_number: int, timestamp: int, now: BlockBatch) -> bool:
+        """Whether something seen at (block_number, timestamp) is outside the window ending at `now`."""
+        if self.blocks is not None:
+            return block_number <= now.block.number - self.blocks
+        return timestamp <= now.block.timestamp - self.seconds  # type: ignore[operator]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +143,12 @@ def _aggregate_spec(table: Table | None, event: EventAbi, args_schema: dict[str,
         if f"args.{group_by}" not in args_schema:
             raise table.fail("group_by", f"{event.name} has no argument {group_by!r}",
                              f"its arguments: {', '.join(event.names)}")
-    window = _window(table)
+    window = parse_window(table)
     table.finish()
     return AggregateSpec(function=function, of=of, window=window, group_by=group_by)  # type: ignore[arg-type]
 
 
-def _window(table: Table) -> Window:
+def parse_window(table: Table) -> Window:
     blocks = table.get("window_blocks", int, default=None)
     seconds = table.get("window_seconds", int, default=None)
     if (blocks is None) == (seconds is None):
@@ -226,14 +232,8 @@ class EventEvaluator:
             self._window.append(_Entry(log.block_number, batch.block.timestamp, log.id, log.transaction_hash,
                                        group, value))
             self._seen.add(log.id)
-        while self._window and self._expired(self._window[0], batch):
+        while self._window and spec.window.has_left(self._window[0].block_number, self._window[0].timestamp, batch):
             self._seen.discard(self._window.popleft().observation_id)
-
-    def _expired(self, entry: _Entry, batch: BlockBatch) -> bool:
-        window = self.policy.aggregate.window  # type: ignore[union-attr]
-        if window.blocks is not None:
-            return entry.block_number <= batch.block.number - window.blocks
-        return entry.timestamp <= batch.block.timestamp - window.seconds  # type: ignore[operator]
 
     def _per_window(self, batch: BlockBatch, state: StateValues) -> Finding | None:
         spec = self.policy.aggregate

@@ -1,0 +1,161 @@
+"""The call kind: a transaction calls a watched contract's function (e.g. transferOwnership, upgradeTo,
+setPrice) from a sender it should not come from, or with arguments it should not have. Judged on mined
+transactions here, and on pending ones once the mempool source feeds them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import is_address, to_checksum_address
+
+from onguard.chain.abi import FunctionAbi
+from onguard.config import WatchedContract
+from onguard.observations import BlockBatch, TransactionObservation
+from onguard.policies.expr import Expression
+from onguard.policies.kinds.base import BLOCK_SCHEMA, NamedReads, PolicyEnv, StateValues, block_context, condition
+from onguard.policies.model import Finding, PolicyCommon, Verdict
+from onguard.policies.reads import ReadSpec, expression_type
+from onguard.tomlfields import Table
+
+TX_SCHEMA = {"tx.from": "address", "tx.to": "address", "tx.value": "number"}
+
+
+@dataclass(frozen=True, slots=True)
+class CallPolicy:
+    common: PolicyCommon
+    contract: str
+    functions: frozenset[str]           # signatures
+    allow_from: frozenset[str] | None   # lower-case addresses; None: no allow list
+    deny_from: frozenset[str] | None
+    where: Expression | None
+    reads: NamedReads
+    contracts_context: dict[str, Any]
+
+    def evaluator(self) -> CallEvaluator:
+        return CallEvaluator(self)
+
+    def explain(self) -> list[str]:
+        lines = [f"Watches transactions calling {' or '.join(sorted(self.functions))} on {self.contract}."]
+        if self.allow_from is not None:
+            lines.append(f"Only these senders may: {', '.join(sorted(self.allow_from))}; any other sender fires it.")
+        if self.deny_from is not None:
+            lines.append(f"It fires when the sender is one of: {', '.join(sorted(self.deny_from))}.")
+        if self.where is not None:
+            lines.append(f"It fires only when {self.where.describe()}.")
+        if self.allow_from is None and self.deny_from is None and self.where is None:
+            lines.append("Every such call fires it.")
+        return lines
+
+    def trips(self, tx: TransactionObservation, context: dict[str, Any]) -> bool:
+        if tx.contract != self.contract or tx.function not in self.functions:
+            return False
+        sender = tx.sender.lower()
+        if self.allow_from is not None and sender in self.allow_from:
+            return False
+        if self.deny_from is not None and sender not in self.deny_from:
+            return False
+        if self.where is None:
+            return True
+        tx_values = {"from": tx.sender, "to": tx.to, "value": tx.value}
+        return bool(self.where.evaluate({**context, "tx": tx_values, "args": tx.args}))
+
+
+def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> CallPolicy:
+    match = table.table("match")
+    assert match is not None
+    contract = env.contract(match, "contract")
+    functions = _functions(match, contract)
+    allow_from = _senders(match, "allow_from", env)
+    deny_from = _senders(match, "deny_from", env)
+    reads = NamedReads.parse(table.table("reads", required=False), env)
+    where = None
+    if match.has("where"):
+        schema = {**TX_SCHEMA, **reads.schema(), **BLOCK_SCHEMA, **env.address_schema()}
+        if len(functions) == 1:
+            schema.update(_args_schema(functions[0]))
+        where = condition(match, "where", schema)
+    match.finish()
+    return CallPolicy(common=common, contract=contract.name, functions=frozenset(f.signature for f in functions),
+                      allow_from=allow_from, deny_from=deny_from, where=where, reads=reads,
+                      contracts_context=env.address_context())
+
+
+def _functions(match: Table, contract: WatchedContract) -> list[FunctionAbi]:
+    if match.has("functions"):
+        names = match.get("functions", list)
+    else:
+        names = [match.get("function", str, hint="a signature such as \"setPrice(uint256)\", or a function name")]
+    if not names:
+        raise match.fail("functions", "is empty", "name at least one function")
+    functions = []
+    for name in names:
+        if not isinstance(name, str):
+            raise match.fail("functions", f"expected function names, got {name!r}")
+        if contract.abi.has_function(name):
+            functions.append(contract.abi.function(name))
+            continue
+        named = contract.abi.functions_named(name)
+        if not named:
+            mutating = sorted(f.signature for f in contract.abi.functions_by_signature.values() if not f.is_view)
+            raise match.fail("functions" if match.has("functions") else "function",
+                             f"{contract.name} has no function {name!r}", f"its functions: {', '.join(mutating)}")
+        functions.extend(named)
+    return functions
+
+
+def _senders(match: Table, key: str, env: PolicyEnv) -> frozenset[str] | None:
+    entries = match.get(key, list, default=None)
+    if entries is None:
+        return None
+    addresses = set()
+    for entry in entries:
+        if isinstance(entry, str) and entry in env.contracts:
+            addresses.add(env.contracts[entry].address.lower())
+        elif isinstance(entry, str) and is_address(entry):
+            addresses.add(to_checksum_address(entry).lower())
+        else:
+            raise match.fail(key, f"{entry!r} is neither an address nor a watched contract's name",
+                             "write 0x-addresses, or names from onguard.toml [contracts]")
+    return frozenset(addresses)
+
+
+def _args_schema(function: FunctionAbi) -> dict[str, str]:
+    schema = {}
+    for name, type_ in zip(function.input_names, function.input_types, strict=True):
+        kind = expression_type(type_)
+        if kind is not None:
+            schema[f"args.{name}"] = kind
+    return schema
+
+
+class CallEvaluator:
+    def __init__(self, policy: CallPolicy) -> None:
+        self.policy = policy
+        self.common = policy.common
+
+    @property
+    def reads(self) -> frozenset[ReadSpec]:
+        return frozenset(self.policy.reads.specs.values())
+
+    def forget_from(self, block_number: int) -> None:
+        """Nothing kept between blocks."""
+
+    def observe(self, batch: BlockBatch, state: StateValues) -> Finding | None:
+        candidates = [tx for tx in batch.transactions if tx.contract == self.policy.contract]
+        if not candidates:
+            return None
+        context = {"state": self.policy.reads.context(state) if self.policy.where else {},
+                   "block": block_context(batch), **self.policy.contracts_context}
+        tripped = [tx for tx in candidates if self.policy.trips(tx, context)]
+        if not tripped:
+            return None
+        first = tripped[0]
+        summary = f"{first.function} called on {self.policy.contract} by {first.sender} (tx {first.hash})"
+        evidence = {
+            "calls": [{"tx_hash": tx.hash, "from": tx.sender, "function": tx.function, "args": dict(tx.args),
+                       "value": tx.value} for tx in tripped],
+            "note": "mined transaction: it may have reverted; the attempt is the signal",
+        }
+        return Finding(policy=self.common, verdict=Verdict.CONDITION_MET, summary=summary,
+                       block_number=batch.block.number, block_time=batch.block.timestamp, evidence=evidence)
