@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -103,3 +104,34 @@ def _names(kinds: tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
              list: "a list", dict: "a table"}
     return " or ".join(names.get(kind, kind.__name__) for kind in kinds)
+
+
+_HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\s\"]+?)\s*\]\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+
+
+def field_line(path: Path, field: str | None) -> int | None:
+    """The line where a dotted field (or its table) is written, for error messages; None when not found."""
+    if not field:
+        return None
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    *table_parts, key = field.split(".")
+    table = ".".join(table_parts)
+    current = ""
+    table_line = None
+    for number, line in enumerate(lines, start=1):
+        header = _HEADER.match(line)
+        if header:
+            current = header.group(1).replace(" ", "").replace('"', "")
+            if current == field:
+                return number  # the field is itself a table
+            if current == table:
+                table_line = number
+            continue
+        match = _KEY.match(line)
+        if match and current == table and match.group(1) == key:
+            return number
+    return table_line

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 from onguard import __version__
-from onguard.cli import demo, incidents, keystore, run
+from onguard.cli import demo, incidents, keystore, policies, run, status
 from onguard.errors import OnguardError
 from onguard.log import configure_logging
 
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(commands)
     incidents.register(commands)
     keystore.register(commands)
+    policies.register(commands)
+    status.register(commands)
     return parser
 
 

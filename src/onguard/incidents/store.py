@@ -179,6 +179,12 @@ class IncidentStore:
                                (source, chain_id)).fetchone()
         return (row["block_number"], row["block_hash"]) if row else None
 
+    def checkpoint_row(self, source: str, chain_id: int) -> tuple[int, str] | None:
+        """The checkpointed block and when it was written."""
+        row = self._db.execute("SELECT block_number, updated_at FROM checkpoints WHERE source=? AND chain_id=?",
+                               (source, chain_id)).fetchone()
+        return (row["block_number"], row["updated_at"]) if row else None
+
     def save_checkpoint(self, source: str, chain_id: int, block_number: int, block_hash: str) -> None:
         self._db.execute(
             "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, chain_id) DO UPDATE SET "

@@ -42,7 +42,7 @@ class BlockSource:
 
     def __init__(self, rpc: Rpc, store: IncidentStore, chain_id: int,
                  contracts: Mapping[str, WatchedContract], *, start_block: int | None,
-                 max_block_range: int) -> None:
+                 max_block_range: int, end_block: int | None = None) -> None:
         self._rpc = rpc
         self._store = store
         self._chain_id = chain_id
@@ -50,6 +50,7 @@ class BlockSource:
         self._addresses = [c.address for c in contracts.values()]
         self._start_block = start_block
         self._max_range = max_block_range
+        self._end_block = end_block  # a bounded range (policy tests, replays); None follows the head for ever
         self._last: tuple[int, str] | None = store.checkpoint(SOURCE_NAME, chain_id)
         self._log = get_logger(component="block-source", chain_id=chain_id)
 
@@ -61,6 +62,8 @@ class BlockSource:
         """Every block after the checkpoint up to the head (at most max_block_range of them), or a rewind
         when the chain under the checkpoint was reorganised."""
         head = await self._rpc.head()
+        if self._end_block is not None:
+            head = min(head, self._end_block)
         if self._last is None:
             first = head if self._start_block is None else self._start_block
             self._log.info("no checkpoint: starting", block=first)

@@ -88,7 +88,7 @@ def condition(table: Table, key: str, schema: Mapping[str, str]) -> Expression:
     try:
         return compile_condition(source, schema)
     except ExpressionError as exc:
-        raise table.fail(key, exc.bare_message, exc.hint) from None
+        raise table.fail(key, exc.message, exc.hint) from None
 
 
 BLOCK_SCHEMA = {"block.number": "number", "block.timestamp": "number"}
@@ -113,6 +113,7 @@ class Evaluator(Protocol):
 
 class Policy(Protocol):
     common: PolicyCommon
+    reads: NamedReads
 
     def evaluator(self) -> Evaluator: ...
 

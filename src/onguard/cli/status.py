@@ -1,0 +1,48 @@
+"""`onguard status`: the daemon's health from its database — progress, open incidents, failed responses and
+policies that could not be evaluated. Exit 0 when nothing needs a human, 1 when something does."""
+
+from __future__ import annotations
+
+import argparse
+
+from onguard.config import load_config
+from onguard.incidents.store import IncidentStatus, IncidentStore
+from onguard.sources.blocks import SOURCE_NAME
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser("status", help="health of the guardian, from its database")
+    parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = IncidentStore(config.database)
+    try:
+        attention = 0
+        checkpoint = store.checkpoint_row(SOURCE_NAME, config.chain.chain_id)
+        print(f"database      {config.database}")
+        if checkpoint is None:
+            print("last block    none yet (the daemon has not handled a block on this chain)")
+        else:
+            print(f"last block    {checkpoint[0]} (handled at {checkpoint[1]})")
+        incidents = store.incidents()
+        needing = [i for i in incidents if i.status in (IncidentStatus.OPEN, IncidentStatus.FAILED)]
+        print(f"incidents     {len(incidents)} in all; {len(needing)} open or failed")
+        for incident in needing:
+            attention += incident.status == IncidentStatus.FAILED
+            print(f"  #{incident.id} {incident.status.upper():<6} {incident.policy_id} at block "
+                  f"{incident.opened_block}: {incident.title}")
+        failures = store.evaluation_failures()
+        if failures:
+            attention += 1
+            print("EVALUATION FAILURES (these policies were NOT checked at those blocks)")
+            for failure in failures:
+                print(f"  {failure.policy_id}: {failure.count} block(s), last at block {failure.last_block} "
+                      f"({failure.last_at}): {failure.last_message}")
+        else:
+            print("evaluation    every policy evaluated at every block handled")
+        return 1 if attention else 0
+    finally:
+        store.close()
