@@ -12,6 +12,7 @@ from onguard.errors import OnguardError
 from onguard.observations import BlockBatch
 from onguard.policies.kinds.base import Evaluator, Policy, StateValues
 from onguard.policies.model import EvaluationFailure, Finding
+from onguard.policies.reads import ReadSpec
 
 
 @dataclass(slots=True)
@@ -54,19 +55,28 @@ class PolicyEngine:
         for slot in self._slots:
             slot.forget_from(block_number)
 
-    async def evaluate(self, batch: BlockBatch, reader: StateReader) -> EngineResult:
-        work = [(slot.evaluator, due) for slot in self._slots for due in slot.due(batch)]
-        states: dict[int, StateValues] = {}
-        for number in sorted({due.block.number for _, due in work}):
-            specs = {spec for evaluator, due in work if due.block.number == number for spec in evaluator.reads}
-            states[number] = await reader.read(specs, number) if specs else {}
-        return self.evaluate_with_state(work, states)
+    def plan(self, batch: BlockBatch) -> list[tuple[Evaluator, BlockBatch]]:
+        """Which policy evaluates which block now (blocks wait here for their confirmations)."""
+        return [(slot.evaluator, due) for slot in self._slots for due in slot.due(batch)]
 
     @staticmethod
-    def evaluate_with_state(work: list[tuple[Evaluator, BlockBatch]],
-                            states: dict[int, StateValues]) -> EngineResult:
+    def reads_needed(plan: list[tuple[Evaluator, BlockBatch]]) -> dict[int, set[ReadSpec]]:
+        needed: dict[int, set[ReadSpec]] = {}
+        for evaluator, due in plan:
+            needed.setdefault(due.block.number, set()).update(evaluator.reads)
+        return needed
+
+    async def evaluate(self, batch: BlockBatch, reader: StateReader) -> EngineResult:
+        plan = self.plan(batch)
+        states = {number: (await reader.read(specs, number) if specs else {})
+                  for number, specs in sorted(self.reads_needed(plan).items())}
+        return self.run(plan, states)
+
+    @staticmethod
+    def run(plan: list[tuple[Evaluator, BlockBatch]], states: dict[int, StateValues]) -> EngineResult:
+        """Evaluates the plan on state already read: pure, no I/O."""
         result = EngineResult()
-        for evaluator, batch in work:
+        for evaluator, batch in plan:
             try:
                 finding = evaluator.observe(batch, states.get(batch.block.number, {}))
             except (OnguardError, ArithmeticError, KeyError, TypeError, ValueError) as exc:
