@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
-from onguard.policies.loader import load_policies
+from onguard.cli.policies import describe_error
+from onguard.policies.loader import check_policies
 from onguard.runtime import Guardian
 
 
@@ -21,7 +23,14 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 def handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # Everything is checked before anything starts: an invalid policy or key stops the daemon here.
-    policies = load_policies(config.policies_dir, config.contracts, config.actions)
+    check = check_policies(config.policies_dir, config.contracts, config.actions)
+    if check.errors:
+        for error in check.errors:
+            print(describe_error(error), file=sys.stderr)
+        print(f"error: {len(check.errors)} invalid policy file(s): the guardian does not start with a policy "
+              "it cannot evaluate", file=sys.stderr)
+        return 2
+    policies = [policy for policy in check.policies if policy.common.enabled]
     account = load_guardian_account(config.guardian_key)
     asyncio.run(_run(Guardian(config, account, policies=policies)))
     return 0
