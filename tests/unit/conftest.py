@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 from onguard.config import Config, load_config
+from onguard.policies.kinds.base import PolicyEnv
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "contracts" / "out"
@@ -27,6 +28,7 @@ MODULE = "0x" + "3c" * 20
 VAULT = "0x" + "ab" * 20
 BREAKER = "0x" + "cd" * 20
 ORACLE = "0x" + "ef" * 20
+ASSET = "0x" + "a5" * 20
 
 KEY_ENV = "ONGUARD_UNIT_TEST_KEY"
 
@@ -73,6 +75,7 @@ def base_config_data(policies_dir: str = "policies") -> dict[str, Any]:
             "vault": {"address": VAULT, "abi": str(artifact("Vault"))},
             "breaker": {"address": BREAKER, "abi": str(artifact("CircuitBreaker"))},
             "oracle": {"address": ORACLE, "abi": str(artifact("PriceOracle"))},
+            "asset": {"address": ASSET, "abi": str(artifact("TestToken"))},
         },
         "actions": {
             "pause_vault": {"contract": "vault", "call": "pause()", "done_when": "paused()"},
@@ -84,7 +87,8 @@ def base_config_data(policies_dir: str = "policies") -> dict[str, Any]:
 
 
 def base_policy_data() -> dict[str, Any]:
-    """A valid event-threshold policy against base_config_data's contracts and actions."""
+    """A valid event policy (the demo's vault-drain, in the current format) against base_config_data's contracts
+    and actions."""
     return {
         "id": "vault-drain",
         "description": "withdrawals above a quarter of the vault",
@@ -93,8 +97,22 @@ def base_policy_data() -> dict[str, Any]:
         "response": ["pause_vault"],
         "cooldown": "1h",
         "match": {"contract": "vault", "event": "Withdraw"},
-        "trigger": {"aggregate": "sum", "field": "assets", "window_blocks": 5, "share": "25%",
-                    "share_of": "vault.totalAssets()"},
+        "aggregate": {"function": "sum", "of": "assets", "window_blocks": 5},
+        "reads": {"assets": "vault.totalAssets()"},
+        "trigger": {"condition": "value > 25% * (state.assets + value)"},
+    }
+
+
+def base_state_policy_data() -> dict[str, Any]:
+    """A valid state policy: the vault holds at least what its shares are worth one to one."""
+    return {
+        "id": "vault-solvent",
+        "description": "the vault holds at least one asset per share",
+        "kind": "state",
+        "severity": "high",
+        "response": ["alert"],
+        "reads": {"assets": "vault.totalAssets()", "supply": "vault.totalSupply()"},
+        "trigger": {"invariant": "state.assets >= state.supply"},
     }
 
 
@@ -117,6 +135,11 @@ def config_data() -> dict[str, Any]:
 @pytest.fixture
 def policy_data() -> dict[str, Any]:
     return copy.deepcopy(base_policy_data())
+
+
+@pytest.fixture
+def state_policy_data() -> dict[str, Any]:
+    return copy.deepcopy(base_state_policy_data())
 
 
 @pytest.fixture
@@ -149,6 +172,12 @@ def write_policy(config: Config) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def env(config: Config) -> PolicyEnv:
+    """What policy files may refer to: the base config's watched contracts and actions."""
+    return PolicyEnv(contracts=config.contracts, actions=config.actions)
 
 
 @pytest.fixture(autouse=True)

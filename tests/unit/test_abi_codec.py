@@ -181,3 +181,65 @@ def test_load_abi_missing_file(tmp_path: Path) -> None:
         load_abi(tmp_path / "nope.json")
     assert "ABI file not found" in str(caught.value)
     assert caught.value.hint is not None
+
+
+# ---- argument names and decode_call ----
+
+
+LEGACY_TOKEN_ABI = [
+    {"type": "event", "name": "Transfer", "anonymous": False,
+     "inputs": [{"name": "_from", "type": "address", "indexed": True},
+                {"name": "_to", "type": "address", "indexed": True},
+                {"name": "_value", "type": "uint256", "indexed": False}]},
+    {"type": "function", "name": "transfer", "stateMutability": "nonpayable",
+     "inputs": [{"name": "_to", "type": "address"}, {"name": "_amount", "type": "uint256"}],
+     "outputs": [{"name": "", "type": "bool"}]},
+    {"type": "function", "name": "approve", "stateMutability": "nonpayable",
+     "inputs": [{"name": "", "type": "address"}, {"name": "", "type": "uint256"}], "outputs": []},
+]
+
+
+def test_argument_names_drop_solidity_leading_underscores() -> None:
+    abi = ContractAbi.from_json(LEGACY_TOKEN_ABI)
+    transfer = abi.event("Transfer")
+    assert transfer is not None
+    assert transfer.names == ("from", "to", "value")
+    assert transfer.type_of("value") == "uint256"
+    decoded = abi.decode_log([keccak(text="Transfer(address,address,uint256)"), address_topic(SENDER),
+                              address_topic(RECEIVER)], encode(["uint256"], [5]))
+    assert decoded is not None
+    assert decoded[1] == {"from": to_checksum_address(SENDER), "to": to_checksum_address(RECEIVER), "value": 5}
+    assert abi.function("transfer(address,uint256)").input_names == ("to", "amount")
+
+
+def test_unnamed_arguments_are_numbered() -> None:
+    abi = ContractAbi.from_json(LEGACY_TOKEN_ABI)
+    assert abi.function("approve(address,uint256)").input_names == ("arg0", "arg1")
+
+
+def test_decode_call_names_and_normalises_the_arguments() -> None:
+    abi = ContractAbi.from_json(LEGACY_TOKEN_ABI)
+    data = abi.encode_call("transfer(address,uint256)", to_checksum_address(RECEIVER), 2**256 - 1)
+    decoded = abi.decode_call(data)
+    assert decoded is not None
+    function, args = decoded
+    assert function.signature == "transfer(address,uint256)"
+    assert args == {"to": to_checksum_address(RECEIVER), "amount": 2**256 - 1}
+
+
+def test_decode_call_of_a_real_vault_function(vault_abi: ContractAbi) -> None:
+    data = vault_abi.encode_call("withdraw(uint256,address,address)", 10**24, to_checksum_address(RECEIVER),
+                                 to_checksum_address(OWNER))
+    decoded = vault_abi.decode_call(data)
+    assert decoded is not None
+    assert decoded[1] == {"assets": 10**24, "receiver": to_checksum_address(RECEIVER),
+                          "owner": to_checksum_address(OWNER)}
+    collateral = vault_abi.decode_call(vault_abi.encode_call("collateralOf(address)", to_checksum_address(OWNER)))
+    assert collateral is not None and collateral[1] == {"arg0": to_checksum_address(OWNER)}
+
+
+def test_decode_call_refuses_what_it_cannot_read(vault_abi: ContractAbi) -> None:
+    assert vault_abi.decode_call(keccak(text="nothing()")[:4]) is None       # not one of its functions
+    assert vault_abi.decode_call(b"\x01\x02") is None                         # shorter than a selector
+    truncated = vault_abi.encode_call("borrow(uint256)", 5)[:20]
+    assert vault_abi.decode_call(truncated) is None                           # arguments cut short

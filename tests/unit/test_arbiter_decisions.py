@@ -16,13 +16,13 @@ CHAIN_ID = 31337
 T0 = 1_700_000_000
 COOLDOWN = 3600.0
 
-POLICY = PolicyCommon(id="vault-drain", description="drain", severity=Severity.CRITICAL,
+POLICY = PolicyCommon(id="vault-drain", kind="event", description="drain", severity=Severity.CRITICAL,
                       response=("pause_vault", "trip_breaker"), cooldown=COOLDOWN, enabled=True, dry_run=False,
-                      file=Path("policies/vault-drain.toml"))
+                      confirmations=0, file=Path("policies/vault-drain.toml"))
 
 
 def finding(block: int, block_time: int, policy: PolicyCommon = POLICY, value: int = 10**24) -> Finding:
-    return Finding(policy=policy, verdict=Verdict.THRESHOLD_EXCEEDED, summary=f"sum is {value}",
+    return Finding(policy=policy, verdict=Verdict.CONDITION_MET, summary=f"sum is {value}",
                    block_number=block, block_time=block_time, evidence={"value": value})
 
 
@@ -50,7 +50,7 @@ def test_first_finding_opens_an_incident_with_the_policy_actions(arbiter: Arbite
     assert incident.severity == "critical"
     assert incident.title == "sum is 1000000000000000000000000"
     assert incident.opened_block == 100 and incident.opened_block_time == T0
-    assert incident.evidence == {"verdict": "threshold-exceeded", "value": 10**24}
+    assert incident.evidence == {"verdict": "condition-met", "value": 10**24}
     assert incident.dry_run is False
 
 
@@ -144,3 +144,15 @@ def test_a_restarted_arbiter_still_honours_the_cooldown(tmp_path: Path) -> None:
         assert decision.actions == ()
     finally:
         reopened.close()
+
+
+def test_a_broken_invariant_is_recorded_with_its_verdict(arbiter: Arbiter, store: IncidentStore) -> None:
+    solvent = dataclasses.replace(POLICY, id="vault-solvent", kind="state")
+    broken = Finding(policy=solvent, verdict=Verdict.INVARIANT_BROKEN, summary="invariant broken at block 7",
+                     block_number=7, block_time=T0, evidence={"state": {"assets": 1, "supply": 2}})
+    decision = arbiter.decide(broken)
+    assert decision.opened is True
+    assert decision.actions == ("pause_vault", "trip_breaker")
+    incident = store.incident(decision.incident.id)
+    assert incident.policy_id == "vault-solvent"
+    assert incident.evidence == {"verdict": "invariant-broken", "state": {"assets": 1, "supply": 2}}

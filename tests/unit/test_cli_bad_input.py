@@ -5,6 +5,7 @@ Nothing here reaches a chain: every case stops before the daemon would connect.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,28 @@ def test_run_with_a_malformed_policy_names_the_policy_file_and_field(
     code, _, err = run_cli(capsys, "run", "--config", str(config_path))
 
     assert code == 2
-    assert err.startswith(f"error: {policy_path}: match.event: vault has no event 'Drained'")
+    # file:line: field: message, as compilers print them, then the verdict.
+    assert re.match(rf"{re.escape(str(policy_path))}:\d+: match\.event: vault has no event 'Drained'\n", err), err
     assert "hint: its events: " in err
+    assert err.endswith("error: 1 invalid policy file(s): the guardian does not start with a policy it cannot "
+                        "evaluate\n")
+    assert "Traceback" not in err
+
+
+def test_run_lists_every_invalid_policy_before_refusing_to_start(
+        write_toml: WriteToml, config_data: dict[str, Any], policy_data: dict[str, Any],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = write_toml(config_data)
+    write_toml(dict(policy_data, severity="urgent"), "policies/a.toml")
+    policy_data["aggregate"]["of"] = "owner"
+    write_toml(dict(policy_data, id="b"), "policies/b.toml")
+
+    code, _, err = run_cli(capsys, "run", "--config", str(config_path))
+
+    assert code == 2
+    assert re.search(r"a\.toml:\d+: severity: unknown severity 'urgent'", err), err
+    assert re.search(r"b\.toml:\d+: aggregate\.of: Withdraw has no numeric argument 'owner'", err), err
+    assert "error: 2 invalid policy file(s)" in err
     assert "Traceback" not in err
 
 
@@ -64,7 +85,8 @@ def test_run_with_an_empty_policies_folder(tmp_path: Path, write_toml: WriteToml
     (tmp_path / "policies").mkdir()
     code, _, err = run_cli(capsys, "run", "--config", str(config_path))
     assert code == 2
-    assert err.startswith(f"error: {tmp_path / 'policies'}: no policy files")
+    assert err.startswith(f"{tmp_path / 'policies'}: no policy files")
+    assert "error: 1 invalid policy file(s)" in err
 
 
 def test_run_without_the_guardian_key_stops_before_starting(
@@ -145,11 +167,23 @@ def test_run_with_an_infinite_threshold_is_an_input_error(
         write_toml: WriteToml, config_data: dict[str, Any], policy_data: dict[str, Any],
         capsys: pytest.CaptureFixture[str]) -> None:
     config_path = write_toml(config_data)
-    policy_data["trigger"]["above"] = "inf"
+    policy_data["trigger"]["condition"] = "value > 1e999"  # a threshold no uint256 can reach
     policy_path = write_toml(policy_data, "policies/drain.toml")
     code, _, err = run_cli(capsys, "run", "--config", str(config_path))
     assert code == 2
-    assert err.startswith(f"error: {policy_path}: trigger.above")
+    assert re.match(rf"{re.escape(str(policy_path))}:\d+: trigger\.condition: .*out of range", err), err
+    assert "Traceback" not in err
+
+
+def test_run_with_an_infinite_read_argument_is_an_input_error(
+        write_toml: WriteToml, config_data: dict[str, Any], policy_data: dict[str, Any],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = write_toml(config_data)
+    policy_data["reads"]["worth"] = "vault.convertToAssets(inf)"
+    policy_path = write_toml(policy_data, "policies/drain.toml")
+    code, _, err = run_cli(capsys, "run", "--config", str(config_path))
+    assert code == 2
+    assert re.match(rf"{re.escape(str(policy_path))}:\d+: reads\.worth: 'inf' is not an amount", err), err
 
 
 def test_unknown_subcommand_is_an_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

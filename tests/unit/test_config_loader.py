@@ -50,7 +50,7 @@ def test_valid_config_loads_with_checksummed_addresses(write_toml: WriteToml, co
     assert config.safe.address != safe
     assert config.safe.guardian_module == to_checksum_address(module)
     assert config.contracts["vault"].address == to_checksum_address(vault)
-    assert set(config.contracts) == {"vault", "breaker", "oracle"}
+    assert set(config.contracts) == {"vault", "breaker", "oracle", "asset"}
     assert config.contracts["vault"].abi.has_function("totalAssets()")
     assert config.actions["pause_vault"].call == "pause()"
     assert config.actions["trip_breaker"].contract == "breaker"
@@ -315,7 +315,7 @@ def test_action_naming_an_unknown_contract(write_toml: WriteToml, config_data: d
     error = load_error(path)
     assert_names(error, path, "actions.pause_vault.contract")
     assert "no contract named 'vualt'" in str(error)
-    assert error.hint == "known contracts: vault, breaker, oracle"
+    assert error.hint == "known contracts: vault, breaker, oracle, asset"
 
 
 def test_action_calling_a_function_the_abi_lacks(write_toml: WriteToml, config_data: dict[str, Any]) -> None:

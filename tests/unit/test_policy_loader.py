@@ -1,10 +1,11 @@
 """policies/loader.py: policy files are checked against the config; every problem is a PolicyError naming the
-file and the field."""
+file and the field, with advice on what to write instead (in the hint, or in parentheses in the message for
+the errors of [reads], which come from the read parser)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,19 @@ import pytest
 from onguard.config import Config, load_config
 from onguard.demo.world import World, write_config
 from onguard.errors import PolicyError
-from onguard.policies.loader import load_policies, load_policy
+from onguard.policies.kinds import event, state
+from onguard.policies.kinds.base import PolicyEnv
+from onguard.policies.kinds.event import EventPolicy
+from onguard.policies.kinds.state import StatePolicy
+from onguard.policies.loader import KINDS, check_policies, load_policies, load_policy
 from onguard.policies.model import Severity
 
 WritePolicy = Callable[..., Path]
 
 
-def policy_error(path: Path, config: Config) -> PolicyError:
+def policy_error(path: Path, env: PolicyEnv) -> PolicyError:
     with pytest.raises(PolicyError) as caught:
-        load_policy(path, config.contracts, config.actions)
+        load_policy(path, env)
     return caught.value
 
 
@@ -29,6 +34,20 @@ def assert_names(error: PolicyError, path: Path, field: str) -> None:
     assert error.file == str(path)
     assert error.field == field
     assert str(error).startswith(f"{path}: {field}: "), str(error)
+
+
+def advice(error: PolicyError) -> str:
+    """Everything the user is told: the message and the hint."""
+    return f"{error.message}\n{error.hint or ''}"
+
+
+def fails(write_policy: WritePolicy, env: PolicyEnv, data: dict[str, Any] | str, field: str) -> PolicyError:
+    """Writes the policy, loads it, and checks the error names the file and `field` and says what to do."""
+    path = write_policy(data)
+    error = policy_error(path, env)
+    assert_names(error, path, field)
+    assert error.hint or "(" in error.message, f"no advice in: {error.message}"
+    return error
 
 
 # ---- valid policies ----
@@ -46,54 +65,109 @@ def test_repo_vault_drain_policy_loads_against_the_demo_config(tmp_path: Path, r
 
     by_id = {policy.common.id: policy for policy in policies}
     drain = by_id["vault-drain"]
+    assert isinstance(drain, EventPolicy)
+    assert drain.common.kind == "event"
     assert drain.common.severity is Severity.CRITICAL
     assert drain.common.response == ("pause_vault",)
     assert drain.common.cooldown == 3600.0
     assert drain.common.enabled and not drain.common.dry_run
+    assert drain.common.confirmations == 0
     assert drain.common.file == repo_policies_dir / "vault-drain.toml"
-    assert (drain.contract, drain.event, drain.aggregate, drain.field) == ("vault", "Withdraw", "sum", "assets")
-    assert drain.window_blocks == 5
-    assert drain.above is None
-    assert drain.share == Fraction(1, 4)
-    assert drain.share_of == ("vault", "totalAssets()")
+    assert (drain.contract, drain.event, drain.where) == ("vault", "Withdraw", None)
+    assert drain.aggregate is not None
+    assert (drain.aggregate.function, drain.aggregate.of, drain.aggregate.group_by) == ("sum", "assets", None)
+    assert (drain.aggregate.window.blocks, drain.aggregate.window.seconds) == (5, None)
+    assert drain.reads.texts() == {"assets": "vault.totalAssets()"}
+    assert drain.reads.specs["assets"].address == config.contracts["vault"].address
+    assert drain.condition.describe() == "value > 25% * (state.assets + value)"
 
 
-def test_policy_fields_are_parsed(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
-    policy_data["trigger"] = {"aggregate": "max", "field": "shares", "window_blocks": 3, "above": "1_000e18"}
-    policy_data["cooldown"] = "15m"
-    policy_data["dry_run"] = True
-    policy_data["response"] = ["pause_vault", "trip_breaker"]
-    policy = load_policy(write_policy(policy_data), config.contracts, config.actions)
-    assert policy.aggregate == "max"
-    assert policy.field == "shares"
-    assert policy.above == 1000 * 10**18
-    assert policy.share is None and policy.share_of is None
-    assert policy.common.cooldown == 900.0
-    assert policy.common.dry_run is True
-    assert policy.common.response == ("pause_vault", "trip_breaker")
+def test_policy_fields_are_parsed(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data.update(cooldown="15m", dry_run=True, response=["pause_vault", "trip_breaker"], confirmations=3,
+                       severity="medium", description="big withdrawals")
+    policy_data["aggregate"] = {"function": "max", "of": "shares", "window_blocks": 3}
+    policy_data["trigger"] = {"condition": "value > 1_000e18"}
+    policy_data.pop("reads")
+    path = write_policy(policy_data)
+    policy = load_policy(path, env)
+    assert isinstance(policy, EventPolicy)
+    assert policy.aggregate is not None
+    assert (policy.aggregate.function, policy.aggregate.of, policy.aggregate.window.blocks) == ("max", "shares", 3)
+    assert policy.condition.evaluate({"value": 1000 * 10**18 + 1}) is True
+    assert policy.condition.evaluate({"value": 1000 * 10**18}) is False
+    assert policy.reads.specs == {}
+    common = policy.common
+    assert (common.id, common.kind, common.description) == ("vault-drain", "event", "big withdrawals")
+    assert common.severity is Severity.MEDIUM
+    assert common.cooldown == 900.0
+    assert common.dry_run is True
+    assert common.response == ("pause_vault", "trip_breaker")
+    assert common.confirmations == 3
+    assert common.file == path
 
 
-def test_alert_only_policy_has_no_response_actions(config: Config, write_policy: WritePolicy,
+def test_defaults(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data.pop("cooldown")
+    common = load_policy(write_policy(policy_data), env).common
+    assert common.cooldown == 3600.0
+    assert common.enabled is True
+    assert common.dry_run is False
+    assert common.confirmations == 0
+
+
+def test_alert_only_policy_has_no_response_actions(env: PolicyEnv, write_policy: WritePolicy,
                                                    policy_data: dict[str, Any]) -> None:
     policy_data["response"] = ["alert"]
-    policy = load_policy(write_policy(policy_data), config.contracts, config.actions)
+    policy = load_policy(write_policy(policy_data), env)
     assert policy.common.response == ()
     assert policy.common.alert_only
 
 
-def test_share_of_without_contract_prefix_defaults_to_the_matched_contract(
-        config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
-    policy_data["trigger"]["share_of"] = "totalSupply()"
-    policy = load_policy(write_policy(policy_data), config.contracts, config.actions)
-    assert policy.share_of == ("vault", "totalSupply()")
+def test_per_event_policy_without_aggregate(env: PolicyEnv, write_policy: WritePolicy,
+                                            policy_data: dict[str, Any]) -> None:
+    policy_data.pop("aggregate")
+    policy_data["match"]["where"] = "args.receiver != args.owner"
+    policy_data["trigger"]["condition"] = "args.assets > 10% * state.assets and block.number > 0"
+    policy = load_policy(write_policy(policy_data), env)
+    assert isinstance(policy, EventPolicy)
+    assert policy.aggregate is None
+    assert policy.where is not None and policy.where.describe() == "args.receiver != args.owner"
 
 
-def test_count_policy_needs_no_field(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
-    policy_data["trigger"] = {"aggregate": "count", "window_blocks": 10, "above": 3}
-    policy = load_policy(write_policy(policy_data), config.contracts, config.actions)
-    assert policy.aggregate == "count"
-    assert policy.field is None
-    assert policy.above == 3
+def test_count_policy_needs_no_of(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["aggregate"] = {"function": "count", "window_blocks": 10}
+    policy_data["trigger"]["condition"] = "value > 3"
+    policy = load_policy(write_policy(policy_data), env)
+    assert isinstance(policy, EventPolicy) and policy.aggregate is not None
+    assert policy.aggregate.function == "count"
+    assert policy.aggregate.of is None
+
+
+def test_window_seconds_and_group_by_with_args_prefixes(env: PolicyEnv, write_policy: WritePolicy,
+                                                         policy_data: dict[str, Any]) -> None:
+    policy_data["aggregate"] = {"function": "sum", "of": "args.assets", "window_seconds": 600,
+                                "group_by": "args.owner"}
+    policy_data["trigger"]["condition"] = "value > 25% * state.assets and group != contracts.vault"
+    policy = load_policy(write_policy(policy_data), env)
+    assert isinstance(policy, EventPolicy) and policy.aggregate is not None
+    assert (policy.aggregate.of, policy.aggregate.group_by) == ("assets", "owner")
+    assert (policy.aggregate.window.blocks, policy.aggregate.window.seconds) == (None, 600)
+
+
+def test_state_policy_loads(env: PolicyEnv, write_policy: WritePolicy, state_policy_data: dict[str, Any]) -> None:
+    state_policy_data["confirmations"] = 1
+    policy = load_policy(write_policy(state_policy_data), env)
+    assert isinstance(policy, StatePolicy)
+    assert policy.common.kind == "state"
+    assert policy.common.confirmations == 1
+    assert policy.common.alert_only
+    assert policy.reads.texts() == {"assets": "vault.totalAssets()", "supply": "vault.totalSupply()"}
+    assert policy.invariant.describe() == "state.assets >= state.supply"
+
+
+def test_kinds_registry_has_the_event_and_state_parsers() -> None:
+    assert KINDS["event"] is event.parse
+    assert KINDS["state"] is state.parse
 
 
 def test_disabled_policy_is_validated_but_not_returned(config: Config, write_policy: WritePolicy,
@@ -104,6 +178,10 @@ def test_disabled_policy_is_validated_but_not_returned(config: Config, write_pol
 
     policies = load_policies(config.policies_dir, config.contracts, config.actions)
     assert [p.common.id for p in policies] == ["vault-drain"]
+    check = check_policies(config.policies_dir, config.contracts, config.actions)
+    assert [(p.common.id, p.common.enabled) for p in check.policies] == [("vault-drain", True),
+                                                                         ("disabled-one", False)]
+    assert check.errors == []
 
     # ... and it is still checked: a broken disabled policy stops everything.
     broken = dict(disabled, severity="urgent")
@@ -121,216 +199,505 @@ def test_non_toml_files_in_the_folder_are_ignored(config: Config, write_policy: 
     assert len(policies) == 1
 
 
-# ---- malformed policies ----
+# ---- common fields ----
 
 
-def test_unknown_kind(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+def test_unknown_kind(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
     policy_data["kind"] = "oracle-deviation"
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "kind")
+    error = fails(write_policy, env, policy_data, "kind")
     assert "unknown kind 'oracle-deviation'" in str(error)
-    assert error.hint == "one of: event"
+    assert error.hint is not None and error.hint.startswith("one of: ")
+    assert {"event", "state"} <= set(error.hint.removeprefix("one of: ").split(", "))
 
 
-def test_bad_severity(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+def test_missing_kind(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data.pop("kind")
+    error = fails(write_policy, env, policy_data, "kind")
+    assert "is required but missing" in str(error)
+
+
+def test_bad_severity(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
     policy_data["severity"] = "urgent"
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "severity")
+    error = fails(write_policy, env, policy_data, "severity")
     assert "unknown severity 'urgent'" in str(error)
     assert error.hint == "one of: info, low, medium, high, critical"
 
 
 @pytest.mark.parametrize("bad_id", ["Vault-Drain", "-drain", "drain now", "x" * 65])
-def test_bad_id(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any], bad_id: str) -> None:
+def test_bad_id(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any], bad_id: str) -> None:
     policy_data["id"] = bad_id
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "id")
+    error = fails(write_policy, env, policy_data, "id")
     assert "is not a valid id" in str(error)
 
 
-def test_response_naming_an_unknown_action(config: Config, write_policy: WritePolicy,
+def test_response_naming_an_unknown_action(env: PolicyEnv, write_policy: WritePolicy,
                                            policy_data: dict[str, Any]) -> None:
     policy_data["response"] = ["pause_vault", "drain_the_moat"]
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "response")
+    error = fails(write_policy, env, policy_data, "response")
     assert "no action named 'drain_the_moat' in the config" in str(error)
     assert error.hint is not None and "known actions: pause_vault, trip_breaker" in error.hint
+    assert '["alert"]' in error.hint
 
 
-def test_empty_response(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+def test_empty_response(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
     policy_data["response"] = []
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "response")
+    error = fails(write_policy, env, policy_data, "response")
     assert "is empty" in str(error)
     assert error.hint is not None and '["alert"]' in error.hint
 
 
-def test_response_that_is_not_a_list(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+def test_response_that_is_not_a_list(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
     policy_data["response"] = "pause_vault"
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "response")
+    error = fails(write_policy, env, policy_data, "response")
     assert "expected a list" in str(error)
 
 
-def test_unknown_contract(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
-    policy_data["match"]["contract"] = "treasury"
+@pytest.mark.parametrize("confirmations", [-1, -12])
+def test_negative_confirmations(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any],
+                                confirmations: int) -> None:
+    policy_data["confirmations"] = confirmations
+    error = fails(write_policy, env, policy_data, "confirmations")
+    assert "cannot be negative" in str(error)
+    assert error.hint is not None and "0 acts on the newest block" in error.hint
+
+
+@pytest.mark.parametrize("confirmations", ["2", 2.5, True])
+def test_confirmations_must_be_an_integer(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any],
+                                          confirmations: Any) -> None:
+    policy_data["confirmations"] = confirmations
     path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "match.contract")
+    error = policy_error(path, env)
+    assert_names(error, path, "confirmations")
+    assert "expected an integer" in str(error)
+
+
+def test_bad_cooldown(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["cooldown"] = "soon"
+    error = fails(write_policy, env, policy_data, "cooldown")
+    assert "'soon' is not a duration" in str(error)
+
+
+# ---- [match] ----
+
+
+def test_unknown_contract(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["match"]["contract"] = "treasury"
+    error = fails(write_policy, env, policy_data, "match.contract")
     assert "no watched contract named 'treasury'" in str(error)
-    assert error.hint == "watched contracts: vault, breaker, oracle"
+    assert error.hint is not None and error.hint.endswith(": vault, breaker, oracle, asset")
 
 
-def test_unknown_event_lists_the_contracts_events(config: Config, write_policy: WritePolicy,
+def test_unknown_event_lists_the_contracts_events(env: PolicyEnv, write_policy: WritePolicy,
                                                   policy_data: dict[str, Any]) -> None:
     policy_data["match"]["event"] = "Withdrawal"
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "match.event")
+    error = fails(write_policy, env, policy_data, "match.event")
     assert "vault has no event 'Withdrawal'" in str(error)
     assert error.hint is not None and error.hint.startswith("its events: ")
-    for event in ("Deposit", "Withdraw", "Borrow", "Paused"):
-        assert event in error.hint
+    for name in ("Deposit", "Withdraw", "Borrow", "Paused"):
+        assert name in error.hint
 
 
-def test_field_that_is_not_an_argument_of_the_event(config: Config, write_policy: WritePolicy,
-                                                    policy_data: dict[str, Any]) -> None:
-    policy_data["trigger"]["field"] = "amount"
+def test_where_with_an_unknown_field_suggests_the_right_one(env: PolicyEnv, write_policy: WritePolicy,
+                                                            policy_data: dict[str, Any]) -> None:
+    policy_data["match"]["where"] = "args.asets > 0"
+    error = fails(write_policy, env, policy_data, "match.where")
+    assert "unknown field args.asets; did you mean args.assets?" in str(error)
+    assert error.hint is not None and "args.assets" in error.hint and "args.owner" in error.hint
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG: a misspelt event argument is matched to a watched contract of the same name "
+                          "(args.asset -> 'did you mean contracts.asset?') instead of the argument under the "
+                          "root the user wrote (args.assets)")
+def test_where_misspelling_prefers_the_root_that_was_written(env: PolicyEnv, write_policy: WritePolicy,
+                                                            policy_data: dict[str, Any]) -> None:
+    policy_data["match"]["where"] = "args.asset > 0"  # the config watches a contract named `asset`
+    error = fails(write_policy, env, policy_data, "match.where")
+    assert "did you mean args.assets?" in str(error)
+
+
+def test_where_cannot_read_state_or_aggregates(env: PolicyEnv, write_policy: WritePolicy,
+                                               policy_data: dict[str, Any]) -> None:
+    policy_data["match"]["where"] = "value > state.assets"
+    error = fails(write_policy, env, policy_data, "match.where")
+    assert "unknown field value" in str(error)
+
+
+@pytest.mark.parametrize(("table", "key", "source"), [
+    ("match", "where", "args.owner > 5"),
+    ("trigger", "condition", "args.owner > 5"),
+])
+def test_type_error_in_a_condition(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any],
+                                   table: str, key: str, source: str) -> None:
+    policy_data.pop("aggregate")  # per event: args are visible in the trigger too
+    policy_data[table][key] = source
+    error = fails(write_policy, env, policy_data, f"{table}.{key}")
+    assert "operator > needs numbers, got address and number" in str(error)
+
+
+@pytest.mark.parametrize(("table", "key", "source", "message"), [
+    ("trigger", "condition", "__import__('os')", "names cannot start with '_'"),
+    ("match", "where", "args.__class__ == 1", "names cannot start with '_'"),
+    ("trigger", "condition", "value > 0 and args.assets.__class__", "names cannot start with '_'"),
+    ("trigger", "condition", "eval('1') == 1", "unknown function eval"),
+    ("trigger", "condition", "lambda: true", "'lambda' is not part of the language"),
+    ("match", "where", "args.assets.bit_length() > 8", "cannot be called"),
+    ("trigger", "condition", "value ** 2 > 0", "unexpected '**'"),
+])
+def test_forbidden_expressions_are_refused_at_load(env: PolicyEnv, write_policy: WritePolicy,
+                                                   policy_data: dict[str, Any], table: str, key: str, source: str,
+                                                   message: str) -> None:
+    policy_data[table][key] = source
+    error = fails(write_policy, env, policy_data, f"{table}.{key}")
+    assert message in str(error)
+
+
+def test_match_typo_is_an_unknown_field(env: PolicyEnv, write_policy: WritePolicy,
+                                        policy_data: dict[str, Any]) -> None:
+    policy_data["match"]["evnt"] = "Withdraw"
+    error = fails(write_policy, env, policy_data, "match.evnt")
+    assert "unknown field" in str(error)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG: `where` is read with Table.has(), which does not mark it as known, so a typo "
+                          "such as `wher` gets the hint 'known fields: contract, event' instead of "
+                          "\"did you mean 'where'?\"")
+def test_where_typo_suggests_where(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["match"]["wher"] = "args.assets > 0"
+    error = fails(write_policy, env, policy_data, "match.wher")
+    assert error.hint == "did you mean 'where'?"
+
+
+# ---- [aggregate] ----
+
+
+@pytest.mark.parametrize("of", ["owner", "receiver", "args.sender"])
+def test_aggregate_of_a_non_numeric_argument(env: PolicyEnv, write_policy: WritePolicy,
+                                             policy_data: dict[str, Any], of: str) -> None:
+    policy_data["aggregate"]["of"] = of
+    error = fails(write_policy, env, policy_data, "aggregate.of")
+    assert f"Withdraw has no numeric argument '{of.removeprefix('args.')}'" in str(error)
+    assert error.hint == "numeric arguments: assets, shares"
+
+
+def test_aggregate_of_an_argument_the_event_lacks(env: PolicyEnv, write_policy: WritePolicy,
+                                                  policy_data: dict[str, Any]) -> None:
+    policy_data["aggregate"]["of"] = "amount"
+    error = fails(write_policy, env, policy_data, "aggregate.of")
+    assert "Withdraw has no numeric argument 'amount'" in str(error)
+
+
+def test_count_with_of(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["aggregate"]["function"] = "count"
+    error = fails(write_policy, env, policy_data, "aggregate.of")
+    assert "count takes no argument" in str(error)
+    assert error.hint == "remove `of`"
+
+
+@pytest.mark.parametrize("function", ["sum", "max", "min"])
+def test_sum_max_min_without_of(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any],
+                                function: str) -> None:
+    policy_data["aggregate"] = {"function": function, "window_blocks": 5}
+    error = fails(write_policy, env, policy_data, "aggregate.of")
+    assert f"{function} needs the event argument to aggregate" in str(error)
+    assert error.hint == "numeric arguments of Withdraw: assets, shares"
+
+
+def test_unknown_aggregate_function(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["aggregate"]["function"] = "avg"
+    error = fails(write_policy, env, policy_data, "aggregate.function")
+    assert "unknown aggregate 'avg'" in str(error)
+    assert error.hint == "one of: count, sum, max, min"
+
+
+@pytest.mark.parametrize("windows", [{"window_blocks": 5, "window_seconds": 60}, {}])
+def test_exactly_one_window(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any],
+                            windows: dict[str, int]) -> None:
+    policy_data["aggregate"] = {"function": "sum", "of": "assets", **windows}
+    error = fails(write_policy, env, policy_data, "aggregate.window_blocks")
+    assert "give exactly one of window_blocks or window_seconds" in str(error)
+    assert error.hint is not None and "window_seconds = 600" in error.hint
+
+
+@pytest.mark.parametrize(("key", "value"), [("window_blocks", 0), ("window_blocks", -5), ("window_seconds", 0)])
+def test_window_below_one(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any], key: str,
+                          value: int) -> None:
+    policy_data["aggregate"] = {"function": "sum", "of": "assets", key: value}
     path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.field")
-    assert "Withdraw has no argument 'amount'" in str(error)
-    assert error.hint == "its arguments: sender, receiver, owner, assets, shares"
-
-
-def test_count_with_a_field(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
-    policy_data["trigger"]["aggregate"] = "count"
-    path = write_policy(policy_data)  # still has field = "assets"
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.field")
-    assert "count takes no field" in str(error)
-
-
-@pytest.mark.parametrize("aggregate", ["sum", "max"])
-def test_sum_or_max_without_a_field(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any],
-                                    aggregate: str) -> None:
-    policy_data["trigger"]["aggregate"] = aggregate
-    del policy_data["trigger"]["field"]
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.field")
-    assert f"{aggregate} needs the event argument to aggregate" in str(error)
-    assert error.hint is not None and "assets" in error.hint
-
-
-def test_unknown_aggregate(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
-    policy_data["trigger"]["aggregate"] = "avg"
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.aggregate")
-    assert error.hint == "one of: sum, count, max"
-
-
-def test_no_threshold_at_all(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
-    del policy_data["trigger"]["share"]
-    del policy_data["trigger"]["share_of"]
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.above")
-    assert "no threshold" in str(error)
-
-
-def test_share_of_without_share(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
-    del policy_data["trigger"]["share"]
-    policy_data["trigger"]["above"] = "1e18"
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.share_of")
-    assert "given without share" in str(error)
-
-
-def test_share_without_share_of(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
-    del policy_data["trigger"]["share_of"]
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.share_of")
-    assert "required but missing" in str(error)
-
-
-@pytest.mark.parametrize("reference", ["vault.deposit(uint256,address)", "vault.totalValue()", "bank.totalAssets()"])
-def test_share_of_must_be_a_known_no_argument_view(config: Config, write_policy: WritePolicy,
-                                                   policy_data: dict[str, Any], reference: str) -> None:
-    policy_data["trigger"]["share_of"] = reference
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.share_of")
-
-
-@pytest.mark.parametrize("share", ["0%", "101%", "a quarter"])
-def test_bad_share(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any], share: str) -> None:
-    policy_data["trigger"]["share"] = share
-    path = write_policy(policy_data)
-    assert_names(policy_error(path, config), path, "trigger.share")
-
-
-def test_bad_above_amount(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
-    policy_data["trigger"]["above"] = "1.5"
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.above")
-    assert "whole number of base units" in str(error)
-
-
-@pytest.mark.parametrize("window", [0, -5])
-def test_window_blocks_below_one(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any],
-                                 window: int) -> None:
-    policy_data["trigger"]["window_blocks"] = window
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.window_blocks")
+    error = policy_error(path, env)
+    assert_names(error, path, f"aggregate.{key}")
     assert "at least 1" in str(error)
 
 
-def test_unknown_field_typo_suggests_the_right_name(config: Config, write_policy: WritePolicy,
-                                                    policy_data: dict[str, Any]) -> None:
-    policy_data["trigger"]["abvoe"] = "1e18"
+def test_window_must_be_an_integer(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["aggregate"]["window_blocks"] = "5 blocks"
     path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "trigger.abvoe")
+    assert_names(policy_error(path, env), path, "aggregate.window_blocks")
+
+
+def test_group_by_an_argument_the_event_lacks(env: PolicyEnv, write_policy: WritePolicy,
+                                              policy_data: dict[str, Any]) -> None:
+    policy_data["aggregate"]["group_by"] = "account"
+    error = fails(write_policy, env, policy_data, "aggregate.group_by")
+    assert "Withdraw has no argument 'account'" in str(error)
+    assert error.hint == "its arguments: sender, receiver, owner, assets, shares"
+
+
+def test_aggregate_field_typo(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["aggregate"]["gruop_by"] = "owner"
+    error = fails(write_policy, env, policy_data, "aggregate.gruop_by")
     assert "unknown field" in str(error)
-    assert error.hint == "did you mean 'above'?"
+    assert error.hint == "did you mean 'group_by'?"
 
 
-def test_unknown_top_level_field_typo(config: Config, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+# ---- [trigger] ----
+
+
+def test_condition_that_is_not_a_bool(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["trigger"]["condition"] = "value + 1"
+    error = fails(write_policy, env, policy_data, "trigger.condition")
+    assert "a condition must be true or false, but this expression is a number" in str(error)
+
+
+def test_aggregate_condition_cannot_read_event_arguments(env: PolicyEnv, write_policy: WritePolicy,
+                                                         policy_data: dict[str, Any]) -> None:
+    policy_data["trigger"]["condition"] = "args.assets > 1"  # with [aggregate], the trigger sees value, not args
+    error = fails(write_policy, env, policy_data, "trigger.condition")
+    assert "unknown field args.assets" in str(error)
+    assert error.hint is not None and "value" in error.hint
+
+
+def test_group_is_unknown_without_group_by(env: PolicyEnv, write_policy: WritePolicy,
+                                           policy_data: dict[str, Any]) -> None:
+    policy_data["trigger"]["condition"] = f"value > 1 and group == {'0x' + '11' * 20}"
+    error = fails(write_policy, env, policy_data, "trigger.condition")
+    assert "unknown field group" in str(error)
+
+
+def test_condition_reading_an_undeclared_state_value(env: PolicyEnv, write_policy: WritePolicy,
+                                                     policy_data: dict[str, Any]) -> None:
+    policy_data["trigger"]["condition"] = "value > 25% * state.supply"
+    error = fails(write_policy, env, policy_data, "trigger.condition")
+    assert "unknown field state.supply" in str(error)
+
+
+def test_condition_typo_in_a_field_name(env: PolicyEnv, write_policy: WritePolicy,
+                                        policy_data: dict[str, Any]) -> None:
+    policy_data["trigger"]["condition"] = "vaule > 1"
+    error = fails(write_policy, env, policy_data, "trigger.condition")
+    assert "unknown field vaule; did you mean value?" in str(error)
+
+
+def test_misspelt_condition_key_suggests_the_right_name(env: PolicyEnv, write_policy: WritePolicy,
+                                                        policy_data: dict[str, Any]) -> None:
+    policy_data["trigger"] = {"conditon": "value > 1"}
+    error = fails(write_policy, env, policy_data, "trigger.condition")
+    assert "is required but missing" in str(error)
+    assert error.hint == "found 'conditon': did you mean 'condition'?"
+
+
+def test_unknown_top_level_field_typo(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
     policy_data["cooldwon"] = "5m"
-    path = write_policy(policy_data)
-    error = policy_error(path, config)
-    assert_names(error, path, "cooldwon")
+    error = fails(write_policy, env, policy_data, "cooldwon")
     assert error.hint == "did you mean 'cooldown'?"
 
 
-def test_invalid_toml_in_a_policy_file(config: Config, write_policy: WritePolicy) -> None:
+def test_unknown_trigger_field_typo(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["trigger"]["condtion"] = "value > 2"
+    error = fails(write_policy, env, policy_data, "trigger.condtion")
+    assert "unknown field" in str(error)
+    assert error.hint == "did you mean 'condition'?"
+
+
+def test_number_out_of_range_in_a_condition(env: PolicyEnv, write_policy: WritePolicy,
+                                            policy_data: dict[str, Any]) -> None:
+    policy_data["trigger"]["condition"] = "value > 1e999"
+    error = fails(write_policy, env, policy_data, "trigger.condition")
+    assert "out of range" in str(error)
+
+
+# ---- [reads] ----
+
+
+@pytest.mark.parametrize(("read", "message", "advice_text"), [
+    ("vault.pause()", "vault.pause() is not a view", "use a view or pure function"),
+    ("vault.deposit(1, vault)", "is not a view", "use a view or pure function"),
+    ("bank.totalAssets()", "no watched contract named 'bank'", "watched: vault, breaker, oracle, asset"),
+    ("vault.balanceOf()", "vault has no function balanceOf taking 0 argument(s)", "its views: "),
+    ("vault.balanceOf(vault, vault)", "taking 2 argument(s)", "balanceOf(address)"),
+    ("vault.totalAssets", "is not a read", 'e.g. "vault.totalAssets()"'),
+    ("vault.convertToAssets(inf)", "'inf' is not an amount", "250_000e18"),
+    ("vault.balanceOf(treasury)", "'treasury' is neither a watched contract's name nor an address", "neither"),
+])
+def test_bad_reads_name_the_read(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any],
+                                 read: str, message: str, advice_text: str) -> None:
+    policy_data["reads"]["held"] = read
+    path = write_policy(policy_data)
+    error = policy_error(path, env)
+    assert_names(error, path, "reads.held")
+    assert message in str(error)
+    assert advice_text in advice(error)
+
+
+def test_read_that_is_not_a_string(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
+    policy_data["reads"]["held"] = 5
+    error = fails(write_policy, env, policy_data, "reads.held")
+    assert 'expected a read such as "vault.totalAssets()", got 5' in str(error)
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="BUG: a [reads] name that is not an expression identifier (total-assets, _assets) "
+                          "makes the condition schema raise a bare ValueError: load_policy and "
+                          "check_policies crash instead of reporting reads.NAME")
+@pytest.mark.parametrize("name", ["total-assets", "_assets"])
+def test_read_name_that_is_not_an_identifier(env: PolicyEnv, write_policy: WritePolicy,
+                                             policy_data: dict[str, Any], name: str) -> None:
+    policy_data["reads"] = {name: "vault.totalAssets()"}
+    policy_data["trigger"]["condition"] = "value > 1"
+    error = fails(write_policy, env, policy_data, f"reads.{name}")
+    assert name in str(error)
+
+
+# ---- state policies ----
+
+
+def test_state_policy_with_empty_reads(env: PolicyEnv, write_policy: WritePolicy,
+                                       state_policy_data: dict[str, Any]) -> None:
+    state_policy_data["reads"] = {}
+    state_policy_data["trigger"]["invariant"] = "block.number > 0"
+    error = fails(write_policy, env, state_policy_data, "reads")
+    assert "a state policy needs at least one read" in str(error)
+    assert error.hint is not None and "vault.totalAssets()" in error.hint
+
+
+def test_state_policy_without_a_reads_table(env: PolicyEnv, write_policy: WritePolicy,
+                                            state_policy_data: dict[str, Any]) -> None:
+    state_policy_data.pop("reads")
+    state_policy_data["trigger"]["invariant"] = "block.number > 0"
+    path = write_policy(state_policy_data)
+    error = policy_error(path, env)
+    assert_names(error, path, "reads")
+    assert "is required but missing" in str(error)
+
+
+def test_state_policy_without_an_invariant(env: PolicyEnv, write_policy: WritePolicy,
+                                           state_policy_data: dict[str, Any]) -> None:
+    state_policy_data["trigger"] = {"condition": "state.assets >= state.supply"}
+    error = fails(write_policy, env, state_policy_data, "trigger.invariant")
+    assert "is required but missing" in str(error)
+
+
+def test_state_invariant_is_type_checked(env: PolicyEnv, write_policy: WritePolicy,
+                                         state_policy_data: dict[str, Any]) -> None:
+    state_policy_data["reads"]["paused"] = "vault.paused()"
+    state_policy_data["trigger"]["invariant"] = "state.paused > 0"
+    error = fails(write_policy, env, state_policy_data, "trigger.invariant")
+    assert "operator > needs numbers, got bool and number" in str(error)
+
+
+def test_state_invariant_that_is_not_a_bool(env: PolicyEnv, write_policy: WritePolicy,
+                                             state_policy_data: dict[str, Any]) -> None:
+    state_policy_data["trigger"]["invariant"] = "state.assets - state.supply"
+    error = fails(write_policy, env, state_policy_data, "trigger.invariant")
+    assert "must be true or false" in str(error)
+
+
+def test_state_policy_has_no_event_fields(env: PolicyEnv, write_policy: WritePolicy,
+                                          state_policy_data: dict[str, Any]) -> None:
+    state_policy_data["trigger"]["invariant"] = "value < state.assets"
+    error = fails(write_policy, env, state_policy_data, "trigger.invariant")
+    assert "unknown field value" in str(error)
+
+
+def test_state_policy_with_a_match_table(env: PolicyEnv, write_policy: WritePolicy,
+                                         state_policy_data: dict[str, Any]) -> None:
+    state_policy_data["match"] = {"contract": "vault", "event": "Withdraw"}
+    error = fails(write_policy, env, state_policy_data, "match")
+    assert "unknown field" in str(error)
+
+
+@pytest.mark.xfail(strict=True, raises=PolicyError,
+                   reason="BUG: the hint for a missing trigger.invariant is the event kind's example "
+                          "(\"value > 25% * state.assets\"), which is not a valid state invariant")
+def test_missing_invariant_hint_is_a_valid_invariant(env: PolicyEnv, write_policy: WritePolicy,
+                                                     state_policy_data: dict[str, Any]) -> None:
+    state_policy_data["trigger"] = {}
+    hint = policy_error(write_policy(state_policy_data), env).hint
+    assert hint is not None and hint.count('"') == 2
+    example = hint.split('"')[1]
+    state_policy_data["trigger"] = {"invariant": example}
+    # whatever state.NAME the example uses is declared, so only the example itself is on trial
+    state_policy_data["reads"] = {name: "vault.totalAssets()" for name in re.findall(r"state\.(\w+)", example)}
+    load_policy(write_policy(state_policy_data), env)  # the suggested invariant should load
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG: a missing required table ([reads] of a state policy, [match], [trigger]) is "
+                          "reported without a hint, and a misspelt table name ([triger]) is not suggested")
+@pytest.mark.parametrize("case", ["state without [reads]", "[triger]", "no [match]"])
+def test_missing_tables_come_with_a_hint(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any],
+                                         state_policy_data: dict[str, Any], case: str) -> None:
+    if case == "state without [reads]":
+        data = state_policy_data
+        data.pop("reads")
+        data["trigger"]["invariant"] = "block.number > 0"
+    elif case == "[triger]":
+        data = policy_data
+        data["triger"] = data.pop("trigger")
+    else:
+        data = policy_data
+        data.pop("match")
+    error = policy_error(write_policy(data), env)
+    assert error.hint is not None, str(error)
+    if case == "[triger]":
+        assert "triger" in error.hint
+
+
+# ---- files and folders ----
+
+
+def test_invalid_toml_in_a_policy_file(env: PolicyEnv, write_policy: WritePolicy) -> None:
     path = write_policy('id = "x"\nkind = event\n')
-    error = policy_error(path, config)
+    error = policy_error(path, env)
     assert error.file == str(path)
     assert "not valid TOML" in str(error)
+    assert error.hint is not None
 
 
 def test_duplicate_ids_across_two_files(config: Config, write_policy: WritePolicy,
-                                        policy_data: dict[str, Any]) -> None:
+                                        policy_data: dict[str, Any], state_policy_data: dict[str, Any]) -> None:
     first = write_policy(policy_data, "a.toml")
-    second = write_policy(policy_data, "b.toml")
+    state_policy_data["id"] = policy_data["id"]  # another kind, the same id
+    second = write_policy(state_policy_data, "b.toml")
     with pytest.raises(PolicyError) as caught:
         load_policies(config.policies_dir, config.contracts, config.actions)
     error = caught.value
     assert_names(error, second, "id")
     assert f"id 'vault-drain' is already used by {first}" in str(error)
+    assert error.hint == "give every policy its own id"
+
+
+def test_check_policies_collects_every_error_and_loads_the_good_files(
+        config: Config, write_policy: WritePolicy, policy_data: dict[str, Any],
+        state_policy_data: dict[str, Any]) -> None:
+    write_policy(policy_data, "a-good.toml")
+    bad_severity = write_policy(dict(policy_data, id="b", severity="urgent"), "b-bad.toml")
+    write_policy(state_policy_data, "c-good.toml")
+    policy_data["match"]["event"] = "Drained"
+    bad_event = write_policy(dict(policy_data, id="d"), "d-bad.toml")
+    duplicate = write_policy(dict(state_policy_data, description="again"), "e-duplicate.toml")
+    bad_read = write_policy(dict(state_policy_data, id="f", reads={"x": "vault.pause()"}), "f-bad.toml")
+
+    check = check_policies(config.policies_dir, config.contracts, config.actions)
+
+    assert [p.common.id for p in check.policies] == ["vault-drain", "vault-solvent"]
+    assert [(e.file, e.field) for e in check.errors] == [
+        (str(bad_severity), "severity"), (str(bad_event), "match.event"), (str(duplicate), "id"),
+        (str(bad_read), "reads.x")]
+    with pytest.raises(PolicyError) as caught:  # load_policies raises the first of them
+        load_policies(config.policies_dir, config.contracts, config.actions)
+    assert (caught.value.file, caught.value.field) == (str(bad_severity), "severity")
 
 
 def test_empty_policies_folder_is_an_error(config: Config) -> None:
@@ -339,6 +706,9 @@ def test_empty_policies_folder_is_an_error(config: Config) -> None:
         load_policies(config.policies_dir, config.contracts, config.actions)
     assert caught.value.file == str(config.policies_dir)
     assert "no policy files" in str(caught.value)
+    assert caught.value.hint is not None
+    check = check_policies(config.policies_dir, config.contracts, config.actions)
+    assert check.policies == [] and len(check.errors) == 1
 
 
 def test_missing_policies_folder_is_an_error(config: Config) -> None:
@@ -347,17 +717,3 @@ def test_missing_policies_folder_is_an_error(config: Config) -> None:
         load_policies(config.policies_dir, config.contracts, config.actions)
     assert_names(caught.value, config.policies_dir, "policies.dir")  # type: ignore[arg-type]
     assert "policies folder not found" in str(caught.value)
-
-
-def test_sum_over_an_address_argument_is_refused(config: Config, write_policy: WritePolicy,
-                                                 policy_data: dict[str, Any]) -> None:
-    policy_data["trigger"]["field"] = "owner"  # Withdraw.owner is an address
-    path = write_policy(policy_data)
-    assert_names(policy_error(path, config), path, "trigger.field")
-
-
-def test_infinite_above_is_a_policy_error(config: Config, write_policy: WritePolicy,
-                                          policy_data: dict[str, Any]) -> None:
-    policy_data["trigger"]["above"] = "inf"
-    path = write_policy(policy_data)
-    assert_names(policy_error(path, config), path, "trigger.above")
