@@ -11,6 +11,7 @@ from pathlib import Path
 from onguard.config import ActionSettings, WatchedContract
 from onguard.errors import PolicyError
 from onguard.policies.kinds import call, event, outflow, state
+from onguard.policies.kinds import delta, oracle
 from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.model import ALERT_ONLY, PolicyCommon, Severity
 from onguard.tomlfields import Table, read_toml
@@ -19,6 +20,8 @@ from onguard.units import parse_duration
 KINDS: dict[str, Callable[[Table, PolicyCommon, PolicyEnv], Policy]] = {
     "event": event.parse,
     "state": state.parse,
+    "delta": delta.parse,
+    "oracle": oracle.parse,
     "call": call.parse,
     "outflow": outflow.parse,
 }
