@@ -9,12 +9,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from onguard.chain.abi import ContractAbi, load_abi
 from onguard.errors import ConfigError, InputError
 from onguard.tomlfields import Table, read_toml
-from onguard.units import parse_amount, parse_duration
+from onguard.units import parse_address, parse_amount, parse_duration
 
 SECRET_FIELDS = ("private_key", "key", "password", "mnemonic", "secret")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -116,15 +115,8 @@ def _resolve(base: Path, value: str) -> Path:
 
 
 def _address(table: Table, key: str) -> str:
-    value = table.get(key, str)
-    if not is_address(value):
-        raise table.fail(key, f"{value!r} is not an address", "write a 0x-prefixed 20-byte hex address")
-    digits = value[2:]
-    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
-        # Mixed case is an EIP-55 checksum: a wrong one means a typo, and a typo means the wrong contract.
-        raise table.fail(key, f"{value!r} fails its EIP-55 checksum (a mistyped address?)",
-                         "copy the address again from a trusted source, or write it all in lower case")
-    return to_checksum_address(value)
+    return table.parsed(key, parse_address, hint="write a 0x-prefixed 20-byte hex address, as shown by a "
+                                                  "block explorer or your deployment records")
 
 
 def _chain(table: Table) -> ChainSettings:

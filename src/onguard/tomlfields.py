@@ -81,11 +81,12 @@ class Table:
         except ValueError as exc:
             raise self.fail(key, str(exc), hint) from None
 
-    def table(self, key: str, *, required: bool = True) -> Table | None:
+    def table(self, key: str, *, required: bool = True, hint: str | None = None) -> Table | None:
         self._seen.add(key)
         if key not in self._data:
             if required:
-                raise self.fail(key, "is required but missing (a [table])")
+                error = self._missing(key, hint or f"add a [{self.field_name(key)}] table")
+                raise self.fail(key, "is required but missing (a [table])", error.hint)
             return None
         value = self._data[key]
         if not isinstance(value, dict):

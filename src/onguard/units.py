@@ -1,4 +1,4 @@
-"""Exact parsing of the amounts, shares and durations written in config and policy files."""
+"""Exact parsing of the amounts, integers, shares, durations and addresses written in config and policy files."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+
+from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_SECONDS = {"ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -29,6 +31,26 @@ def parse_amount(value: object) -> int:
     if number < 0 or number >= 2**256:
         raise ValueError(f"{value!r} is outside the uint256 range")
     return int(number)
+
+
+def parse_integer(value: object) -> int:
+    """An exact integer, negative allowed (for intN arguments): -1, "1e18", "-2_000"."""
+    if isinstance(value, str) and value.strip().startswith("-"):
+        return -parse_amount(value.strip()[1:])
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        return -parse_amount(-value)
+    return parse_amount(value)
+
+
+def parse_address(value: object) -> str:
+    """A checksummed address; a mixed-case address must carry a valid EIP-55 checksum (else it is a typo)."""
+    if not isinstance(value, str) or not is_address(value):
+        raise ValueError(f"{value!r} is not an address")
+    digits = value[2:]
+    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
+        raise ValueError(f"{value!r} fails its EIP-55 checksum (a mistyped address?): copy it again from a "
+                         "trusted source, or write it all in lower case")
+    return to_checksum_address(value)
 
 
 def parse_share(value: object) -> Fraction:

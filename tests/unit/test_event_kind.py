@@ -475,10 +475,6 @@ def test_demo_policy_explains_itself(demo: EventPolicy) -> None:
 # ---- indexed dynamic arguments ----
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="BUG: an indexed string argument is in the log only as its keccak hash (decode_log keeps "
-                          "the hash), yet the event kind types it as a string: `args.label == 'admin'` loads and "
-                          "can never be true, so the policy silently never fires")
 def test_indexed_string_argument_cannot_be_compared_with_text(tmp_path: Path, write_toml: Any,
                                                               config_data: dict[str, Any]) -> None:
     abi = [{"type": "event", "name": "Named", "anonymous": False,

@@ -306,10 +306,6 @@ def test_an_unreadable_chain_is_an_error_not_a_pass(make: Callable[..., Policy])
     assert ids(evaluate(engine, batch(1), reader).findings) == ["supply"]  # the retry judges the block
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: engine.evaluate pops delayed blocks before the state read; when the read raises "
-                          "(transient ChainError, the daemon retries the same block) the popped evidence block "
-                          "is never judged and the retried block is queued twice")
 def test_a_failed_read_does_not_lose_blocks_held_for_confirmations(make: Callable[..., Policy]) -> None:
     policy = big_withdrawal(make, confirmations=2, condition="args.assets > 10% * state.assets",
                             reads='[reads]\nassets = "vault.totalAssets()"\n')

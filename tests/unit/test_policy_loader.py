@@ -305,10 +305,6 @@ def test_where_with_an_unknown_field_suggests_the_right_one(env: PolicyEnv, writ
     assert error.hint is not None and "args.assets" in error.hint and "args.owner" in error.hint
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: a misspelt event argument is matched to a watched contract of the same name "
-                          "(args.asset -> 'did you mean contracts.asset?') instead of the argument under the "
-                          "root the user wrote (args.assets)")
 def test_where_misspelling_prefers_the_root_that_was_written(env: PolicyEnv, write_policy: WritePolicy,
                                                             policy_data: dict[str, Any]) -> None:
     policy_data["match"]["where"] = "args.asset > 0"  # the config watches a contract named `asset`
@@ -359,10 +355,6 @@ def test_match_typo_is_an_unknown_field(env: PolicyEnv, write_policy: WritePolic
     assert "unknown field" in str(error)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: `where` is read with Table.has(), which does not mark it as known, so a typo "
-                          "such as `wher` gets the hint 'known fields: contract, event' instead of "
-                          "\"did you mean 'where'?\"")
 def test_where_typo_suggests_where(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any]) -> None:
     policy_data["match"]["wher"] = "args.assets > 0"
     error = fails(write_policy, env, policy_data, "match.wher")
@@ -546,10 +538,6 @@ def test_read_that_is_not_a_string(env: PolicyEnv, write_policy: WritePolicy, po
     assert 'expected a read such as "vault.totalAssets()", got 5' in str(error)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="BUG: a [reads] name that is not an expression identifier (total-assets, _assets) "
-                          "makes the condition schema raise a bare ValueError: load_policy and "
-                          "check_policies crash instead of reporting reads.NAME")
 @pytest.mark.parametrize("name", ["total-assets", "_assets"])
 def test_read_name_that_is_not_an_identifier(env: PolicyEnv, write_policy: WritePolicy,
                                              policy_data: dict[str, Any], name: str) -> None:
@@ -617,9 +605,6 @@ def test_state_policy_with_a_match_table(env: PolicyEnv, write_policy: WritePoli
     assert "unknown field" in str(error)
 
 
-@pytest.mark.xfail(strict=True, raises=PolicyError,
-                   reason="BUG: the hint for a missing trigger.invariant is the event kind's example "
-                          "(\"value > 25% * state.assets\"), which is not a valid state invariant")
 def test_missing_invariant_hint_is_a_valid_invariant(env: PolicyEnv, write_policy: WritePolicy,
                                                      state_policy_data: dict[str, Any]) -> None:
     state_policy_data["trigger"] = {}
@@ -632,9 +617,6 @@ def test_missing_invariant_hint_is_a_valid_invariant(env: PolicyEnv, write_polic
     load_policy(write_policy(state_policy_data), env)  # the suggested invariant should load
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: a missing required table ([reads] of a state policy, [match], [trigger]) is "
-                          "reported without a hint, and a misspelt table name ([triger]) is not suggested")
 @pytest.mark.parametrize("case", ["state without [reads]", "[triger]", "no [match]"])
 def test_missing_tables_come_with_a_hint(env: PolicyEnv, write_policy: WritePolicy, policy_data: dict[str, Any],
                                          state_policy_data: dict[str, Any], case: str) -> None:

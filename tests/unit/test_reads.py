@@ -184,10 +184,6 @@ def test_an_address_argument_that_is_neither_a_contract_nor_an_address(
     assert "neither" in refusal("asset.balanceOf(0x1234)", contracts)
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="BUG: reads accept a mixed-case address whose EIP-55 checksum is wrong (is_address "
-                          "does not check it), so a mistyped address silently reads the wrong account; the "
-                          "config loader refuses the same typo")
 def test_a_mixed_case_address_with_a_wrong_checksum_is_refused(contracts: Mapping[str, WatchedContract]) -> None:
     typo = VAULT[:-1] + VAULT[-1].swapcase()  # mixed case, but the checksum no longer matches
     assert "checksum" in refusal(f"asset.balanceOf({typo})", contracts)
@@ -224,18 +220,11 @@ def test_reads_must_return_one_comparable_value(custom: dict[str, WatchedContrac
     assert f"(it returns {returns})" in refusal(text, custom)
 
 
-@pytest.mark.xfail(strict=True, raises=EncodingError,
-                   reason="BUG: an argument out of range for a small integer type (uint8 = 300) escapes "
-                          "parse_read as eth_abi's EncodingError instead of a ValueError, so the policy loader "
-                          "crashes with a traceback instead of reporting reads.NAME")
 def test_out_of_range_small_integer_argument_is_a_value_error(custom: dict[str, WatchedContract]) -> None:
     assert parse_read("c.small(255)", custom).calldata[4:] == abi_encode(["uint8"], [255])
     assert "300" in refusal("c.small(300)", custom)
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="BUG: signed integer arguments are parsed as uint256 amounts: c.signed(-1) on an "
-                          "int256 parameter is refused as \"outside the uint256 range\"")
 def test_negative_argument_for_a_signed_parameter(custom: dict[str, WatchedContract]) -> None:
     try:
         spec = parse_read("c.signed(-1)", custom)

@@ -147,7 +147,7 @@ class ContractAbi:
         try:
             for (name, type_), topic in zip(event.indexed, topics[1:], strict=True):
                 # Dynamic indexed values are stored as their hash: keep the hash.
-                values[name] = HexBytes(topic).to_0x_hex() if _is_dynamic(type_) else normalise(
+                values[name] = HexBytes(topic).to_0x_hex() if is_dynamic(type_) else normalise(
                     type_, abi_decode([type_], bytes(topic))[0])
             decoded = abi_decode([t for _, t in event.unindexed], bytes(data))
         except DecodingError as exc:
@@ -180,7 +180,7 @@ def _arg_name(item: Mapping[str, Any], position: int) -> str:
     return str(item.get("name") or "").lstrip("_") or f"arg{position}"
 
 
-def _is_dynamic(type_: str) -> bool:
+def is_dynamic(type_: str) -> bool:
     return type_ in ("string", "bytes") or type_.endswith("]") or type_.startswith("(")
 
 

@@ -30,13 +30,18 @@ class _Delayed:
         self.pending: deque[BlockBatch] = deque()
 
     def due(self, batch: BlockBatch) -> list[BlockBatch]:
+        """The blocks this policy evaluates once `batch` arrives; nothing changes until advance()."""
         if self.confirmations == 0:
             return [batch]
-        self.pending.append(batch)
-        ready = []
-        while self.pending and self.pending[0].block.number + self.confirmations <= batch.block.number:
-            ready.append(self.pending.popleft())
-        return ready
+        waiting = [b for b in self.pending if b.block.number != batch.block.number] + [batch]
+        return [b for b in waiting if b.block.number + self.confirmations <= batch.block.number]
+
+    def advance(self, batch: BlockBatch) -> None:
+        """Records that `batch` was handled: it waits for its confirmations, and what was due is gone."""
+        if self.confirmations == 0:
+            return
+        waiting = [b for b in self.pending if b.block.number != batch.block.number] + [batch]
+        self.pending = deque(b for b in waiting if b.block.number + self.confirmations > batch.block.number)
 
     def forget_from(self, block_number: int) -> None:
         self.pending = deque(b for b in self.pending if b.block.number < block_number)
@@ -68,9 +73,21 @@ class PolicyEngine:
 
     async def evaluate(self, batch: BlockBatch, reader: StateReader) -> EngineResult:
         plan = self.plan(batch)
+        # Read first: if the read fails, the caller retries this block and nothing has moved.
         states = {number: (await reader.read(specs, number) if specs else {})
                   for number, specs in sorted(self.reads_needed(plan).items())}
+        self.advance(batch)
         return self.run(plan, states)
+
+    def evaluate_offline(self, batch: BlockBatch, states: dict[int, StateValues]) -> EngineResult:
+        """evaluate() with state already at hand (benchmarks, recorded observations)."""
+        plan = self.plan(batch)
+        self.advance(batch)
+        return self.run(plan, states)
+
+    def advance(self, batch: BlockBatch) -> None:
+        for slot in self._slots:
+            slot.advance(batch)
 
     @staticmethod
     def run(plan: list[tuple[Evaluator, BlockBatch]], states: dict[int, StateValues]) -> EngineResult:

@@ -722,8 +722,10 @@ class _Schema:
                 raise fail(f"{'.'.join(path.parts[:end])} is a {leaf} and has no field {path.parts[end]}",
                            "fields cannot be read from a value; there are no methods either")
         known = [".".join(parts) for parts in self.types]
+        same_root = [name for name in known if name.split(".", 1)[0] == path.parts[0]]
         same_name = sorted(name for name in known if name.rsplit(".", 1)[-1] == path.parts[-1])
-        close = same_name or difflib.get_close_matches(path.dotted, known, n=1, cutoff=0.6)
+        close = (difflib.get_close_matches(path.dotted, same_root, n=1, cutoff=0.6) or same_name
+                 or difflib.get_close_matches(path.dotted, known, n=1, cutoff=0.6))
         message = f"unknown field {path.dotted}" + (f"; did you mean {close[0]}?" if close else "")
         raise fail(message, self._known_hint(path.parts, known))
 

@@ -8,11 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from eth_abi import encode as abi_encode
-from eth_utils import is_address, to_checksum_address
 
 from onguard.chain.abi import FunctionAbi
 from onguard.config import WatchedContract
-from onguard.units import parse_amount
+from onguard.units import parse_address, parse_amount, parse_integer
 
 _READ = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*$")
 
@@ -78,11 +77,18 @@ def _argument(text: str, abi_type: str, contracts: Mapping[str, WatchedContract]
     if abi_type == "address":
         if text in contracts:
             return contracts[text].address
-        if is_address(text):
-            return to_checksum_address(text)
-        raise ValueError(f"argument {text!r} is neither a watched contract's name nor an address")
+        try:
+            return parse_address(text)
+        except ValueError as exc:
+            raise ValueError(f"argument {text!r} is neither a watched contract's name nor an address "
+                             f"({exc})") from None
     if abi_type.startswith(("uint", "int")):
-        return parse_amount(text)
+        value = parse_amount(text) if abi_type.startswith("uint") else parse_integer(text)
+        bits = int(abi_type.lstrip("uint") or 256)
+        low, high = (0, 2**bits - 1) if abi_type.startswith("uint") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        if not low <= value <= high:
+            raise ValueError(f"argument {text} is out of range for {abi_type} ({low}..{high})")
+        return value
     if abi_type == "bool" and text in ("true", "false"):
         return text == "true"
     raise ValueError(f"argument {text!r} of type {abi_type} is not supported in reads (numbers, addresses "

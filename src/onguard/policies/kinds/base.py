@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -16,6 +17,7 @@ from onguard.policies.reads import ReadSpec, expression_type, parse_read
 from onguard.tomlfields import Table
 
 StateValues = Mapping[ReadSpec, Any]  # a value, or a ReadFailure
+READ_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,9 @@ class NamedReads:
             return cls()
         specs: dict[str, ReadSpec] = {}
         for name in table.keys():
+            if not READ_NAME.match(name):
+                raise table.fail(name, f"{name!r} cannot be used as state.{name} in conditions",
+                                 "name reads with a letter then letters, digits or _, e.g. total_assets")
             specs[name] = table.parsed(name, lambda text: _parse_read(text, env))
         table.finish()
         return cls(MappingProxyType(specs))
@@ -82,9 +87,10 @@ def _parse_read(text: object, env: PolicyEnv) -> ReadSpec:
         raise ValueError(f"{message}{f' ({hint})' if hint else ''}") from None
 
 
-def condition(table: Table, key: str, schema: Mapping[str, str]) -> Expression:
+def condition(table: Table, key: str, schema: Mapping[str, str], *,
+              hint: str = "a condition, e.g. \"value > 25% * state.assets\"") -> Expression:
     """Compiles a condition field, turning expression errors into policy errors at that field."""
-    source = table.get(key, str, hint="a condition such as \"value > 25% * state.assets\"")
+    source = table.get(key, str, hint=hint)
     try:
         return compile_condition(source, schema)
     except ExpressionError as exc:

@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import is_address, to_checksum_address
-
 from onguard.chain.abi import FunctionAbi
 from onguard.config import WatchedContract
 from onguard.observations import BlockBatch, TransactionObservation
@@ -17,6 +15,7 @@ from onguard.policies.kinds.base import BLOCK_SCHEMA, NamedReads, PolicyEnv, Sta
 from onguard.policies.model import Finding, PolicyCommon, Verdict
 from onguard.policies.reads import ReadSpec, expression_type
 from onguard.tomlfields import Table
+from onguard.units import parse_address
 
 TX_SCHEMA = {"tx.from": "address", "tx.to": "address", "tx.value": "number"}
 
@@ -62,7 +61,7 @@ class CallPolicy:
 
 
 def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> CallPolicy:
-    match = table.table("match")
+    match = table.table("match", hint="[match] contract = \"…\", function = \"…\"")
     assert match is not None
     contract = env.contract(match, "contract")
     functions = _functions(match, contract)
@@ -70,11 +69,11 @@ def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> CallPolicy:
     deny_from = _senders(match, "deny_from", env)
     reads = NamedReads.parse(table.table("reads", required=False), env)
     where = None
-    if match.has("where"):
+    if match.get("where", str, default=None) is not None:
         schema = {**TX_SCHEMA, **reads.schema(), **BLOCK_SCHEMA, **env.address_schema()}
         if len(functions) == 1:
             schema.update(_args_schema(functions[0]))
-        where = condition(match, "where", schema)
+        where = condition(match, "where", schema, hint="e.g. \"tx.from != contracts.timelock\"")
     match.finish()
     return CallPolicy(common=common, contract=contract.name, functions=frozenset(f.signature for f in functions),
                       allow_from=allow_from, deny_from=deny_from, where=where, reads=reads,
@@ -112,11 +111,12 @@ def _senders(match: Table, key: str, env: PolicyEnv) -> frozenset[str] | None:
     for entry in entries:
         if isinstance(entry, str) and entry in env.contracts:
             addresses.add(env.contracts[entry].address.lower())
-        elif isinstance(entry, str) and is_address(entry):
-            addresses.add(to_checksum_address(entry).lower())
-        else:
-            raise match.fail(key, f"{entry!r} is neither an address nor a watched contract's name",
-                             "write 0x-addresses, or names from onguard.toml [contracts]")
+            continue
+        try:
+            addresses.add(parse_address(entry).lower())
+        except ValueError as exc:
+            raise match.fail(key, f"{entry!r} is neither a watched contract's name nor a valid address ({exc})",
+                             "write 0x-addresses, or names from onguard.toml [contracts]") from None
     return frozenset(addresses)
 
 

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from onguard.chain.abi import EventAbi
+from onguard.chain.abi import EventAbi, is_dynamic
 from onguard.observations import BlockBatch, LogObservation
 from onguard.policies.expr import Expression
 from onguard.policies.kinds.base import (
@@ -78,7 +78,7 @@ class EventPolicy:
 
 
 def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> EventPolicy:
-    match = table.table("match")
+    match = table.table("match", hint="[match] contract = \"…\", event = \"…\"")
     assert match is not None
     contract = env.contract(match, "contract")
     event_name = match.get("event", str)
@@ -89,12 +89,12 @@ def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> EventPolicy:
     reads = NamedReads.parse(table.table("reads", required=False), env)
     args_schema = _args_schema(event)
     where = None
-    if match.has("where"):
-        where = condition(match, "where", {**args_schema, **env.address_schema()})
+    if match.get("where", str, default=None) is not None:
+        where = condition(match, "where", {**args_schema, **env.address_schema()}, hint="e.g. \"args.assets > 0\"")
     match.finish()
 
     aggregate = _aggregate_spec(table.table("aggregate", required=False), event, args_schema)
-    trigger = table.table("trigger")
+    trigger = table.table("trigger", hint="[trigger] condition = \"…\"")
     assert trigger is not None
     schema = {**reads.schema(), **BLOCK_SCHEMA, **env.address_schema()}
     if aggregate is None:
@@ -103,7 +103,9 @@ def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> EventPolicy:
         schema.update({"value": "number", "events": "number"})
         if aggregate.group_by:
             schema["group"] = args_schema[f"args.{aggregate.group_by}"]
-    policy_condition = condition(trigger, "condition", schema)
+    policy_condition = condition(trigger, "condition", schema,
+                                 hint="e.g. \"value > 25% * state.assets\"" if aggregate else
+                                 "e.g. \"args.assets > 100_000e18\"")
     trigger.finish()
     return EventPolicy(common=common, contract=contract.name, event=event.name, where=where, aggregate=aggregate,
                        condition=policy_condition, reads=reads, contracts_context=env.address_context())
@@ -111,8 +113,10 @@ def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> EventPolicy:
 
 def _args_schema(event: EventAbi) -> dict[str, str]:
     schema = {}
+    hashed = {name for name, type_ in event.indexed if is_dynamic(type_)}
     for name in event.names:
-        type_ = expression_type(event.type_of(name))
+        # An indexed string or bytes is only its keccak hash in the log: compare it as bytes, never as text.
+        type_ = "bytes" if name in hashed else expression_type(event.type_of(name))
         if type_ is not None:
             schema[f"args.{name}"] = type_
     return schema

@@ -44,7 +44,7 @@ class OutflowPolicy:
 
 
 def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> OutflowPolicy:
-    spec = table.table("outflow")
+    spec = table.table("outflow", hint="[outflow] token, holder, window_blocks")
     assert spec is not None
     token = env.contract(spec, "token")
     transfer = token.abi.event(TRANSFER)
@@ -59,10 +59,10 @@ def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> OutflowPolicy:
     window = parse_window(spec)
     spec.finish()
     reads = NamedReads.parse(table.table("reads", required=False), env)
-    trigger = table.table("trigger")
+    trigger = table.table("trigger", hint="[trigger] condition = \"…\"")
     assert trigger is not None
     schema = {**{name: "number" for name in NAMES}, **reads.schema(), **BLOCK_SCHEMA, **env.address_schema()}
-    policy_condition = condition(trigger, "condition", schema)
+    policy_condition = condition(trigger, "condition", schema, hint="e.g. \"net_outflow > 30% * holdings_before\"")
     trigger.finish()
     holder = env.contracts[holder_name].address if holder_name in env.contracts else to_checksum_address(holder_name)
     return OutflowPolicy(common=common, token=token.name, holder=holder, holder_name=holder_name, window=window,

@@ -31,12 +31,13 @@ class StatePolicy:
 
 
 def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> StatePolicy:
-    reads = NamedReads.parse(table.table("reads"), env)
+    reads = NamedReads.parse(table.table("reads", hint="e.g. [reads] assets = \"vault.totalAssets()\""), env)
     if not reads.specs:
         raise table.fail("reads", "a state policy needs at least one read", "e.g. assets = \"vault.totalAssets()\"")
-    trigger = table.table("trigger")
+    trigger = table.table("trigger", hint="[trigger] invariant = \"…\"")
     assert trigger is not None
-    invariant = condition(trigger, "invariant", {**reads.schema(), **BLOCK_SCHEMA, **env.address_schema()})
+    invariant = condition(trigger, "invariant", {**reads.schema(), **BLOCK_SCHEMA, **env.address_schema()},
+                          hint="what must hold, e.g. \"state.assets >= state.supply\"")
     trigger.finish()
     return StatePolicy(common=common, invariant=invariant, reads=reads, contracts_context=env.address_context())
 
