@@ -24,6 +24,7 @@ from onguard.sources.blocks import BlockSource
 MAX_BACKOFF = 10.0
 DRAIN_TIMEOUT = 30.0
 HEARTBEAT_SECONDS = 60.0
+WARM_UP_LIMIT = 5_000  # blocks; a window in seconds counts one block a second, the most a chain can have
 
 
 class Guardian:
@@ -57,11 +58,34 @@ class Guardian:
                               field="chain.chain_id", hint="point chain.rpc_url at the right network, "
                                                            "or fix chain.chain_id")
         await self.responder.prepare()
+        await self._warm_up()
         for record in self.store.unfinished_responses():
             self._spawn(self.responder.resume(record))
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
                        resume_after_block=self.source.last_committed)
         self.ready.set()
+
+    async def _warm_up(self) -> None:
+        """After a restart, replays the blocks before the checkpoint through the engine (findings discarded:
+        they were handled before) so that a drain spanning the restart is judged over its whole window."""
+        checkpoint = self.source.last_committed
+        depth = min(self.engine.history_blocks, WARM_UP_LIMIT)
+        if checkpoint is None or depth == 0:
+            return
+        first = max(checkpoint - depth + 1, 0)
+        self._log.info("restoring policy windows from the blocks before the checkpoint", from_block=first,
+                       to_block=checkpoint)
+        scratch = IncidentStore(":memory:")
+        try:
+            replay = BlockSource(self.rpc, scratch, self.config.chain.chain_id, self.config.contracts,
+                                 start_block=first, max_block_range=self.config.chain.max_block_range,
+                                 end_block=checkpoint)
+            while replay.last_committed is None or replay.last_committed < checkpoint:
+                for batch in (await replay.next_batches()).batches:
+                    await self.engine.evaluate(batch, self.reader)
+                    replay.commit(batch)
+        finally:
+            scratch.close()
 
     async def step(self) -> list[Decision]:
         decisions: list[Decision] = []

@@ -334,3 +334,27 @@ condition = "value > 1"
         assert is_paused(w3, world)
 
     asyncio.run(scenario())
+
+
+def test_a_drain_spanning_a_restart_is_judged_over_its_whole_window(chain, guardian_config):
+    w3, world = chain.w3, chain.world
+
+    async def scenario() -> None:
+        guardian = await started(guardian_config)
+        for _ in range(2):
+            drain_slice(w3, world, ALICE, tokens(100_000))
+        assert await handle_new_blocks(guardian) == []  # 200k seen, under the threshold
+        await guardian.close()
+
+        restarted = make_guardian(guardian_config)
+        try:
+            await restarted.start()  # replays the blocks before the checkpoint into the 5-block window
+            drain_slice(w3, world, ALICE, tokens(100_000))
+            decisions = await handle_new_blocks(restarted)
+            assert [d.finding.policy.id for d in decisions] == ["vault-drain"]
+            assert int(decisions[0].finding.evidence["value"]) == tokens(300_000)
+        finally:
+            await restarted.close()
+        assert is_paused(w3, world)
+
+    asyncio.run(scenario())

@@ -87,10 +87,12 @@ def handle_explain(args: argparse.Namespace) -> int:
     print(f"{common.id}: {common.description}")
     print(f"  kind {common.kind}, severity {common.severity.value}"
           + ("" if common.enabled else ", DISABLED (checked, never evaluated)"))
-    for line in policy.explain():
+    lines = policy.explain()
+    for line in lines:
         print(f"  {line}")
     for name, text in policy.reads.texts().items():
-        print(f"  state.{name} is read at each block as {text}.")
+        if not any(f"state.{name} = " in line for line in lines):
+            print(f"  state.{name} is read at each block as {text}.")
     if common.confirmations:
         print(f"  It acts only on evidence at least {common.confirmations} blocks deep.")
     if common.dry_run:

@@ -56,6 +56,11 @@ class PolicyEngine:
     def policy_ids(self) -> list[str]:
         return [slot.evaluator.common.id for slot in self._slots]
 
+    @property
+    def history_blocks(self) -> int:
+        """Past blocks to replay after a restart so that windows, look-backs and twaps are whole again."""
+        return max((s.evaluator.history_blocks + s.confirmations for s in self._slots), default=0)
+
     def forget_from(self, block_number: int) -> None:
         for slot in self._slots:
             slot.forget_from(block_number)

@@ -56,7 +56,7 @@ class NamedReads:
             if not READ_NAME.match(name):
                 raise table.fail(name, f"{name!r} cannot be used as state.{name} in conditions",
                                  "name reads with a letter then letters, digits or _, e.g. total_assets")
-            specs[name] = table.parsed(name, lambda text: _parse_read(text, env))
+            specs[name] = table.parsed(name, lambda text: read_from_policy(text, env))
         table.finish()
         return cls(MappingProxyType(specs))
 
@@ -77,7 +77,7 @@ class NamedReads:
         return {name: spec.text for name, spec in self.specs.items()}
 
 
-def _parse_read(text: object, env: PolicyEnv) -> ReadSpec:
+def read_from_policy(text: object, env: PolicyEnv) -> ReadSpec:
     if not isinstance(text, str):
         raise ValueError(f"expected a read such as \"vault.totalAssets()\", got {text!r}")
     try:
@@ -111,6 +111,9 @@ class Evaluator(Protocol):
 
     @property
     def reads(self) -> frozenset[ReadSpec]: ...
+
+    @property
+    def history_blocks(self) -> int: ...
 
     def observe(self, batch: BlockBatch, state: StateValues) -> Finding | None: ...
 

@@ -51,8 +51,8 @@ class DeltaPolicy:
 
 
 def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> DeltaPolicy:
-    reads = NamedReads.parse(table.table("reads"), env)
-    delta = table.table("delta")
+    reads = NamedReads.parse(table.table("reads", hint="e.g. [reads] tvl = \"vault.totalAssets()\""), env)
+    delta = table.table("delta", hint="[delta] of = \"tvl\", blocks = 10")
     assert delta is not None
     numeric = [name for name, spec in reads.specs.items() if expression_type(spec.output_type) == "number"]
     of = delta.get("of", str, hint="the name of a numeric read from [reads], e.g. of = \"tvl\"").removeprefix("state.")
@@ -66,7 +66,7 @@ def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> DeltaPolicy:
     if blocks < 1:
         raise delta.fail("blocks", "must be at least 1", "blocks = 1 compares each block with the one before")
     delta.finish()
-    trigger = table.table("trigger")
+    trigger = table.table("trigger", hint="[trigger] condition = \"drawdown > 30%\"")
     assert trigger is not None
     schema = {**{name: "number" for name in MEASURES}, **reads.schema(), **BLOCK_SCHEMA, **env.address_schema()}
     policy_condition = condition(trigger, "condition", schema)
@@ -81,6 +81,11 @@ class DeltaEvaluator:
         self.common = policy.common
         self._samples: dict[int, int] = {}  # block number -> the value of `of` there, in block order
         self._relative_used = sorted(set(RELATIVE) & policy.condition.references)
+
+    @property
+    def history_blocks(self) -> int:
+        """How many past blocks it must see again after a restart to judge the next one as if never stopped."""
+        return self.policy.blocks
 
     @property
     def reads(self) -> frozenset[ReadSpec]:

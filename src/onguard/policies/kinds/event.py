@@ -181,6 +181,14 @@ class EventEvaluator:
         self._seen: set[str] = set()
 
     @property
+    def history_blocks(self) -> int:
+        """How many past blocks it must see again after a restart to judge the next one as if never stopped."""
+        spec = self.policy.aggregate
+        if spec is None:
+            return 0
+        return spec.window.blocks if spec.window.blocks is not None else spec.window.seconds  # >= 1 s a block
+
+    @property
     def reads(self) -> frozenset[ReadSpec]:
         return frozenset(self.policy.reads.specs.values())
 

@@ -16,7 +16,7 @@ from onguard.policies.kinds.base import (
     NamedReads,
     PolicyEnv,
     StateValues,
-    _parse_read,
+    read_from_policy,
     block_context,
     condition,
 )
@@ -82,14 +82,14 @@ class OraclePolicy:
 
 
 def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> OraclePolicy:
-    oracle = table.table("oracle")
+    oracle = table.table("oracle", hint="[oracle] price = \"oracle.price()\", reference = \"twap\"")
     assert oracle is not None
     price = _numeric_read(oracle, "price", env)
     updated_at = _numeric_read(oracle, "updated_at", env) if oracle.has("updated_at") else None
     reference = _reference(oracle, env)
     oracle.finish()
     reads = NamedReads.parse(table.table("reads", required=False), env)
-    trigger = table.table("trigger")
+    trigger = table.table("trigger", hint="[trigger] condition = \"deviation > 5%\"")
     assert trigger is not None
     schema = {"price": "number", "reference": "number", "deviation": "number", "jump": "number"}
     if updated_at is not None:
@@ -104,7 +104,7 @@ def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> OraclePolicy:
 
 
 def _numeric_read(table: Table, key: str, env: PolicyEnv) -> ReadSpec:
-    spec = table.parsed(key, lambda text: _parse_read(text, env), hint="a read such as \"oracle.price()\"")
+    spec = table.parsed(key, lambda text: read_from_policy(text, env), hint="a read such as \"oracle.price()\"")
     if expression_type(spec.output_type) != "number":
         raise table.fail(key, f"{spec.text} returns {spec.output_type}, not a number",
                          "the oracle kind compares prices and times: name a view returning a number")
@@ -123,7 +123,7 @@ def _reference(table: Table, env: PolicyEnv) -> Reference:
                                                                            "e.g. band = [\"0.9e18\", \"1.1e18\"]"))
     else:
         try:
-            spec = _parse_read(text, env)
+            spec = read_from_policy(text, env)
         except ValueError as exc:
             raise table.fail("reference", f"{text!r} is neither \"twap\", \"band\" nor a valid read: {exc}",
                              f"write {REFERENCE_HINT}") from None
@@ -162,6 +162,11 @@ class OracleEvaluator:
         self.common = policy.common
         self._samples: deque[_Sample] = deque()  # in block order; the last one is the newest block seen
         self._relative_used = [name for name in RELATIVE if name in policy.condition.references]
+
+    @property
+    def history_blocks(self) -> int:
+        """How many past blocks it must see again after a restart to judge the next one as if never stopped."""
+        return (self.policy.reference.twap_blocks or 0) + 1
 
     @property
     def reads(self) -> frozenset[ReadSpec]:

@@ -87,6 +87,12 @@ class OutflowEvaluator:
         self._seen: set[str] = set()
 
     @property
+    def history_blocks(self) -> int:
+        """How many past blocks it must see again after a restart to judge the next one as if never stopped."""
+        window = self.policy.window
+        return window.blocks if window.blocks is not None else window.seconds  # type: ignore[return-value]
+
+    @property
     def reads(self) -> frozenset[ReadSpec]:
         return frozenset({self.policy.holdings, *self.policy.reads.specs.values()})
 

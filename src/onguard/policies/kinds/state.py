@@ -48,6 +48,11 @@ class StateEvaluator:
         self.common = policy.common
 
     @property
+    def history_blocks(self) -> int:
+        """How many past blocks it must see again after a restart to judge the next one as if never stopped."""
+        return 0
+
+    @property
     def reads(self) -> frozenset[ReadSpec]:
         return frozenset(self.policy.reads.specs.values())
 
