@@ -40,7 +40,7 @@ class Arbiter:
         incident = self._store.open_incident(
             chain_id=self._chain_id, policy_id=policy.id, severity=policy.severity.value, title=finding.summary,
             dry_run=policy.dry_run, block=finding.block_number, block_time=finding.block_time,
-            evidence={"verdict": finding.verdict.value, **finding.evidence}, status=status)
+            evidence={"verdict": finding.verdict.value, "path": "block", **finding.evidence}, status=status)
         actions = () if policy.dry_run else policy.response
         self._log.warning("policy tripped: incident opened", policy_id=policy.id, incident_id=incident.id,
                           severity=policy.severity.value, block=finding.block_number, summary=finding.summary,

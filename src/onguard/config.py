@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -61,10 +62,35 @@ class ActionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where response transactions are sent. A private endpoint (a builder or protect RPC) does not gossip
+    to the public mempool, so an attacker watching it cannot see the pause coming."""
+
+    url: str
+    private: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseSettings:
     receipt_timeout: float
     max_fee_per_gas: int        # ceiling, in wei, of what the guardian pays per gas
     priority_fee: int           # minimum tip, in wei
+    outbid_factor: Fraction     # the pause's tip is at least the threat's effective tip times this …
+    outbid_margin: int          # … plus this, in wei
+    bump_after: float           # seconds without a receipt before the pause is replaced with higher fees
+    bump_factor: Fraction       # each replacement multiplies both fees by this (nodes want >= 1.1)
+    endpoints: tuple[Endpoint, ...]
+    public_fallback_after: float | None  # with private endpoints: also send publicly after this; None: never
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolSettings:
+    enabled: bool
+    ws_url: str | None
+    simulate: bool
+    max_concurrent_simulations: int
+    simulation_timeout: float
+    simulations_per_second: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +104,7 @@ class Config:
     policies_dir: Path
     database: Path
     response: ResponseSettings
+    mempool: MempoolSettings
 
     def contract_at(self, address: str) -> WatchedContract | None:
         wanted = address.lower()
@@ -103,7 +130,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         actions=_actions(root.table("actions"), contracts),
         policies_dir=_resolve(base, root.table("policies").get("dir", str, default="policies")),
         database=_resolve(base, _database(root)),
-        response=_response(root.table("response", required=False)),
+        response=_response(root.table("response", required=False), rpc_url=data.get("chain", {}).get("rpc_url")),
+        mempool=_mempool(root.table("mempool", required=False)),
     )
     root.finish()
     return config
@@ -226,13 +254,78 @@ def _database(root: Table) -> str:
     return value
 
 
-def _response(table: Table | None) -> ResponseSettings:
+def _response(table: Table | None, rpc_url: str) -> ResponseSettings:
     if table is None:
         table = Table({}, file="", prefix="response", error=ConfigError)
+    endpoints = _endpoints(table, rpc_url)
+    fallback = table.get("public_fallback_after", (str, int, float, bool), default="2s")
+    if fallback is False:
+        public_fallback_after = None
+    else:
+        public_fallback_after = table.parsed("public_fallback_after", parse_duration, default=2.0)
+    bump_factor = table.parsed("bump_factor", _factor, default=Fraction(5, 4))
+    if bump_factor < Fraction(11, 10):
+        raise table.fail("bump_factor", "must be at least 1.1", "nodes refuse a replacement that raises fees less")
     settings = ResponseSettings(
         receipt_timeout=table.parsed("receipt_timeout", parse_duration, default=60.0),
         max_fee_per_gas=table.parsed("max_fee_per_gas", parse_amount, default=500 * 10**9),
         priority_fee=table.parsed("priority_fee", parse_amount, default=2 * 10**9),
+        outbid_factor=table.parsed("outbid_factor", _factor, default=Fraction(5, 4)),
+        outbid_margin=table.parsed("outbid_margin", parse_amount, default=10**9),
+        bump_after=table.parsed("bump_after", parse_duration, default=3.0),
+        bump_factor=bump_factor,
+        endpoints=endpoints,
+        public_fallback_after=public_fallback_after,
     )
+    table.finish()
+    return settings
+
+
+def _factor(value: object) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a number such as 1.25, got {value!r}")
+    factor = Fraction(str(value))
+    if factor < 1:
+        raise ValueError(f"{value!r} is below 1")
+    return factor
+
+
+def _endpoints(table: Table, rpc_url: str) -> tuple[Endpoint, ...]:
+    entries = table.get("endpoints", list, default=None)
+    if entries is None:
+        return (Endpoint(url=rpc_url, private=False),)
+    endpoints = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise table.fail("endpoints", f"entry {index} is not a table",
+                             "write [[response.endpoints]] tables with url and private")
+        item = Table(entry, file=table.file, prefix=f"response.endpoints[{index}]", error=ConfigError)
+        url = item.get("url", str)
+        if not url.startswith(("http://", "https://")):
+            raise item.fail("url", f"{url!r} is not an http(s) URL")
+        endpoints.append(Endpoint(url=url, private=item.get("private", bool, default=False)))
+        item.finish()
+    if not endpoints:
+        raise table.fail("endpoints", "is empty", "remove it to send to chain.rpc_url, or list endpoints")
+    return tuple(endpoints)
+
+
+def _mempool(table: Table | None) -> MempoolSettings:
+    if table is None:
+        table = Table({}, file="", prefix="mempool", error=ConfigError)
+    ws_url = table.get("ws_url", str, default=None)
+    if ws_url is not None and not ws_url.startswith(("ws://", "wss://")):
+        raise table.fail("ws_url", f"{ws_url!r} is not a ws:// or wss:// URL",
+                         "the node's WebSocket endpoint; leave it out to poll a pending-transaction filter")
+    settings = MempoolSettings(
+        enabled=table.get("enabled", bool, default=False),
+        ws_url=ws_url,
+        simulate=table.get("simulate", bool, default=True),
+        max_concurrent_simulations=table.get("max_concurrent_simulations", int, default=8),
+        simulation_timeout=table.parsed("simulation_timeout", parse_duration, default=0.5),
+        simulations_per_second=table.get("simulations_per_second", int, default=500),
+    )
+    if settings.max_concurrent_simulations < 1 or settings.simulations_per_second < 1:
+        raise table.fail("max_concurrent_simulations", "must be at least 1")
     table.finish()
     return settings

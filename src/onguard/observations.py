@@ -19,6 +19,7 @@ class BlockObservation:
     hash: str
     parent_hash: str
     timestamp: int
+    base_fee: int | None = None
 
     @property
     def id(self) -> str:

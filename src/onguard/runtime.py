@@ -7,19 +7,25 @@ import contextlib
 import time
 from collections.abc import Sequence
 
+from asyncio_throttle import Throttler
 from eth_account.signers.local import LocalAccount
 
 from onguard.arbiter import Arbiter, Decision
 from onguard.chain.rpc import Rpc
+from onguard.chain.simulate import Simulator
 from onguard.chain.view import BatchStateReader
 from onguard.config import Config
 from onguard.errors import ChainError, ChainUnavailable, ConfigError
 from onguard.incidents.store import IncidentStore
 from onguard.log import get_logger
 from onguard.policies.engine import PolicyEngine
+from onguard.observations import BlockObservation
 from onguard.policies.loader import Policy, load_policies
+from onguard.policies.model import EvaluationFailure
+from onguard.responders.fees import Threat
 from onguard.responders.module import ModuleResponder
 from onguard.sources.blocks import BlockSource
+from onguard.sources.mempool import MempoolSource, PendingTransaction
 
 MAX_BACKOFF = 10.0
 DRAIN_TIMEOUT = 30.0
@@ -43,6 +49,10 @@ class Guardian:
         self.reader = BatchStateReader(self.rpc)
         self.arbiter = Arbiter(self.store, chain_id)
         self.responder = ModuleResponder(self.rpc, config, account, self.store)
+        self.simulator = Simulator(self.rpc) if config.mempool.simulate else None
+        self.head: BlockObservation | None = None  # the newest block handled: pending findings are dated at it
+        self._simulations = asyncio.Semaphore(config.mempool.max_concurrent_simulations)
+        self._throttle = Throttler(rate_limit=config.mempool.simulations_per_second, period=1.0)
         self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
                                   start_block=config.chain.start_block, max_block_range=config.chain.max_block_range)
         self._responses: set[asyncio.Task[None]] = set()
@@ -59,6 +69,10 @@ class Guardian:
                                                            "or fix chain.chain_id")
         await self.responder.prepare()
         await self._warm_up()
+        latest = await self.rpc.block(await self.rpc.head())
+        self.head = BlockObservation(chain_id=actual, number=int(latest["number"]), hash=latest["hash"].to_0x_hex(),
+                                     parent_hash=latest["parentHash"].to_0x_hex(), timestamp=int(latest["timestamp"]),
+                                     base_fee=int(latest.get("baseFeePerGas") or 0))
         for record in self.store.unfinished_responses():
             self._spawn(self.responder.resume(record))
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
@@ -94,18 +108,56 @@ class Guardian:
             self.engine.forget_from(poll.rewound_to)
         for batch in poll.batches:
             result = await self.engine.evaluate(batch, self.reader)
-            for failure in result.failures:
-                self.store.record_evaluation_failure(self.config.chain.chain_id, failure.policy_id,
-                                                     failure.block_number, failure.message)
-                self._log.error("policy could not be evaluated: this block is NOT known to be safe for it",
-                                policy_id=failure.policy_id, block=failure.block_number, error=failure.message)
+            self._record_failures(result.failures)
             for finding in result.findings:
                 decision = self.arbiter.decide(finding)
                 decisions.append(decision)
                 for action in decision.actions:
                     self._spawn(self.responder.respond(decision.incident.id, action))
             self.source.commit(batch)
+            self.head = batch.block
+        if poll.batches:
+            await self.responder.on_block(poll.batches[-1].block)
         return decisions
+
+    async def on_pending(self, pending: PendingTransaction) -> None:
+        """The pre-emption path: judge a pending transaction and, if it trips a policy, race it with a pause."""
+        head = self.head
+        if head is None:
+            return
+        try:
+            async with self._simulations, self._throttle:
+                result = await asyncio.wait_for(
+                    self.engine.evaluate_pending(pending, head, self.reader, self.simulator),
+                    timeout=self.config.mempool.simulation_timeout)
+        except TimeoutError:
+            self._log.warning("pending transaction not judged in time: left to the block path", tx=pending.hash,
+                              timeout=self.config.mempool.simulation_timeout)
+            return
+        except ChainError as exc:
+            self._log.error("pending transaction could not be judged: left to the block path", tx=pending.hash,
+                            error=exc.message)
+            return
+        self._record_failures(result.failures)
+        threat = Threat.of(pending.hash, pending.raw, head.base_fee or 0, pending.seen_at)
+        for finding in result.findings:
+            decision = self.arbiter.decide(finding)
+            self.store.add_timeline(decision.incident.id, "decided", {
+                "path": "mempool", "threat_tx": pending.hash,
+                "decided_ms": round((time.perf_counter() - pending.seen_at) * 1000, 2)})
+            for action in decision.actions:
+                self._spawn(self.responder.respond(decision.incident.id, action, threat))
+            if not decision.opened:
+                for action in finding.policy.response:
+                    if self.responder.in_flight(action):
+                        self._spawn(self.responder.outbid(action, threat))
+
+    def _record_failures(self, failures: list[EvaluationFailure]) -> None:
+        for failure in failures:
+            self.store.record_evaluation_failure(self.config.chain.chain_id, failure.policy_id,
+                                                 failure.block_number, failure.message)
+            self._log.error("policy could not be evaluated: this block is NOT known to be safe for it",
+                            policy_id=failure.policy_id, block=failure.block_number, error=failure.message)
 
     def _spawn(self, coroutine: object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
@@ -127,6 +179,11 @@ class Guardian:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
+        mempool = None
+        if self.config.mempool.enabled and self.engine.watches_pending:
+            source = MempoolSource(self.config.mempool.ws_url, self.config.chain.rpc_url, self.config.chain.chain_id,
+                                   self.config.contracts, ignore_senders=[self.account.address])
+            mempool = asyncio.create_task(source.run(self.on_pending, stop))
         backoff = self.config.chain.poll_interval
         next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         while not stop.is_set():
@@ -146,8 +203,11 @@ class Guardian:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
         self._log.info("stopping: finishing responses under way", pending=len(self._responses))
+        if mempool is not None:
+            await mempool
         await self.drain_responses()
 
     async def close(self) -> None:
+        await self.responder.close()
         await self.rpc.close()
         self.store.close()

@@ -36,6 +36,10 @@ class Table:
         self._error = error
         self._seen: set[str] = set()
 
+    @property
+    def file(self) -> str:
+        return self._file
+
     def field_name(self, key: str) -> str:
         return f"{self._prefix}.{key}" if self._prefix else key
 

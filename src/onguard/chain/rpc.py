@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from hexbytes import HexBytes
 from web3 import AsyncWeb3
-from web3.exceptions import TimeExhausted, Web3Exception
+from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
 
 from onguard.errors import ChainError, ChainUnavailable
 
@@ -75,6 +75,15 @@ class Rpc:
     async def send_raw(self, raw: bytes) -> str:
         tx_hash = await self._call("eth_sendRawTransaction", self.w3.eth.send_raw_transaction(raw))
         return HexBytes(tx_hash).to_0x_hex()
+
+    async def receipt(self, tx_hash: str) -> Any:
+        """The receipt, or None while the transaction is not mined."""
+        try:
+            return await self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+        except _TRANSPORT_ERRORS as exc:
+            raise ChainUnavailable(f"eth_getTransactionReceipt: no answer from {self.url}") from exc
 
     async def wait_for_receipt(self, tx_hash: str, timeout: float) -> Any:
         try:

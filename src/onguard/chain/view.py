@@ -46,7 +46,12 @@ def _decode(spec: ReadSpec, response: Any) -> Any:
         error = response["error"]
         message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
         return ReadFailure(spec, message)
-    raw = bytes(HexBytes(response["result"]))
+    return decode_read(spec, response["result"])
+
+
+def decode_read(spec: ReadSpec, result: Any) -> Any:
+    """A read's raw return data as a value, or a ReadFailure when it does not decode (e.g. no code)."""
+    raw = bytes(HexBytes(result))
     try:
         (value,) = abi_decode([spec.output_type], raw)
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a failed read, reported as such

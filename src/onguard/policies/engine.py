@@ -4,12 +4,14 @@ Evaluators are pure; the engine's one I/O is reading, in one batch per block, th
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
+from onguard.chain.simulate import Simulation, Simulator
 from onguard.chain.view import StateReader
 from onguard.errors import OnguardError
-from onguard.observations import BlockBatch
+from onguard.observations import BlockBatch, BlockObservation, TransactionObservation
 from onguard.policies.kinds.base import Evaluator, Policy, StateValues
 from onguard.policies.model import EvaluationFailure, Finding
 from onguard.policies.reads import ReadSpec
@@ -48,9 +50,72 @@ class _Delayed:
         self.evaluator.forget_from(block_number)
 
 
+@runtime_checkable
+class PendingJudge(Protocol):
+    """A kind that judges a pending transaction sent to a watched contract (call)."""
+
+    common: Any
+    reads: frozenset[ReadSpec]
+
+    def observe_pending(self, tx: TransactionObservation, state: StateValues,
+                        head: BlockObservation) -> Finding | None: ...
+
+
+@runtime_checkable
+class SimulationJudge(Protocol):
+    """A kind that judges the state a pending transaction would leave (simulate)."""
+
+    common: Any
+    simulation_reads: frozenset[ReadSpec]
+
+    def observe_simulation(self, raw: Any, simulation: Simulation, head: BlockObservation) -> Finding | None: ...
+
+
+class PendingLike(Protocol):
+    raw: Mapping[str, Any]
+    observation: TransactionObservation | None
+
+
 class PolicyEngine:
     def __init__(self, policies: Sequence[Policy]) -> None:
         self._slots = [_Delayed(policy.evaluator()) for policy in policies]
+        evaluators = [slot.evaluator for slot in self._slots]
+        self._pending_judges = [e for e in evaluators if isinstance(e, PendingJudge)]
+        self._simulation_judges = [e for e in evaluators if isinstance(e, SimulationJudge)]
+        self._simulation_reads = frozenset(s for j in self._simulation_judges for s in j.simulation_reads)
+        self._pending_reads = frozenset(s for j in self._pending_judges for s in j.reads)
+
+    @property
+    def watches_pending(self) -> bool:
+        return bool(self._pending_judges or self._simulation_judges)
+
+    async def evaluate_pending(self, pending: PendingLike, head: BlockObservation, reader: StateReader,
+                               simulator: Simulator | None) -> EngineResult:
+        """Judges a transaction still in the mempool: call policies on its decoded call, simulate policies on
+        the state it would leave. The same findings and failures as for blocks, dated at the head block."""
+        result = EngineResult()
+        if pending.observation is not None and self._pending_judges:
+            state = await reader.read(self._pending_reads, head.number) if self._pending_reads else {}
+            for judge in self._pending_judges:
+                self._collect(result, judge, head.number, lambda j=judge: j.observe_pending(
+                    pending.observation, state, head))
+        if simulator is not None and self._simulation_judges and worth_simulating(pending):
+            simulation = await simulator.simulate(pending.raw, self._simulation_reads)
+            for judge in self._simulation_judges:
+                self._collect(result, judge, head.number,
+                              lambda j=judge: j.observe_simulation(pending.raw, simulation, head))
+        return result
+
+    @staticmethod
+    def _collect(result: EngineResult, evaluator: Any, block: int, judge: Any) -> None:
+        try:
+            finding = judge()
+        except (OnguardError, ArithmeticError, KeyError, TypeError, ValueError) as exc:
+            message = exc.message if isinstance(exc, OnguardError) else f"{type(exc).__name__}: {exc}"
+            result.failures.append(EvaluationFailure(evaluator.common.id, block, message))
+            return
+        if finding is not None:
+            result.findings.append(finding)
 
     @property
     def policy_ids(self) -> list[str]:
@@ -94,17 +159,18 @@ class PolicyEngine:
         for slot in self._slots:
             slot.advance(batch)
 
-    @staticmethod
-    def run(plan: list[tuple[Evaluator, BlockBatch]], states: dict[int, StateValues]) -> EngineResult:
+    @classmethod
+    def run(cls, plan: list[tuple[Evaluator, BlockBatch]], states: dict[int, StateValues]) -> EngineResult:
         """Evaluates the plan on state already read: pure, no I/O."""
         result = EngineResult()
         for evaluator, batch in plan:
-            try:
-                finding = evaluator.observe(batch, states.get(batch.block.number, {}))
-            except (OnguardError, ArithmeticError, KeyError, TypeError, ValueError) as exc:
-                message = exc.message if isinstance(exc, OnguardError) else f"{type(exc).__name__}: {exc}"
-                result.failures.append(EvaluationFailure(evaluator.common.id, batch.block.number, message))
-                continue
-            if finding is not None:
-                result.findings.append(finding)
+            cls._collect(result, evaluator, batch.block.number,
+                         lambda e=evaluator, b=batch: e.observe(b, states.get(b.block.number, {})))
         return result
+
+
+def worth_simulating(pending: PendingLike) -> bool:
+    """Filters the harmless traffic out before any simulation: plain transfers to accounts not watched.
+    Contract calls and creations are simulated, because an attacker's contract is not a watched one."""
+    raw = pending.raw
+    return pending.observation is not None or len(bytes(raw.get("input") or b"")) >= 4 or not raw.get("to")

@@ -11,7 +11,7 @@ from pathlib import Path
 from onguard.config import ActionSettings, WatchedContract
 from onguard.errors import PolicyError
 from onguard.policies.kinds import call, event, outflow, state
-from onguard.policies.kinds import delta, oracle
+from onguard.policies.kinds import delta, oracle, simulate
 from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.model import ALERT_ONLY, PolicyCommon, Severity
 from onguard.tomlfields import Table, read_toml
@@ -24,6 +24,7 @@ KINDS: dict[str, Callable[[Table, PolicyCommon, PolicyEnv], Policy]] = {
     "oracle": oracle.parse,
     "call": call.parse,
     "outflow": outflow.parse,
+    "simulate": simulate.parse,
 }
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 

@@ -24,6 +24,7 @@ class Verdict(str, Enum):
 
     CONDITION_MET = "condition-met"          # a watched event, call or measure met the policy's condition
     INVARIANT_BROKEN = "invariant-broken"    # a state invariant no longer holds
+    SIMULATION_PREDICTS_BREACH = "simulation-predicts-breach"  # a pending tx would break the condition
 
 
 @dataclass(frozen=True, slots=True)

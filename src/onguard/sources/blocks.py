@@ -107,6 +107,7 @@ class BlockSource:
             hash=_hex(block["hash"]),
             parent_hash=_hex(block["parentHash"]),
             timestamp=int(block["timestamp"]),
+            base_fee=int(block["baseFeePerGas"]) if block.get("baseFeePerGas") is not None else None,
         )
         decoded = []
         for raw in sorted(raw_logs, key=lambda item: int(item["logIndex"])):

@@ -4,14 +4,15 @@ transactions here, and on pending ones once the mempool source feeds them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from onguard.chain.abi import FunctionAbi
 from onguard.config import WatchedContract
-from onguard.observations import BlockBatch, TransactionObservation
+from onguard.observations import BlockBatch, BlockObservation, TransactionObservation
 from onguard.policies.expr import Expression
-from onguard.policies.kinds.base import BLOCK_SCHEMA, NamedReads, PolicyEnv, StateValues, block_context, condition
+from onguard.policies.kinds.base import BLOCK_SCHEMA, NamedReads, PolicyEnv, StateValues, condition
 from onguard.policies.model import Finding, PolicyCommon, Verdict
 from onguard.policies.reads import ReadSpec, expression_type
 from onguard.tomlfields import Table
@@ -147,20 +148,32 @@ class CallEvaluator:
         """Nothing kept between blocks."""
 
     def observe(self, batch: BlockBatch, state: StateValues) -> Finding | None:
-        candidates = [tx for tx in batch.transactions if tx.contract == self.policy.contract]
+        return self._judge(batch.transactions, state, batch.block, path="block")
+
+    def observe_pending(self, tx: TransactionObservation, state: StateValues, head: BlockObservation) -> Finding | None:
+        """The same judgement on a transaction still in the mempool (state read at the latest block)."""
+        return self._judge((tx,), state, head, path="mempool")
+
+    def _judge(self, transactions: Sequence[TransactionObservation], state: StateValues, block: BlockObservation,
+               path: str) -> Finding | None:
+        candidates = [tx for tx in transactions if tx.contract == self.policy.contract]
         if not candidates:
             return None
         context = {"state": self.policy.reads.context(state) if self.policy.where else {},
-                   "block": block_context(batch), **self.policy.contracts_context}
+                   "block": {"number": block.number, "timestamp": block.timestamp}, **self.policy.contracts_context}
         tripped = [tx for tx in candidates if self.policy.trips(tx, context)]
         if not tripped:
             return None
         first = tripped[0]
         summary = f"{first.function} called on {self.policy.contract} by {first.sender} (tx {first.hash})"
         evidence = {
+            "path": path,
             "calls": [{"tx_hash": tx.hash, "from": tx.sender, "function": tx.function, "args": dict(tx.args),
                        "value": tx.value} for tx in tripped],
-            "note": "mined transaction: it may have reverted; the attempt is the signal",
+            "note": ("pending transaction: not mined yet" if path == "mempool"
+                     else "mined transaction: it may have reverted; the attempt is the signal"),
         }
+        if path == "mempool":
+            evidence["threat_tx"] = first.hash
         return Finding(policy=self.common, verdict=Verdict.CONDITION_MET, summary=summary,
-                       block_number=batch.block.number, block_time=batch.block.timestamp, evidence=evidence)
+                       block_number=block.number, block_time=block.timestamp, evidence=evidence)

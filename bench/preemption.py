@@ -1,0 +1,120 @@
+"""Benchmark: reaction latency of pre-emption on a real Anvil chain with mining held. For each trial an attacker
+sends a drain (redeemFor of a depositor's whole position) to the mempool; the guardian's mempool source sees it,
+the simulate policy trips, the pause is priced to outbid it, signed and sent. Timed from the moment the pending
+transaction is read off the WebSocket to the moment the node accepted the signed pause (eth_sendRawTransaction
+returned); then one block is mined and the trial records whether the pause was ordered before the attack.
+
+Run: .venv/bin/python bench/preemption.py [--trials 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from web3 import Web3
+
+from onguard.chain.anvil import start_anvil
+from onguard.chain.keys import load_guardian_account
+from onguard.config import load_config
+from onguard.demo.world import Roles, build_world, contract, dev_account, write_config
+from onguard.incidents.store import ResponseStatus
+from onguard.log import configure_logging
+from onguard.runtime import Guardian
+from onguard.sources.mempool import MempoolSource
+
+KEY_ENV = "ONGUARD_BENCH_GUARDIAN_KEY"
+POLICY = """id = "vault-cash-guard"
+description = "A pending transaction would take more than 30% of the vault's cash"
+kind = "simulate"
+severity = "critical"
+response = ["pause_vault"]
+[reads]
+cash = "asset.balanceOf(vault)"
+[trigger]
+condition = "not reverted and after.cash < 70% * before.cash"
+"""
+
+
+async def trial(config_path: Path, w3: Web3, world) -> tuple[float, bool]:
+    config = load_config(config_path)
+    guardian = Guardian(config, load_guardian_account(config.guardian_key))
+    stop = asyncio.Event()
+    attacker = dev_account(Roles.ATTACKER).address
+    victim = dev_account(Roles.DEPOSITORS[0]).address
+    vault = contract(w3, "Vault", world.vault)
+    try:
+        await guardian.start()
+        await guardian.step()
+        w3.provider.make_request("evm_setAutomine", [False])
+        source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id, config.contracts,
+                               ignore_senders=[guardian.account.address])
+        listening = asyncio.create_task(source.run(guardian.on_pending, stop))
+        while not source.live:
+            await asyncio.sleep(0.01)
+        shares = vault.functions.balanceOf(victim).call()
+        attack = vault.functions.redeemFor(victim, attacker, shares).transact({"from": attacker, "gas": 500_000})
+        broadcast_ms = None
+        deadline = time.monotonic() + 10
+        while broadcast_ms is None and time.monotonic() < deadline:
+            for incident in guardian.store.incidents():
+                for entry in guardian.store.timeline(incident.id):
+                    if entry.kind == "response-broadcast":
+                        broadcast_ms = float(entry.detail["broadcast_ms"])
+            await asyncio.sleep(0.005)
+        w3.provider.make_request("evm_mine", [])
+        hashes = list(w3.eth.get_block("latest")["transactions"])
+        sent = [r.tx_hash for i in guardian.store.incidents() for r in guardian.store.responses(i.id)
+                if r.status in (ResponseStatus.SENT, ResponseStatus.MINED)]
+        first = bool(sent) and Web3.to_bytes(hexstr=sent[0]) in hashes and \
+            hashes.index(Web3.to_bytes(hexstr=sent[0])) < hashes.index(attack)
+        await guardian.drain_responses(timeout=5)
+        stop.set()
+        await listening
+        if broadcast_ms is None:
+            raise RuntimeError("no pause was broadcast")
+        return broadcast_ms, first
+    finally:
+        stop.set()
+        w3.provider.make_request("evm_setAutomine", [True])
+        await guardian.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=200)
+    args = parser.parse_args()
+    configure_logging("console", "critical")
+    os.environ[KEY_ENV] = dev_account(Roles.GUARDIAN).key.to_0x_hex()
+    with start_anvil() as node, tempfile.TemporaryDirectory() as folder:
+        world = build_world(node.rpc_url)
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        policies = Path(folder) / "policies"
+        policies.mkdir()
+        (policies / "guard.toml").write_text(POLICY)
+        latencies, firsts = [], 0
+        for number in range(args.trials):
+            snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+            config = write_config(world, Path(folder) / str(number), key_env=KEY_ENV, policies_dir=policies)
+            config.write_text(config.read_text() + f'\n[mempool]\nenabled = true\nws_url = "{node.ws_url}"\n')
+            latency, first = asyncio.run(trial(config, w3, world))
+            latencies.append(latency)
+            firsts += first
+            w3.provider.make_request("evm_revert", [snapshot])
+            if (number + 1) % 25 == 0:
+                print(f"  {number + 1}/{args.trials} trials", file=sys.stderr)
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"pending tx read off the socket -> signed pause accepted by the node, {len(latencies)} trials: "
+          f"p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms; "
+          f"pause ordered before the attack in {firsts}/{len(latencies)} trials ({firsts / len(latencies):.0%})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Pre-emption on real Anvil chains with mining held (`evm_setAutomine false`, blocks ordered by fee): the attack
+waits in the mempool, the guardian sees it, trips and sends the pause; one block is mined; the pause is in it
+before the attack, the attack reverts and the vault keeps its assets. And a harmless withdrawal trips nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from onguard.chain.keys import load_guardian_account
+from onguard.config import load_config
+from onguard.demo.world import TOKEN, Roles, artifact, contract, dev_account, write_config
+from onguard.incidents.store import ResponseStatus
+from onguard.runtime import Guardian
+from onguard.sources.mempool import MempoolSource
+
+from ..conftest import GUARDIAN_KEY_ENV
+from .helpers import ALICE, ATTACKER, tokens, vault_cash
+
+pytestmark = pytest.mark.chain
+
+GUARDIAN = dev_account(Roles.GUARDIAN).address
+POLICIES = {
+    "simulate.toml": """
+id = "vault-cash-guard"
+description = "A pending transaction would take more than 25% of the vault's cash"
+kind = "simulate"
+severity = "critical"
+response = ["pause_vault"]
+[reads]
+cash = "asset.balanceOf(vault)"
+[trigger]
+condition = "not reverted and after.cash < 75% * before.cash"
+""",
+    "roles.toml": """
+id = "no-role-changes"
+description = "Only the Safe may grant or revoke the vault's roles"
+kind = "call"
+severity = "critical"
+response = ["pause_vault"]
+[match]
+contract = "vault"
+functions = ["grantRole", "revokeRole"]
+allow_from = ["{safe}"]
+""",
+}
+
+
+def preemption_config(chain, tmp_path: Path) -> Path:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    for name, text in POLICIES.items():
+        (folder / name).write_text(text.replace("{safe}", chain.world.safe))
+    config = write_config(chain.world, tmp_path, key_env=GUARDIAN_KEY_ENV, policies_dir=folder)
+    text = config.read_text() + f'\n[mempool]\nenabled = true\nws_url = "{chain.node.ws_url}"\n'
+    config.write_text(text)
+    return config
+
+
+def race(chain, config_path: Path, send_attack, wait: float = 5.0, until: str = "response-broadcast") -> dict:
+    """Starts the guardian with its mempool source, sends the attack with mining held, waits for the pause to be
+    broadcast (or a quiet second), mines one block and reports what the block holds."""
+    w3 = chain.w3
+
+    async def scenario() -> dict:
+        config = load_config(config_path)
+        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        stop = asyncio.Event()
+        try:
+            await guardian.start()
+            await guardian.step()
+            w3.provider.make_request("evm_setAutomine", [False])
+            source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
+                                   config.contracts, ignore_senders=[GUARDIAN])
+            listening = asyncio.create_task(source.run(guardian.on_pending, stop))
+            await asyncio.sleep(0.3)  # the subscription is up
+            attack_hash = await asyncio.to_thread(send_attack)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and not any(
+                    e.kind == until for i in guardian.store.incidents() for e in guardian.store.timeline(i.id)):
+                await asyncio.sleep(0.02)
+            sent = [r for i in guardian.store.incidents() for r in guardian.store.responses(i.id)
+                    if r.status == ResponseStatus.SENT]
+            w3.provider.make_request("evm_mine", [])
+            await guardian.drain_responses(timeout=10)
+            stop.set()
+            await listening
+            block = w3.eth.get_block("latest")
+            hashes = [h.to_0x_hex() for h in block["transactions"]]
+            return {"hashes": hashes, "attack": attack_hash, "pause": sent[0].tx_hash if sent else None,
+                    "attack_status": w3.eth.get_transaction_receipt(attack_hash)["status"],
+                    "incidents": guardian.store.incidents(),
+                    "timeline": [e for i in guardian.store.incidents() for e in guardian.store.timeline(i.id)]}
+        finally:
+            stop.set()
+            w3.provider.make_request("evm_setAutomine", [True])
+            await guardian.close()
+
+    return asyncio.run(scenario())
+
+
+def assert_pause_first(outcome: dict) -> None:
+    assert outcome["pause"] is not None, "no pause was sent"
+    assert outcome["pause"] in outcome["hashes"] and outcome["attack"] in outcome["hashes"]
+    assert outcome["hashes"].index(outcome["pause"]) < outcome["hashes"].index(outcome["attack"])
+    assert outcome["attack_status"] == 0
+    (incident,) = outcome["incidents"]
+    assert incident.evidence["path"] == "mempool" and incident.evidence["threat_tx"] == outcome["attack"]
+    kinds = {e.kind: e.detail for e in outcome["timeline"]}
+    assert kinds["race"]["pause_first"] is True
+    assert {"signed_ms", "broadcast_ms"} <= set(kinds["response-broadcast"]) and "decided_ms" in kinds["decided"]
+    assert "included_ms" in kinds["response-included"]
+
+
+def test_a_pending_direct_drain_is_beaten_by_the_pause(chain, guardian_config, tmp_path):
+    w3, world = chain.w3, chain.world
+    vault = contract(w3, "Vault", world.vault)
+    cash_before = vault_cash(w3, world)
+
+    def attack() -> str:
+        shares = vault.functions.balanceOf(ALICE).call()
+        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
+            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
+
+    outcome = race(chain, preemption_config(chain, tmp_path), attack)
+    assert_pause_first(outcome)
+    assert vault_cash(w3, world) == cash_before
+    assert outcome["incidents"][0].policy_id == "vault-cash-guard"
+
+
+def test_an_oracle_manipulation_and_borrow_in_one_transaction_is_beaten(chain, guardian_config, tmp_path):
+    w3, world = chain.w3, chain.world
+    build = artifact("OracleBorrowAttacker")
+    factory = w3.eth.contract(abi=build["abi"], bytecode=build["bytecode"]["object"])
+    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor().transact({"from": ATTACKER}))
+    attacker = w3.eth.contract(address=receipt["contractAddress"], abi=build["abi"])
+    # The attack's premise: the oracle's updater role is compromised (granted to the exploit contract).
+    oracle = contract(w3, "PriceOracle", world.oracle)
+    w3.provider.make_request("anvil_impersonateAccount", [world.safe])
+    w3.provider.make_request("anvil_setBalance", [world.safe, hex(10**18)])
+    oracle.functions.grantRole(oracle.functions.UPDATER_ROLE().call(), attacker.address).transact(
+        {"from": world.safe})
+    contract(w3, "TestToken", world.collateral).functions.mint(attacker.address, 10 * TOKEN).transact(
+        {"from": ATTACKER})
+    cash_before = vault_cash(w3, world)
+
+    def attack() -> str:
+        return attacker.functions.attack(world.oracle, world.vault, 10 * TOKEN, 10**24).transact(
+            {"from": ATTACKER, "gas": 1_000_000}).to_0x_hex()
+
+    outcome = race(chain, preemption_config(chain, tmp_path), attack)
+    assert_pause_first(outcome)
+    assert vault_cash(w3, world) == cash_before
+    assert outcome["incidents"][0].evidence["after"]["cash"] == 0  # what the simulation predicted
+
+
+def test_an_unauthorised_role_grant_is_beaten(chain, guardian_config, tmp_path):
+    w3, world = chain.w3, chain.world
+    vault = contract(w3, "Vault", world.vault)
+
+    def attack() -> str:
+        role = vault.functions.PAUSER_ROLE().call()
+        return vault.functions.grantRole(role, ATTACKER).transact({"from": ATTACKER, "gas": 200_000}).to_0x_hex()
+
+    outcome = race(chain, preemption_config(chain, tmp_path), attack)
+    assert_pause_first(outcome)
+    assert outcome["incidents"][0].policy_id == "no-role-changes"
+
+
+def test_a_large_honest_withdrawal_trips_nothing(chain, guardian_config, tmp_path):
+    w3, world = chain.w3, chain.world
+    vault = contract(w3, "Vault", world.vault)
+
+    def withdrawal() -> str:
+        return vault.functions.withdraw(tokens(250_000), ALICE, ALICE).transact(
+            {"from": ALICE, "gas": 300_000}).to_0x_hex()
+
+    outcome = race(chain, preemption_config(chain, tmp_path), withdrawal, wait=1.5)
+    assert outcome["pause"] is None and outcome["incidents"] == []
+    assert outcome["attack_status"] == 1 and outcome["hashes"] == [outcome["attack"]]
+    assert not vault.functions.paused().call()
+
+
+def guardian_txs(w3, block) -> list:
+    return [tx for tx in block["transactions"] if tx["from"] == GUARDIAN]
+
+
+def test_two_threats_make_one_pause_bumped_to_outbid_the_richer_one(chain, guardian_config, tmp_path):
+    w3, world = chain.w3, chain.world
+    vault = contract(w3, "Vault", world.vault)
+    bob = dev_account(Roles.DEPOSITORS[1]).address
+
+    def attacks() -> str:
+        first = vault.functions.redeemFor(ALICE, ATTACKER, vault.functions.balanceOf(ALICE).call()).transact(
+            {"from": ATTACKER, "gas": 500_000, "maxPriorityFeePerGas": 2 * 10**9, "maxFeePerGas": 50 * 10**9})
+        time.sleep(0.3)  # the guardian has answered the first one
+        vault.functions.redeemFor(bob, ATTACKER, vault.functions.balanceOf(bob).call()).transact(
+            {"from": ATTACKER, "gas": 500_000, "maxPriorityFeePerGas": 20 * 10**9, "maxFeePerGas": 60 * 10**9})
+        return first.to_0x_hex()
+
+    outcome = race(chain, preemption_config(chain, tmp_path), attacks, until="response-replaced")
+    block = w3.eth.get_block("latest", full_transactions=True)
+    ours = guardian_txs(w3, block)
+    assert len(ours) == 1, "one pause, not two"
+    assert block["transactions"][0]["from"] == GUARDIAN  # ahead of both attacks
+    assert ours[0]["maxPriorityFeePerGas"] > 20 * 10**9  # outbid the richer threat
+    kinds = [e.kind for e in outcome["timeline"]]
+    assert kinds.count("response-broadcast") == 1 and "response-replaced" in kinds
+    assert all(r["status"] == 0 for r in (w3.eth.get_transaction_receipt(tx["hash"]) for tx in block["transactions"]
+                                          if tx["from"] == ATTACKER))
+
+
+def test_a_pause_not_mined_in_time_is_replaced_with_higher_fees(chain, guardian_config, tmp_path):
+    w3, world = chain.w3, chain.world
+    config_path = preemption_config(chain, tmp_path)
+    config_path.write_text(config_path.read_text() + '\n[response]\nbump_after = "300ms"\n')
+    vault = contract(w3, "Vault", world.vault)
+
+    def attack() -> str:
+        tx = vault.functions.redeemFor(ALICE, ATTACKER, vault.functions.balanceOf(ALICE).call()).transact(
+            {"from": ATTACKER, "gas": 500_000})
+        time.sleep(1.2)  # no block for a while: the guardian bumps its pause
+        return tx.to_0x_hex()
+
+    outcome = race(chain, config_path, attack, until="response-replaced")
+    kinds = [e.kind for e in outcome["timeline"]]
+    assert kinds.count("response-replaced") >= 2
+    replaced = [e.detail for e in outcome["timeline"] if e.kind == "response-replaced"]
+    assert replaced[-1]["tip"] > replaced[0]["tip"]
+    ours = guardian_txs(w3, w3.eth.get_block("latest", full_transactions=True))
+    assert len(ours) == 1 and ours[0]["hash"].to_0x_hex() == replaced[-1]["tx_hash"]
+    assert outcome["attack_status"] == 0
