@@ -50,7 +50,7 @@ def test_first_finding_opens_an_incident_with_the_policy_actions(arbiter: Arbite
     assert incident.severity == "critical"
     assert incident.title == "sum is 1000000000000000000000000"
     assert incident.opened_block == 100 and incident.opened_block_time == T0
-    assert incident.evidence == {"verdict": "condition-met", "value": 10**24}
+    assert incident.evidence == {"verdict": "condition-met", "path": "block", "value": 10**24}
     assert incident.dry_run is False
 
 
@@ -155,4 +155,4 @@ def test_a_broken_invariant_is_recorded_with_its_verdict(arbiter: Arbiter, store
     assert decision.actions == ("pause_vault", "trip_breaker")
     incident = store.incident(decision.incident.id)
     assert incident.policy_id == "vault-solvent"
-    assert incident.evidence == {"verdict": "invariant-broken", "state": {"assets": 1, "supply": 2}}
+    assert incident.evidence == {"verdict": "invariant-broken", "path": "block", "state": {"assets": 1, "supply": 2}}
