@@ -104,6 +104,26 @@ def block_context(batch: BlockBatch) -> dict[str, Any]:
     return {"number": batch.block.number, "timestamp": batch.block.timestamp}
 
 
+class MemorylessEvaluator:
+    """The part shared by kinds that judge each block on its own: nothing kept between blocks, so nothing to
+    forget after a reorganisation and nothing to replay after a restart."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.common: PolicyCommon = policy.common
+
+    @property
+    def history_blocks(self) -> int:
+        return 0
+
+    @property
+    def reads(self) -> frozenset[ReadSpec]:
+        return frozenset(self.policy.reads.specs.values())
+
+    def forget_from(self, block_number: int) -> None:
+        """Nothing kept between blocks."""
+
+
 class Evaluator(Protocol):
     """Evaluates one policy, block after block. Pure: chain state arrives as already-read values."""
 

@@ -12,7 +12,14 @@ from onguard.chain.abi import FunctionAbi
 from onguard.config import WatchedContract
 from onguard.observations import BlockBatch, BlockObservation, TransactionObservation
 from onguard.policies.expr import Expression
-from onguard.policies.kinds.base import BLOCK_SCHEMA, NamedReads, PolicyEnv, StateValues, condition
+from onguard.policies.kinds.base import (
+    BLOCK_SCHEMA,
+    MemorylessEvaluator,
+    NamedReads,
+    PolicyEnv,
+    StateValues,
+    condition,
+)
 from onguard.policies.model import Finding, PolicyCommon, Verdict
 from onguard.policies.reads import ReadSpec, expression_type
 from onguard.tomlfields import Table
@@ -130,22 +137,8 @@ def _args_schema(function: FunctionAbi) -> dict[str, str]:
     return schema
 
 
-class CallEvaluator:
-    def __init__(self, policy: CallPolicy) -> None:
-        self.policy = policy
-        self.common = policy.common
-
-    @property
-    def history_blocks(self) -> int:
-        """How many past blocks it must see again after a restart to judge the next one as if never stopped."""
-        return 0
-
-    @property
-    def reads(self) -> frozenset[ReadSpec]:
-        return frozenset(self.policy.reads.specs.values())
-
-    def forget_from(self, block_number: int) -> None:
-        """Nothing kept between blocks."""
+class CallEvaluator(MemorylessEvaluator):
+    policy: CallPolicy
 
     def observe(self, batch: BlockBatch, state: StateValues) -> Finding | None:
         return self._judge(batch.transactions, state, batch.block, path="block")

@@ -11,7 +11,14 @@ from onguard.chain.simulate import Simulation
 from onguard.chain.view import ReadFailure
 from onguard.observations import BlockBatch, BlockObservation
 from onguard.policies.expr import EvaluationError, Expression
-from onguard.policies.kinds.base import BLOCK_SCHEMA, NamedReads, PolicyEnv, StateValues, condition
+from onguard.policies.kinds.base import (
+    BLOCK_SCHEMA,
+    MemorylessEvaluator,
+    NamedReads,
+    PolicyEnv,
+    StateValues,
+    condition,
+)
 from onguard.policies.model import Finding, PolicyCommon, Verdict
 from onguard.policies.reads import ReadSpec
 from onguard.tomlfields import Table
@@ -54,14 +61,8 @@ def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> SimulatePolicy:
                           contracts_context=env.address_context())
 
 
-class SimulateEvaluator:
-    def __init__(self, policy: SimulatePolicy) -> None:
-        self.policy = policy
-        self.common = policy.common
-
-    @property
-    def history_blocks(self) -> int:
-        return 0
+class SimulateEvaluator(MemorylessEvaluator):
+    policy: SimulatePolicy
 
     @property
     def reads(self) -> frozenset[ReadSpec]:
@@ -71,9 +72,6 @@ class SimulateEvaluator:
     @property
     def simulation_reads(self) -> frozenset[ReadSpec]:
         return frozenset(self.policy.reads.specs.values())
-
-    def forget_from(self, block_number: int) -> None:
-        """Nothing kept between blocks."""
 
     def observe(self, batch: BlockBatch, state: StateValues) -> Finding | None:
         """Mined blocks are for the other kinds: this one judges transactions before they are mined."""

@@ -8,7 +8,15 @@ from typing import Any
 
 from onguard.observations import BlockBatch
 from onguard.policies.expr import Expression
-from onguard.policies.kinds.base import BLOCK_SCHEMA, NamedReads, PolicyEnv, StateValues, block_context, condition
+from onguard.policies.kinds.base import (
+    BLOCK_SCHEMA,
+    MemorylessEvaluator,
+    NamedReads,
+    PolicyEnv,
+    StateValues,
+    block_context,
+    condition,
+)
 from onguard.policies.model import Finding, PolicyCommon, Verdict
 from onguard.policies.reads import ReadSpec
 from onguard.tomlfields import Table
@@ -42,22 +50,8 @@ def parse(table: Table, common: PolicyCommon, env: PolicyEnv) -> StatePolicy:
     return StatePolicy(common=common, invariant=invariant, reads=reads, contracts_context=env.address_context())
 
 
-class StateEvaluator:
-    def __init__(self, policy: StatePolicy) -> None:
-        self.policy = policy
-        self.common = policy.common
-
-    @property
-    def history_blocks(self) -> int:
-        """How many past blocks it must see again after a restart to judge the next one as if never stopped."""
-        return 0
-
-    @property
-    def reads(self) -> frozenset[ReadSpec]:
-        return frozenset(self.policy.reads.specs.values())
-
-    def forget_from(self, block_number: int) -> None:
-        """Nothing to forget: each block is judged on its own state."""
+class StateEvaluator(MemorylessEvaluator):
+    policy: StatePolicy
 
     def observe(self, batch: BlockBatch, state: StateValues) -> Finding | None:
         values = self.policy.reads.context(state)
