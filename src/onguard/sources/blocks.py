@@ -148,7 +148,8 @@ class BlockSource:
 
 def decode_transaction(raw: Any, chain_id: int,
                        watched: Mapping[str, WatchedContract]) -> TransactionObservation | None:
-    """A transaction object (mined or pending) as an observation, when it is sent to a watched contract."""
+    """A transaction object (mined or pending) as an observation, when it is sent to a watched contract.
+    `watched` is keyed by lower-case address (not by the contracts' names)."""
     to = raw.get("to")
     contract = watched.get(str(to).lower()) if to else None
     if contract is None:
