@@ -232,3 +232,40 @@ def test_a_pause_not_mined_in_time_is_replaced_with_higher_fees(chain, guardian_
     ours = guardian_txs(w3, w3.eth.get_block("latest", full_transactions=True))
     assert len(ours) == 1 and ours[0]["hash"].to_0x_hex() == replaced[-1]["tx_hash"]
     assert outcome["attack_status"] == 0
+
+
+def test_the_daemon_loop_itself_pre_empts_with_its_mempool_source(chain, guardian_config, tmp_path):
+    """Not the pieces wired by hand: Guardian.run starts the mempool source from the config."""
+    w3, world = chain.w3, chain.world
+    vault = contract(w3, "Vault", world.vault)
+    config = load_config(preemption_config(chain, tmp_path))
+
+    async def scenario() -> tuple[str, str | None]:
+        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        stop = asyncio.Event()
+        daemon = asyncio.create_task(guardian.run(stop))
+        try:
+            await asyncio.wait_for(guardian.ready.wait(), timeout=20)
+            w3.provider.make_request("evm_setAutomine", [False])
+            await asyncio.sleep(0.5)  # the subscription is up
+            shares = vault.functions.balanceOf(ALICE).call()
+            attack = vault.functions.redeemFor(ALICE, ATTACKER, shares).transact({"from": ATTACKER, "gas": 500_000})
+            deadline = time.monotonic() + 5
+            pause = None
+            while pause is None and time.monotonic() < deadline:
+                pause = next((r.tx_hash for i in guardian.store.incidents() for r in guardian.store.responses(i.id)
+                              if r.tx_hash), None)
+                await asyncio.sleep(0.02)
+            w3.provider.make_request("evm_mine", [])
+            await asyncio.sleep(0.3)
+            return attack.to_0x_hex(), pause
+        finally:
+            stop.set()
+            await asyncio.wait_for(daemon, timeout=20)
+            w3.provider.make_request("evm_setAutomine", [True])
+            await guardian.close()
+
+    attack, pause = asyncio.run(scenario())
+    hashes = [h.to_0x_hex() for h in w3.eth.get_block("latest")["transactions"]]
+    assert pause is not None and hashes.index(pause) < hashes.index(attack)
+    assert w3.eth.get_transaction_receipt(attack)["status"] == 0
