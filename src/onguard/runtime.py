@@ -18,13 +18,13 @@ from onguard.config import Config
 from onguard.errors import ChainError, ChainUnavailable, ConfigError
 from onguard.incidents.store import IncidentStore
 from onguard.log import get_logger
-from onguard.policies.engine import PolicyEngine
 from onguard.observations import BlockObservation
+from onguard.policies.engine import PolicyEngine
 from onguard.policies.loader import Policy, load_policies
 from onguard.policies.model import EvaluationFailure
 from onguard.responders.fees import Threat
 from onguard.responders.module import ModuleResponder
-from onguard.sources.blocks import BlockSource
+from onguard.sources.blocks import BlockSource, block_observation
 from onguard.sources.mempool import MempoolSource, PendingTransaction
 
 MAX_BACKOFF = 10.0
@@ -69,10 +69,7 @@ class Guardian:
                                                            "or fix chain.chain_id")
         await self.responder.prepare()
         await self._warm_up()
-        latest = await self.rpc.block(await self.rpc.head())
-        self.head = BlockObservation(chain_id=actual, number=int(latest["number"]), hash=latest["hash"].to_0x_hex(),
-                                     parent_hash=latest["parentHash"].to_0x_hex(), timestamp=int(latest["timestamp"]),
-                                     base_fee=int(latest.get("baseFeePerGas") or 0))
+        self.head = block_observation(await self.rpc.block(await self.rpc.head()), actual)
         for record in self.store.unfinished_responses():
             self._spawn(self.responder.resume(record))
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
@@ -180,6 +177,8 @@ class Guardian:
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
         mempool = None
+        if self.config.mempool.enabled and not self.engine.watches_pending:
+            self._log.warning("mempool source not started: no call or simulate policy judges pending transactions")
         if self.config.mempool.enabled and self.engine.watches_pending:
             source = MempoolSource(self.config.mempool.ws_url, self.config.chain.rpc_url, self.config.chain.chain_id,
                                    self.config.contracts, ignore_senders=[self.account.address])

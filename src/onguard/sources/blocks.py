@@ -101,14 +101,7 @@ class BlockSource:
         return rewind_to
 
     def _batch(self, block: Any, raw_logs: list[Any]) -> BlockBatch:
-        observation = BlockObservation(
-            chain_id=self._chain_id,
-            number=int(block["number"]),
-            hash=_hex(block["hash"]),
-            parent_hash=_hex(block["parentHash"]),
-            timestamp=int(block["timestamp"]),
-            base_fee=int(block["baseFeePerGas"]) if block.get("baseFeePerGas") is not None else None,
-        )
+        observation = block_observation(block, self._chain_id)
         decoded = []
         for raw in sorted(raw_logs, key=lambda item: int(item["logIndex"])):
             log = self._decode(raw, observation)
@@ -144,6 +137,18 @@ class BlockSource:
             event=event.name,
             args=frozen_mapping(args),
         )
+
+
+def block_observation(block: Any, chain_id: int) -> BlockObservation:
+    """A block header from the node as a frozen observation."""
+    return BlockObservation(
+        chain_id=chain_id,
+        number=int(block["number"]),
+        hash=_hex(block["hash"]),
+        parent_hash=_hex(block["parentHash"]),
+        timestamp=int(block["timestamp"]),
+        base_fee=int(block["baseFeePerGas"]) if block.get("baseFeePerGas") is not None else None,
+    )
 
 
 def decode_transaction(raw: Any, chain_id: int,
