@@ -10,7 +10,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-
 from onguard.chain.abi import ContractAbi, load_abi
 from onguard.errors import ConfigError, InputError
 from onguard.tomlfields import Table, read_toml

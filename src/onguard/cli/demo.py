@@ -17,7 +17,7 @@ from web3 import AsyncWeb3, Web3
 from onguard.chain.anvil import start_anvil
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
-from onguard.demo.attack import AttackOutcome, Attacker, drain_plan
+from onguard.demo.attack import Attacker, AttackOutcome, drain_plan
 from onguard.demo.world import TOKEN, Roles, World, artifact, build_world, dev_account, write_config
 from onguard.incidents.store import Incident, IncidentStore
 from onguard.runtime import Guardian

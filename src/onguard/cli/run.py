@@ -8,8 +8,8 @@ import signal
 import sys
 
 from onguard.chain.keys import load_guardian_account
-from onguard.config import load_config
 from onguard.cli.policies import describe_error
+from onguard.config import load_config
 from onguard.policies.loader import check_policies
 from onguard.runtime import Guardian
 

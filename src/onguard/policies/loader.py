@@ -10,8 +10,7 @@ from pathlib import Path
 
 from onguard.config import ActionSettings, WatchedContract
 from onguard.errors import PolicyError
-from onguard.policies.kinds import call, event, outflow, state
-from onguard.policies.kinds import delta, oracle, simulate
+from onguard.policies.kinds import call, delta, event, oracle, outflow, simulate, state
 from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.model import ALERT_ONLY, PolicyCommon, Severity
 from onguard.tomlfields import Table, read_toml

@@ -21,7 +21,7 @@ from onguard.policies.kinds.base import (
     condition,
 )
 from onguard.policies.model import Finding, PolicyCommon, Verdict
-from onguard.policies.reads import ReadSpec, expression_type
+from onguard.policies.reads import expression_type
 from onguard.tomlfields import Table
 from onguard.units import parse_address
 

@@ -16,9 +16,9 @@ from onguard.policies.kinds.base import (
     NamedReads,
     PolicyEnv,
     StateValues,
-    read_from_policy,
     block_context,
     condition,
+    read_from_policy,
 )
 from onguard.policies.model import Finding, PolicyCommon, Verdict
 from onguard.policies.reads import ReadSpec, expression_type

@@ -18,7 +18,6 @@ from onguard.policies.kinds.base import (
     condition,
 )
 from onguard.policies.model import Finding, PolicyCommon, Verdict
-from onguard.policies.reads import ReadSpec
 from onguard.tomlfields import Table
 
 
