@@ -7,6 +7,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+import onguard
 from onguard import __version__
 from onguard.cli import demo, incidents, keystore, policies, run, status
 from onguard.errors import OnguardError
@@ -16,7 +17,7 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onguard", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="onguard", description=onguard.__doc__)
     parser.add_argument("--version", action="version", version=f"onguard {__version__}")
     parser.add_argument("--log-format", choices=("console", "json"), default="console",
                         help="console: readable lines (default); json: one JSON object per line")
