@@ -80,6 +80,9 @@ def test_demo_pauses_the_vault_and_exits_zero(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "vault paused yes" in result.stdout
     assert "pause_vault: mined" in result.stdout
+    # Act 2: the one-transaction exploit is beaten in the mempool, in the same block.
+    assert "0: pause, 1: exploit" in result.stdout
+    assert "exploit REVERTED; the vault kept 700,000 of 700,000 dUSD" in result.stdout
     # The kept database holds the incident, mitigated.
     listing = subprocess.run([*ONGUARD, "incidents", "--config", str(tmp_path / "onguard.toml"), "list"],
                              capture_output=True, text=True)

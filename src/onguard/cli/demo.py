@@ -1,4 +1,4 @@
-"""`onguard demo`: its own Anvil chain, a Safe-governed vault, a drain attack, and the guardian pausing it."""
+"""`onguard demo`: its own Anvil chain, a Safe-governed vault, two attacks, and the guardian pausing each one."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from web3 import AsyncWeb3, Web3
 from onguard.chain.anvil import start_anvil
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
+from onguard.demo import preempt
 from onguard.demo.attack import Attacker, AttackOutcome, drain_plan
 from onguard.demo.world import TOKEN, Roles, World, artifact, build_world, dev_account, write_config
 from onguard.incidents.store import Incident, IncidentStore
@@ -28,7 +29,7 @@ ATTEMPTS_AFTER_PAUSE = 2
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser("demo", help="watch the guardian stop a drain on its own local chain")
+    parser = commands.add_parser("demo", help="watch the guardian stop two attacks on its own local chain")
     parser.add_argument("--keep", metavar="DIR", type=Path,
                         help="keep the demo's onguard.toml and incident database in DIR "
                              "(then: onguard incidents --config DIR/onguard.toml list)")
@@ -44,6 +45,7 @@ class DemoResult:
     paused: bool
     incidents: tuple[Incident, ...]
     store_path: Path
+    act2: preempt.RaceResult | None
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -57,10 +59,11 @@ def handle(args: argparse.Namespace) -> int:
         world = build_world(node.rpc_url)
         Web3(Web3.HTTPProvider(node.rpc_url)).provider.make_request("evm_setIntervalMining", [BLOCK_TIME])
         os.environ[GUARDIAN_KEY_ENV] = dev_account(Roles.GUARDIAN).key.to_0x_hex()
-        config_path = write_config(world, folder, key_env=GUARDIAN_KEY_ENV)
+        config_path = write_config(world, folder, key_env=GUARDIAN_KEY_ENV, mempool_ws=node.ws_url)
         result = asyncio.run(play(config_path, world))
         report(result, kept=args.keep)
-        return 0 if result.paused else 1
+        act2_ok = result.act2 is not None and result.act2.exploit_reverted and result.act2.order[:1] == ("pause",)
+        return 0 if result.paused and act2_ok else 1
     return 1
 
 
@@ -87,13 +90,25 @@ async def play(config_path: Path, world: World) -> DemoResult:
         outcomes = await attack(w3, world)
         held_after = int(await asset.functions.balanceOf(world.vault).call())
         paused = bool(await vault.functions.paused().call())
+        act2 = await second_act(world, config.database) if paused else None
     finally:
         stop.set()
         await daemon
         incidents = tuple(guardian.store.incidents())
         await guardian.close()
     return DemoResult(world=world, held_before=held_before, held_after=held_after, outcomes=tuple(outcomes),
-                      paused=paused, incidents=incidents, store_path=config.database)
+                      paused=paused, incidents=incidents, store_path=config.database, act2=act2)
+
+
+async def second_act(world: World, store_path: Path) -> preempt.RaceResult:
+    sync_w3 = Web3(Web3.HTTPProvider(world.rpc_url))
+    say("an hour later the Safe's owners unpause the vault: a 2-of-3 multisig transaction, never automatic")
+    await asyncio.to_thread(preempt.unpause_by_owners, sync_w3, world)
+    say("an exploit contract is armed: in ONE transaction it will push the oracle price up and borrow all the cash")
+    exploit = await asyncio.to_thread(preempt.arm_exploit, sync_w3, world)
+    await asyncio.sleep(2 * BLOCK_TIME)  # the guardian has seen those blocks
+    say("mining is held; the exploit enters the mempool")
+    return await asyncio.to_thread(preempt.race, sync_w3, world, exploit, store_path)
 
 
 async def attack(w3: AsyncWeb3, world: World) -> list[AttackOutcome]:
@@ -121,14 +136,16 @@ def report(result: DemoResult, kept: Path | None) -> None:
     taken = sum(o.assets_taken for o in result.outcomes)
     safe_share = result.held_after / result.held_before if result.held_before else 0
     print()
-    print("onguard demo: a drain of a Safe-governed vault")
+    print("onguard demo")
     print(f"  chain        local Anvil, chain id {world.chain_id}")
     print(f"  Safe         {world.safe} (v1.4.1, 2 of 3 owners)")
     print(f"  module       {world.module} (guardian {world.guardian} may call vault.pause(), breaker.trip())")
     print(f"  vault        {world.vault}, {result.held_before // TOKEN:,} dUSD from 3 depositors")
+    print()
+    print("act 1: a drain over several blocks, caught on mined evidence")
     print("  attack       redeemFor() checks no allowance: the attacker redeems the depositors' shares to himself,")
     print("               one slice per block")
-    for incident in result.incidents:
+    for incident in result.incidents[-1:]:  # the first: incidents are listed newest first
         evidence = incident.evidence
         print(f"  tripped      policy {incident.policy_id} ({incident.severity}) at block {incident.opened_block}: "
               f"{evidence['measured']} over blocks {evidence['window']['from_block']}-{evidence['window']['to_block']}")
@@ -137,7 +154,7 @@ def report(result: DemoResult, kept: Path | None) -> None:
               f"{(withdrawn + remaining) // TOKEN:,} dUSD the vault held before (condition: "
               f"{incident.evidence.get('condition', 'see the policy')})")
     store = IncidentStore(result.store_path)
-    for incident in result.incidents:
+    for incident in result.incidents[-1:]:
         for response in store.responses(incident.id):
             print(f"  response     {response.action}: {response.status}, tx {response.tx_hash} "
                   f"in block {response.block_number}, gas {response.gas_used:,}" if response.gas_used else
@@ -149,6 +166,25 @@ def report(result: DemoResult, kept: Path | None) -> None:
           f"({taken / result.held_before:.0%}); still safe in the vault: {result.held_after // TOKEN:,} dUSD "
           f"({safe_share:.0%})")
     print(f"  vault paused {'yes' if result.paused else 'NO'}; unpausing needs the Safe's owners (never automatic)")
+    if result.act2 is not None:
+        report_second_act(result.act2)
     if kept:
         print(f"  kept         {kept}/onguard.toml and its database: "
               f"onguard incidents --config {kept}/onguard.toml list")
+
+
+def report_second_act(race: preempt.RaceResult) -> None:
+    print()
+    print("act 2: a one-transaction exploit, stopped in the mempool")
+    print("  attack       an exploit contract pushes the oracle price up and borrows all the vault's cash, in one")
+    print(f"               transaction ({race.exploit_tx})")
+    if race.predicted_cash_after is not None:
+        print(f"  seen pending simulated on the latest state: the vault's cash would fall from "
+              f"{race.cash_before // TOKEN:,} to {race.predicted_cash_after // TOKEN:,} dUSD")
+    if race.pause_tx is None:
+        print("  response     NO pause was sent")
+        return
+    print(f"  response     pause {race.pause_tx} broadcast {race.broadcast_ms} ms after the exploit was seen")
+    print(f"  block {race.block:<6} " + ", ".join(f"{i}: {who}" for i, who in enumerate(race.order)))
+    print(f"  outcome      exploit {'REVERTED' if race.exploit_reverted else 'SUCCEEDED'}; the vault kept "
+          f"{race.cash_after // TOKEN:,} of {race.cash_before // TOKEN:,} dUSD")

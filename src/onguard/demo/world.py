@@ -159,7 +159,7 @@ def _selector(deployed: Contract, name: str) -> bytes:
 
 
 def write_config(world: World, folder: Path, *, key_env: str, policies_dir: Path = POLICIES_DIR,
-                 poll_interval: str = "100ms", database: Path | None = None) -> Path:
+                 poll_interval: str = "100ms", database: Path | None = None, mempool_ws: str | None = None) -> Path:
     """An onguard.toml for this world, as a protocol team would write it (the key comes from `key_env`)."""
     folder.mkdir(parents=True, exist_ok=True)
     abi = lambda name: json.dumps(str(ARTIFACTS_DIR / f"{name}.sol" / f"{name}.json"))  # noqa: E731
@@ -213,6 +213,9 @@ dir = {json.dumps(str(policies_dir))}
 [state]
 database = {json.dumps(str(database or folder / "onguard.db"))}
 """
+    if mempool_ws:
+        text += f'\n[mempool]\nenabled = true\nws_url = "{mempool_ws}"\n'
+
     path = folder / "onguard.toml"
     path.write_text(text)
     return path

@@ -171,6 +171,10 @@ class PolicyEngine:
 
 def worth_simulating(pending: PendingLike) -> bool:
     """Filters the harmless traffic out before any simulation: plain transfers to accounts not watched.
-    Contract calls and creations are simulated, because an attacker's contract is not a watched one."""
+    Contract calls are simulated, because an attacker's contract is not a watched one. Contract creations are
+    not: Anvil's eth_simulateV1 cannot run them (an exploit that runs entirely in a constructor is left to the
+    block path)."""
     raw = pending.raw
-    return pending.observation is not None or len(bytes(raw.get("input") or b"")) >= 4 or not raw.get("to")
+    if not raw.get("to"):
+        return False
+    return pending.observation is not None or len(bytes(raw.get("input") or b"")) >= 4
