@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from onguard.incidents.audit import AuditKind, AuditLog
 from onguard.incidents.store import Incident, IncidentStatus, IncidentStore
 from onguard.log import get_logger
 from onguard.policies.model import Finding
@@ -21,6 +22,7 @@ class Arbiter:
     def __init__(self, store: IncidentStore, chain_id: int) -> None:
         self._store = store
         self._chain_id = chain_id
+        self._audit = AuditLog(store)
         self._log = get_logger(component="arbiter", chain_id=chain_id)
 
     def decide(self, finding: Finding) -> Decision:
@@ -30,6 +32,7 @@ class Arbiter:
             self._store.record_seen_again(latest.id, finding.block_number, finding.evidence)
             self._log.info("policy tripped again: joined the open incident, no new response",
                            policy_id=policy.id, incident_id=latest.id, block=finding.block_number)
+            self._record(finding, latest, opened=False, actions=())
             return Decision(finding=finding, incident=latest, opened=False, actions=())
         if policy.dry_run:
             status = IncidentStatus.DRY_RUN
@@ -45,4 +48,11 @@ class Arbiter:
         self._log.warning("policy tripped: incident opened", policy_id=policy.id, incident_id=incident.id,
                           severity=policy.severity.value, block=finding.block_number, summary=finding.summary,
                           actions=list(actions) or None, dry_run=policy.dry_run or None)
+        self._record(finding, incident, opened=True, actions=actions)
         return Decision(finding=finding, incident=incident, opened=True, actions=actions)
+
+    def _record(self, finding: Finding, incident: Incident, *, opened: bool, actions: tuple[str, ...]) -> None:
+        self._audit.append(AuditKind.DECISION, "daemon", {
+            "chain_id": self._chain_id, "policy_id": finding.policy.id, "incident_id": incident.id,
+            "opened": opened, "actions": list(actions), "block": finding.block_number,
+            "verdict": finding.verdict.value, "summary": finding.summary, "dry_run": finding.policy.dry_run})

@@ -16,6 +16,7 @@ from onguard.chain.simulate import Simulator
 from onguard.chain.view import BatchStateReader
 from onguard.config import Config
 from onguard.errors import ChainError, ChainUnavailable, ConfigError
+from onguard.incidents.audit import AuditLog, record_config
 from onguard.incidents.store import IncidentStore
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
@@ -67,6 +68,7 @@ class Guardian:
                               f"the config says {self.config.chain.chain_id}", file=str(self.config.path),
                               field="chain.chain_id", hint="point chain.rpc_url at the right network, "
                                                            "or fix chain.chain_id")
+        self._record_config()
         await self.responder.prepare()
         await self._warm_up()
         self.head = block_observation(await self.rpc.block(await self.rpc.head()), actual)
@@ -75,6 +77,14 @@ class Guardian:
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
                        resume_after_block=self.source.last_committed)
         self.ready.set()
+
+    def _record_config(self) -> None:
+        """Audits what the daemon runs with: an entry on the first start and whenever a file changed since."""
+        files = [self.config.path, *sorted(self.config.policies_dir.glob("*.toml"))]
+        entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files)
+        if entry is not None and not entry.details["first"]:
+            self._log.warning("configuration changed since the last start", changed=entry.details["changed"],
+                              audit_seq=entry.seq)
 
     async def _warm_up(self) -> None:
         """After a restart, replays the blocks before the checkpoint through the engine (findings discarded:

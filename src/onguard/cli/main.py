@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import onguard
 from onguard import __version__
-from onguard.cli import demo, incidents, keystore, policies, run, status
+from onguard.cli import audit, demo, incidents, keystore, policies, run, status
 from onguard.errors import OnguardError
 from onguard.log import configure_logging
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     keystore.register(commands)
     policies.register(commands)
     status.register(commands)
+    audit.register(commands)
     return parser
 
 

@@ -1,0 +1,204 @@
+"""The append-only, hash-chained audit log: every decision, proposal, signature, execution and config change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onguard.errors import InputError
+from onguard.incidents.store import IncidentStore, now
+
+GENESIS = "0" * 64
+JSON_SAFE_INT = 2**53 - 1  # larger integers are written as decimal strings: JSON readers other than Python lose them
+
+# Triggers make accidental edits fail loudly; they are no defence against someone who can write the file, which is
+# what the hash chain is for.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+class AuditKind:
+    DECISION = "decision"
+    CONFIG = "config"                     # the daemon started with config/policy files of these hashes
+    PRESIGNED = "presigned"               # an owner pre-signed an emergency transaction
+    PRESIGNED_STALE = "presigned-stale"   # the Safe's nonce moved: those pre-signatures are void
+    PROPOSAL = "proposal"
+    SIGNATURE = "signature"
+    EXECUTION = "execution"
+    REJECTION = "rejection"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    at: str
+    kind: str
+    actor: str
+    details: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "time": self.at, "kind": self.kind, "actor": self.actor,
+                "details": self.details, "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """The first entry whose chain does not hold, and why."""
+
+    seq: int
+    reason: str
+
+
+def entry_hash(seq: int, at: str, kind: str, actor: str, details: Mapping[str, Any], prev_hash: str) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces, UTF-8) of the entry's fields, prev_hash included:
+    anyone with a JSON library and sha256 can recompute it."""
+    canonical = json.dumps({"seq": seq, "time": at, "kind": kind, "actor": actor, "details": details,
+                            "prev_hash": prev_hash}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """Details as plain JSON values, exactly as they will be read back (so the hash verifies after a round trip)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, float)):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) <= JSON_SAFE_INT else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    return str(value)
+
+
+class AuditLog:
+    """The audit table in the store's database. Appends are serialised by SQLite (BEGIN IMMEDIATE), so the daemon
+    and a CLI signing at the same time still make one unbroken chain."""
+
+    def __init__(self, store: IncidentStore) -> None:
+        self._db = store.db
+        self._db.executescript(_SCHEMA)
+
+    def append(self, kind: str, actor: str, details: Mapping[str, Any]) -> AuditEntry:
+        plain = _plain(details)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            last = self._db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+            at = now()
+            digest = entry_hash(seq, at, kind, actor, plain, prev)
+            self._db.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?)",
+                             (seq, at, kind, actor, json.dumps(plain, sort_keys=True), prev, digest))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return AuditEntry(seq=seq, at=at, kind=kind, actor=actor, details=plain, prev_hash=prev, hash=digest)
+
+    def entries(self, kind: str | None = None) -> Iterator[AuditEntry]:
+        query = "SELECT * FROM audit_log" + (" WHERE kind=?" if kind else "") + " ORDER BY seq"
+        for row in self._db.execute(query, (kind,) if kind else ()):
+            try:
+                details = json.loads(row["details"])
+            except json.JSONDecodeError:
+                details = {"unreadable": row["details"]}
+            yield AuditEntry(seq=row["seq"], at=row["at"], kind=row["kind"], actor=row["actor"], details=details,
+                             prev_hash=row["prev_hash"], hash=row["hash"])
+
+    def last(self, kind: str) -> AuditEntry | None:
+        row = self._db.execute("SELECT seq FROM audit_log WHERE kind=? ORDER BY seq DESC LIMIT 1",
+                               (kind,)).fetchone()
+        return next((e for e in self.entries() if e.seq == row[0]), None) if row else None
+
+    def verify(self) -> tuple[int, Break | None]:
+        return verify_entries(self.entries())
+
+    def export(self, path: Path) -> int:
+        count = 0
+        with path.open("w") as handle:
+            for entry in self.entries():
+                handle.write(json.dumps(entry.as_json(), sort_keys=True, ensure_ascii=False) + "\n")
+                count += 1
+        return count
+
+
+def verify_entries(entries: Iterable[AuditEntry]) -> tuple[int, Break | None]:
+    """(entries checked, the first break or None). A deleted entry shows as a gap, an edited one as a hash that no
+    longer matches, a re-hashed edit as the next entry's prev_hash no longer matching."""
+    expected_seq, prev, count = 1, GENESIS, 0
+    for entry in entries:
+        count += 1
+        if entry.seq != expected_seq:
+            return count, Break(expected_seq, f"entry {expected_seq} is missing (next found: {entry.seq})")
+        if entry.prev_hash != prev:
+            return count, Break(entry.seq, "its prev_hash does not match the hash of the entry before it")
+        if entry_hash(entry.seq, entry.at, entry.kind, entry.actor, entry.details, entry.prev_hash) != entry.hash:
+            return count, Break(entry.seq, "its content does not match its hash (edited after it was written)")
+        expected_seq, prev = entry.seq + 1, entry.hash
+    return count, None
+
+
+def read_export(path: Path) -> list[AuditEntry]:
+    """Entries from a file written by `onguard audit export` (one JSON object per line)."""
+    entries = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read the audit export ({exc.strerror})", file=str(path)) from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            entries.append(AuditEntry(seq=int(item["seq"]), at=item["time"], kind=item["kind"], actor=item["actor"],
+                                      details=item["details"], prev_hash=item["prev_hash"], hash=item["hash"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise InputError(f"line {number} is not an audit entry", file=str(path),
+                             hint="expected one JSON object per line as written by `onguard audit export`") from None
+    return entries
+
+
+def files_digest(paths: Iterable[Path]) -> dict[str, str]:
+    """sha256 of each file's bytes, by path: what the daemon ran with."""
+    digests = {}
+    for path in sorted(set(paths)):
+        try:
+            digests[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            digests[str(path)] = "unreadable"
+    return digests
+
+
+def record_config(audit: AuditLog, actor: str, paths: Iterable[Path]) -> AuditEntry | None:
+    """Appends a config entry when the files differ from the previous start's (always on the first start)."""
+    files = files_digest(paths)
+    combined = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    previous = audit.last(AuditKind.CONFIG)
+    if previous is not None and previous.details.get("hash") == combined:
+        return None
+    before: Mapping[str, str] = previous.details.get("files", {}) if previous else {}
+    changed = sorted(p for p in set(files) | set(before) if files.get(p) != before.get(p))
+    return audit.append(AuditKind.CONFIG, actor, {"hash": combined, "files": files,
+                                                  "changed": changed if previous else [],
+                                                  "first": previous is None})
+

@@ -1,0 +1,148 @@
+"""The audit log: entries chain by hash, any edit, deletion or re-hashed edit is found and named, exports verify
+on their own, and a config change since the previous start is recorded."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onguard.cli.main import main
+from onguard.incidents.audit import GENESIS, AuditKind, AuditLog, entry_hash, read_export, record_config, \
+    verify_entries
+from onguard.incidents.store import IncidentStore
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    store = IncidentStore(tmp_path / "onguard.db")
+    yield store
+    store.close()
+
+
+def filled(store: IncidentStore, count: int = 5) -> AuditLog:
+    audit = AuditLog(store)
+    for n in range(count):
+        audit.append(AuditKind.SIGNATURE, f"0x{n:040x}", {"n": n, "big": 10**24, "raw": b"\x01\x02"})
+    return audit
+
+
+def tamper(path: Path, sql: str, *args: object) -> None:
+    """What someone with write access to the file can do: the triggers are no obstacle to them."""
+    db = sqlite3.connect(path)
+    db.executescript("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
+    db.execute(sql, args)
+    db.commit()
+    db.close()
+
+
+def test_entries_chain_from_genesis_and_verify(store):
+    audit = filled(store)
+    entries = list(audit.entries())
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
+    assert entries[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:]))
+    assert entries[2].details == {"n": 2, "big": str(10**24), "raw": "0x0102"}
+    assert entries[2].hash == entry_hash(3, entries[2].at, AuditKind.SIGNATURE, entries[2].actor,
+                                         entries[2].details, entries[1].hash)
+    assert audit.verify() == (5, None)
+
+
+def test_the_database_refuses_plain_updates_and_deletes(store):
+    filled(store, 2)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.db.execute("UPDATE audit_log SET actor='x' WHERE seq=1")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.db.execute("DELETE FROM audit_log WHERE seq=1")
+
+
+def test_an_edited_entry_is_named(store):
+    filled(store)
+    tamper(store.path, "UPDATE audit_log SET details=? WHERE seq=3", json.dumps({"n": 99}))
+    _, broken = AuditLog(store).verify()
+    assert broken is not None and broken.seq == 3 and "content" in broken.reason
+
+
+def test_an_edit_with_its_hash_recomputed_breaks_the_next_link(store):
+    audit = filled(store)
+    third = next(e for e in audit.entries() if e.seq == 3)
+    forged = entry_hash(3, third.at, third.kind, "0xforger", third.details, third.prev_hash)
+    tamper(store.path, "UPDATE audit_log SET actor='0xforger', hash=? WHERE seq=3", forged)
+    _, broken = audit.verify()
+    assert broken is not None and broken.seq == 4 and "prev_hash" in broken.reason
+
+
+def test_a_deleted_entry_is_a_gap(store):
+    audit = filled(store)
+    tamper(store.path, "DELETE FROM audit_log WHERE seq=2")
+    _, broken = audit.verify()
+    assert broken is not None and broken.seq == 2 and "missing" in broken.reason
+
+
+def test_cli_verify_and_export(store, tmp_path, capsys):
+    filled(store)
+    db = str(store.path)
+    assert main(["audit", "--db", db, "verify"]) == 0
+    assert "intact: 5 entries" in capsys.readouterr().out
+    export = tmp_path / "audit.jsonl"
+    assert main(["audit", "--db", db, "export", str(export)]) == 0
+    lines = export.read_text().splitlines()
+    assert len(lines) == 5 and all(json.loads(line)["hash"] for line in lines)
+    assert main(["audit", "verify", "--file", str(export)]) == 0
+    # The exported file verifies on its own, and an edit in it is found.
+    item = json.loads(lines[3])
+    item["details"]["n"] = 42
+    lines[3] = json.dumps(item)
+    export.write_text("\n".join(lines) + "\n")
+    assert verify_entries(read_export(export))[1].seq == 4
+    capsys.readouterr()
+    assert main(["audit", "verify", "--file", str(export)]) == 1
+    assert "BROKEN at entry 4" in capsys.readouterr().out
+    tamper(store.path, "UPDATE audit_log SET kind='decision' WHERE seq=5")
+    assert main(["audit", "--db", db, "verify"]) == 1
+    assert "BROKEN at entry 5" in capsys.readouterr().out
+
+
+def test_cli_a_file_that_is_not_an_export_is_bad_input(tmp_path):
+    bad = tmp_path / "x.jsonl"
+    bad.write_text("not json\n")
+    result = subprocess.run([sys.executable, "-m", "onguard.cli.main", "audit", "verify", "--file", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "line 1 is not an audit entry" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_recorded_on_first_start_and_on_change_only(store, tmp_path):
+    audit = AuditLog(store)
+    config, policy = tmp_path / "onguard.toml", tmp_path / "p.toml"
+    config.write_text("a = 1\n")
+    policy.write_text("id = 'x'\n")
+    first = record_config(audit, "daemon", [config, policy])
+    assert first is not None and first.details["first"] is True
+    assert record_config(audit, "daemon", [config, policy]) is None  # unchanged: nothing new
+    policy.write_text("id = 'y'\n")
+    changed = record_config(audit, "daemon", [config, policy])
+    assert changed is not None and changed.details["changed"] == [str(policy)]
+    assert [e.kind for e in audit.entries()] == [AuditKind.CONFIG, AuditKind.CONFIG]
+    assert audit.verify() == (2, None)
+
+
+def test_every_arbiter_decision_is_audited(store):
+    from onguard.arbiter import Arbiter
+    from onguard.policies.model import Finding, PolicyCommon, Severity, Verdict
+
+    policy = PolicyCommon(id="vault-drain", kind="event", description="drain", severity=Severity.CRITICAL,
+                          response=("pause_vault",), cooldown=3600.0, enabled=True, dry_run=False,
+                          confirmations=0, file=Path("p.toml"))
+    arbiter = Arbiter(store, 31337)
+    for block in (10, 11):
+        arbiter.decide(Finding(policy=policy, verdict=Verdict.CONDITION_MET, summary="sum", block_number=block,
+                               block_time=1_700_000_000 + block, evidence={"value": 10**24}))
+    decisions = list(AuditLog(store).entries(AuditKind.DECISION))
+    assert [(d.details["opened"], d.details["actions"], d.details["block"]) for d in decisions] == [
+        (True, ["pause_vault"], 10), (False, [], 11)]
+    assert decisions[0].details["incident_id"] == decisions[1].details["incident_id"] == 1
