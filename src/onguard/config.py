@@ -58,6 +58,7 @@ class ActionSettings:
     contract: str
     call: str        # a no-argument function signature, e.g. "pause()"
     done_when: str   # a no-argument view returning bool, e.g. "paused()"
+    via: str = "module"  # "module": the GuardianModule; "presigned": owners' pre-signed Safe transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +240,12 @@ def _actions(table: Table, contracts: Mapping[str, WatchedContract]) -> Mapping[
                                  f"functions: {', '.join(contract.abi.function_signatures())}")
             if not signature.endswith("()"):
                 raise entry.fail(key, f"{signature} takes arguments; only no-argument calls are supported")
-        actions[name] = ActionSettings(name=name, contract=contract_name, call=call, done_when=done_when)
+        via = entry.get("via", str, default="module")
+        if via not in ("module", "presigned"):
+            raise entry.fail("via", f"{via!r} is neither \"module\" nor \"presigned\"",
+                             "module: the guardian key calls the GuardianModule; presigned: the daemon executes "
+                             "the owners' pre-signed Safe transaction (`onguard presign`)")
+        actions[name] = ActionSettings(name=name, contract=contract_name, call=call, done_when=done_when, via=via)
         entry.finish()
     return MappingProxyType(actions)
 

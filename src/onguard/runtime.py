@@ -25,6 +25,7 @@ from onguard.policies.loader import Policy, load_policies
 from onguard.policies.model import EvaluationFailure
 from onguard.responders.fees import Threat
 from onguard.responders.module import ModuleResponder
+from onguard.responders.presigned import PresignedResponder
 from onguard.sources.blocks import BlockSource, block_observation
 from onguard.sources.mempool import MempoolSource, PendingTransaction
 
@@ -50,6 +51,7 @@ class Guardian:
         self.reader = BatchStateReader(self.rpc)
         self.arbiter = Arbiter(self.store, chain_id)
         self.responder = ModuleResponder(self.rpc, config, account, self.store)
+        self.presigned = PresignedResponder(self.rpc, config, account, self.store)
         self.simulator = Simulator(self.rpc) if config.mempool.simulate else None
         self.head: BlockObservation | None = None  # the newest block handled: pending findings are dated at it
         self._simulations = asyncio.Semaphore(config.mempool.max_concurrent_simulations)
@@ -70,10 +72,11 @@ class Guardian:
                                                            "or fix chain.chain_id")
         self._record_config()
         await self.responder.prepare()
+        await self.presigned.prepare()
         await self._warm_up()
         self.head = block_observation(await self.rpc.block(await self.rpc.head()), actual)
         for record in self.store.unfinished_responses():
-            self._spawn(self.responder.resume(record))
+            self._spawn(self._responder_for(record.action).resume(record))
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
                        resume_after_block=self.source.last_committed)
         self.ready.set()
@@ -120,11 +123,12 @@ class Guardian:
                 decision = self.arbiter.decide(finding)
                 decisions.append(decision)
                 for action in decision.actions:
-                    self._spawn(self.responder.respond(decision.incident.id, action))
+                    self._spawn(self._responder_for(action).respond(decision.incident.id, action))
             self.source.commit(batch)
             self.head = batch.block
         if poll.batches:
             await self.responder.on_block(poll.batches[-1].block)
+            await self.presigned.on_block(poll.batches[-1].block)
         return decisions
 
     async def on_pending(self, pending: PendingTransaction) -> None:
@@ -153,11 +157,15 @@ class Guardian:
                 "path": "mempool", "threat_tx": pending.hash,
                 "decided_ms": round((time.perf_counter() - pending.seen_at) * 1000, 2)})
             for action in decision.actions:
-                self._spawn(self.responder.respond(decision.incident.id, action, threat))
+                self._spawn(self._responder_for(action).respond(decision.incident.id, action, threat))
             if not decision.opened:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):
                         self._spawn(self.responder.outbid(action, threat))
+
+    def _responder_for(self, action: str) -> ModuleResponder | PresignedResponder:
+        """Each action's configured path (`via`): the module, or the owners' pre-signed Safe transaction."""
+        return self.presigned if self.presigned.handles(action) else self.responder
 
     def _record_failures(self, failures: list[EvaluationFailure]) -> None:
         for failure in failures:
@@ -218,5 +226,6 @@ class Guardian:
 
     async def close(self) -> None:
         await self.responder.close()
+        await self.presigned.close()
         await self.rpc.close()
         self.store.close()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import onguard
 from onguard import __version__
-from onguard.cli import audit, demo, incidents, keystore, policies, run, status
+from onguard.cli import audit, demo, incidents, keystore, policies, presign, run, status
 from onguard.errors import OnguardError
 from onguard.log import configure_logging
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     policies.register(commands)
     status.register(commands)
     audit.register(commands)
+    presign.register(commands)
     return parser
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from onguard.config import load_config
+from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.sources.blocks import SOURCE_NAME
 
@@ -43,6 +44,33 @@ def handle(args: argparse.Namespace) -> int:
                       f"({failure.last_at}): {failure.last_message}")
         else:
             print("evaluation    every policy evaluated at every block handled")
+        attention += _presigned(config, store)
         return 1 if attention else 0
     finally:
         store.close()
+
+
+def _presigned(config, store: IncidentStore) -> int:  # type: ignore[no-untyped-def]
+    """Pre-signed actions: ready, or STALE (the Safe's nonce moved: the daemon recorded it). 1 when any is stale."""
+    records = SafeTxStore(store).list(TxKind.PRESIGNED)
+    names = [a.name for a in config.actions.values() if a.via == "presigned"] + sorted(
+        {r.action for r in records if r.action} - {a.name for a in config.actions.values() if a.via == "presigned"})
+    stale = 0
+    for name in names:
+        mine = [r for r in records if r.action == name]
+        pending = [r for r in mine if r.status == TxStatus.PENDING]
+        latest = mine[-1] if mine else None
+        if pending:
+            best = max(pending, key=lambda r: len(r.signatures))
+            print(f"presigned     {name}: {len(best.signatures)} signature(s) for nonce {best.tx.nonce} "
+                  f"(Safe tx {best.safe_tx_hash[:18]}…)")
+        elif latest is not None and latest.status == TxStatus.STALE:
+            stale += 1
+            print(f"presigned     {name}: STALE — signed for nonce {latest.tx.nonce}, {latest.note}; "
+                  "owners must re-sign (`onguard presign`)")
+        elif latest is not None and latest.status == TxStatus.EXECUTED:
+            print(f"presigned     {name}: executed in {latest.tx_hash}")
+        else:
+            stale += 1
+            print(f"presigned     {name}: NOT SIGNED — the daemon cannot execute it (`onguard presign {name}`)")
+    return 1 if stale else 0

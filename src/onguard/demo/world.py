@@ -57,6 +57,7 @@ class World:
     vault: str
     owners: tuple[str, ...]
     guardian: str
+    threshold: int = 2
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -115,16 +116,19 @@ def exec_as_owners(client: EthereumClient, safe_address: str, to: str, data: byt
 
 
 def build_world(rpc_url: str, *, deposits: tuple[int, ...] = (400_000, 300_000, 300_000),
-                guardian: str | None = None) -> World:
+                guardian: str | None = None, owner_indexes: tuple[int, ...] = Roles.OWNERS,
+                threshold: int = 2) -> World:
+    """`owner_indexes` (dev account indexes) and `threshold` shape the Safe: 2 of Roles.OWNERS by default."""
     client = EthereumClient(rpc_url)
     w3 = client.w3
     deployer = dev_account(Roles.DEPLOYER)
-    owners = [dev_account(i).address for i in Roles.OWNERS]
+    owners = [dev_account(i).address for i in owner_indexes]
+    signers = owner_indexes[:threshold]
     guardian = guardian or dev_account(Roles.GUARDIAN).address
 
     singleton = SafeV141.deploy_contract(client, deployer).contract_address
     factory = ProxyFactoryV141.deploy_contract(client, deployer).contract_address
-    created = SafeCreator.create(client, deployer, singleton, owners, 2, proxy_factory_address=factory)
+    created = SafeCreator.create(client, deployer, singleton, owners, threshold, proxy_factory_address=factory)
     w3.eth.wait_for_transaction_receipt(created.tx_hash, timeout=30)
     safe = created.contract_address
 
@@ -137,11 +141,12 @@ def build_world(rpc_url: str, *, deposits: tuple[int, ...] = (400_000, 300_000, 
 
     safe_abi = contract(w3, "GuardianModule", module.address)  # only for encoding module calls below
     safe_contract = client.w3.eth.contract(address=safe, abi=SafeV141(safe, client).contract.abi)
-    exec_as_owners(client, safe, safe, safe_contract.encode_abi("enableModule", [module.address]))
-    exec_as_owners(client, safe, module.address, safe_abi.encode_abi("addGuardian", [guardian]))
+    exec_as_owners(client, safe, safe, safe_contract.encode_abi("enableModule", [module.address]), signers)
+    exec_as_owners(client, safe, module.address, safe_abi.encode_abi("addGuardian", [guardian]), signers)
     for target, selector in ((vault.address, _selector(vault, "pause")), (breaker.address, _selector(breaker, "trip"))):
         exec_as_owners(client, safe, module.address,
-                       safe_abi.encode_abi("allowAction", [target, selector, b"\x00" * 32, ACTION_COOLDOWN]))
+                       safe_abi.encode_abi("allowAction", [target, selector, b"\x00" * 32, ACTION_COOLDOWN]),
+                       signers)
 
     for index, amount in zip(Roles.DEPOSITORS, deposits, strict=True):
         depositor = dev_account(index).address
@@ -151,7 +156,8 @@ def build_world(rpc_url: str, *, deposits: tuple[int, ...] = (400_000, 300_000, 
 
     return World(rpc_url=rpc_url, chain_id=w3.eth.chain_id, safe=safe, module=module.address,
                  asset=asset.address, collateral=collateral.address, oracle=oracle.address,
-                 breaker=breaker.address, vault=vault.address, owners=tuple(owners), guardian=guardian)
+                 breaker=breaker.address, vault=vault.address, owners=tuple(owners), guardian=guardian,
+                 threshold=threshold)
 
 
 def _selector(deployed: Contract, name: str) -> bytes:

@@ -86,8 +86,11 @@ class ModuleResponder:
 
     async def prepare(self) -> None:
         """Checks on chain that the guardian can act at all, then prepares each action's transaction."""
-        await self._check_authorised()
-        for action in self._config.actions.values():
+        # Actions executed through pre-signed Safe transactions need nothing of the module.
+        actions = [a for a in self._config.actions.values() if a.via == "module"]
+        if actions:
+            await self._check_authorised()
+        for action in actions:
             self._prepared[action.name] = await self._prepare(action)
         self._nonce = await self._rpc.nonce(self._account.address, "pending")
         self._base_fee = await self._rpc.latest_base_fee()
@@ -118,6 +121,8 @@ class ModuleResponder:
                 f"the guardian key {self._account.address} is not registered on the module {self._module}",
                 hint="the Safe's owners must call addGuardian(key) on the module in a multisig transaction")
         for action in self._config.actions.values():
+            if action.via != "module":
+                continue
             contract = self._config.contracts[action.contract]
             selector = contract.abi.function(action.call).selector
             raw = await self._rpc.call(self._module, encode_call(

@@ -1,0 +1,59 @@
+"""Multisig fixtures for the signers' tests: the demo world under a 2-of-3 Safe (the shared base chain) and under
+a 3-of-5 Safe (a second base chain built once per session), each test on a fresh fork."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import structlog
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from onguard.chain.anvil import AnvilNode, start_anvil
+from onguard.demo.world import Roles, World, build_world, dev_account
+
+from ..conftest import Chain
+
+OWNERS_3_OF_5 = (*Roles.OWNERS, 10, 11)  # dev accounts 10 and 11 hold no ether: signing needs none
+
+
+@dataclass
+class Multisig:
+    chain: Chain
+    owners: tuple[LocalAccount, ...]
+    threshold: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.threshold}-of-{len(self.owners)}"
+
+
+@pytest.fixture(scope="session")
+def base_chain_3_of_5() -> Iterator[tuple[AnvilNode, World]]:
+    log = Path(tempfile.gettempdir()) / "onguard-test-base-anvil-3of5.log"
+    with start_anvil(log_path=log) as node:
+        yield node, build_world(node.rpc_url, owner_indexes=OWNERS_3_OF_5, threshold=3)
+
+
+@pytest.fixture(params=["2-of-3", "3-of-5"])
+def multisig(request, base_chain) -> Iterator[Multisig]:
+    if request.param == "2-of-3":
+        base, world, indexes = *base_chain, Roles.OWNERS
+    else:
+        base, world = request.getfixturevalue("base_chain_3_of_5")
+        indexes = OWNERS_3_OF_5
+    with start_anvil("--fork-url", base.rpc_url) as fork:
+        chain = Chain(node=fork, world=world.at(fork.rpc_url), w3=Web3(Web3.HTTPProvider(fork.rpc_url)))
+        yield Multisig(chain=chain, owners=tuple(dev_account(i) for i in indexes), threshold=world.threshold)
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Commands run in-process configure structlog to print to the sys.stderr of the moment (capsys's): undo it
+    after each test, or later tests log to a closed file."""
+    yield
+    structlog.reset_defaults()
