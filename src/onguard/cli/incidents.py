@@ -58,7 +58,8 @@ def handle_show(args: argparse.Namespace) -> int:
     print("  timeline")
     for entry in store.timeline(incident.id):
         detail = ", ".join(f"{k}={v}" for k, v in entry.detail.items() if k in ("block", "action", "tx_hash",
-                                                                               "gas_used", "error"))
+                                                                               "gas_used", "error", "proposal",
+                                                                               "owner", "by"))
         print(f"    {entry.at}  {entry.kind:<18} {detail}")
     responses = store.responses(incident.id)
     if responses:
