@@ -1,0 +1,1 @@
+"""Scenario replay: the scenario format, the fork runner and its reports."""

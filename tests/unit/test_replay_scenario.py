@@ -1,0 +1,130 @@
+"""Scenario files: the corpus loads, and every kind of mistake is refused with the file and the field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onguard.replay.scenario import (
+    ScenarioError,
+    load_scenario,
+    scenario_files,
+    split_args,
+)
+
+CORPUS = Path(__file__).resolve().parents[1] / "scenarios"
+
+GOOD = """
+name = "drain"
+description = "one redeemFor"
+modelled_on = "Team Finance, October 2022"
+expect = "stopped-before-inclusion"
+
+[fork]
+world = "demo"
+
+[guardian]
+policies = ["p.toml"]
+
+[prices]
+dUSD = 1.0
+dCOL = "0.5"
+
+[[setup]]
+from = "attacker"
+deploy = "OracleBorrowAttacker"
+as = "exploit"
+
+[[attack]]
+from = "attacker"
+call = "vault.redeemFor(alice, attacker, shares(alice))"
+
+[[attack]]
+from = "attacker"
+call = "exploit.attack(oracle, vault, 10e18, 1_000_000e18)"
+repeat = 3
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "p.toml").write_text("id = 'x'\n")
+    path = tmp_path / "scenario.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_corpus_scenario_loads() -> None:
+    files = scenario_files(CORPUS)
+    assert len(files) >= 6
+    for path in files:
+        scenario = load_scenario(path)
+        assert scenario.benign or scenario.modelled_on, path
+        assert all(p.is_file() for p in scenario.policies)
+
+
+def test_a_good_scenario_reads_its_fields(tmp_path: Path) -> None:
+    scenario = load_scenario(write(tmp_path, GOOD))
+    assert scenario.fork.world == "demo" and scenario.mining == "manual" and scenario.mempool is True
+    assert str(scenario.prices["dCOL"]) == "1/2"
+    assert scenario.setup[0].deploy == "OracleBorrowAttacker" and scenario.setup[0].alias == "exploit"
+    # Steps follow one another a block apart; a repeated step takes one block each.
+    assert [s.block for s in scenario.attack] == [0, 1, 2, 3]
+    assert scenario.attack[0].args == ("alice", "attacker", "shares(alice)")
+
+
+@pytest.mark.parametrize(("change", "field", "words"), [
+    (lambda t: t.replace('modelled_on = "Team Finance, October 2022"\n', ""), "modelled_on", "required"),
+    (lambda t: t.replace('expect = "stopped-before-inclusion"', 'expect = "paused"'), "expect", "unknown"),
+    (lambda t: t.replace('world = "demo"', 'world = "mainnet"'), "fork.world", "unknown world"),
+    (lambda t: t.replace('world = "demo"', 'world = "demo"\nrpc_url = "http://x"'), "fork.rpc_url", "exactly one"),
+    (lambda t: t.replace('world = "demo"', 'rpc_url = "http://127.0.0.1:1"\nworld_file = "p.toml"'),
+     "fork.block", "required"),
+    (lambda t: t.replace('world = "demo"', 'state_file = "nope.json"'), "fork.state_file", "not found"),
+    (lambda t: t.replace('["p.toml"]', '["missing.toml"]'), "guardian.policies[0]", "not found"),
+    (lambda t: t.replace('dCOL = "0.5"', 'dCOL = "cheap"'), "prices.dCOL", "not a price"),
+    (lambda t: t.replace('from = "attacker"\ncall = "vault', 'from = "mallory"\ncall = "vault'),
+     "attack[0].from", "unknown sender"),
+    (lambda t: t.replace("vault.redeemFor(", "vualt.redeemFor("), "attack[0].call", "unknown contract"),
+    (lambda t: t.replace("vault.redeemFor(", "vault.redeemFro("), "attack[0].call", "did you mean 'redeemFor'"),
+    (lambda t: t.replace("shares(alice))", "shares(alice)"), "attack[0].call", "unbalanced"),
+    (lambda t: t.replace("exploit.attack(", "exploit2.attack("), "attack[1].call", "unknown contract"),
+    (lambda t: t.replace('as = "exploit"', 'as = "vault"'), "setup[0].as", "already a name"),
+    (lambda t: t.replace("repeat = 3", "repeat = 0"), "attack[1].repeat", "at least 1"),
+    (lambda t: t.replace("repeat = 3", "repaet = 3"), "attack[1].repaet", "unknown field"),
+    (lambda t: t.replace('deploy = "OracleBorrowAttacker"', 'deploy = "NoSuchContract"'), "setup[0].deploy",
+     "no compiled contract"),
+    (lambda t: t.replace('as = "exploit"', 'as = "exploit"\nblock = 2'), "setup[0].block", "only attack steps"),
+    (lambda t: 'benign = true\n' + t, "expect", "benign"),
+    (lambda t: t.replace("[[attack]]", "[[atack]]"), "attack", "required"),
+])
+def test_a_bad_scenario_names_the_file_and_the_field(tmp_path: Path, change, field: str, words: str) -> None:
+    path = write(tmp_path, change(GOOD))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert caught.value.field == field
+    assert caught.value.file == str(path)
+    assert words in f"{caught.value.message} {caught.value.hint}"
+    assert caught.value.exit_code == 2
+
+
+def test_a_missing_or_broken_file_is_input_error(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="file not found"):
+        load_scenario(tmp_path / "nope.toml")
+    (tmp_path / "bad.toml").write_text("name = ")
+    with pytest.raises(ScenarioError, match="not valid TOML"):
+        load_scenario(tmp_path / "bad.toml")
+
+
+def test_an_empty_folder_is_input_error(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="no scenario files"):
+        scenario_files(tmp_path)
+
+
+def test_arguments_split_at_top_level_commas_only() -> None:
+    assert split_args("a, balance(asset, b), 'x,y', 1e18") == ["a", "balance(asset, b)", "'x,y'", "1e18"]
+    assert split_args("") == []
+    with pytest.raises(ValueError):
+        split_args("a, (b")
+    with pytest.raises(ValueError):
+        split_args("a,,b")
