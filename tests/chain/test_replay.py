@@ -1,0 +1,144 @@
+"""Scenario replay on real Anvil chains: every scenario of the corpus holds its expectation, the CLI's exit codes,
+state-file forks, and a fork source that is unreachable fails at once with the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from onguard.chain.anvil import free_port, start_anvil
+from onguard.cli.main import main
+from onguard.demo.world import build_world
+from onguard.replay.runner import STOPPED, STOPPED_BEFORE, ReplayFailed, replay
+from onguard.replay.scenario import load_scenario, scenario_files
+
+pytestmark = pytest.mark.chain
+
+CORPUS = Path(__file__).resolve().parents[1] / "scenarios"
+
+
+@pytest.mark.parametrize("path", scenario_files(CORPUS), ids=lambda p: p.stem)
+def test_every_corpus_scenario_holds_its_expectation(path: Path) -> None:
+    report = replay(load_scenario(path))
+    assert report.error is None
+    assert report.expectation_held, report
+    if report.benign:
+        assert report.trips == () and report.responses == ()
+    else:
+        assert report.outcome in (STOPPED_BEFORE, STOPPED)
+        assert report.responses[0].status == "mined" and report.gas_used > 0
+        assert report.lost_usd + report.saved_usd == pytest.approx(report.at_risk_usd)
+
+
+def test_a_pre_empted_drain_reports_where_the_pause_landed() -> None:
+    report = replay(load_scenario(CORPUS / "single-tx-drain.toml"))
+    assert report.outcome == STOPPED_BEFORE
+    (trip,) = report.trips
+    assert trip.policy_id == "vault-cash-guard" and trip.path == "mempool" and trip.block_offset == -1
+    (response,) = report.responses
+    (attack,) = report.attack_txs
+    assert (response.block, response.position) < (attack.block, attack.position) and not attack.succeeded
+    assert report.at_risk_usd == 400_000 and report.lost_usd == 0 and report.saved_usd == 400_000
+
+
+def test_a_slow_drain_is_caught_after_inclusion_and_the_rest_reverts() -> None:
+    report = replay(load_scenario(CORPUS / "slow-drain.toml"))
+    assert report.outcome == STOPPED and report.trips[0].policy_id == "slow-outflow"
+    assert report.trips[0].path == "block"
+    succeeded = [t for t in report.attack_txs if t.succeeded]
+    assert len(succeeded) == 11 and len(report.attack_txs) == 16
+    assert report.lost_usd == 275_000 and report.at_risk_usd == 400_000
+
+
+def test_the_same_scenario_gives_the_same_report_apart_from_milliseconds() -> None:
+    scenario = load_scenario(CORPUS / "oracle-borrow.toml")
+
+    def stable(report) -> dict:
+        # Wall-clock milliseconds vary; so do transaction hashes, because build_world's Safe gets a random salt
+        # (a new Safe address each time, hence other calldata and base fees). Everything else must not.
+        data = report.to_dict()
+        data.pop("lead_ms")
+        for trip in data["trips"]:
+            trip.pop("detected_ms")
+        for item in (*data["responses"], *data["attack_txs"]):
+            item.pop("sent_ms", None)
+            item.pop("tx_hash")
+        return data
+
+    assert stable(replay(scenario)) == stable(replay(scenario))
+
+
+def test_a_state_file_fork_replays_without_building_anything(tmp_path: Path) -> None:
+    state = tmp_path / "base.state.json"
+    with start_anvil("--dump-state", str(state)) as node:
+        world = build_world(node.rpc_url)
+    (tmp_path / "base.world.json").write_text(world.to_json())
+    text = (CORPUS / "single-tx-drain.toml").read_text()
+    text = text.replace('world = "demo"', 'state_file = "base.state.json"\nworld_file = "base.world.json"')
+    text = text.replace('"../../policies/', f'"{CORPUS.parent.parent}/policies/').replace(
+        '"policies/', f'"{CORPUS}/policies/')
+    scenario_path = tmp_path / "from-state.toml"
+    scenario_path.write_text(text)
+    report = replay(load_scenario(scenario_path))
+    assert report.outcome == STOPPED_BEFORE and report.expectation_held
+
+
+def unreachable_scenario(tmp_path: Path) -> Path:
+    (tmp_path / "world.json").write_text(json.dumps({
+        "rpc_url": "http://x", "chain_id": 1, "safe": "0x" + "11" * 20, "module": "0x" + "22" * 20,
+        "asset": "0x" + "33" * 20, "collateral": "0x" + "44" * 20, "oracle": "0x" + "55" * 20,
+        "breaker": "0x" + "66" * 20, "vault": "0x" + "77" * 20, "owners": [], "guardian": "0x" + "88" * 20}))
+    text = (CORPUS / "single-tx-drain.toml").read_text().replace(
+        'world = "demo"', f'rpc_url = "http://127.0.0.1:{free_port()}"\nblock = 100\nworld_file = "world.json"')
+    text = text.replace('"../../policies/', f'"{CORPUS.parent.parent}/policies/').replace(
+        '"policies/', f'"{CORPUS}/policies/')
+    path = tmp_path / "unreachable.toml"
+    path.write_text(text)
+    return path
+
+
+def test_an_unreachable_fork_source_fails_at_once_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(ReplayFailed, match="unreachable") as caught:
+        replay(load_scenario(unreachable_scenario(tmp_path)))
+    assert "Connection refused" in caught.value.message and caught.value.hint
+
+
+def test_the_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(CORPUS / "role-grant.toml")]) == 0
+    assert "expected stopped-before-inclusion: held" in capsys.readouterr().out
+    # An expectation that does not hold: the role grant is stopped, not missed, so "no-trip" fails.
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text((CORPUS / "role-grant.toml").read_text().replace(
+        'expect = "stopped-before-inclusion"', 'expect = "no-trip"').replace(
+        '"policies/', f'"{CORPUS}/policies/').replace('"../../policies/', f'"{CORPUS.parent.parent}/policies/'))
+    assert main(["replay", str(wrong)]) == 1
+    capsys.readouterr()
+    bad = tmp_path / "bad" / "bad.toml"
+    bad.parent.mkdir()
+    bad.write_text('name = "x"\n')
+    assert main(["replay", str(bad.parent)]) == 2
+    assert "bad.toml: description: is required" in capsys.readouterr().err
+    assert main(["replay", str(unreachable_scenario(tmp_path))]) == 1
+    assert "unreachable" in capsys.readouterr().err
+
+
+def test_a_folder_gives_a_table_figures_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in ("single-tx-drain.toml", "benign-oracle-move.toml"):
+        (folder / name).write_text((CORPUS / name).read_text().replace('"policies/', f'"{CORPUS}/policies/').replace(
+            '"../../policies/', f'"{CORPUS.parent.parent}/policies/'))
+    unreachable = unreachable_scenario(tmp_path)
+    (folder / "zz-unreachable.toml").write_text(unreachable.read_text())
+    (folder / "world.json").write_text((tmp_path / "world.json").read_text())
+    code = main(["replay", str(folder), "--report", str(tmp_path / "out.md"), "--json", str(tmp_path / "out.json")])
+    out, err = capsys.readouterr()
+    assert code == 1  # the unreachable one cannot hold its expectation
+    assert "[1/3] benign-oracle-move.toml" in err and "[3/3] zz-unreachable.toml: error" in err
+    assert "attacks        2: 1 stopped before inclusion, 0 caught after inclusion, 1 missed" in out
+    assert "benign         1: 0 false alarm(s)" in out
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["figures"]["stopped_before_inclusion"] == 1 and len(data["scenarios"]) == 3
+    assert "| single-transaction drain |" in (tmp_path / "out.md").read_text()
