@@ -163,6 +163,17 @@ class Guardian:
                     if self.responder.in_flight(action):
                         self._spawn(self.responder.outbid(action, threat))
 
+    def mempool_source(self) -> MempoolSource | None:
+        """The pending-transaction source the config asks for (None when off, or when no policy would judge
+        what it delivers). Replays build theirs here too, so they follow pending transactions as the daemon does."""
+        if not self.config.mempool.enabled:
+            return None
+        if not self.engine.watches_pending:
+            self._log.warning("mempool source not started: no call or simulate policy judges pending transactions")
+            return None
+        return MempoolSource(self.config.mempool.ws_url, self.config.chain.rpc_url, self.config.chain.chain_id,
+                             self.config.contracts, ignore_senders=[self.account.address])
+
     def _responder_for(self, action: str) -> ModuleResponder | PresignedResponder:
         """Each action's configured path (`via`): the module, or the owners' pre-signed Safe transaction."""
         return self.presigned if self.presigned.handles(action) else self.responder
@@ -195,11 +206,8 @@ class Guardian:
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
         mempool = None
-        if self.config.mempool.enabled and not self.engine.watches_pending:
-            self._log.warning("mempool source not started: no call or simulate policy judges pending transactions")
-        if self.config.mempool.enabled and self.engine.watches_pending:
-            source = MempoolSource(self.config.mempool.ws_url, self.config.chain.rpc_url, self.config.chain.chain_id,
-                                   self.config.contracts, ignore_senders=[self.account.address])
+        source = self.mempool_source()
+        if source is not None:
             mempool = asyncio.create_task(source.run(self.on_pending, stop))
         backoff = self.config.chain.poll_interval
         next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS

@@ -310,7 +310,8 @@ def handle_import(args: argparse.Namespace, s: _Session) -> int:
         if not isinstance(item, dict):
             raise ValueError
     except (OSError, ValueError):
-        raise InputError("not a JSON proposal file", file=file, hint="write it with `onguard proposals export`") from None
+        raise InputError("not a JSON proposal file", file=file,
+                         hint="write it with `onguard proposals export`") from None
     config = s.config
     if item.get("chainId", config.chain.chain_id) != config.chain.chain_id:
         raise InputError(f"the file is for chain {item['chainId']}, the config for chain {config.chain.chain_id}: "

@@ -12,10 +12,11 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from safe_eth.eth import EthereumClient
+from safe_eth.eth.constants import NULL_ADDRESS
+from safe_eth.eth.contracts import get_safe_V1_4_1_contract
 from safe_eth.safe import Safe
 from safe_eth.safe.proxy_factory import ProxyFactoryV141
 from safe_eth.safe.safe import SafeV141
-from safe_eth.safe.safe_creator import SafeCreator
 from web3 import Web3
 from web3.contract import Contract
 
@@ -26,6 +27,7 @@ from onguard.paths import ARTIFACTS_DIR, POLICIES_DIR
 Account.enable_unaudited_hdwallet_features()
 
 TOKEN = 10**18
+SAFE_SALT = 0x0C6A4D
 ACTION_COOLDOWN = 3600  # seconds between two executions of one guardian action on chain
 
 
@@ -128,7 +130,12 @@ def build_world(rpc_url: str, *, deposits: tuple[int, ...] = (400_000, 300_000, 
 
     singleton = SafeV141.deploy_contract(client, deployer).contract_address
     factory = ProxyFactoryV141.deploy_contract(client, deployer).contract_address
-    created = SafeCreator.create(client, deployer, singleton, owners, threshold, proxy_factory_address=factory)
+    # SafeCreator picks a random salt; a fixed one gives the same Safe address on every build, so demos and
+    # replays are reproducible to the byte.
+    initializer = get_safe_V1_4_1_contract(w3, NULL_ADDRESS).encode_abi(
+        "setup", [owners, threshold, NULL_ADDRESS, b"", NULL_ADDRESS, NULL_ADDRESS, 0, NULL_ADDRESS])
+    created = ProxyFactoryV141(factory, client).deploy_proxy_contract_with_nonce(  # type: ignore[abstract]
+        deployer, singleton, initializer=bytes.fromhex(initializer[2:]), salt_nonce=SAFE_SALT)
     w3.eth.wait_for_transaction_receipt(created.tx_hash, timeout=30)
     safe = created.contract_address
 

@@ -46,7 +46,7 @@ from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.loader import load_policy
 from onguard.replay.scenario import WORLD_CONTRACTS, Scenario, ScenarioError, Step
 from onguard.runtime import Guardian
-from onguard.sources.mempool import MempoolSource, PendingTransaction
+from onguard.sources.mempool import PendingTransaction
 from onguard.units import parse_amount
 
 PROBE_TIMEOUT = 5.0        # seconds a fork source gets to answer eth_chainId before the scenario fails
@@ -382,9 +382,8 @@ class _Replay:
             if guardian is not None:
                 await guardian.start()
                 await guardian.step()
-                if guardian.config.mempool.enabled and guardian.engine.watches_pending:
-                    source = MempoolSource(self.node.ws_url, self.node.rpc_url, self.world.chain_id,
-                                           guardian.config.contracts, ignore_senders=[self.guardian_account.address])
+                source = guardian.mempool_source()  # the daemon's own wiring
+                if source is not None:
 
                     async def on_pending(pending: PendingTransaction) -> None:
                         try:
