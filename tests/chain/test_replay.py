@@ -52,6 +52,26 @@ def test_a_slow_drain_is_caught_after_inclusion_and_the_rest_reverts() -> None:
     assert report.lost_usd == 275_000 and report.at_risk_usd == 400_000
 
 
+def test_a_staged_attack_is_caught_at_the_arming_step_not_at_the_strike() -> None:
+    report = replay(load_scenario(CORPUS / "staged-oracle-borrow.toml"))
+    assert report.outcome == STOPPED and report.trips[0].policy_id == "no-oracle-role-changes"
+    trip = report.trips[0]
+    assert trip.path == "mempool" and trip.step == "attack[1]" and trip.step_block == 1
+    deploy, grant, _fund, strike = report.attack_txs
+    (response,) = report.responses
+    # The deployment (no signal on its own) is mined first; the pause lands before the grant that arms the exploit.
+    assert (deploy.block, deploy.position) < (response.block, response.position) < (grant.block, grant.position)
+    assert deploy.succeeded and not strike.succeeded
+    assert report.at_risk_usd == 999_990 and report.lost_usd == 0
+
+
+def test_a_donation_is_seen_on_the_block_path_by_the_share_price() -> None:
+    report = replay(load_scenario(CORPUS / "donation-inflation.toml"))
+    (trip,) = report.trips
+    assert trip.policy_id == "share-price-jump" and trip.path == "block" and trip.block_offset == 0
+    assert trip.step is None and report.outcome == STOPPED and report.at_risk_usd == 0
+
+
 def test_the_same_scenario_gives_the_same_report_apart_from_milliseconds() -> None:
     scenario = load_scenario(CORPUS / "oracle-borrow.toml")
 

@@ -63,6 +63,9 @@ def _first_trip(report: ReplayReport) -> str:
     trip = report.trips[0]
     # A negative offset: the trip came while the attack was still pending, before its block was mined.
     where = "pending" if trip.block_offset < 0 else f"block +{trip.block_offset}"
+    if trip.step is not None and trip.path == "mempool":
+        # Named by the step it judged: a later step of a staged attack may be pending while earlier ones are mined.
+        where = f"pending {trip.step}, block +{trip.step_block}"
     return f"{trip.policy_id} ({trip.path}, {where})"
 
 
@@ -108,6 +111,9 @@ def detail(report: ReplayReport) -> str:
     for trip in report.trips:
         when = (f"while the attack was pending (block {trip.block})" if trip.block_offset < 0
                 else f"at block {trip.block} (attack block +{trip.block_offset})")
+        if trip.step is not None and trip.path == "mempool":
+            call = next((t.call for t in report.attack_txs if t.step == trip.step), "")
+            when = f"on {trip.step} {call} while it was pending (attack block +{trip.step_block}, head {trip.block})"
         lines.append(f"tripped      {trip.policy_id} ({trip.severity}) {when}, on the {trip.path} path, "
                      f"{_ms(trip.detected_ms)} after the attack was first visible")
     if not report.trips:

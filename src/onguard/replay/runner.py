@@ -81,6 +81,8 @@ class Trip:
     block: int                    # the block the incident was opened at
     block_offset: int             # relative to the first attack block (0: the block the attack entered)
     detected_ms: float | None     # after the attack was first visible: the decision
+    step: str | None = None       # the attack step whose pending transaction it judged: "attack[1]" (mempool path)
+    step_block: int | None = None  # that step's attack block (its offset in the scenario)
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,16 +468,21 @@ class _Replay:
                held_before: Fraction, at_risk: Fraction, lost: Fraction) -> ReplayReport:
         scenario, store = self.scenario, guardian.store
         first_attack = min(((t.block, t.position) for t in attack_txs), default=None)
+        step_of = {t.tx_hash.lower(): t.step for t in attack_txs}
+        block_of = {s.field: s.block for s in scenario.attack}
         trips, responses = [], []
         for incident in sorted(store.incidents(), key=lambda i: i.id):
             timeline = store.timeline(incident.id)
             decided = next((e for e in timeline if e.kind == "decided"), None)
             detected_ms = decided.detail.get("decided_ms") if decided else _since(first_visible, timeline[0].at)
             path = decided.detail.get("path", "mempool") if decided else incident.evidence.get("path", "block")
+            threat = incident.evidence.get("threat_tx") or (decided.detail.get("threat_tx") if decided else None)
+            step = step_of.get(str(threat).lower()) if threat else None
             trips.append(Trip(policy_id=incident.policy_id, severity=incident.severity, path=path,
                               block=incident.opened_block,
                               block_offset=incident.opened_block - first_attack[0] if first_attack else 0,
-                              detected_ms=detected_ms))
+                              detected_ms=detected_ms, step=step,
+                              step_block=block_of.get(step) if step else None))
             for record in store.responses(incident.id):
                 broadcast = next((e for e in timeline if e.kind == "response-broadcast"
                                   and e.detail.get("action") == record.action), None)
