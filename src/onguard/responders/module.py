@@ -270,11 +270,11 @@ class ModuleResponder:
         raw = self._account.sign_transaction(tx).raw_transaction
         signed_at = time.perf_counter()
         first = self._private or self._public
-        tx_hash = await _send_everywhere(first, raw)
+        tx_hash = await send_everywhere(first, raw)
         inflight.hashes.append(tx_hash)
         inflight.sent_at = inflight.sent_at or time.perf_counter()
         if self._private and self._public and self._settings.public_fallback_after == 0:
-            await _send_everywhere(self._public, raw, required=False)
+            await send_everywhere(self._public, raw, required=False)
             inflight.public_sent = True
         return tx_hash, signed_at
 
@@ -359,7 +359,7 @@ class ModuleResponder:
             self._store.set_status(incident_id, IncidentStatus.MITIGATED)
 
 
-async def _send_everywhere(endpoints: list[Rpc], raw: bytes, required: bool = True) -> str:
+async def send_everywhere(endpoints: list[Rpc], raw: bytes, required: bool = True) -> str:
     """Sends to every endpoint at once; the first acceptance wins. Fails only if every endpoint refused."""
     results = await asyncio.gather(*(endpoint.send_raw(raw) for endpoint in endpoints), return_exceptions=True)
     accepted = [r for r in results if isinstance(r, str)]

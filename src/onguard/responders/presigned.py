@@ -19,7 +19,7 @@ from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseRecor
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
 from onguard.responders.fees import Threat, initial_fees
-from onguard.responders.module import _send_everywhere, encode_call
+from onguard.responders.module import send_everywhere, encode_call
 from onguard.safe.tx import OwnerSignature, SignatureKind, exec_calldata
 
 GAS_HEADROOM = 60_000
@@ -175,7 +175,7 @@ class PresignedResponder:
                 "chainId": self._config.chain.chain_id, "to": self._safe, "data": calldata, "value": 0, "gas": gas,
                 "nonce": await self._rpc.nonce(self._account.address, "pending"), "type": 2,
                 "maxPriorityFeePerGas": fees.max_priority_fee_per_gas, "maxFeePerGas": fees.max_fee_per_gas})
-            tx_hash = await _send_everywhere(self._endpoints, signed.raw_transaction)
+            tx_hash = await send_everywhere(self._endpoints, signed.raw_transaction)
             self._store.update_response(incident_id, action, ResponseStatus.SENT, tx_hash=tx_hash)
             self._store.add_timeline(incident_id, "response-broadcast", {
                 "action": action, "tx_hash": tx_hash, "via": "presigned", "presigned": record.id,
