@@ -100,3 +100,29 @@ def test_status_flags_policies_that_could_not_be_evaluated(chain, tmp_path):
     status = onguard("status", "--config", str(config))
     assert status.returncode == 1
     assert "EVALUATION FAILURES" in status.stdout and "oracle.price()" in status.stdout
+
+
+def test_a_recording_is_judged_offline_as_the_chain_was(chain, guardian_config, tmp_path):
+    w3, world = chain.w3, chain.world
+    first = w3.eth.block_number + 1
+    receipts = [drain_slice(w3, world, ALICE, tokens(100_000)) for _ in range(3)]
+    recording = tmp_path / "drain.jsonl"
+    made = onguard("replay", "--record", str(recording), "--config", str(guardian_config), "--from-block", str(first))
+    assert made.returncode == 0, made.stderr
+    assert f"recorded blocks {first}..{receipts[-1]['blockNumber']}" in made.stdout
+    chain.node.stop()  # offline from here: the recording is all there is
+
+    judged = onguard("policies", "--config", str(guardian_config), "test", "policies/vault-drain.toml",
+                     "--observations", str(recording))
+    assert judged.returncode == 0, judged.stderr
+    fired = [line for line in judged.stdout.splitlines() if "FIRES" in line]
+    assert fired and fired[0].startswith(f"block {receipts[2]['blockNumber']}: FIRES")
+    assert "3 blocks evaluated: fired at 1, could not evaluate at 0" in judged.stdout
+
+    # A policy whose reads were not recorded is reported, never passed as safe.
+    other = tmp_path / "other.toml"
+    other.write_text(GOOD.replace('paused = "vault.paused()"', 'supply = "vault.totalSupply()"')
+                     .replace('"not state.paused"', '"state.supply > 0"'))
+    judged = onguard("policies", "--config", str(guardian_config), "test", str(other),
+                     "--observations", str(recording))
+    assert "ERROR" in judged.stdout and "not in the recording" in judged.stdout

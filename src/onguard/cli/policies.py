@@ -15,6 +15,7 @@ from onguard.incidents.store import IncidentStore
 from onguard.policies.engine import PolicyEngine
 from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.loader import check_policies, load_policy
+from onguard.replay.recording import load_recording
 from onguard.sources.blocks import BlockSource
 from onguard.tomlfields import field_line
 
@@ -38,6 +39,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     test.add_argument("--block", type=int, help="a single block")
     test.add_argument("--from-block", type=int, help="first block of a range")
     test.add_argument("--to-block", type=int, help="last block of a range (default: the head)")
+    test.add_argument("--observations", type=Path, metavar="FILE.jsonl",
+                      help="judge a recording (`onguard replay --record`) instead of the chain: no node needed")
     test.set_defaults(handler=handle_test)
 
 
@@ -118,6 +121,8 @@ def _duration(seconds: float) -> str:
 def handle_test(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     policy = _load_one(config, args.file)
+    if args.observations is not None:
+        return _test_recording(policy, args.observations)
     if args.block is not None and (args.from_block is not None or args.to_block is not None):
         raise InputError("give either --block or --from-block/--to-block", field="--block")
     first = args.block if args.block is not None else args.from_block
@@ -125,6 +130,28 @@ def handle_test(args: argparse.Namespace) -> int:
         raise InputError("which blocks?", field="--block", hint="--block N, or --from-block A [--to-block B]")
     last = args.block if args.block is not None else args.to_block
     return asyncio.run(_test(config, policy, first, last))
+
+
+def _test_recording(policy: Policy, path: Path) -> int:
+    header, blocks = load_recording(path)
+    by_number = {recorded.batch.block.number: recorded for recorded in blocks}
+    engine = PolicyEngine([policy])
+    fired = failures = 0
+    print(f"testing {policy.common.id} on the recording {path} (blocks {header['from_block']}..{header['to_block']}"
+          f"; no node, no action)")
+    for recorded in blocks:
+        plan = engine.plan(recorded.batch)
+        states = {number: by_number[number].state_for(list(specs))
+                  for number, specs in engine.reads_needed(plan).items() if number in by_number}
+        result = engine.evaluate_offline(recorded.batch, states)
+        for finding in result.findings:
+            fired += 1
+            print(f"block {finding.block_number}: FIRES  {finding.summary}")
+        for failure in result.failures:
+            failures += 1
+            print(f"block {failure.block_number}: ERROR  {failure.message}")
+    print(f"{len(blocks)} blocks evaluated: fired at {fired}, could not evaluate at {failures}")
+    return 0
 
 
 async def _test(config: Config, policy: Policy, first: int, last: int | None) -> int:
