@@ -72,6 +72,22 @@ def test_a_donation_is_seen_on_the_block_path_by_the_share_price() -> None:
     assert trip.step is None and report.outcome == STOPPED and report.at_risk_usd == 0
 
 
+def test_interval_mining_pre_empts_a_drain_within_the_block_time() -> None:
+    # Anvil mines every 2 s on its own clock; the guardian steps at its poll interval as the daemon does. The
+    # attack is sent as the chain reaches its offset, so the pause has one block time to reach the pool.
+    scenario = load_scenario(CORPUS / "interval-drain.toml")
+    assert scenario.mining == "interval" and scenario.block_time == 2
+    report = replay(scenario)
+    assert report.outcome == STOPPED_BEFORE and report.expectation_held
+    (trip,) = report.trips
+    assert trip.path == "mempool" and trip.step == "attack[0]" and trip.block_offset == -1
+    (response,) = report.responses
+    (attack,) = report.attack_txs
+    assert response.block == attack.block == report.first_attack_block and response.position < attack.position
+    assert not attack.succeeded and report.saved_usd == report.at_risk_usd > 0
+    assert response.sent_ms is not None and response.sent_ms < scenario.block_time * 1000
+
+
 def test_the_same_scenario_gives_the_same_report_apart_from_milliseconds() -> None:
     scenario = load_scenario(CORPUS / "oracle-borrow.toml")
 

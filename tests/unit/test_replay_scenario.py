@@ -71,6 +71,10 @@ def test_a_good_scenario_reads_its_fields(tmp_path: Path) -> None:
     # Steps follow one another a block apart; a repeated step takes one block each.
     assert [s.block for s in scenario.attack] == [0, 1, 2, 3]
     assert scenario.attack[0].args == ("alice", "attacker", "shares(alice)")
+    assert scenario.block_time is None
+    interval = load_scenario(write(tmp_path, GOOD.replace(
+        "[guardian]", '[mining]\nmode = "interval"\nblock_time = 2\n\n[guardian]')))
+    assert interval.mining == "interval" and interval.block_time == 2
 
 
 @pytest.mark.parametrize(("change", "field", "words"), [
@@ -97,6 +101,11 @@ def test_a_good_scenario_reads_its_fields(tmp_path: Path) -> None:
     (lambda t: t.replace('as = "exploit"', 'as = "exploit"\nblock = 2'), "setup[0].block", "only attack steps"),
     (lambda t: 'benign = true\n' + t, "expect", "benign"),
     (lambda t: t.replace("[[attack]]", "[[atack]]"), "attack", "required"),
+    (lambda t: t.replace("[guardian]", '[mining]\nmode = "interval"\n\n[guardian]'), "mining.block_time", "required"),
+    (lambda t: t.replace("[guardian]", '[mining]\nmode = "interval"\nblock_time = 0\n\n[guardian]'),
+     "mining.block_time", "between 1 and 60"),
+    (lambda t: t.replace("[guardian]", '[mining]\nblock_time = 2\n\n[guardian]'), "mining.block_time",
+     "only interval mode"),
 ])
 def test_a_bad_scenario_names_the_file_and_the_field(tmp_path: Path, change, field: str, words: str) -> None:
     path = write(tmp_path, change(GOOD))

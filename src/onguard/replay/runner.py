@@ -13,6 +13,7 @@ with the guardian watching.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tempfile
 import time
@@ -374,6 +375,8 @@ class _Replay:
     async def play(self, guardian: Guardian | None) -> tuple[list[AttackTx], float | None]:
         """Plays the attack steps, block by block; with a guardian, it watches and answers as the daemon would."""
         scenario = self.scenario
+        if scenario.mining == "interval":
+            return await self.play_interval(guardian)
         manual = scenario.mining == "manual"
         stop = asyncio.Event()
         judged: set[str] = set()
@@ -431,6 +434,78 @@ class _Replay:
             stop.set()
             if listening is not None:
                 await listening
+            await asyncio.to_thread(self.rpc, "evm_setAutomine", [True])
+        txs = []
+        for step, tx_hash in sent:
+            receipt = await asyncio.to_thread(self.receipt, tx_hash)
+            txs.append(AttackTx(step=step.field, call=step.text, tx_hash=tx_hash, block=int(receipt["blockNumber"]),
+                                position=int(receipt["transactionIndex"]), succeeded=receipt["status"] == 1))
+        return txs, first_visible
+
+    async def play_interval(self, guardian: Guardian | None) -> tuple[list[AttackTx], float | None]:
+        """Interval mining: Anvil mines a block every `block_time` seconds on its own clock. The attack steps of
+        offset k are sent as soon as the chain reaches the k-th block after the interval began; the guardian runs
+        as the daemon runs it (a step every poll interval, pending transactions judged as they arrive), with no
+        waiting on it before a block: whatever it has not sent when Anvil mines is too late for that block."""
+        scenario = self.scenario
+        block_time = scenario.block_time or 1
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        sent: list[tuple[Step, str]] = []
+        first_visible: float | None = None
+
+        async def head() -> int:
+            return int(await asyncio.to_thread(lambda: self.w3.eth.block_number))
+
+        async def wait_for_block(number: int) -> None:
+            deadline = time.monotonic() + block_time * 3 + SETTLE_TIMEOUT
+            while await head() < number:
+                if time.monotonic() > deadline:
+                    raise ReplayFailed(f"the chain did not reach block {number} in interval mode")
+                await asyncio.sleep(0.02)
+
+        try:
+            if guardian is not None:
+                await guardian.start()
+                await guardian.step()
+                source = guardian.mempool_source()
+                if source is not None:
+                    tasks.append(asyncio.create_task(source.run(guardian.on_pending, stop)))
+                    await _until(lambda: source.live, "the mempool subscription did not come up")
+
+                async def daemon_loop() -> None:   # the daemon's block loop, at its own poll interval
+                    while not stop.is_set():
+                        await guardian.step()
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(stop.wait(), timeout=guardian.config.chain.poll_interval)
+
+                tasks.append(asyncio.create_task(daemon_loop()))
+            await asyncio.to_thread(self.rpc, "evm_setAutomine", [False])
+            start = await head()
+            await asyncio.to_thread(self.rpc, "evm_setIntervalMining", [block_time])
+            by_block: dict[int, list[Step]] = {}
+            for step in scenario.attack:
+                by_block.setdefault(step.block, []).append(step)
+            last = max(by_block) + scenario.after_blocks
+            offset = 0
+            while offset <= last or (guardian is not None and self.responses_out(guardian)
+                                     and offset <= last + EXTRA_BLOCKS):
+                # Offset k: sent once block start + k is mined, so they wait in the pool for block start + k + 1.
+                await wait_for_block(start + offset)
+                for step in by_block.get(offset, []):
+                    if first_visible is None:
+                        first_visible = time.time()
+                    sent.append((step, await asyncio.to_thread(self.send, step)))
+                offset += 1
+            await wait_for_block(start + offset)
+            if guardian is not None:
+                await guardian.step()
+                await guardian.drain_responses(timeout=SETTLE_TIMEOUT)
+        finally:
+            stop.set()
+            for task in tasks:
+                await task
+            await asyncio.to_thread(self.rpc, "evm_setIntervalMining", [0])
             await asyncio.to_thread(self.rpc, "evm_setAutomine", [True])
         txs = []
         for step, tx_hash in sent:

@@ -19,7 +19,7 @@ from onguard.errors import InputError, ToolchainError
 from onguard.tomlfields import Table, read_toml
 
 EXPECTATIONS = ("stopped-before-inclusion", "stopped", "no-trip")
-MINING_MODES = ("manual", "automine")
+MINING_MODES = ("manual", "automine", "interval")
 ACTORS = ("attacker", "alice", "bob", "carol", "updater", "deployer", "safe")
 # The demo protocol's contracts, by the names scenarios (and onguard.toml) use, with their compiled artifact.
 WORLD_CONTRACTS = {"vault": "Vault", "asset": "TestToken", "collateral": "TestToken", "oracle": "PriceOracle",
@@ -87,6 +87,7 @@ class Scenario:
     expect: str
     fork: Fork
     mining: str
+    block_time: int | None        # interval: seconds between blocks (anvil's evm_setIntervalMining)
     after_blocks: int             # blocks mined after the last attack step, so a late response can land
     policies: tuple[Path, ...]
     mempool: bool
@@ -114,11 +115,20 @@ def load_scenario(path: Path | str) -> Scenario:
                         "set benign = false if this is an attack")
     fork = _fork(root.table("fork", hint='add [fork] with world = "demo"'), base)
     mining_table = root.table("mining", required=False)
-    mining, after_blocks = "manual", DEFAULT_AFTER_BLOCKS
+    mining, after_blocks, block_time = "manual", DEFAULT_AFTER_BLOCKS, None
     if mining_table is not None:
         mining = mining_table.get("mode", str, default="manual")
         if mining not in MINING_MODES:
             raise mining_table.fail("mode", f"unknown mining mode {mining!r}", f"one of: {', '.join(MINING_MODES)}")
+        block_time = mining_table.get("block_time", int, default=None)
+        if mining == "interval":
+            if block_time is None:
+                raise mining_table.fail("block_time", "is required in interval mode",
+                                        "seconds between blocks, e.g. block_time = 2")
+            if not 1 <= block_time <= 60:
+                raise mining_table.fail("block_time", "must be between 1 and 60 seconds")
+        elif block_time is not None:
+            raise mining_table.fail("block_time", "only interval mode has a block time", 'set mode = "interval"')
         after_blocks = mining_table.get("after_blocks", int, default=DEFAULT_AFTER_BLOCKS)
         if after_blocks < 0:
             raise mining_table.fail("after_blocks", "must not be negative")
@@ -137,7 +147,7 @@ def load_scenario(path: Path | str) -> Scenario:
         next_block = steps[-1].block + 1
     root.finish()
     return Scenario(path=path, name=name, description=description, modelled_on=modelled_on, benign=benign,
-                    expect=expect, fork=fork, mining=mining, after_blocks=after_blocks, policies=policies,
+                    expect=expect, fork=fork, mining=mining, block_time=block_time, after_blocks=after_blocks, policies=policies,
                     mempool=mempool, prices=prices, setup=setup, attack=tuple(attack))
 
 
