@@ -88,6 +88,18 @@ def test_interval_mining_pre_empts_a_drain_within_the_block_time() -> None:
     assert response.sent_ms is not None and response.sent_ms < scenario.block_time * 1000
 
 
+def test_a_contract_the_setup_deploys_is_watched_under_its_name() -> None:
+    # The treasury exists only in this scenario: its call policy names it, and its dUSD count as holdings.
+    report = replay(load_scenario(CORPUS / "ownership-takeover.toml"))
+    assert report.outcome == STOPPED_BEFORE and report.expectation_held
+    (trip,) = report.trips
+    assert trip.policy_id == "no-treasury-owner-change" and trip.path == "mempool" and trip.step == "attack[0]"
+    transfer, sweep = report.attack_txs
+    # The transfer itself is not stopped (the guardian can only pause); the sweep is refused while paused.
+    assert transfer.succeeded and not sweep.succeeded
+    assert report.at_risk_usd == 250_000 and report.lost_usd == 0 and report.saved_usd == 250_000
+
+
 def test_the_same_scenario_gives_the_same_report_apart_from_milliseconds() -> None:
     scenario = load_scenario(CORPUS / "oracle-borrow.toml")
 

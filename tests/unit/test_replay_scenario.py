@@ -71,7 +71,9 @@ def test_a_good_scenario_reads_its_fields(tmp_path: Path) -> None:
     # Steps follow one another a block apart; a repeated step takes one block each.
     assert [s.block for s in scenario.attack] == [0, 1, 2, 3]
     assert scenario.attack[0].args == ("alice", "attacker", "shares(alice)")
-    assert scenario.block_time is None
+    assert scenario.block_time is None and scenario.holders == ("vault",)
+    owned = load_scenario(write(tmp_path, GOOD.replace("[fork]", 'holders = ["vault", "exploit"]\n\n[fork]')))
+    assert owned.holders == ("vault", "exploit")  # a contract the setup deploys may hold the protocol's value
     interval = load_scenario(write(tmp_path, GOOD.replace(
         "[guardian]", '[mining]\nmode = "interval"\nblock_time = 2\n\n[guardian]')))
     assert interval.mining == "interval" and interval.block_time == 2
@@ -106,6 +108,7 @@ def test_a_good_scenario_reads_its_fields(tmp_path: Path) -> None:
      "mining.block_time", "between 1 and 60"),
     (lambda t: t.replace("[guardian]", '[mining]\nblock_time = 2\n\n[guardian]'), "mining.block_time",
      "only interval mode"),
+    (lambda t: t.replace("[fork]", 'holders = ["vault", "treasury"]\n\n[fork]'), "holders[1]", "unknown contract"),
 ])
 def test_a_bad_scenario_names_the_file_and_the_field(tmp_path: Path, change, field: str, words: str) -> None:
     path = write(tmp_path, change(GOOD))

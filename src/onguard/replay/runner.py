@@ -293,7 +293,7 @@ class _Replay:
         self.rpc("evm_mine", [])
 
     def holdings(self) -> Fraction:
-        """The vault's watched tokens, priced in USD."""
+        """The watched tokens the protocol holds (the vault's, and the scenario's other `holders`), in USD."""
         total = Fraction(0)
         for name in WATCHED_TOKENS:
             token = self.contract(name)
@@ -302,8 +302,9 @@ class _Replay:
                 raise ScenarioError(f"no price for {symbol}, a token the protocol holds", file=str(self.scenario.path),
                                     field=f"prices.{symbol}", hint=f"add {symbol} = <USD per token> to [prices]")
             decimals = int(token.functions.decimals().call())
-            balance = int(token.functions.balanceOf(self.world.vault).call())
-            total += Fraction(balance, 10**decimals) * self.scenario.prices[symbol]
+            for holder in self.scenario.holders:
+                balance = int(token.functions.balanceOf(self.address_of(holder)).call())
+                total += Fraction(balance, 10**decimals) * self.scenario.prices[symbol]
         return total
 
     def receipt(self, tx_hash: str) -> Any:
@@ -322,6 +323,9 @@ class _Replay:
             if receipt["status"] != 1:
                 raise ScenarioError(f"setup step {step.text} reverted", file=str(scenario.path), field=step.field,
                                     hint="setup steps must succeed: they build the state the attack starts from")
+        if self.aliases:  # contracts the setup deployed are watched under their `as` names: at their addresses now
+            policies = self.load_policies()
+            self.policies = {p.common.id: p for p in policies}
         held_before = self.holdings()
         at_risk = Fraction(0)
         if not scenario.benign:  # honest outflows are not losses: nothing is at risk in a benign scenario
@@ -367,10 +371,23 @@ class _Replay:
         extra = (f'\n[contracts.safe]\naddress = "{self.world.safe}"\nabi = {json.dumps(str(safe_abi))}\n'
                  f'\n[contracts.collateral]\naddress = "{self.world.collateral}"\n'
                  f'abi = {json.dumps(str(ARTIFACTS_DIR / "TestToken.sol" / "TestToken.json"))}\n'
+                 + self.deployed_contracts() +
                  f'\n[mempool]\nenabled = {"true" if self.scenario.mempool else "false"}\n'
                  f'ws_url = "{self.node.ws_url}"\n')
         path.write_text(path.read_text() + extra)
         return path
+
+    def deployed_contracts(self) -> str:
+        """[contracts.<as>] for every contract the setup deploys (ABI from its forge artifact), so a call policy can
+        watch it. Before the setup has run its address is not known yet: a placeholder lets the policies load."""
+        text = ""
+        for step in self.scenario.setup:
+            if step.deploy and step.alias:
+                address = self.aliases.get(step.alias, (None,))[0] or to_checksum_address(
+                    keccak(text=f"onguard-replay:{step.alias}")[12:])
+                abi = ARTIFACTS_DIR / f"{step.deploy}.sol" / f"{step.deploy}.json"
+                text += f'\n[contracts.{step.alias}]\naddress = "{address}"\nabi = {json.dumps(str(abi))}\n'
+        return text
 
     async def play(self, guardian: Guardian | None) -> tuple[list[AttackTx], float | None]:
         """Plays the attack steps, block by block; with a guardian, it watches and answers as the daemon would."""

@@ -94,6 +94,7 @@ class Scenario:
     prices: dict[str, Fraction]   # token symbol -> USD per whole token
     setup: tuple[Step, ...]
     attack: tuple[Step, ...]
+    holders: tuple[str, ...] = ("vault",)   # contracts whose watched-token balances are the protocol's holdings
 
 
 def load_scenario(path: Path | str) -> Scenario:
@@ -145,10 +146,19 @@ def load_scenario(path: Path | str) -> Scenario:
         steps = _attack_steps(item, index, aliases, next_block)
         attack += steps
         next_block = steps[-1].block + 1
+    holders = root.get("holders", list, default=["vault"])
+    for index, holder in enumerate(holders):
+        if holder not in WORLD_CONTRACTS and holder not in aliases:
+            raise root.fail(f"holders[{index}]", f"unknown contract {holder!r}",
+                            f"one of: {', '.join(sorted({*WORLD_CONTRACTS, *aliases}))} (a contract deployed in "
+                            "[[setup]] is named by its `as`)")
+    if not holders:
+        raise root.fail("holders", "is empty", 'holders = ["vault"] (the default) or more')
     root.finish()
     return Scenario(path=path, name=name, description=description, modelled_on=modelled_on, benign=benign,
                     expect=expect, fork=fork, mining=mining, block_time=block_time, after_blocks=after_blocks, policies=policies,
-                    mempool=mempool, prices=prices, setup=setup, attack=tuple(attack))
+                    mempool=mempool, prices=prices, setup=setup, attack=tuple(attack),
+                    holders=tuple(holders))
 
 
 def scenario_files(folder: Path) -> list[Path]:
