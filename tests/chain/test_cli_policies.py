@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from onguard.demo.world import Roles, dev_account, write_config
+from onguard.demo.world import Roles, contract, dev_account, write_config
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, drain_slice, tokens
+from .helpers import ALICE, ATTACKER, drain_slice, tokens
 
 pytestmark = pytest.mark.chain
 
@@ -126,3 +127,42 @@ def test_a_recording_is_judged_offline_as_the_chain_was(chain, guardian_config, 
     judged = onguard("policies", "--config", str(guardian_config), "test", str(other),
                      "--observations", str(recording))
     assert "ERROR" in judged.stdout and "not in the recording" in judged.stdout
+
+
+def test_a_live_recording_keeps_pending_transactions_for_call_policies(chain, tmp_path):
+    w3, world = chain.w3, chain.world
+    config = write_config(world, tmp_path, key_env=GUARDIAN_KEY_ENV, mempool_ws=chain.node.ws_url)
+    policy = tmp_path / "roles.toml"
+    policy.write_text(f"""id = "no-role-changes"
+description = "only the Safe grants roles"
+kind = "call"
+severity = "high"
+response = ["alert"]
+[match]
+contract = "vault"
+function = "grantRole"
+allow_from = ["{world.safe}"]
+""")
+    head = w3.eth.block_number
+    recording = tmp_path / "live.jsonl"
+    w3.provider.make_request("evm_setAutomine", [False])
+    recorder = subprocess.Popen([*ONGUARD, "replay", "--record", str(recording), "--config", str(config),
+                                 "--from-block", str(head + 1), "--to-block", str(head + 1)],
+                                env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in recorder.stderr:
+            if "following pending transactions" in line:
+                break
+        vault = contract(w3, "Vault", world.vault)
+        grant = vault.functions.grantRole(vault.functions.PAUSER_ROLE().call(), ATTACKER).transact(
+            {"from": ATTACKER, "gas": 200_000}).to_0x_hex()
+        time.sleep(0.5)  # the recorder has the pending transaction
+        chain.mine(1)
+        assert recorder.wait(timeout=30) == 0
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+        w3.provider.make_request("evm_setAutomine", [True])
+    judged = onguard("policies", "--config", str(config), "test", str(policy), "--observations", str(recording))
+    assert f"pending {grant}: FIRES" in judged.stdout  # seen while pending, from the file alone
+    assert f"block {head + 1}: FIRES" in judged.stdout  # and once mined

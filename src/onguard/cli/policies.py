@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from onguard.chain.rpc import Rpc
@@ -12,10 +13,11 @@ from onguard.chain.view import BatchStateReader
 from onguard.config import Config, load_config
 from onguard.errors import InputError, PolicyError
 from onguard.incidents.store import IncidentStore
+from onguard.observations import TransactionObservation
 from onguard.policies.engine import PolicyEngine
 from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.loader import check_policies, load_policy
-from onguard.replay.recording import load_recording
+from onguard.replay.recording import RecordedBlock, load_recording
 from onguard.sources.blocks import BlockSource
 from onguard.tomlfields import field_line
 
@@ -133,12 +135,31 @@ def handle_test(args: argparse.Namespace) -> int:
 
 
 def _test_recording(policy: Policy, path: Path) -> int:
-    header, blocks = load_recording(path)
+    header, items = load_recording(path)
+    blocks = [item for item in items if isinstance(item, RecordedBlock)]
     by_number = {recorded.batch.block.number: recorded for recorded in blocks}
     engine = PolicyEngine([policy])
     fired = failures = 0
     print(f"testing {policy.common.id} on the recording {path} (blocks {header['from_block']}..{header['to_block']}"
           f"; no node, no action)")
+    head: RecordedBlock | None = None
+    for index, item in enumerate(items):
+        if isinstance(item, RecordedBlock):
+            head = item
+            continue
+        # A pending transaction, judged as the daemon would have at the block before it (call policies; a
+        # simulation needs the chain and is not replayed from a recording). Before the first recorded block,
+        # the first block's state stands in for the one before it.
+        head = head or next((b for b in items[index:] if isinstance(b, RecordedBlock)), None)
+        if head is None:
+            continue
+        result = asyncio.run(engine.evaluate_pending(_Pending(item), head.batch.block, _RecordedReader(head), None))
+        for finding in result.findings:
+            fired += 1
+            print(f"pending {item.hash}: FIRES  {finding.summary}")
+        for failure in result.failures:
+            failures += 1
+            print(f"pending {item.hash}: ERROR  {failure.message}")
     for recorded in blocks:
         plan = engine.plan(recorded.batch)
         states = {number: by_number[number].state_for(list(specs))
@@ -152,6 +173,23 @@ def _test_recording(policy: Policy, path: Path) -> int:
             print(f"block {failure.block_number}: ERROR  {failure.message}")
     print(f"{len(blocks)} blocks evaluated: fired at {fired}, could not evaluate at {failures}")
     return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    observation: TransactionObservation
+
+    @property
+    def raw(self) -> dict[str, object]:
+        return {"to": self.observation.to, "input": self.observation.input}
+
+
+class _RecordedReader:
+    def __init__(self, recorded: RecordedBlock) -> None:
+        self._recorded = recorded
+
+    async def read(self, specs: object, block: int) -> object:
+        return self._recorded.state_for(list(specs))  # type: ignore[call-overload]
 
 
 async def _test(config: Config, policy: Policy, first: int, last: int | None) -> int:

@@ -47,11 +47,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.record is not None:
+        return _record(args)
     if not args.verbose:
         # The guardian logs every trip and response as a daemon should; here the report says it once, readably.
         configure_logging(args.log_format, "error")
-    if args.record is not None:
-        return _record(args)
     if args.path is None:
         raise InputError("which scenario?", field="SCENARIO|DIR", hint="give a scenario file or a folder of them, "
                                                                         "or --record OUT.jsonl to record a chain")

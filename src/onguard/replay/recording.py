@@ -1,8 +1,10 @@
-"""Recordings: the observations of a block range (blocks, decoded logs, transactions to watched contracts, and
-the state the policies read), written to a JSON-lines file that policies can later be judged against offline."""
+"""Recordings: the observations of a block range (blocks, decoded logs, transactions to watched contracts, the
+state the policies read, and — recorded live — pending transactions to watched contracts), written to a
+JSON-lines file that policies can later be judged against offline."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from onguard.observations import (
 from onguard.policies.kinds.base import Policy, StateValues
 from onguard.policies.reads import ReadSpec
 from onguard.sources.blocks import BlockSource
+from onguard.sources.mempool import MempoolSource, PendingTransaction
 
 FORMAT = "onguard-recording/1"
 
@@ -53,33 +56,70 @@ def read_key(spec: ReadSpec) -> str:
 
 async def record(config: Config, policies: Sequence[Policy], first: int, last: int, out: Path,
                  progress: Any = None) -> int:
-    """Writes blocks first..last with the reads every given policy makes; returns how many blocks."""
+    """Writes blocks first..last with the reads every given policy makes; returns how many blocks. Blocks not
+    mined yet are waited for; meanwhile, when the config's mempool source is on, the pending transactions sent to
+    watched contracts are written too, each before the block that follows its arrival."""
     specs = sorted({spec for policy in policies for spec in policy.evaluator().reads}, key=read_key)
     rpc = Rpc(config.chain.rpc_url)
     scratch = IncidentStore(":memory:")
+    pending: list[PendingTransaction] = []
+    stop = asyncio.Event()
+    listening = None
     written = 0
     try:
         source = BlockSource(rpc, scratch, config.chain.chain_id, config.contracts, start_block=first,
                              max_block_range=config.chain.max_block_range, end_block=last)
         reader = BatchStateReader(rpc)
+        if config.mempool.enabled and last > await rpc.head():
+            mempool = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
+                                    config.contracts)
+            listening = asyncio.create_task(mempool.run(_collect(pending), stop))
         with out.open("w") as handle:
             handle.write(json.dumps({"format": FORMAT, "chain_id": config.chain.chain_id, "from_block": first,
                                      "to_block": last, "reads": {read_key(s): s.text for s in specs}}) + "\n")
             while source.last_committed is None or source.last_committed < last:
-                for batch in (await source.next_batches()).batches:
+                batches = (await source.next_batches()).batches
+                for seen in _take(pending):
+                    handle.write(json.dumps(_pending_record(seen)) + "\n")
+                for batch in batches:
                     values = await reader.read(specs, batch.block.number) if specs else {}
                     handle.write(json.dumps(_block_record(batch, values)) + "\n")
                     source.commit(batch)
                     written += 1
                     if progress is not None:
                         progress(written)
+                if not batches:
+                    await asyncio.sleep(config.chain.poll_interval)
     finally:
+        stop.set()
+        if listening is not None:
+            await listening
         scratch.close()
         await rpc.close()
     return written
 
 
-def load_recording(path: Path) -> tuple[dict[str, Any], list[RecordedBlock]]:
+def _collect(into: list[PendingTransaction]) -> Any:
+    async def on_pending(pending: PendingTransaction) -> None:
+        if pending.observation is not None:  # only what the call policies can judge without a chain
+            into.append(pending)
+    return on_pending
+
+
+def _take(pending: list[PendingTransaction]) -> list[PendingTransaction]:
+    taken, pending[:] = list(pending), []
+    return taken
+
+
+def _pending_record(pending: PendingTransaction) -> dict[str, Any]:
+    tx = pending.observation
+    assert tx is not None
+    return {"pending": {"hash": tx.hash, "from": tx.sender, "to": tx.to, "contract": tx.contract, "value": tx.value,
+                        "input": "0x" + tx.input.hex(), "function": tx.function, "args": _plain(dict(tx.args)),
+                        "max_priority_fee": tx.max_priority_fee}}
+
+
+def load_recording(path: Path) -> tuple[dict[str, Any], list[RecordedBlock | TransactionObservation]]:
     try:
         lines = path.read_text().splitlines()
         header = json.loads(lines[0])
@@ -89,7 +129,17 @@ def load_recording(path: Path) -> tuple[dict[str, Any], list[RecordedBlock]]:
     if header.get("format") != FORMAT:
         raise InputError(f"unknown recording format {header.get('format')!r}", file=str(path),
                          hint=f"this onguard reads {FORMAT}")
-    return header, [_recorded_block(json.loads(line)) for line in lines[1:] if line.strip()]
+    return header, [_recorded_item(json.loads(line)) for line in lines[1:] if line.strip()]
+
+
+def _recorded_item(item: dict[str, Any]) -> RecordedBlock | TransactionObservation:
+    if "pending" not in item:
+        return _recorded_block(item)
+    tx = item["pending"]
+    return TransactionObservation(chain_id=0, hash=tx["hash"], block_number=None, sender=tx["from"], to=tx["to"],
+                                  contract=tx["contract"], value=tx["value"], input=bytes.fromhex(tx["input"][2:]),
+                                  function=tx["function"], args=frozen_mapping(_tuples(tx["args"])),
+                                  max_priority_fee=tx["max_priority_fee"])
 
 
 def _block_record(batch: BlockBatch, values: StateValues) -> dict[str, Any]:
