@@ -140,3 +140,21 @@ def test_arguments_split_at_top_level_commas_only() -> None:
         split_args("a, (b")
     with pytest.raises(ValueError):
         split_args("a,,b")
+
+
+def test_a_raw_calldata_step_needs_hex_of_whole_bytes_and_a_known_target(tmp_path) -> None:
+    from onguard.errors import InputError
+    from onguard.replay.scenario import load_scenario
+
+    corpus = Path(__file__).resolve().parents[1] / "scenarios"
+    text = (corpus / "role-grant.toml").read_text()
+    scenario = tmp_path / "raw.toml"
+    for bad, field in (('to = "vault"', 'to = "nowhere"'), ('calldata = "0x2f2f', 'calldata = "0xzz2f')):
+        scenario.write_text(text.replace(bad, field).replace('"../../policies', f'"{corpus.parent.parent}/policies')
+                            .replace('"policies/', f'"{corpus}/policies/'))
+        try:
+            load_scenario(scenario)
+        except InputError as exc:
+            assert exc.field == ("attack[0].to" if "nowhere" in field else "attack[0].calldata")
+        else:
+            raise AssertionError(f"{field} was accepted")

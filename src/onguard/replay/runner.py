@@ -265,7 +265,10 @@ class _Replay:
         args = [self.resolve(step, a) for a in step.args]
         tx = {"from": sender, "gas": step.gas}
         try:
-            if step.deploy:
+            if step.calldata is not None:
+                tx_hash = self.w3.eth.send_transaction({**tx, "to": self.address_of(step.to or ""),
+                                                        "data": step.calldata})  # type: ignore[typeddict-item]
+            elif step.deploy:
                 build = artifact(step.deploy)
                 nonce = self.w3.eth.get_transaction_count(sender, "pending")
                 address = to_checksum_address(keccak(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:])

@@ -70,9 +70,13 @@ class Step:
     alias: str | None             # deploy: the name later steps use for the new contract
     gas: int
     block: int                    # attack: the block offset at which it enters the mempool (setup: 0)
+    to: str | None = None         # raw: a contract name or address the calldata is sent to
+    calldata: bytes | None = None  # raw: the transaction's input, as written (e.g. copied from an explorer)
 
     @property
     def text(self) -> str:
+        if self.calldata is not None:
+            return f"{self.to} <- 0x{self.calldata[:4].hex()}… ({len(self.calldata)} bytes)"
         target = f"{self.contract}.{self.function}" if self.contract else f"deploy {self.deploy}"
         return f"{target}({', '.join(self.args)})"
 
@@ -279,9 +283,11 @@ def _step(table: Table, section: str, index: int, aliases: dict[str, str], *, at
         raise table.fail("from", f"unknown sender {sender!r}", f"an actor ({', '.join(ACTORS)}) or a 0x address")
     call_text = table.get("call", str, default=None)
     deploy_text = table.get("deploy", str, default=None)
-    if (call_text is None) == (deploy_text is None):
-        raise table.fail("call", "give exactly one of call or deploy",
-                         'call = "vault.redeemFor(alice, attacker, shares(alice))" or deploy = "OracleBorrowAttacker"')
+    calldata_text = table.get("calldata", str, default=None)
+    if [call_text, deploy_text, calldata_text].count(None) != 2:
+        raise table.fail("call", "give exactly one of call, deploy or calldata (with to)",
+                         'call = "vault.redeemFor(alice, attacker, shares(alice))", deploy = "OracleBorrowAttacker", '
+                         'or to = "vault" with calldata = "0x…"')
     gas = table.parsed("gas", _gas, default=DEFAULT_GAS)
     block = default_block
     if attack:
@@ -292,6 +298,10 @@ def _step(table: Table, section: str, index: int, aliases: dict[str, str], *, at
         raise table.fail("block", "only attack steps have a block", "setup steps are mined before the guardian starts")
     alias = table.get("as", str, default=None)
     contract = function = deploy = None
+    if calldata_text is not None:
+        return _raw_step(table, section, index, sender, calldata_text, aliases, gas, block, attack)
+    if table.has("to"):
+        raise table.fail("to", "only a calldata step has `to`", "a call step names its contract in `call`")
     if call_text is not None:
         match = _CALL.match(call_text)
         if not match:
@@ -328,6 +338,25 @@ def _step(table: Table, section: str, index: int, aliases: dict[str, str], *, at
         table.finish()
     return Step(field=f"{section}[{index}]", sender=sender, contract=contract, function=function, deploy=deploy,
                 args=tuple(args), alias=alias, gas=gas, block=block)
+
+
+def _raw_step(table: Table, section: str, index: int, sender: str, calldata_text: str, aliases: dict[str, str],
+              gas: int, block: int, attack: bool) -> Step:
+    """A step given as raw calldata: what an explorer shows of a real attack transaction."""
+    to = table.get("to", str, hint="the contract the calldata is sent to: a contract name or a 0x address")
+    if to not in WORLD_CONTRACTS and to not in aliases and not _ADDRESS.match(to):
+        raise table.fail("to", f"unknown target {to!r}",
+                         f"one of: {', '.join(sorted({*WORLD_CONTRACTS, *aliases}))}, or a 0x address")
+    text = calldata_text.strip()
+    if not re.fullmatch(r"0x([0-9a-fA-F]{2})*", text):
+        raise table.fail("calldata", f"{text[:20]!r}… is not 0x-prefixed hex of whole bytes",
+                         "copy the transaction's input data as shown by an explorer")
+    if table.has("as"):
+        raise table.fail("as", "only a deploy step names a new contract")
+    if not attack:
+        table.finish()
+    return Step(field=f"{section}[{index}]", sender=sender, contract=None, function=None, deploy=None, args=(),
+                alias=None, gas=gas, block=block, to=to, calldata=bytes.fromhex(text[2:]))
 
 
 def _gas(value: object) -> int:
