@@ -84,7 +84,7 @@ class PolicyEngine:
         self._simulation_judges = [e for e in evaluators if isinstance(e, SimulationJudge)]
         self._simulation_reads = frozenset(s for j in self._simulation_judges for s in j.simulation_reads)
         self._pending_reads = frozenset(s for j in self._pending_judges for s in j.reads)
-        self._pending_state: tuple[int, StateValues] | None = None  # read once per head block, not per tx
+        self._pending_state: tuple[str, StateValues] | None = None  # read once per head block, not per tx
 
     @property
     def watches_pending(self) -> bool:
@@ -96,7 +96,7 @@ class PolicyEngine:
         the state it would leave. The same findings and failures as for blocks, dated at the head block."""
         result = EngineResult()
         if pending.observation is not None and self._pending_judges:
-            state = await self._state_at(head.number, reader)
+            state = await self._state_at(head, reader)
             for judge in self._pending_judges:
                 self._collect(result, judge, head.number, lambda j=judge: j.observe_pending(
                     pending.observation, state, head))
@@ -107,11 +107,11 @@ class PolicyEngine:
                               lambda j=judge: j.observe_simulation(pending.raw, simulation, head))
         return result
 
-    async def _state_at(self, block: int, reader: StateReader) -> StateValues:
+    async def _state_at(self, head: BlockObservation, reader: StateReader) -> StateValues:
         if not self._pending_reads:
             return {}
-        if self._pending_state is None or self._pending_state[0] != block:
-            self._pending_state = (block, await reader.read(self._pending_reads, block))
+        if self._pending_state is None or self._pending_state[0] != head.hash:  # the hash: a reorg changes it
+            self._pending_state = (head.hash, await reader.read(self._pending_reads, head.number))
         return self._pending_state[1]
 
     @staticmethod
