@@ -234,3 +234,21 @@ def test_a_config_that_is_not_utf8_is_an_input_error(tmp_path: Path, capsys: pyt
     assert err.startswith(f"error: {config_path}: not UTF-8 text (byte 0xff at line 1)")
     assert "Traceback" not in err
 
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("response", "receipt_timeout", "0s"),
+    ("response", "receipt_timeout", "100000000000h"),
+    ("response", "max_fee_per_gas", 1),
+    ("mempool", "simulation_timeout", "9" * 400 + "s"),
+])
+def test_run_refuses_an_out_of_range_number_in_one_line(
+        write_toml: WriteToml, config_data: dict[str, Any], capsys: pytest.CaptureFixture[str],
+        section: str, key: str, value: object) -> None:
+    config_data[section] = {key: value}
+    path = write_toml(config_data)
+    code, _, err = run_cli(capsys, "run", "--config", str(path))
+    assert code == 2
+    first, hint = err.rstrip("\n").split("\n")
+    assert first.startswith(f"error: {path}: {section}.{key}: ")
+    assert hint.startswith("  hint: ")
+    assert "Traceback" not in err
