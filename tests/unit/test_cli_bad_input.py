@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from onguard.cli.main import main
+from onguard.incidents.daemonlock import daemon_lock
 from onguard.incidents.store import IncidentStore
 
 WriteToml = Callable[..., Path]
@@ -252,3 +253,17 @@ def test_run_refuses_an_out_of_range_number_in_one_line(
     assert first.startswith(f"error: {path}: {section}.{key}: ")
     assert hint.startswith("  hint: ")
     assert "Traceback" not in err
+
+
+def test_run_refuses_a_database_another_daemon_holds(
+        tmp_path: Path, write_toml: WriteToml, config_data: dict[str, Any], policy_data: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(config_data["guardian"]["key_env"], "0x" + "11" * 32)
+    config_path = write_toml(config_data)
+    write_toml(policy_data, "policies/drain.toml")
+    with daemon_lock(tmp_path / "onguard.db"):
+        code, out, err = run_cli(capsys, "run", "--config", str(config_path))
+    assert code == 2
+    assert err.startswith(f"error: {tmp_path / 'onguard.db.lock'}: another onguard daemon (pid {os.getpid()} ")
+    assert "hint: one daemon per database" in err
+    assert out == "" and "Traceback" not in err

@@ -10,6 +10,7 @@ import sys
 from onguard.chain.keys import load_guardian_account
 from onguard.cli.policies import describe_error
 from onguard.config import load_config
+from onguard.incidents.daemonlock import daemon_lock
 from onguard.policies.loader import check_policies
 from onguard.runtime import Guardian
 
@@ -32,7 +33,8 @@ def handle(args: argparse.Namespace) -> int:
         return 2
     policies = [policy for policy in check.policies if policy.common.enabled]
     account = load_guardian_account(config.guardian_key)
-    asyncio.run(_run(Guardian(config, account, policies=policies)))
+    with daemon_lock(config.database):
+        asyncio.run(_run(Guardian(config, account, policies=policies)))
     return 0
 
 
