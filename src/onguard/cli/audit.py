@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from onguard.cli.common import add_config_argument
 from onguard.config import load_config
 from onguard.errors import InputError
 from onguard.incidents.audit import AuditLog, Break, contains_head, read_export, verify_entries
@@ -17,7 +18,7 @@ _HASH = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("audit", help="verify or export the hash-chained audit log")
-    parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
+    add_config_argument(parser)
     parser.add_argument("--db", help="the state database (default: the one named in the config)")
     actions = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify = actions.add_parser("verify", help="check every entry's hash and link, and that the log reaches its "

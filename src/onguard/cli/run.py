@@ -8,6 +8,7 @@ import signal
 import sys
 
 from onguard.chain.keys import load_guardian_account
+from onguard.cli.common import add_config_argument
 from onguard.cli.policies import describe_error
 from onguard.config import load_config
 from onguard.incidents.daemonlock import daemon_lock
@@ -17,7 +18,7 @@ from onguard.runtime import Guardian
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("run", help="run the guardian daemon")
-    parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
+    add_config_argument(parser)
     parser.set_defaults(handler=handle)
 
 
