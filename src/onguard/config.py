@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from onguard.chain.abi import ContractAbi, load_abi
 from onguard.errors import ConfigError, InputError
@@ -17,6 +17,7 @@ from onguard.units import parse_address, parse_amount, parse_duration
 
 SECRET_FIELDS = ("private_key", "key", "password", "mnemonic", "secret")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,31 +260,88 @@ def _database(root: Table) -> str:
     return value
 
 
+# Sane ranges for [response] and [mempool]: a value outside one is a typo or a misread unit, not a tuning choice.
+GWEI = 10**9
+RECEIPT_TIMEOUT = (1.0, 3600.0)
+MAX_FEE_PER_GAS = (GWEI, 100_000 * GWEI)
+OUTBID_FACTOR = (Fraction(1), Fraction(10))
+BUMP_FACTOR = (Fraction(11, 10), Fraction(10))
+SIMULATION_TIMEOUT = (0.01, 30.0)
+MAX_CONCURRENT_SIMULATIONS = (1, 256)
+SIMULATIONS_PER_SECOND = (1, 100_000)
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:g}ms" if 0 < value < 1 else f"{value:g}s"
+
+
+def _wei(value: int) -> str:
+    return f"{value} wei" + (f" ({value / GWEI:g} gwei)" if value >= GWEI // 1000 else "")
+
+
+def _ranged(table: Table, key: str, parse: Callable[[Any], T], default: T, low: T, high: T,
+            show: Callable[[Any], str] = str, hint: str | None = None) -> T:
+    """The field parsed, when low <= value <= high; else the error naming the field and the range."""
+    value = table.parsed(key, parse, default=default, hint=hint)
+    if not low <= value <= high:  # type: ignore[operator]
+        raise table.fail(key, f"{show(value)} is out of range: must be from {show(low)} to {show(high)}", hint)
+    return value
+
+
+def _whole(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
 def _response(table: Table | None, rpc_url: str) -> ResponseSettings:
     if table is None:
         table = Table({}, file="", prefix="response", error=ConfigError)
     endpoints = _endpoints(table, rpc_url)
+    receipt_timeout = _ranged(table, "receipt_timeout", parse_duration, 60.0, *RECEIPT_TIMEOUT, _seconds,
+                              "how long to wait for the response's receipt, e.g. \"60s\"")
+    max_fee = _ranged(table, "max_fee_per_gas", parse_amount, 500 * GWEI, *MAX_FEE_PER_GAS, _wei,
+                      "the most the guardian pays per gas, in wei, e.g. \"500e9\" for 500 gwei")
+    priority_fee = _ranged(table, "priority_fee", parse_amount, 2 * GWEI, 0, max_fee, _wei,
+                           "the minimum tip in wei, e.g. \"2e9\"; it cannot exceed max_fee_per_gas")
+    outbid_factor = _ranged(table, "outbid_factor", _factor, Fraction(5, 4), *OUTBID_FACTOR, _number,
+                            "e.g. 1.25: the pause tips a quarter more than the threat")
+    outbid_margin = _ranged(table, "outbid_margin", parse_amount, GWEI, 0, max_fee, _wei,
+                            "wei added to the outbid tip, e.g. \"1e9\"; at most max_fee_per_gas")
+    bump_hint = "the pause is replaced with higher fees when not mined by then, e.g. \"3s\""
+    bump_after = table.parsed("bump_after", parse_duration, default=3.0, hint=bump_hint)
+    if not 0 < bump_after < receipt_timeout:
+        raise table.fail("bump_after", f"{_seconds(bump_after)} must be more than 0s and less than receipt_timeout "
+                                       f"({_seconds(receipt_timeout)})", bump_hint)
+    bump_factor = _ranged(table, "bump_factor", _factor, Fraction(5, 4), *BUMP_FACTOR, _number,
+                          "e.g. 1.25; nodes refuse a replacement that raises fees by less than 1.1")
     fallback = table.get("public_fallback_after", (str, int, float, bool), default="2s")
     if fallback is False:
         public_fallback_after = None
     else:
-        public_fallback_after = table.parsed("public_fallback_after", parse_duration, default=2.0)
-    bump_factor = table.parsed("bump_factor", _factor, default=Fraction(5, 4))
-    if bump_factor < Fraction(11, 10):
-        raise table.fail("bump_factor", "must be at least 1.1", "nodes refuse a replacement that raises fees less")
+        public_fallback_after = table.parsed("public_fallback_after", parse_duration, default=2.0,
+                                             hint="e.g. \"2s\", or false to never send publicly")
+        if public_fallback_after >= receipt_timeout:
+            raise table.fail("public_fallback_after", f"{_seconds(public_fallback_after)} is not less than "
+                                                      f"receipt_timeout ({_seconds(receipt_timeout)})",
+                             "the public fallback would never happen: lower it, or write false for never")
     settings = ResponseSettings(
-        receipt_timeout=table.parsed("receipt_timeout", parse_duration, default=60.0),
-        max_fee_per_gas=table.parsed("max_fee_per_gas", parse_amount, default=500 * 10**9),
-        priority_fee=table.parsed("priority_fee", parse_amount, default=2 * 10**9),
-        outbid_factor=table.parsed("outbid_factor", _factor, default=Fraction(5, 4)),
-        outbid_margin=table.parsed("outbid_margin", parse_amount, default=10**9),
-        bump_after=table.parsed("bump_after", parse_duration, default=3.0),
+        receipt_timeout=receipt_timeout,
+        max_fee_per_gas=max_fee,
+        priority_fee=priority_fee,
+        outbid_factor=outbid_factor,
+        outbid_margin=outbid_margin,
+        bump_after=bump_after,
         bump_factor=bump_factor,
         endpoints=endpoints,
         public_fallback_after=public_fallback_after,
     )
     table.finish()
     return settings
+
+
+def _number(value: Fraction) -> str:
+    return f"{float(value):g}"
 
 
 def _factor(value: object) -> Fraction:
@@ -326,11 +384,13 @@ def _mempool(table: Table | None) -> MempoolSettings:
         enabled=table.get("enabled", bool, default=False),
         ws_url=ws_url,
         simulate=table.get("simulate", bool, default=True),
-        max_concurrent_simulations=table.get("max_concurrent_simulations", int, default=8),
-        simulation_timeout=table.parsed("simulation_timeout", parse_duration, default=0.5),
-        simulations_per_second=table.get("simulations_per_second", int, default=500),
+        max_concurrent_simulations=_ranged(table, "max_concurrent_simulations", _whole, 8,
+                                           *MAX_CONCURRENT_SIMULATIONS,
+                                           hint="pending transactions simulated at once, e.g. 8"),
+        simulation_timeout=_ranged(table, "simulation_timeout", parse_duration, 0.5, *SIMULATION_TIMEOUT, _seconds,
+                                   "how long one simulation may take, e.g. \"500ms\""),
+        simulations_per_second=_ranged(table, "simulations_per_second", _whole, 500, *SIMULATIONS_PER_SECOND,
+                                       hint="the most simulations asked of the node per second, e.g. 500"),
     )
-    if settings.max_concurrent_simulations < 1 or settings.simulations_per_second < 1:
-        raise table.fail("max_concurrent_simulations", "must be at least 1")
     table.finish()
     return settings

@@ -21,6 +21,13 @@ def read_toml(path: Path, error: type[InputError]) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise error("file not found", file=str(path), hint="check the path, or create the file") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise error(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at line {line})", file=str(path),
+                    hint="TOML files are UTF-8: save it again as UTF-8 (e.g. `iconv -t UTF-8`)") from None
+    except OSError as exc:  # a folder named *.toml, no permission to read, an I/O error
+        raise error(f"cannot read the file ({exc.strerror or exc})", file=str(path),
+                    hint="check that it is a regular file this user can read") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"not valid TOML ({exc})", file=str(path),
                     hint="fix the syntax at the line and column given") from None

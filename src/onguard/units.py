@@ -76,5 +76,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(int(match.group(1)) * _DURATION_SECONDS[match.group(2)])
+            try:
+                return float(int(match.group(1)) * _DURATION_SECONDS[match.group(2)])
+            except (OverflowError, ValueError):  # more digits than a float, or Python's int parser, takes
+                raise ValueError(f"{value[:24]!r}… is too long a duration") from None
     raise ValueError(f"{value!r} is not a duration (write e.g. 30, \"30s\", \"15m\", \"1h\")")

@@ -66,6 +66,32 @@ def test_run_pauses_a_drain_logs_json_and_stops_on_ctrl_c(chain, guardian_config
     assert "detected" in shown.stdout and "response-mined" in shown.stdout and "pause_vault" in shown.stdout
 
 
+def test_a_second_daemon_on_the_same_database_refuses_to_start_and_the_first_keeps_guarding(chain, guardian_config):
+    w3, world = chain.w3, chain.world
+    env = {**os.environ, "ONGUARD_TEST_GUARDIAN_KEY": GUARDIAN_KEY}
+    first = subprocess.Popen([*ONGUARD, "--log-format", "json", "run", "--config", str(guardian_config)],
+                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        read_json_lines_until(first, lambda e: e["event"] == "no checkpoint: starting")
+        second = subprocess.run([*ONGUARD, "run", "--config", str(guardian_config)], capture_output=True,
+                                text=True, env=env, timeout=60)
+        assert second.returncode == 2
+        lock = guardian_config.parent / "onguard.db.lock"
+        assert second.stderr.startswith(f"error: {lock}: another onguard daemon (pid {first.pid} on host ")
+        assert "hint: one daemon per database" in second.stderr and "Traceback" not in second.stderr
+        assert first.poll() is None
+        # The first one still guards: a drain is paused by it.
+        for _ in range(3):
+            drain_slice(w3, world, ALICE, tokens(100_000))
+        read_json_lines_until(first, lambda e: e["event"].startswith("response mined"))
+        assert is_paused(w3, world)
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=20) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+
 def test_run_refuses_to_start_without_the_guardian_key(chain, guardian_config):
     env = {k: v for k, v in os.environ.items() if k != "ONGUARD_TEST_GUARDIAN_KEY"}
     result = subprocess.run([*ONGUARD, "run", "--config", str(guardian_config)], capture_output=True, text=True,

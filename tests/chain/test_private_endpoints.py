@@ -28,7 +28,7 @@ def private_config(chain, tmp_path, private_url: str, fallback: str) -> object:
 [response]
 public_fallback_after = {fallback}
 receipt_timeout = "2s"
-bump_after = "30s"
+bump_after = "1900ms"
 
 [[response.endpoints]]
 url = "{private_url}"

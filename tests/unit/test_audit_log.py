@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from onguard.cli.main import main
-from onguard.incidents.audit import GENESIS, AuditKind, AuditLog, entry_hash, read_export, record_config, \
-    verify_entries
+from onguard.incidents.audit import GENESIS, AuditKind, AuditLog, Break, Head, entry_hash, read_export, \
+    record_config, verify_entries
 from onguard.incidents.store import IncidentStore
 
 
@@ -146,3 +146,142 @@ def test_every_arbiter_decision_is_audited(store):
     assert [(d.details["opened"], d.details["actions"], d.details["block"]) for d in decisions] == [
         (True, ["pause_vault"], 10), (False, [], 11)]
     assert decisions[0].details["incident_id"] == decisions[1].details["incident_id"] == 1
+
+
+def delete_entries(path: Path, where: str) -> None:
+    tamper(path, f"DELETE FROM audit_log WHERE {where}")
+
+
+def test_the_head_follows_every_append(store):
+    audit = filled(store, 3)
+    newest = list(audit.entries())[-1]
+    assert audit.head() == Head(seq=3, hash=newest.hash)
+
+
+def test_an_empty_log_is_intact_and_its_head_is_genesis(store):
+    audit = AuditLog(store)
+    assert audit.head() == Head(seq=0, hash=GENESIS)
+    assert audit.verify() == (0, None)
+
+
+def test_the_last_entry_deleted_is_found_missing(store):
+    audit = filled(store)
+    delete_entries(store.path, "seq=5")
+    count, broken = audit.verify()
+    assert count == 4
+    assert broken == Break(5, "entry 5 missing: the log ends at entry 4 (4 entries) but its head is entry 5 "
+                              "(deleted from the end)")
+
+
+def test_every_entry_deleted_is_found_missing(store):
+    audit = filled(store)
+    delete_entries(store.path, "1=1")
+    _, broken = audit.verify()
+    assert broken is not None and broken.seq == 1
+    assert broken.reason.startswith("entries 1 to 5 missing: the log ends at entry 0")
+
+
+def test_a_replaced_newest_entry_does_not_match_the_head(store):
+    audit = filled(store)
+    fifth = list(audit.entries())[-1]
+    forged = entry_hash(5, fifth.at, fifth.kind, "0xforger", fifth.details, fifth.prev_hash)
+    tamper(store.path, "UPDATE audit_log SET actor='0xforger', hash=? WHERE seq=5", forged)
+    _, broken = audit.verify()
+    assert broken is not None and broken.seq == 5 and "is not the recorded head's" in broken.reason
+
+
+def test_a_deleted_head_record_is_found(store):
+    audit = filled(store)
+    db = sqlite3.connect(store.path)
+    db.executescript("DROP TRIGGER audit_head_no_delete; DELETE FROM audit_head;")
+    db.close()
+    assert AuditLog(store).head() is None  # not silently re-created from what is left
+    _, broken = audit.verify()
+    assert broken is not None and "head record" in broken.reason and "was deleted" in broken.reason
+
+
+def test_an_append_after_a_truncation_keeps_the_gap_visible(store):
+    audit = filled(store)
+    delete_entries(store.path, "seq >= 4")
+    appended = audit.append(AuditKind.DECISION, "daemon", {"after": "truncation"})
+    assert appended.seq == 6  # chained to the head, not to the surviving entry 3
+    _, broken = audit.verify()
+    assert broken is not None and broken.seq == 4 and "missing" in broken.reason
+
+
+def test_the_head_cannot_move_back(store):
+    filled(store, 2)
+    with pytest.raises(sqlite3.IntegrityError, match="only moves forward"):
+        store.db.execute("UPDATE audit_head SET seq=1")
+    with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
+        store.db.execute("DELETE FROM audit_head")
+
+
+def test_a_database_from_before_the_head_gets_the_newest_entry_as_its_head(tmp_path):
+    path = tmp_path / "old.db"
+    store = IncidentStore(path)
+    audit = filled(store, 3)
+    store.close()
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE audit_head;")  # drops its triggers too: the file as an older onguard left it
+    db.close()
+    store = IncidentStore(path)
+    try:
+        audit = AuditLog(store)
+        assert audit.head() == Head(seq=3, hash=list(audit.entries())[-1].hash)
+        assert audit.verify() == (3, None)
+    finally:
+        store.close()
+
+
+def test_cli_database_verify_fails_on_a_truncated_log(store, capsys):
+    filled(store)
+    delete_entries(store.path, "seq=5")
+    assert main(["audit", "--db", str(store.path), "verify"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("BROKEN at entry 5: entry 5 missing: the log ends at entry 4")
+
+
+def test_cli_export_prints_the_head_and_verify_checks_a_file_against_it(store, tmp_path, capsys):
+    audit = filled(store)
+    newest = list(audit.entries())[-1]
+    export = tmp_path / "audit.jsonl"
+    assert main(["audit", "--db", str(store.path), "export", str(export)]) == 0
+    out = capsys.readouterr().out
+    assert f"head: entry 5 {newest.hash}\n" in out
+
+    assert main(["audit", "verify", "--file", str(export), "--head", newest.hash]) == 0
+    assert "intact: 5 entries" in capsys.readouterr().out
+    # Without the head, the file's end cannot be checked, and verify says so.
+    assert main(["audit", "verify", "--file", str(export)]) == 0
+    assert "not checked: whether entries were cut off the end" in capsys.readouterr().out
+
+    lines = export.read_text().splitlines()
+    export.write_text("\n".join(lines[:3]) + "\n")  # the last two entries cut off
+    assert main(["audit", "verify", "--file", str(export)]) == 0  # the chain itself still holds
+    capsys.readouterr()
+    assert main(["audit", "verify", "--file", str(export), "--head", newest.hash]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"BROKEN at entry 4: the head {newest.hash[:16]}… is not in the file, which ends at "
+                          "entry 3")
+    export.write_text("")
+    assert main(["audit", "verify", "--file", str(export), "--head", newest.hash]) == 1
+
+
+def test_cli_a_file_longer_than_the_head_verifies_up_to_it(store, tmp_path, capsys):
+    audit = filled(store, 3)
+    head = audit.head()
+    filled(store, 2)
+    export = tmp_path / "audit.jsonl"
+    assert main(["audit", "--db", str(store.path), "export", str(export)]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", "--file", str(export), "--head", head.hash]) == 0
+    assert "is entry 3; 2 newer entries after it" in capsys.readouterr().out
+
+
+def test_cli_a_malformed_head_is_bad_input(store, tmp_path, capsys):
+    export = tmp_path / "audit.jsonl"
+    filled(store, 1)
+    assert main(["audit", "--db", str(store.path), "export", str(export)]) == 0
+    assert main(["audit", "verify", "--file", str(export), "--head", "abc"]) == 2
+    assert "--head: 'abc' is not a head hash" in capsys.readouterr().err

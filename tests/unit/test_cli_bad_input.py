@@ -5,6 +5,7 @@ Nothing here reaches a chain: every case stops before the daemon would connect.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from onguard.cli.main import main
+from onguard.incidents.daemonlock import daemon_lock
 from onguard.incidents.store import IncidentStore
 
 WriteToml = Callable[..., Path]
@@ -191,3 +193,77 @@ def test_unknown_subcommand_is_an_argparse_usage_error(capsys: pytest.CaptureFix
         main(["guard"])
     assert caught.value.code == 2
     assert "invalid choice: 'guard'" in capsys.readouterr().err
+
+
+def test_policies_check_lists_every_unreadable_policy_file_and_checks_the_others(
+        tmp_path: Path, write_toml: WriteToml, config_data: dict[str, Any], policy_data: dict[str, Any],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = write_toml(config_data)
+    write_toml(policy_data, "policies/good.toml")
+    latin1 = tmp_path / "policies" / "latin1.toml"
+    latin1.write_bytes(b'id = "x"\ndescription = "r\xe9serve"\n')  # "réserve" saved as Latin-1
+    folder = tmp_path / "policies" / "folder.toml"
+    folder.mkdir()
+
+    code, out, err = run_cli(capsys, "policies", "--config", str(config_path), "check")
+
+    assert code == 2
+    assert f"{latin1}: not UTF-8 text (byte 0xe9 at line 2)\n  hint: TOML files are UTF-8" in err
+    assert f"{folder}: cannot read the file (Is a directory)\n  hint: " in err
+    assert "ok  vault-drain (event, critical)" in out
+    assert out.strip().endswith("1 valid, 2 invalid")
+    assert "internal error" not in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its permissions")
+def test_policies_check_names_a_policy_file_it_may_not_read(
+        tmp_path: Path, write_toml: WriteToml, config_data: dict[str, Any], policy_data: dict[str, Any],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = write_toml(config_data)
+    locked = write_toml(policy_data, "policies/locked.toml")
+    locked.chmod(0)
+    code, _, err = run_cli(capsys, "policies", "--config", str(config_path), "check")
+    assert code == 2
+    assert f"{locked}: cannot read the file (Permission denied)" in err
+
+
+def test_a_config_that_is_not_utf8_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = tmp_path / "onguard.toml"
+    config_path.write_bytes(b"# \xff\n[chain]\n")
+    code, _, err = run_cli(capsys, "status", "--config", str(config_path))
+    assert code == 2
+    assert err.startswith(f"error: {config_path}: not UTF-8 text (byte 0xff at line 1)")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("response", "receipt_timeout", "0s"),
+    ("response", "receipt_timeout", "100000000000h"),
+    ("response", "max_fee_per_gas", 1),
+    ("mempool", "simulation_timeout", "9" * 400 + "s"),
+])
+def test_run_refuses_an_out_of_range_number_in_one_line(
+        write_toml: WriteToml, config_data: dict[str, Any], capsys: pytest.CaptureFixture[str],
+        section: str, key: str, value: object) -> None:
+    config_data[section] = {key: value}
+    path = write_toml(config_data)
+    code, _, err = run_cli(capsys, "run", "--config", str(path))
+    assert code == 2
+    first, hint = err.rstrip("\n").split("\n")
+    assert first.startswith(f"error: {path}: {section}.{key}: ")
+    assert hint.startswith("  hint: ")
+    assert "Traceback" not in err
+
+
+def test_run_refuses_a_database_another_daemon_holds(
+        tmp_path: Path, write_toml: WriteToml, config_data: dict[str, Any], policy_data: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(config_data["guardian"]["key_env"], "0x" + "11" * 32)
+    config_path = write_toml(config_data)
+    write_toml(policy_data, "policies/drain.toml")
+    with daemon_lock(tmp_path / "onguard.db"):
+        code, out, err = run_cli(capsys, "run", "--config", str(config_path))
+    assert code == 2
+    assert err.startswith(f"error: {tmp_path / 'onguard.db.lock'}: another onguard daemon (pid {os.getpid()} ")
+    assert "hint: one daemon per database" in err
+    assert out == "" and "Traceback" not in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from fractions import Fraction
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -399,3 +400,72 @@ def test_environment_is_not_consulted_while_loading(write_toml: WriteToml, confi
     monkeypatch.delenv(key_env, raising=False)
     assert key_env not in os.environ
     assert load_config(write_toml(config_data)).guardian_key.key_env == key_env
+
+
+# ---- [response] and [mempool]: every number has a sane range ----
+
+
+@pytest.mark.parametrize(("table", "key", "value", "message"), [
+    ("response", "receipt_timeout", "0s", "0s is out of range: must be from 1s to 3600s"),
+    ("response", "receipt_timeout", "2h", "7200s is out of range: must be from 1s to 3600s"),
+    ("response", "receipt_timeout", "100000000000h", "3.6e+14s is out of range"),
+    ("response", "receipt_timeout", "9" * 400 + "h", "is too long a duration"),
+    ("response", "max_fee_per_gas", 1, "1 wei is out of range: must be from 1000000000 wei (1 gwei)"),
+    ("response", "max_fee_per_gas", "1e30", "is out of range"),
+    ("response", "priority_fee", "600e9", "600000000000 wei (600 gwei) is out of range: must be from 0 wei to "
+                                          "500000000000 wei (500 gwei)"),
+    ("response", "outbid_factor", 11, "11 is out of range: must be from 1 to 10"),
+    ("response", "outbid_factor", 0.5, "0.5 is below 1"),
+    ("response", "outbid_margin", "1e18", "is out of range"),
+    ("response", "bump_after", "0s", "0s must be more than 0s and less than receipt_timeout (60s)"),
+    ("response", "bump_after", "60s", "60s must be more than 0s and less than receipt_timeout (60s)"),
+    ("response", "bump_factor", 1.05, "1.05 is out of range: must be from 1.1 to 10"),
+    ("response", "bump_factor", 100, "100 is out of range"),
+    ("response", "public_fallback_after", "1m", "60s is not less than receipt_timeout (60s)"),
+    ("mempool", "simulation_timeout", "1ms", "1ms is out of range: must be from 10ms to 30s"),
+    ("mempool", "simulation_timeout", "1m", "60s is out of range"),
+    ("mempool", "max_concurrent_simulations", 0, "0 is out of range: must be from 1 to 256"),
+    ("mempool", "max_concurrent_simulations", 1000, "1000 is out of range"),
+    ("mempool", "simulations_per_second", 0, "0 is out of range: must be from 1 to 100000"),
+    ("mempool", "simulations_per_second", 10**6, "1000000 is out of range"),
+])
+def test_response_and_mempool_numbers_out_of_range_are_refused(
+        write_toml: WriteToml, config_data: dict[str, Any], table: str, key: str, value: object,
+        message: str) -> None:
+    config_data[table] = {key: value}
+    path = write_toml(config_data)
+    error = load_error(path)
+    assert_names(error, path, f"{table}.{key}")
+    assert message in error.message, error.message
+    assert error.hint
+
+
+def test_max_fee_below_the_priority_fee_is_refused(write_toml: WriteToml, config_data: dict[str, Any]) -> None:
+    config_data["response"] = {"max_fee_per_gas": "2e9", "priority_fee": "3e9"}
+    path = write_toml(config_data)
+    error = load_error(path)
+    assert_names(error, path, "response.priority_fee")
+    assert "cannot exceed max_fee_per_gas" in (error.hint or "")
+
+
+def test_bump_after_is_compared_with_the_receipt_timeout_written(write_toml: WriteToml,
+                                                                 config_data: dict[str, Any]) -> None:
+    config_data["response"] = {"receipt_timeout": "2s", "bump_after": "30s"}
+    path = write_toml(config_data)
+    assert "less than receipt_timeout (2s)" in load_error(path).message
+
+
+def test_numbers_at_the_edges_of_their_ranges_are_accepted(write_toml: WriteToml,
+                                                           config_data: dict[str, Any]) -> None:
+    config_data["response"] = {"receipt_timeout": "1h", "max_fee_per_gas": "1e9", "priority_fee": "1e9",
+                               "outbid_factor": 10, "outbid_margin": 0, "bump_after": "100ms",
+                               "bump_factor": 1.1, "public_fallback_after": "0s"}
+    config_data["mempool"] = {"simulation_timeout": "10ms", "max_concurrent_simulations": 256,
+                              "simulations_per_second": 100_000}
+    config = load_config(write_toml(config_data))
+    assert config.response.receipt_timeout == 3600.0
+    assert config.response.max_fee_per_gas == config.response.priority_fee == 10**9
+    assert config.response.bump_factor == Fraction(11, 10)
+    assert config.response.public_fallback_after == 0.0
+    assert config.mempool.simulation_timeout == 0.01
+    assert config.mempool.max_concurrent_simulations == 256

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from onguard.cli.common import add_config_argument
 from onguard.config import load_config
 from onguard.errors import InputError
 from onguard.incidents.store import IncidentStore
@@ -12,7 +13,7 @@ from onguard.incidents.store import IncidentStore
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("incidents", help="list and inspect incidents")
-    parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
+    add_config_argument(parser)
     parser.add_argument("--db", help="the state database (default: the one named in the config)")
     actions = parser.add_subparsers(dest="incidents_command", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="most recent incidents first")

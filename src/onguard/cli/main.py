@@ -10,10 +10,9 @@ from collections.abc import Sequence
 import onguard
 from onguard import __version__
 from onguard.cli import audit, demo, incidents, keystore, policies, presign, proposals, replay, run, status
+from onguard.cli.common import Exit, accept_shared_options_everywhere, add_global_config_argument, resolve_config
 from onguard.errors import OnguardError
 from onguard.log import configure_logging
-
-EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="console: readable lines (default); json: one JSON object per line")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    add_global_config_argument(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run.register(commands)
     demo.register(commands)
@@ -34,12 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     presign.register(commands)
     proposals.register(commands)
     replay.register(commands)
+    accept_shared_options_everywhere(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    resolve_config(args)
     configure_logging(args.log_format, args.log_level)
     try:
         return int(args.handler(args) or 0)
@@ -48,13 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return Exit.INTERRUPTED
     except Exception as exc:  # a bug of ours: say so plainly, keep the traceback for --debug
         if args.debug:
             traceback.print_exc()
         print(f"onguard: internal error: {type(exc).__name__}: {exc}\n"
               "  hint: run again with --debug for the traceback, and report it", file=sys.stderr)
-        return 1
+        return Exit.INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from onguard.chain.rpc import Rpc
 from onguard.chain.view import BatchStateReader
+from onguard.cli.common import add_config_argument
 from onguard.config import Config, load_config
 from onguard.errors import InputError, PolicyError
 from onguard.incidents.store import IncidentStore
@@ -26,7 +27,7 @@ PROGRESS_EVERY = 500
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("policies", help="check, explain and try policy files")
-    parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
+    add_config_argument(parser)
     actions = parser.add_subparsers(dest="policies_command", metavar="ACTION", required=True)
     check = actions.add_parser("check", help="validate every policy file; exit 0 when all are valid, else 2")
     check.add_argument("dir", nargs="?", type=Path, help="the folder (default: policies.dir of the config)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from onguard.cli.common import add_config_argument
 from onguard.cli.signing import add_key_arguments, confirm, connect, describe, load_signer
 from onguard.config import load_config
 from onguard.errors import InputError
@@ -16,7 +17,7 @@ from onguard.safe.tx import SafeTxData, approved_hash, sign
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("presign", help="pre-sign an emergency action's Safe transaction")
-    parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
+    add_config_argument(parser)
     parser.add_argument("action", help="a configured [actions.NAME]")
     parser.add_argument("--approve-hash", action="store_true",
                         help="approve the hash on chain (approveHash, from the signer's key) instead of signing it")

@@ -13,6 +13,7 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 
+from onguard.cli.common import add_config_argument
 from onguard.cli.signing import add_key_arguments, confirm, connect, describe, load_signer
 from onguard.config import Config, load_config
 from onguard.errors import InputError
@@ -26,7 +27,7 @@ from onguard.units import parse_address
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("proposals", help="Safe transactions for the owners to review, sign and execute")
-    parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
+    add_config_argument(parser)
     actions = parser.add_subparsers(dest="proposals_command", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="propose a Safe transaction")
     create.add_argument("--contract", help="a configured contract name (with --call)")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from onguard.chain.rpc import Rpc
+from onguard.cli.common import add_config_argument
 from onguard.config import Config, load_config
 from onguard.errors import InputError, OnguardError
 from onguard.log import configure_logging
@@ -37,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                         help="instead of playing scenarios: record blocks --from-block..--to-block of the chain in "
                              "--config (logs, transactions, and the reads of its policies) for offline judging with "
                              "`onguard policies test FILE --observations OUT.jsonl`")
-    parser.add_argument("--config", default="onguard.toml", help="with --record: the onguard.toml to record for")
+    add_config_argument(parser)
     parser.add_argument("--from-block", type=int, help="with --record: the first block")
     parser.add_argument("--to-block", type=int, help="with --record: the last block (default: the head)")
     parser.add_argument("--report", type=Path, metavar="OUT.md", help="also write the full report as Markdown")

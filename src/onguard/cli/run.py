@@ -8,15 +8,17 @@ import signal
 import sys
 
 from onguard.chain.keys import load_guardian_account
+from onguard.cli.common import add_config_argument
 from onguard.cli.policies import describe_error
 from onguard.config import load_config
+from onguard.incidents.daemonlock import daemon_lock
 from onguard.policies.loader import check_policies
 from onguard.runtime import Guardian
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("run", help="run the guardian daemon")
-    parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
+    add_config_argument(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -32,7 +34,8 @@ def handle(args: argparse.Namespace) -> int:
         return 2
     policies = [policy for policy in check.policies if policy.common.enabled]
     account = load_guardian_account(config.guardian_key)
-    asyncio.run(_run(Guardian(config, account, policies=policies)))
+    with daemon_lock(config.database):
+        asyncio.run(_run(Guardian(config, account, policies=policies)))
     return 0
 
 

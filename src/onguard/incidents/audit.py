@@ -31,6 +31,15 @@ CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS audit_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_head_forward_only BEFORE UPDATE ON audit_head WHEN NEW.seq <= OLD.seq
+BEGIN SELECT RAISE(ABORT, 'the audit head only moves forward'); END;
+CREATE TRIGGER IF NOT EXISTS audit_head_no_delete BEFORE DELETE ON audit_head
+BEGIN SELECT RAISE(ABORT, 'the audit head is never deleted'); END;
 """
 
 
@@ -58,6 +67,14 @@ class AuditEntry:
     def as_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "time": self.at, "kind": self.kind, "actor": self.actor,
                 "details": self.details, "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest entry's seq and hash, recorded apart from the entries: a log cut short no longer reaches it."""
+
+    seq: int
+    hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,27 +110,55 @@ def _plain(value: Any) -> Any:
 
 class AuditLog:
     """The audit table in the store's database. Appends are serialised by SQLite (BEGIN IMMEDIATE), so the daemon
-    and a CLI signing at the same time still make one unbroken chain."""
+    and a CLI signing at the same time still make one unbroken chain. The head (seq and hash of the newest entry)
+    moves in the same transaction as each append, so entries deleted from the end are found missing."""
 
     def __init__(self, store: IncidentStore) -> None:
         self._db = store.db
+        had_head = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='audit_head'").fetchone()
         self._db.executescript(_SCHEMA)
+        if not had_head:
+            self._start_head()
+
+    def _start_head(self) -> None:
+        """Once, when the head table is created: the head is the newest entry (none yet: seq 0, the genesis hash).
+        Only then: a head row that disappears later was deleted, and verify says so."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT OR IGNORE INTO audit_head SELECT 1, seq, hash FROM "
+                             "(SELECT seq, hash FROM audit_log UNION ALL SELECT 0, ?) ORDER BY seq DESC LIMIT 1",
+                             (GENESIS,))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def head(self) -> Head | None:
+        """The recorded head; None when its row was deleted."""
+        row = self._db.execute("SELECT seq, hash FROM audit_head WHERE id=1").fetchone()
+        return Head(seq=row[0], hash=row[1]) if row else None
 
     def append(self, kind: str, actor: str, details: Mapping[str, Any]) -> AuditEntry:
         plain = _plain(details)
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            last = self._db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+            # Chained to the recorded head, not to whatever entry is last: after a truncation the gap stays visible.
+            head = self.head() or self._last_entry()
+            seq, prev = head.seq + 1, head.hash
             at = now()
             digest = entry_hash(seq, at, kind, actor, plain, prev)
             self._db.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?)",
                              (seq, at, kind, actor, json.dumps(plain, sort_keys=True), prev, digest))
+            self._db.execute("UPDATE audit_head SET seq=?, hash=? WHERE id=1", (seq, digest))
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
         return AuditEntry(seq=seq, at=at, kind=kind, actor=actor, details=plain, prev_hash=prev, hash=digest)
+
+    def _last_entry(self) -> Head:
+        last = self._db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        return Head(seq=last[0], hash=last[1]) if last else Head(seq=0, hash=GENESIS)
 
     def entries(self, kind: str | None = None) -> Iterator[AuditEntry]:
         query = "SELECT * FROM audit_log" + (" WHERE kind=?" if kind else "") + " ORDER BY seq"
@@ -131,20 +176,39 @@ class AuditLog:
         return next((e for e in self.entries() if e.seq == row[0]), None) if row else None
 
     def verify(self) -> tuple[int, Break | None]:
-        return verify_entries(self.entries())
+        """Every entry's hash and link, and that the entries reach the recorded head. One read transaction, so an
+        append by another process in between is not mistaken for a break."""
+        self._db.execute("BEGIN")
+        try:
+            head, last = self.head(), self._last_entry()
+            count, broken = verify_entries(self.entries())
+        finally:
+            self._db.execute("COMMIT")
+        if broken is not None:
+            return count, broken
+        if head is None:
+            return count, Break(count + 1, "the head record (seq and hash of the newest entry) was deleted: entries "
+                                           f"after entry {count} may have been deleted with it")
+        return count, reaches_head(count, last, head)
 
-    def export(self, path: Path) -> int:
-        count = 0
-        with path.open("w") as handle:
-            for entry in self.entries():
-                handle.write(json.dumps(entry.as_json(), sort_keys=True, ensure_ascii=False) + "\n")
-                count += 1
-        return count
+    def export(self, path: Path) -> tuple[int, Head]:
+        """Writes every entry; returns how many and the newest one written, the head to hand out of band."""
+        count, last = 0, Head(seq=0, hash=GENESIS)
+        self._db.execute("BEGIN")
+        try:
+            with path.open("w") as handle:
+                for entry in self.entries():
+                    handle.write(json.dumps(entry.as_json(), sort_keys=True, ensure_ascii=False) + "\n")
+                    count, last = count + 1, Head(seq=entry.seq, hash=entry.hash)
+        finally:
+            self._db.execute("COMMIT")
+        return count, last
 
 
 def verify_entries(entries: Iterable[AuditEntry]) -> tuple[int, Break | None]:
     """(entries checked, the first break or None). A deleted entry shows as a gap, an edited one as a hash that no
-    longer matches, a re-hashed edit as the next entry's prev_hash no longer matching."""
+    longer matches, a re-hashed edit as the next entry's prev_hash no longer matching. Entries cut off at the end
+    are not seen here: check the newest against a head (`reaches_head`, `contains_head`)."""
     expected_seq, prev, count = 1, GENESIS, 0
     for entry in entries:
         count += 1
@@ -156,6 +220,32 @@ def verify_entries(entries: Iterable[AuditEntry]) -> tuple[int, Break | None]:
             return count, Break(entry.seq, "its content does not match its hash (edited after it was written)")
         expected_seq, prev = entry.seq + 1, entry.hash
     return count, None
+
+
+def reaches_head(count: int, last: Head, head: Head) -> Break | None:
+    """Whether an intact chain whose newest entry is `last` ends exactly at the recorded head."""
+    if last.seq < head.seq:
+        missing = f"entry {head.seq}" if last.seq + 1 == head.seq else f"entries {last.seq + 1} to {head.seq}"
+        return Break(last.seq + 1, f"{missing} missing: the log ends at entry {last.seq} ({count} entries) but its "
+                                   f"head is entry {head.seq} (deleted from the end)")
+    if last.seq > head.seq:
+        return Break(head.seq + 1, f"entries after the recorded head (entry {head.seq}) were not written by onguard")
+    if last.hash != head.hash:
+        return Break(head.seq, f"its hash {last.hash[:16]}… is not the recorded head's {head.hash[:16]}… "
+                               "(the newest entry was replaced)")
+    return None
+
+
+def contains_head(entries: Iterable[AuditEntry], head_hash: str) -> Break | None:
+    """Whether an intact chain of entries holds the entry whose hash was handed out as the head: everything up to
+    it is then proven present by the links. Entries after it are newer than that head."""
+    last = Head(seq=0, hash=GENESIS)
+    for entry in entries:
+        if entry.hash == head_hash:
+            return None
+        last = Head(seq=entry.seq, hash=entry.hash)
+    return Break(last.seq + 1, f"the head {head_hash[:16]}… is not in the file, which ends at entry {last.seq}: "
+                               "entries were cut off the end, or the head is from another log")
 
 
 def read_export(path: Path) -> list[AuditEntry]:
