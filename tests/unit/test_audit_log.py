@@ -285,3 +285,17 @@ def test_cli_a_malformed_head_is_bad_input(store, tmp_path, capsys):
     assert main(["audit", "--db", str(store.path), "export", str(export)]) == 0
     assert main(["audit", "verify", "--file", str(export), "--head", "abc"]) == 2
     assert "--head: 'abc' is not a head hash" in capsys.readouterr().err
+
+
+def test_an_entry_added_behind_the_heads_back_is_found(store):
+    audit = filled(store, 2)
+    second = list(audit.entries())[-1]
+    at = "2026-01-01T00:00:00.000+00:00"
+    digest = entry_hash(3, at, AuditKind.DECISION, "0xintruder", {}, second.hash)
+    db = sqlite3.connect(store.path)  # a well-chained entry, written straight into the table
+    db.execute("INSERT INTO audit_log VALUES (3, ?, ?, '0xintruder', '{}', ?, ?)",
+               (at, AuditKind.DECISION, second.hash, digest))
+    db.commit()
+    db.close()
+    _, broken = audit.verify()
+    assert broken == Break(3, "entries after the recorded head (entry 2) were not written by onguard")
