@@ -262,7 +262,7 @@ def test_cli_export_prints_the_head_and_verify_checks_a_file_against_it(store, t
     capsys.readouterr()
     assert main(["audit", "verify", "--file", str(export), "--head", newest.hash]) == 1
     out = capsys.readouterr().out
-    assert out.startswith(f"BROKEN at entry 4: the head {newest.hash[:16]}… is not in the file, which ends at "
+    assert out.startswith(f"BROKEN at entry 4: the head {newest.hash[:16]}… is not in the log, which ends at "
                           "entry 3")
     export.write_text("")
     assert main(["audit", "verify", "--file", str(export), "--head", newest.hash]) == 1
@@ -285,3 +285,35 @@ def test_cli_a_malformed_head_is_bad_input(store, tmp_path, capsys):
     assert main(["audit", "--db", str(store.path), "export", str(export)]) == 0
     assert main(["audit", "verify", "--file", str(export), "--head", "abc"]) == 2
     assert "--head: 'abc' is not a head hash" in capsys.readouterr().err
+
+
+def test_an_entry_added_behind_the_heads_back_is_found(store):
+    audit = filled(store, 2)
+    second = list(audit.entries())[-1]
+    at = "2026-01-01T00:00:00.000+00:00"
+    digest = entry_hash(3, at, AuditKind.DECISION, "0xintruder", {}, second.hash)
+    db = sqlite3.connect(store.path)  # a well-chained entry, written straight into the table
+    db.execute("INSERT INTO audit_log VALUES (3, ?, ?, '0xintruder', '{}', ?, ?)",
+               (at, AuditKind.DECISION, second.hash, digest))
+    db.commit()
+    db.close()
+    _, broken = audit.verify()
+    assert broken == Break(3, "entries after the recorded head (entry 2) were not written by onguard")
+
+
+def test_cli_database_cut_short_with_its_head_rewritten_is_caught_by_a_head_kept_apart(store, capsys):
+    audit = filled(store)
+    kept = audit.head()
+    third = list(audit.entries())[2]
+    db = sqlite3.connect(store.path)  # someone who can write the file rewrites the head record as well
+    db.executescript("DROP TRIGGER audit_log_no_delete; DROP TRIGGER audit_head_forward_only;")
+    db.execute("DELETE FROM audit_log WHERE seq > 3")
+    db.execute("UPDATE audit_head SET seq=3, hash=?", (third.hash,))
+    db.commit()
+    db.close()
+    assert main(["audit", "--db", str(store.path), "verify"]) == 0  # consistent with itself: only the kept head tells
+    capsys.readouterr()
+    assert main(["audit", "--db", str(store.path), "verify", "--head", kept.hash]) == 1
+    assert capsys.readouterr().out.startswith(f"BROKEN at entry 4: the head {kept.hash[:16]}… is not in the log")
+    assert main(["audit", "--db", str(store.path), "verify", "--head", third.hash]) == 0
+    assert "it holds the given head" in capsys.readouterr().out

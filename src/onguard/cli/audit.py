@@ -24,8 +24,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     verify = actions.add_parser("verify", help="check every entry's hash and link, and that the log reaches its "
                                                "head; exit 1 at the first break")
     verify.add_argument("--file", type=Path, help="verify an exported file (JSON lines) instead of the database")
-    verify.add_argument("--head", metavar="HASH", help="with --file: the head hash printed by `onguard audit export`, "
-                                                       "kept apart from the file; a file cut short is caught")
+    verify.add_argument("--head", metavar="HASH", help="a head hash printed by `onguard audit export` and kept apart: "
+                                                       "the log must still hold that entry (a file or database cut "
+                                                       "short, head record and all, is caught)")
     verify.set_defaults(handler=handle_verify)
     export = actions.add_parser("export", help="write the log as JSON lines that anyone can verify; prints the head "
                                                "hash to keep apart from the file")
@@ -38,12 +39,9 @@ def _store(args: argparse.Namespace) -> IncidentStore:
 
 
 def handle_verify(args: argparse.Namespace) -> int:
-    if args.file is None:
-        if args.head is not None:
-            raise InputError("--head checks an exported file", field="--head",
-                             hint="add --file FILE; the database keeps its own head record")
-        return _verify_database(args)
     head = _head_hash(args.head) if args.head is not None else None
+    if args.file is None:
+        return _verify_database(args, head)
     entries = read_export(args.file)
     count, broken = verify_entries(entries)
     if broken is None and head is not None:
@@ -62,16 +60,21 @@ def handle_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_database(args: argparse.Namespace) -> int:
+def _verify_database(args: argparse.Namespace, head: str | None) -> int:
+    """The database against its own head record and, given one, a head handed out earlier: someone able to
+    rewrite the file can rewrite its head record too, but not the hash you kept elsewhere."""
     store = _store(args)
     try:
-        count, broken = AuditLog(store).verify()
+        audit = AuditLog(store)
+        count, broken = audit.verify()
+        if broken is None and head is not None:
+            broken = contains_head(audit.entries(), head)
     finally:
         store.close()
     if broken is not None:
         return _broken(broken, str(store.path))
     print(f"intact: {count} entries, every hash and link verified, the last one is the recorded head "
-          f"({store.path})")
+          f"({store.path})" + (f"; it holds the given head {head[:16]}…" if head else ""))
     return 0
 
 

@@ -244,7 +244,7 @@ def contains_head(entries: Iterable[AuditEntry], head_hash: str) -> Break | None
         if entry.hash == head_hash:
             return None
         last = Head(seq=entry.seq, hash=entry.hash)
-    return Break(last.seq + 1, f"the head {head_hash[:16]}… is not in the file, which ends at entry {last.seq}: "
+    return Break(last.seq + 1, f"the head {head_hash[:16]}… is not in the log, which ends at entry {last.seq}: "
                                "entries were cut off the end, or the head is from another log")
 
 
