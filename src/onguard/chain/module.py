@@ -1,5 +1,6 @@
-"""Speaks to the GuardianModule through its compiled ABI: the calldata of the guardian's and the owners' calls, and
-the reads of the module and of the Safe that enables it (through the Safe v1.4.1 ABI safe-eth-py ships)."""
+"""Speaks to the GuardianModule through its compiled ABI: the calldata of the guardian's and the owners' calls, the
+module's revert reasons, and the reads of the module and of the Safe that enables it (through the Safe v1.4.1 ABI
+safe-eth-py ships)."""
 
 from __future__ import annotations
 
