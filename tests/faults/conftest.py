@@ -1,0 +1,24 @@
+"""Fault-injection fixtures: `fault_proxy(upstream_url)` makes a FaultProxy in front of a node, stopped after the
+test whatever happens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from .proxy import FaultProxy
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[[str], FaultProxy]]:
+    proxies: list[FaultProxy] = []
+
+    def make(upstream_url: str) -> FaultProxy:
+        proxy = FaultProxy(upstream_url).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
