@@ -190,6 +190,11 @@ class Transport:
     def note_head(self, label: str, head: int) -> None:
         self._by_label(label).last_head = head
 
+    def demote(self, label: str, reason: str) -> None:
+        """Counts a failure the transport could not see (an endpoint that answers, but for another chain):
+        reads go to the other endpoints first until it answers well again."""
+        self._by_label(label).failed(reason)
+
     def _by_label(self, label: str) -> _Endpoint:
         for endpoint in self._endpoints:
             if endpoint.label == label:
