@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+import structlog
 
 from .proxy import FaultProxy
 
@@ -22,3 +23,11 @@ def fault_proxy() -> Iterator[Callable[[str], FaultProxy]]:
     yield make
     for proxy in proxies:
         proxy.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """`onguard` commands run in-process point structlog at the capsys stream of the moment: undo it after each
+    test, or later tests log to a closed file."""
+    yield
+    structlog.reset_defaults()

@@ -80,7 +80,9 @@ class _Probe:
 class ChainWatch:
     """Keeps what it needs between looks (the highest head and when it last moved) to tell a stall."""
 
-    def __init__(self, transport: Transport, history: BlockLog, chain_id: int, *, stall_after: float) -> None:
+    def __init__(self, transport: Transport, history: BlockLog, chain_id: int, *, stall_after: float,
+                 record_genesis: bool = True) -> None:
+        self._record_genesis = record_genesis  # the daemon records; `status` only compares
         self._transport = transport
         self._history = history
         self._chain_id = chain_id
@@ -127,7 +129,7 @@ class ChainWatch:
     def _wrong_chain(self, probes: Sequence[_Probe]) -> dict[str, str]:
         """The endpoints on another chain, with the reason. The first genesis seen is recorded for later."""
         recorded = self._history.genesis()
-        if recorded is None:
+        if recorded is None and self._record_genesis:
             right_id = [p for p in probes if p.chain_id == self._chain_id]
             if right_id:
                 self._history.record_genesis(right_id[0].genesis)
