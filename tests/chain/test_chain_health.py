@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from web3 import Web3
 
 from onguard.chain.anvil import start_anvil
 from onguard.chain.health import ChainWatch
@@ -39,7 +40,7 @@ def test_one_chain_two_endpoints_all_well_then_drifting_apart(chain, base_chain,
                 assert [e.last_head for e in health.endpoints] == [head, head]
 
                 chain.mine(1)  # same height on both, after one block on each: two different blocks
-                other_w3 = chain.w3.__class__(chain.w3.HTTPProvider(other.rpc_url))
+                other_w3 = Web3(Web3.HTTPProvider(other.rpc_url))
                 other_w3.provider.make_request("evm_mine", [chain.w3.eth.get_block("latest")["timestamp"] + 7])
                 health = await watch.check(head)
                 assert health.disagreement and f"different blocks at height {head + 1}" in health.disagreement

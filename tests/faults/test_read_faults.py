@@ -203,3 +203,27 @@ def test_without_a_websocket_new_heads_are_polled(chain, tmp_path, fault_proxy, 
     with capture_logs() as logs:
         asyncio.run(running(config_path, follow))
     assert events(logs, "new-heads subscription down: polling the head meanwhile", "warning")
+
+
+def test_the_daemon_refuses_to_start_on_another_chain_than_its_database_watched(chain, tmp_path, fault_proxy,
+                                                                               key_in_env, capsys):
+    proxy = fault_proxy(chain.node.rpc_url)
+    config_path = configure(chain, tmp_path, proxy.url)
+    asyncio.run(running(config_path, lambda guardian: asyncio.sleep(0)))  # the first start records the genesis
+    with start_anvil(chain_id=chain.world.chain_id) as fresh:
+        proxy.retarget(fresh.rpc_url)
+        capsys.readouterr()
+        assert main(["run", "--config", str(config_path)]) == 2
+    error = capsys.readouterr().err
+    assert f"{config_path}: chain.rpc_url: no read endpoint serves the chain this database watched" in error
+    assert "genesis" in error and "hint:" in error
+
+
+def test_a_start_block_far_beyond_the_head_is_refused_naming_the_field(chain, tmp_path, key_in_env, capsys):
+    config_path = configure(chain, tmp_path, chain.node.rpc_url)
+    far = chain.w3.eth.block_number + 1_000_000
+    config_path.write_text(config_path.read_text().replace('start_block = "latest"', f"start_block = {far}"))
+    assert main(["run", "--config", str(config_path)]) == 2
+    error = capsys.readouterr().err
+    assert f"{config_path}: chain.start_block: start_block {far} is far beyond the chain's head" in error
+    assert "hint:" in error
