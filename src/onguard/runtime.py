@@ -277,7 +277,8 @@ class Guardian:
                      for e in (health.endpoints if health else self.transport.health())}
         self._log.info("watching", block=self.source.last_committed, head=health.head if health else None,
                        lag=health.lag if health else None, new_heads=self.heads.mode.value,
-                       endpoints=endpoints, problems=list(health.problems()) if health else [],
+                       endpoints=endpoints,
+                       problems=list(health.problems(max_lag=self.config.chain.max_lag)) if health else [],
                        responses_under_way=len(self._responses))
 
     async def _watch_chain(self, stop: asyncio.Event) -> None:
@@ -291,7 +292,7 @@ class Guardian:
                 self._log.error("chain health check failed", error=exc.message)
             else:
                 self.chain_health = health
-                problems = health.problems()
+                problems = health.problems(max_lag=self.config.chain.max_lag)
                 for problem in problems:
                     serious = health.blind or health.wrong_chain or health.behind_checkpoint
                     (self._log.critical if serious else self._log.error)(
