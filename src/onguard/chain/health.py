@@ -122,9 +122,13 @@ class ChainWatch:
             ("eth_chainId", []), ("eth_getBlockByNumber", ["0x0", False]), ("eth_getBlockByNumber", ["latest", False])])
         if not isinstance(answers, list):
             raise ValueError(f"{label} refused a batch")
-        chain_id, genesis, latest = (_result(a) for a in answers)
-        return _Probe(label=label, chain_id=int(chain_id, 16), genesis=_hex(genesis["hash"]),
-                      head=int(latest["number"], 16), head_hash=_hex(latest["hash"]))
+        try:
+            chain_id, genesis, latest = (_result(a) for a in answers)
+            return _Probe(label=label, chain_id=int(chain_id, 16), genesis=_hex(genesis["hash"]),
+                          head=int(latest["number"], 16), head_hash=_hex(latest["hash"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            # A node answering nonsense is as useless as a silent one: ValueError demotes it.
+            raise ValueError(f"{type(exc).__name__}: {exc}"[:200]) from exc
 
     def _wrong_chain(self, probes: Sequence[_Probe]) -> dict[str, str]:
         """The endpoints on another chain, with the reason. The first genesis seen is recorded for later."""
