@@ -288,8 +288,8 @@ class Guardian:
         while not stop.is_set():
             try:
                 health = await self.watch.check(self.source.last_committed)
-            except ChainError as exc:
-                self._log.error("chain health check failed", error=exc.message)
+            except Exception as exc:  # noqa: BLE001 - one bad look must not end the watching
+                self._log.critical("chain health check failed", error=f"{type(exc).__name__}: {exc}")
             else:
                 self.chain_health = health
                 problems = health.problems(max_lag=self.config.chain.max_lag)
