@@ -18,12 +18,12 @@ from onguard.chain.anvil import start_anvil
 from onguard.chain.keys import load_guardian_account
 from onguard.cli.main import main
 from onguard.config import load_config
-from onguard.demo.world import write_config
+from onguard.demo.world import Roles, dev_account, write_config
 from onguard.runtime import Guardian
 from onguard.sources.heads import HeadMode
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .proxy import FaultProxy, Mode
+from .proxy import Mode
 
 pytestmark = pytest.mark.chain
 
@@ -39,8 +39,9 @@ def configure(chain, tmp_path: Path, rpc_url: str, **chain_fields: str) -> Path:
 
 
 @pytest.fixture
-def key_in_env(guardian_config: Path) -> None:
-    """guardian_config puts the guardian key in the environment; the config file itself is written here."""
+def key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registered guardian key, where the configs written here say it is."""
+    monkeypatch.setenv(GUARDIAN_KEY_ENV, dev_account(Roles.GUARDIAN).key.to_0x_hex())
 
 
 async def until(condition: Callable[[], Any], what: str) -> None:
