@@ -51,6 +51,8 @@ def test_one_chain_two_endpoints_all_well_then_drifting_apart(chain, base_chain,
                 assert health.head == head + 11  # the highest head on the right chain
                 (line,) = [p for p in health.problems() if p.startswith("ENDPOINTS DISAGREE")]
                 assert "read#1" in line and "read#2" in line
+                lagging = transport.health()[1]
+                assert not lagging.healthy and "lagging" in (lagging.last_error or "")  # reads go to read#1
             finally:
                 await transport.close()
 

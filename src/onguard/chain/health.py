@@ -106,6 +106,10 @@ class ChainWatch:
         for label, reason in wrong.items():
             self._transport.demote(label, reason)  # reads go elsewhere while it serves another chain
         head = max((p.head for p in right), default=None)
+        for probe in right:
+            if head is not None and head - probe.head > HEAD_GAP:
+                self._transport.demote(probe.label, f"lagging: head {probe.head}, {head - probe.head} blocks "
+                                                    "behind the other endpoints")
         now = time.monotonic()
         if head is not None and (self._best_head is None or head > self._best_head):
             self._best_head, self._advanced_at = head, now
