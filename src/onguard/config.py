@@ -28,6 +28,17 @@ class ChainSettings:
     poll_interval: float
     start_block: int | None  # None: start at the chain head when there is no checkpoint
     max_block_range: int
+    rpc_urls: tuple[str, ...] = ()  # further read endpoints, tried in this order when rpc_url fails
+    ws_url: str | None = None        # new heads by subscription; None: the block loop polls
+    request_timeout: float = 10.0    # the deadline of every JSON-RPC call, per endpoint
+    stall_after: float = 60.0        # a head that has not advanced for this long is reported as stalled
+    max_lag: int = 20                # blocks the checkpoint may trail the head before `status` says behind
+    requests_per_second: int = 500   # throttle, per endpoint
+
+    @property
+    def read_urls(self) -> tuple[str, ...]:
+        """Every read endpoint, in failover order."""
+        return (self.rpc_url, *self.rpc_urls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,27 +150,74 @@ def _address(table: Table, key: str) -> str:
                                                   "block explorer or your deployment records")
 
 
+# Sane ranges of the [chain] numbers: outside them a value is a typo (a unit missing, a zero too many).
+POLL_INTERVAL_RANGE = (0.01, 60.0)
+REQUEST_TIMEOUT_RANGE = (0.1, 120.0)
+STALL_AFTER_RANGE = (1.0, 86_400.0)
+MAX_BLOCK_RANGE = (1, 10_000)
+MAX_LAG_RANGE = (1, 1_000_000)
+REQUESTS_PER_SECOND_RANGE = (1, 100_000)
+
+
 def _chain(table: Table) -> ChainSettings:
-    rpc_url = table.get("rpc_url", str)
-    if not rpc_url.startswith(("http://", "https://")):
-        raise table.fail("rpc_url", f"{rpc_url!r} is not an http(s) URL",
-                         "the block source polls over HTTP(S): give the node's http:// or https:// endpoint")
+    rpc_url = _http_url(table, "rpc_url", table.get("rpc_url", str))
+    extra = table.get("rpc_urls", list, default=[])
+    rpc_urls = tuple(_http_url(table, "rpc_urls", url) for url in extra)
+    if len({rpc_url, *rpc_urls}) != 1 + len(rpc_urls):
+        raise table.fail("rpc_urls", "lists an endpoint twice (or repeats rpc_url)",
+                         "each read endpoint once: rpc_url is the first, rpc_urls the ones tried after it")
+    ws_url = table.get("ws_url", str, default=None)
+    if ws_url is not None and not ws_url.startswith(("ws://", "wss://")):
+        raise table.fail("ws_url", f"{ws_url!r} is not a ws:// or wss:// URL",
+                         "the node's WebSocket endpoint, for new heads by subscription; leave it out to poll")
     chain_id = table.get("chain_id", int, hint="the chain's id, e.g. 1 for Ethereum mainnet, 31337 for Anvil")
     start = table.get("start_block", (int, str), default="latest")
     if start != "latest" and not (isinstance(start, int) and start >= 0):
         raise table.fail("start_block", f"{start!r} is neither \"latest\" nor a block number")
-    max_range = table.get("max_block_range", int, default=500)
-    if max_range < 1:
-        raise table.fail("max_block_range", "must be at least 1")
     settings = ChainSettings(
         rpc_url=rpc_url,
         chain_id=chain_id,
-        poll_interval=table.parsed("poll_interval", parse_duration, default=1.0),
+        poll_interval=_duration_in(table, "poll_interval", 1.0, POLL_INTERVAL_RANGE),
         start_block=None if start == "latest" else start,
-        max_block_range=max_range,
+        max_block_range=_int_in(table, "max_block_range", 500, MAX_BLOCK_RANGE),
+        rpc_urls=rpc_urls,
+        ws_url=ws_url,
+        request_timeout=_duration_in(table, "request_timeout", 10.0, REQUEST_TIMEOUT_RANGE),
+        stall_after=_duration_in(table, "stall_after", 60.0, STALL_AFTER_RANGE),
+        max_lag=_int_in(table, "max_lag", 20, MAX_LAG_RANGE),
+        requests_per_second=_int_in(table, "requests_per_second", 500, REQUESTS_PER_SECOND_RANGE),
     )
     table.finish()
     return settings
+
+
+def _http_url(table: Table, key: str, url: object) -> str:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise table.fail(key, f"{url!r} is not an http(s) URL",
+                         "JSON-RPC reads go over HTTP(S): give the node's http:// or https:// endpoint")
+    return url
+
+
+def _duration_in(table: Table, key: str, default: float, bounds: tuple[float, float]) -> float:
+    value = table.parsed(key, parse_duration, default=default)
+    low, high = bounds
+    if not low <= value <= high:
+        raise table.fail(key, f"{value:g}s is outside {_seconds(low)}..{_seconds(high)}",
+                         f"write a duration from {_seconds(low)} to {_seconds(high)}, e.g. \"{_seconds(default)}\"")
+    return value
+
+
+def _int_in(table: Table, key: str, default: int, bounds: tuple[int, int]) -> int:
+    value = table.get(key, int, default=default)
+    low, high = bounds
+    if not low <= value <= high:
+        raise table.fail(key, f"{value} is outside {low:_}..{high:_}" + (" (must be at least 1)" if value < 1 else ""),
+                         f"write a whole number from {low:_} to {high:_}, e.g. {default}")
+    return value
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value * 1000)}ms" if value < 1 else f"{value:g}s"
 
 
 def _safe(table: Table) -> SafeSettings:

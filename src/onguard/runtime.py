@@ -11,8 +11,10 @@ from asyncio_throttle import Throttler
 from eth_account.signers.local import LocalAccount
 
 from onguard.arbiter import Arbiter, Decision
+from onguard.chain.health import ChainHealth, ChainWatch
 from onguard.chain.rpc import Rpc
 from onguard.chain.simulate import Simulator
+from onguard.chain.transport import Transport
 from onguard.chain.view import BatchStateReader
 from onguard.config import Config
 from onguard.errors import ChainError, ChainUnavailable, ConfigError
@@ -27,11 +29,13 @@ from onguard.responders.fees import Threat
 from onguard.responders.module import ModuleResponder
 from onguard.responders.presigned import PresignedResponder
 from onguard.sources.blocks import BlockSource, block_observation
+from onguard.sources.heads import HeadFollower
 from onguard.sources.mempool import MempoolSource, PendingTransaction
 
 MAX_BACKOFF = 10.0
 DRAIN_TIMEOUT = 30.0
 HEARTBEAT_SECONDS = 60.0
+START_BLOCK_SLACK = 64  # blocks a configured start_block may lie beyond the head (an endpoint a little behind)
 WARM_UP_LIMIT = 5_000  # blocks; a window in seconds counts one block a second, the most a chain can have
 
 
@@ -42,7 +46,8 @@ class Guardian:
                  store: IncidentStore | None = None) -> None:
         self.config = config
         self.account = account
-        self.rpc = Rpc(config.chain.rpc_url)
+        self.transport = Transport.from_config(config)
+        self.rpc = Rpc.over(self.transport)
         self.store = store or IncidentStore(config.database)
         if policies is None:
             policies = load_policies(config.policies_dir, config.contracts, config.actions)
@@ -58,6 +63,10 @@ class Guardian:
         self._throttle = Throttler(rate_limit=config.mempool.simulations_per_second, period=1.0)
         self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
                                   start_block=config.chain.start_block, max_block_range=config.chain.max_block_range)
+        self.heads = HeadFollower(config.chain.ws_url, self.rpc, poll_interval=config.chain.poll_interval,
+                                  chain_id=chain_id)
+        self.watch = ChainWatch(self.transport, self.source.history, chain_id, stall_after=config.chain.stall_after)
+        self.chain_health: ChainHealth | None = None  # the latest look at the chain (run() refreshes it)
         self._responses: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()  # set once start() has checked everything and the loop is about to begin
         self._log = get_logger(component="guardian", chain_id=chain_id)
@@ -70,6 +79,7 @@ class Guardian:
                               f"the config says {self.config.chain.chain_id}", file=str(self.config.path),
                               field="chain.chain_id", hint="point chain.rpc_url at the right network, "
                                                            "or fix chain.chain_id")
+        await self._check_chain_identity()
         self._record_config()
         await self.responder.prepare()
         await self.presigned.prepare()
@@ -80,6 +90,23 @@ class Guardian:
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
                        resume_after_block=self.source.last_committed)
         self.ready.set()
+
+    async def _check_chain_identity(self) -> None:
+        """Refuses a node on another chain than the one this database watched, and a start_block far beyond the
+        head; records the genesis hash on the first start."""
+        health = await self.watch.check(self.source.last_committed)
+        self.chain_health = health
+        if health.wrong_chain and health.head is None:
+            raise ConfigError(f"no read endpoint serves the chain this database watched: {health.wrong_chain}",
+                              file=str(self.config.path), field="chain.rpc_url",
+                              hint="point the read endpoints at the right chain, or give a new state.database "
+                                   "for a new chain")
+        start = self.config.chain.start_block
+        head = await self.rpc.head()
+        if self.source.last_committed is None and start is not None and start > head + START_BLOCK_SLACK:
+            raise ConfigError(f"start_block {start} is far beyond the chain's head {head}",
+                              file=str(self.config.path), field="chain.start_block",
+                              hint="give a block at or below the head, or \"latest\"")
 
     def _record_config(self) -> None:
         """Audits what the daemon runs with: an entry on the first start and whenever a file changed since."""
@@ -171,7 +198,7 @@ class Guardian:
         if not self.engine.watches_pending:
             self._log.warning("mempool source not started: no call or simulate policy judges pending transactions")
             return None
-        return MempoolSource(self.config.mempool.ws_url, self.config.chain.rpc_url, self.config.chain.chain_id,
+        return MempoolSource(self.config.mempool.ws_url, self.rpc, self.config.chain.chain_id,
                              self.config.contracts, ignore_senders=[self.account.address])
 
     def _responder_for(self, action: str) -> ModuleResponder | PresignedResponder:
@@ -209,31 +236,76 @@ class Guardian:
         source = self.mempool_source()
         if source is not None:
             mempool = asyncio.create_task(source.run(self.on_pending, stop))
+        watchers = [asyncio.create_task(self.heads.run(stop)), asyncio.create_task(self._watch_chain(stop))]
         backoff = self.config.chain.poll_interval
+        # With a subscription the loop wakes on each new head; this bounds the wait if one is ever missed.
+        longest_wait = max(self.config.chain.poll_interval, 1.0)
         next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         while not stop.is_set():
+            wait = longest_wait
+            if self._on_another_chain():
+                await self.heads.wait(stop, timeout=wait)
+                continue
             try:
                 await self.step()
                 backoff = self.config.chain.poll_interval
                 if time.monotonic() >= next_heartbeat:
                     next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
-                    self._log.info("watching", block=self.source.last_committed,
-                                   responses_under_way=len(self._responses))
+                    self._heartbeat()
             except ChainUnavailable as exc:
                 self._log.error("chain unreachable: retrying", error=exc.message, retry_in=round(backoff, 2))
-                backoff = min(max(backoff, 0.1) * 2, MAX_BACKOFF)
+                wait, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF)
             except ChainError as exc:
                 self._log.error("chain error: retrying", error=exc.message, retry_in=round(backoff, 2))
-                backoff = min(max(backoff, 0.1) * 2, MAX_BACKOFF)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
+                wait, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF)
+            await self.heads.wait(stop, timeout=wait)
         self._log.info("stopping: finishing responses under way", pending=len(self._responses))
+        await asyncio.gather(*watchers, return_exceptions=True)
         if mempool is not None:
             await mempool
         await self.drain_responses()
 
+    def _on_another_chain(self) -> bool:
+        """Every read endpoint serves another chain: its blocks must not move the checkpoint (_watch_chain says
+        so loudly; the loop resumes when an endpoint serves the right chain again)."""
+        health = self.chain_health
+        return health is not None and health.wrong_chain is not None and health.head is None
+
+    def _heartbeat(self) -> None:
+        health = self.chain_health
+        endpoints = {e.label: "ok" if e.healthy else f"failing x{e.consecutive_failures}"
+                     for e in (health.endpoints if health else self.transport.health())}
+        self._log.info("watching", block=self.source.last_committed, head=health.head if health else None,
+                       lag=health.lag if health else None, new_heads=self.heads.mode.value,
+                       endpoints=endpoints,
+                       problems=list(health.problems(max_lag=self.config.chain.max_lag)) if health else [],
+                       responses_under_way=len(self._responses))
+
+    async def _watch_chain(self, stop: asyncio.Event) -> None:
+        """Looks at the chain every few seconds and says loudly, every time, what is wrong with it."""
+        interval = min(max(self.config.chain.stall_after / 4, 0.5), 10.0)
+        was_wrong = False
+        while not stop.is_set():
+            try:
+                health = await self.watch.check(self.source.last_committed)
+            except Exception as exc:  # noqa: BLE001 - one bad look must not end the watching
+                self._log.critical("chain health check failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                self.chain_health = health
+                problems = health.problems(max_lag=self.config.chain.max_lag)
+                for problem in problems:
+                    serious = health.blind or health.wrong_chain or health.behind_checkpoint
+                    (self._log.critical if serious else self._log.error)(
+                        "the guardian cannot trust what it sees", problem=problem, head=health.head,
+                        checkpoint=health.checkpoint)
+                if was_wrong and not problems:
+                    self._log.info("the chain looks right again", head=health.head, checkpoint=health.checkpoint)
+                was_wrong = bool(problems)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
     async def close(self) -> None:
         await self.responder.close()
         await self.presigned.close()
-        await self.rpc.close()
+        await self.transport.close()
         self.store.close()

@@ -1,36 +1,68 @@
-"""The async RPC client the daemon uses: the few JSON-RPC reads and writes it needs, with errors made ours."""
+"""The async RPC client the daemon uses: the JSON-RPC reads and writes it needs, over the Transport (failover,
+deadlines, throttles), with web3's result formatting and every failure made a ChainError."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
 from hexbytes import HexBytes
 from web3 import AsyncWeb3
 from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
 
-from onguard.errors import ChainError, ChainUnavailable
-
-_TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError, OSError)
+from onguard.chain.transport import DEFAULT_REQUEST_TIMEOUT, RetryPolicy, Role, Transport, TransportProvider
+from onguard.errors import ChainError
 
 
 class Rpc:
-    """A thin layer over AsyncWeb3: every failure becomes a ChainError the daemon knows how to handle."""
+    """A thin layer over AsyncWeb3 on a Transport: every failure becomes a ChainError the daemon knows how to
+    handle (ChainUnavailable when no endpoint answered). `Rpc(url)` is one endpoint; `Rpc.from_urls(...)` fails
+    over between several; `Rpc.over(transport)` shares a transport built elsewhere (the daemon's)."""
 
-    def __init__(self, url: str, *, request_timeout: float = 10.0) -> None:
-        self.url = url
-        self.w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(url, request_kwargs={"timeout": request_timeout}))
+    def __init__(self, url: str | None = None, *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 transport: Transport | None = None) -> None:
+        if (url is None) == (transport is None):
+            raise ValueError("give Rpc either a url or a transport")
+        self._owns_transport = transport is None
+        self.transport = transport or Transport.from_urls([url], request_timeout=request_timeout)  # type: ignore[list-item]
+        self.w3 = AsyncWeb3(TransportProvider(self.transport))
+
+    @classmethod
+    def from_urls(cls, urls: Sequence[str], *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                  retry: RetryPolicy = RetryPolicy()) -> Rpc:
+        rpc = cls(transport=Transport.from_urls(urls, request_timeout=request_timeout, retry=retry))
+        rpc._owns_transport = True
+        return rpc
+
+    @classmethod
+    def from_config(cls, config: Any) -> Rpc:
+        """The config's read endpoints with their deadline and throttle (CLI commands; the daemon shares its
+        Transport through `over`)."""
+        rpc = cls(transport=Transport.from_config(config))
+        rpc._owns_transport = True
+        return rpc
+
+    @classmethod
+    def over(cls, transport: Transport) -> Rpc:
+        """An Rpc on a transport someone else owns (and closes)."""
+        return cls(transport=transport)
+
+    @property
+    def url(self) -> str:
+        """The first read endpoint's URL (may hold an API key: for connecting, never for logs)."""
+        return self.transport.urls(Role.READ)[0]
 
     async def _call(self, what: str, awaitable: Any) -> Any:
         try:
             return await awaitable
-        except _TRANSPORT_ERRORS as exc:
-            raise ChainUnavailable(f"{what}: no answer from {self.url} ({type(exc).__name__}: {exc})",
-                                   hint="check that the node is running and the rpc_url is right") from exc
+        except ChainError:
+            raise
         except (Web3Exception, ValueError) as exc:
             raise ChainError(f"{what}: {exc}") from exc
+
+    async def request(self, method: str, params: list[Any]) -> dict[str, Any]:
+        """A raw JSON-RPC call: the response object (`result` or `error`) as the node sent it."""
+        return await self.transport.request(method, params)
 
     async def chain_id(self) -> int:
         return await self._call("eth_chainId", self.w3.eth.chain_id)
@@ -38,9 +70,13 @@ class Rpc:
     async def head(self) -> int:
         return await self._call("eth_blockNumber", self.w3.eth.block_number)
 
-    async def block(self, number: int, full_transactions: bool = False) -> Any:
+    async def block(self, number: int | str, full_transactions: bool = False) -> Any:
         return await self._call(f"eth_getBlockByNumber({number})",
                                 self.w3.eth.get_block(number, full_transactions=full_transactions))
+
+    async def block_by_hash(self, block_hash: str, full_transactions: bool = False) -> Any:
+        return await self._call(f"eth_getBlockByHash({block_hash})",
+                                self.w3.eth.get_block(HexBytes(block_hash), full_transactions=full_transactions))
 
     async def logs(self, addresses: Sequence[str], from_block: int, to_block: int) -> list[Any]:
         return await self._call(
@@ -56,8 +92,7 @@ class Rpc:
 
     async def batch(self, requests: list[tuple[str, list[Any]]]) -> list[Any]:
         """Several calls in one JSON-RPC batch round trip; each answer keeps its own result or error."""
-        responses = await self._call(f"batch of {len(requests)}",
-                                     self.w3.provider.make_batch_request(requests))  # type: ignore[arg-type]
+        responses = await self.transport.batch(requests)
         if not isinstance(responses, list):
             raise ChainError(f"batch of {len(requests)}: the node refused the batch ({responses})")
         return responses
@@ -79,22 +114,25 @@ class Rpc:
     async def receipt(self, tx_hash: str) -> Any:
         """The receipt, or None while the transaction is not mined."""
         try:
-            return await self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-        except TransactionNotFound:
-            return None
-        except _TRANSPORT_ERRORS as exc:
-            raise ChainUnavailable(f"eth_getTransactionReceipt: no answer from {self.url}") from exc
+            return await self._call("eth_getTransactionReceipt",
+                                    self.w3.eth.get_transaction_receipt(tx_hash))  # type: ignore[arg-type]
+        except ChainError as exc:
+            if isinstance(exc.__cause__, TransactionNotFound):
+                return None
+            raise
 
     async def wait_for_receipt(self, tx_hash: str, timeout: float) -> Any:
         try:
-            return await self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.1)
+            return await self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout,  # type: ignore[arg-type]
+                                                                  poll_latency=0.1)
         except TimeExhausted:
             return None
-        except _TRANSPORT_ERRORS as exc:
-            raise ChainUnavailable(f"waiting for {tx_hash}: no answer from {self.url}") from exc
+        except ChainError:
+            raise
+        except (Web3Exception, ValueError) as exc:
+            raise ChainError(f"waiting for {tx_hash}: {exc}") from exc
 
     async def close(self) -> None:
-        provider = self.w3.provider
-        disconnect = getattr(provider, "disconnect", None)
-        if disconnect is not None:
-            await disconnect()
+        if self._owns_transport:
+            await self.transport.close()
+

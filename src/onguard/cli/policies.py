@@ -198,7 +198,7 @@ class _RecordedReader:
 
 
 async def _test(config: Config, policy: Policy, first: int, last: int | None) -> int:
-    rpc = Rpc(config.chain.rpc_url)
+    rpc = Rpc.from_config(config)
     store = IncidentStore(":memory:")  # a scratch checkpoint: the daemon's database is never touched
     try:
         last = last if last is not None else await rpc.head()

@@ -76,7 +76,7 @@ def _record(args: argparse.Namespace) -> int:
 
 async def _record_range(config: Config, policies: list, first: int, last: int | None, out: Path) -> int:
     if last is None:
-        rpc = Rpc(config.chain.rpc_url)
+        rpc = Rpc.from_config(config)
         try:
             last = await rpc.head()
         finally:

@@ -1,11 +1,17 @@
-"""`onguard status`: the daemon's health from its database — progress, open incidents, failed responses and
-policies that could not be evaluated. Exit 0 when nothing needs a human, 1 when something does."""
+"""`onguard status`: the guardian's health — from its database (progress, open incidents, failed responses,
+policies that could not be evaluated) and from the chain (head against the last handled block, chain id and
+genesis against the recorded ones, each read endpoint). Works with the daemon stopped. Exit 0 when nothing needs
+a human, 1 when something does (each reason on a line of its own)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
-from onguard.config import load_config
+from onguard.chain.health import ChainHealth, ChainWatch
+from onguard.chain.transport import Role, Transport
+from onguard.config import Config, load_config
+from onguard.incidents.blocklog import BlockLog
 from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.sources.blocks import SOURCE_NAME
@@ -45,6 +51,7 @@ def handle(args: argparse.Namespace) -> int:
         else:
             print("evaluation    every policy evaluated at every block handled")
         attention += _presigned(config, store)
+        attention += _chain(config, store, checkpoint[0] if checkpoint else None)
         return 1 if attention else 0
     finally:
         store.close()
@@ -74,3 +81,34 @@ def _presigned(config, store: IncidentStore) -> int:  # type: ignore[no-untyped-
             stale += 1
             print(f"presigned     {name}: NOT SIGNED — the daemon cannot execute it (`onguard presign {name}`)")
     return 1 if stale else 0
+
+
+def _chain(config: Config, store: IncidentStore, checkpoint: int | None) -> int:
+    """The chain as the read endpoints show it now. 1 when the guardian is blind, behind or on another chain."""
+    health = asyncio.run(_look(config, store, checkpoint))
+    if health.head is not None:
+        lag = f", {health.lag} block(s) after the last handled" if health.lag is not None else ""
+        recorded = BlockLog(store, config.chain.chain_id).genesis()
+        genesis = f", genesis {health.genesis[:12]}… as recorded" if health.genesis and recorded else ""
+        print(f"chain         head {health.head}{lag} (chain id {config.chain.chain_id}{genesis})")
+    for endpoint in health.endpoints:
+        if endpoint.role != Role.READ:
+            continue
+        if endpoint.healthy:
+            print(f"endpoint      {endpoint.label}: ok, head {endpoint.last_head}, {endpoint.latency_ms} ms")
+        else:
+            print(f"endpoint      {endpoint.label}: FAILING — {endpoint.last_error}")
+    problems = health.problems(max_lag=config.chain.max_lag)
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+async def _look(config: Config, store: IncidentStore, checkpoint: int | None) -> ChainHealth:
+    transport = Transport.from_config(config)
+    try:
+        watch = ChainWatch(transport, BlockLog(store, config.chain.chain_id), config.chain.chain_id,
+                           stall_after=config.chain.stall_after, record_genesis=False)
+        return await watch.check(checkpoint)
+    finally:
+        await transport.close()

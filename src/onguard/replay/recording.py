@@ -61,7 +61,7 @@ async def record(config: Config, policies: Sequence[Policy], first: int, last: i
     mined yet are waited for; meanwhile, when the config's mempool source is on, the pending transactions sent to
     watched contracts are written too, each before the block that follows its arrival."""
     specs = sorted({spec for policy in policies for spec in policy.evaluator().reads}, key=read_key)
-    rpc = Rpc(config.chain.rpc_url)
+    rpc = Rpc.from_config(config)
     scratch = IncidentStore(":memory:")
     pending: list[PendingTransaction] = []
     stop = asyncio.Event()

@@ -13,6 +13,7 @@ from hexbytes import HexBytes
 
 from onguard.chain.rpc import Rpc
 from onguard.config import WatchedContract
+from onguard.incidents.blocklog import BlockLog, BlockRef, Reorg
 from onguard.incidents.store import IncidentStore
 from onguard.log import get_logger
 from onguard.observations import (
@@ -24,16 +25,21 @@ from onguard.observations import (
 )
 
 SOURCE_NAME = "blocks"
-REORG_REWIND = 12  # blocks re-read after a reorganisation is noticed
 
 
 @dataclass(frozen=True, slots=True)
 class SourcePoll:
-    """What one poll found: new blocks in order, or (rewound_to set) that blocks from there on must be
-    forgotten and will be read again."""
+    """What one poll found: new blocks in order, or (rewound_to set) that the handled blocks from rewound_to on
+    were orphaned by a reorganisation: forget them, they are read again from the new chain. `reorg` says which
+    blocks (number, hash) were orphaned, so receipts in that range can be verified again."""
 
     batches: list[BlockBatch]
     rewound_to: int | None = None
+    reorg: Reorg | None = None
+
+    @property
+    def orphaned(self) -> tuple[BlockRef, ...]:
+        return self.reorg.orphaned if self.reorg else ()
 
 
 class BlockSource:
@@ -52,6 +58,9 @@ class BlockSource:
         self._max_range = max_block_range
         self._end_block = end_block  # a bounded range (policy tests, replays); None follows the head for ever
         self._last: tuple[int, str] | None = store.checkpoint(SOURCE_NAME, chain_id)
+        self.history = BlockLog(store, chain_id)
+        if self._last is not None and self.history.hash_at(self._last[0]) is None:
+            self.history.record(*self._last)  # a checkpoint written before the history was kept
         self._log = get_logger(component="block-source", chain_id=chain_id)
 
     @property
@@ -77,7 +86,8 @@ class BlockSource:
         blocks = list(await asyncio.gather(*(self._rpc.block(n, full_transactions=True)
                                               for n in range(first, last + 1))))
         if self._last is not None and _hex(blocks[0]["parentHash"]) != self._last[1]:
-            return SourcePoll(batches=[], rewound_to=self._rewind_after_reorg(first))
+            reorg = await self._walk_back(blocks[0])
+            return SourcePoll(batches=[], rewound_to=self._rewind_to(reorg), reorg=reorg)
         blocks = _linked_prefix(blocks)  # a reorg during the fetch: keep what links up, read the rest next time
         last = int(blocks[-1]["number"])
         logs = await self._rpc.logs(self._addresses, first, last) if self._addresses else []
@@ -88,17 +98,56 @@ class BlockSource:
                                    for block in blocks])
 
     def commit(self, batch: BlockBatch) -> None:
+        self.history.record(batch.block.number, batch.block.hash)
         self._store.save_checkpoint(SOURCE_NAME, self._chain_id, batch.block.number, batch.block.hash)
         self._last = (batch.block.number, batch.block.hash)
 
-    def _rewind_after_reorg(self, first: int) -> int:
-        rewind_to = max(first - 1 - REORG_REWIND, 0)
-        self._log.warning("reorganisation: the new block's parent is not the checkpointed block; re-reading",
-                          block=first, checkpoint=self._last, rewind_to=rewind_to)
-        # Forget the hash: the block at rewind_to is read again and becomes the new anchor.
+    async def _walk_back(self, new_block: Any) -> Reorg:
+        """Follows the new chain by parent hash until a block the daemon handled: the common ancestor. Every
+        handled block above it was orphaned. Gives up (exhausted) when the recorded history ends first."""
+        assert self._last is not None
+        checkpoint = self._last
+        oldest = self.history.oldest()
+        if oldest is not None and oldest.number < checkpoint[0]:
+            # A chain that does not even hold the oldest recorded block would be walked back block by block
+            # through the whole history: one read tells it is deeper than that.
+            canonical = await self._rpc.block(oldest.number)
+            if _hex(canonical["hash"]) != oldest.hash:
+                return self._exhausted(oldest, checkpoint)
+        child = new_block
+        while True:
+            number, parent = int(child["number"]) - 1, _hex(child["parentHash"])
+            recorded = self.history.hash_at(number)
+            if recorded is None:
+                return self._exhausted(oldest or BlockRef(*checkpoint), checkpoint)
+            if recorded == parent:
+                ancestor = BlockRef(number, parent)
+                reorg = Reorg(self._chain_id, ancestor, self.history.forget_after(number), exhausted=False)
+                self._log.warning("reorganisation: walked back to the common ancestor; re-reading the new chain",
+                                  ancestor=number, depth=reorg.depth, checkpoint=checkpoint[0],
+                                  first_orphaned=reorg.orphaned[0].number if reorg.orphaned else None)
+                return self.history.record_reorg(reorg)
+            child = await self._rpc.block_by_hash(parent)
+
+    def _exhausted(self, oldest: BlockRef, checkpoint: tuple[int, str]) -> Reorg:
+        orphaned = self.history.forget_after(oldest.number - 1)
+        self._log.critical("reorganisation DEEPER than the recorded history: the common ancestor is unknown; "
+                           "re-reading from the oldest recorded block. Blocks before it may have been orphaned "
+                           "unnoticed: check the chain and the node (is it still the same chain?)",
+                           oldest_recorded=oldest.number, checkpoint=checkpoint[0], recorded=len(orphaned))
+        return self.history.record_reorg(Reorg(self._chain_id, None, orphaned, exhausted=True))
+
+    def _rewind_to(self, reorg: Reorg) -> int:
+        """Moves the checkpoint back below the orphaned blocks; the first block to read again."""
+        if reorg.ancestor is not None:
+            self._last = (reorg.ancestor.number, reorg.ancestor.hash)
+            self._store.save_checkpoint(SOURCE_NAME, self._chain_id, reorg.ancestor.number, reorg.ancestor.hash)
+            return reorg.ancestor.number + 1
+        first = reorg.orphaned[0].number if reorg.orphaned else (self._last[0] if self._last else 0)
+        # No anchor to check the next block against: it is read as a fresh start.
         self._last = None
-        self._start_block = rewind_to
-        return rewind_to
+        self._start_block = first
+        return first
 
     def _batch(self, block: Any, raw_logs: list[Any]) -> BlockBatch:
         observation = block_observation(block, self._chain_id)

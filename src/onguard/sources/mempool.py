@@ -38,7 +38,6 @@ during the gap are not seen here (the block source still sees them when they are
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 from collections import deque
@@ -48,13 +47,13 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
-import aiohttp
 import websockets
 from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
+from onguard.chain.rpc import Rpc
 from onguard.config import WatchedContract
 from onguard.errors import ChainError
 from onguard.log import get_logger
@@ -219,59 +218,39 @@ class _Unavailable(Exception):
     """No usable answer this time (transport failure, timeout, 5xx, rate limit): try again later."""
 
 
-class _HttpRpc:
-    """Raw JSON-RPC over one aiohttp session: results as the node sent them, failures sorted into the two kinds
-    the source acts on."""
+class _JsonRpc:
+    """Raw JSON-RPC through the transport (results as the node sent them), failures sorted into the two kinds the
+    source acts on: the transport's faults (no answer, timeout, 5xx, rate limits) are _Unavailable, an error
+    answer is _Refused."""
 
-    def __init__(self, url: str, timeout: float = REQUEST_TIMEOUT) -> None:
-        self.url = url
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-        self._ids = itertools.count(1)
-
-    async def __aenter__(self) -> _HttpRpc:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
+    def __init__(self, rpc: Rpc) -> None:
+        self._rpc = rpc
 
     async def call(self, method: str, params: list[Any]) -> Any:
-        assert self._session is not None
-        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         try:
-            async with self._session.post(self.url, json=payload) as response:
-                status = response.status
-                body_bytes = await response.read()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            raise _Unavailable(f"{method}: no answer from {self.url} ({type(exc).__name__}: {exc})") from exc
-        try:
-            body = json.loads(body_bytes)
-        except ValueError:
-            body = None
-        if status in _TRANSIENT_STATUSES or status >= 500:
-            raise _Unavailable(f"{method}: HTTP {status} from {self.url}")
-        if isinstance(body, dict) and body.get("error") is not None:
-            error = body["error"]
+            answer = await self._rpc.request(method, params)
+        except ChainError as exc:
+            raise _Unavailable(exc.message) from exc
+        error = answer.get("error")
+        if error is not None:
             code = error.get("code") if isinstance(error, dict) else None
             message = error.get("message") if isinstance(error, dict) else error
             if code in _TRANSIENT_CODES:
                 raise _Unavailable(f"{method}: {message} (code {code})")
             raise _Refused(f"{method}: {message} (code {code})")
-        if isinstance(body, dict) and "result" in body and status < 400:
-            return body["result"]
-        raise _Refused(f"{method}: HTTP {status} from {self.url}, not a JSON-RPC answer")
+        return answer.get("result")
 
 
 class MempoolSource:
     """Delivers every new pending transaction, once, to a coroutine; see the module docstring."""
 
-    def __init__(self, ws_url: str | None, rpc_url: str, chain_id: int, contracts: Mapping[str, WatchedContract], *,
+    def __init__(self, ws_url: str | None, rpc: Rpc | str, chain_id: int, contracts: Mapping[str, WatchedContract], *,
                  poll_interval: float = 0.2, reconnect_delay: float = 0.5, max_reconnect_delay: float = 10.0,
                  ignore_senders: Iterable[str] = ()) -> None:
         self._ws_url = ws_url
-        self._rpc_url = rpc_url
+        # A URL (tests, the CLI) gets a one-endpoint Rpc of its own; the daemon passes its transport's.
+        self._owns_rpc = isinstance(rpc, str)
+        self._rpc = Rpc(rpc, request_timeout=REQUEST_TIMEOUT) if isinstance(rpc, str) else rpc
         self._chain_id = chain_id
         self._by_address = {c.address.lower(): c for c in contracts.values()}
         self._poll_interval = poll_interval
@@ -285,7 +264,7 @@ class MempoolSource:
         self._fetches: set[asyncio.Task[None]] = set()     # hash-only notifications being fetched
         self._fetch_slots: asyncio.Semaphore | None = None
         self._on_pending: PendingHandler | None = None
-        self._http: _HttpRpc | None = None
+        self._http: _JsonRpc | None = None
         self._log = get_logger(component="mempool-source", chain_id=chain_id)
 
     @property
@@ -306,8 +285,8 @@ class MempoolSource:
         to finish (they may be sending a pause)."""
         self._on_pending = on_pending
         self._fetch_slots = asyncio.Semaphore(FETCH_CONCURRENCY)  # made here: bound to run()'s event loop
-        async with _HttpRpc(self._rpc_url) as http:
-            self._http = http
+        self._http = _JsonRpc(self._rpc)
+        try:
             follower = asyncio.ensure_future(self._follow())
             stopper = asyncio.ensure_future(stop.wait())
             try:
@@ -320,6 +299,9 @@ class MempoolSource:
                 self._http = None
             if not stop.is_set():
                 follower.result()  # the follower only ends on its own by raising
+        finally:
+            if self._owns_rpc:
+                await self._rpc.close()
 
     # ---- modes ------------------------------------------------------------------------------------------------
 
@@ -335,7 +317,7 @@ class MempoolSource:
         self._mode = TXPOOL
         reason = await self._follow_txpool()
         self._log.error("the node refuses every way of following pending transactions", reason=reason)
-        raise ChainError(f"the node at {self._rpc_url} serves neither newPendingTransactions subscriptions, "
+        raise ChainError(f"the node serves neither newPendingTransactions subscriptions, "
                          f"pending-transaction filters nor txpool_content ({reason})",
                          hint="point the mempool source at a node that exposes its pending pool (geth, reth, "
                               "Erigon, Nethermind, Anvil; a ws:// URL for the fastest path)")
@@ -437,7 +419,7 @@ class MempoolSource:
                         return str(exc)
                     self._live = True
                     if not announced:
-                        self._log.info("following pending transactions", mode=FILTER, url=self._rpc_url)
+                        self._log.info("following pending transactions", mode=FILTER)
                         announced = True
                 try:
                     hashes = await http.call("eth_getFilterChanges", [filter_id])
@@ -492,7 +474,7 @@ class MempoolSource:
             delay = self._reconnect_delay
             self._live = True
             if not announced:
-                self._log.info("following pending transactions", mode=TXPOOL, url=self._rpc_url)
+                self._log.info("following pending transactions", mode=TXPOOL)
                 announced = True
             pending = content.get("pending") if isinstance(content, dict) else None
             for by_nonce in (pending or {}).values():

@@ -1,0 +1,384 @@
+"""Every JSON-RPC call onguard makes goes through one Transport: endpoints with roles and health, failover across
+the read endpoints (healthy first), a deadline around each call, an explicit retry policy (nothing below it
+retries on its own), one throttle per endpoint, and raw transactions sent to several endpoints at once.
+
+Answers are returned as the node sent them (a JSON-RPC response object); `onguard.chain.rpc.Rpc` puts web3's
+result formatting on top. An endpoint that gives no usable answer (no connection, no answer before the
+deadline, HTTP 429/5xx, a body that is not JSON-RPC, a rate-limit error) is a fault of that endpoint: it is
+recorded in its health, logged, and the call moves on to the next endpoint. An answer with a JSON-RPC error
+(a revert, an unknown method) is the chain's answer and is returned, not failed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from asyncio_throttle import Throttler
+from hexbytes import HexBytes
+from web3.providers.async_base import AsyncJSONBaseProvider
+
+from onguard.errors import ChainError, ChainUnavailable
+from onguard.log import get_logger
+
+DEFAULT_REQUEST_TIMEOUT = 10.0
+DEFAULT_REQUESTS_PER_SECOND = 500
+_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+_TRANSIENT_CODES = frozenset({-32005, 429})  # "limit exceeded" / rate limited: the node is there but not for us
+_MAX_ERROR_TEXT = 200
+
+
+class Role(StrEnum):
+    """What an endpoint is used for. Reads fail over between READ endpoints; transactions go to SEND ones
+    (PRIVATE_SEND: a builder or protect RPC that does not gossip to the public mempool)."""
+
+    READ = "read"
+    SEND = "send"
+    PRIVATE_SEND = "private-send"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    url: str
+    role: Role = Role.READ
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one call tries: `rounds` passes over the endpoints of its role (healthy first, each endpoint
+    once per pass), `backoff` seconds between passes. The default, one pass, never asks the same endpoint twice:
+    the daemon's own loop is the retry."""
+
+    rounds: int = 1
+    backoff: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.backoff < 0:
+            raise ValueError(f"a retry policy needs rounds >= 1 and backoff >= 0, not {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointHealth:
+    """One endpoint as the transport has found it. Times are Unix seconds."""
+
+    label: str
+    role: Role
+    consecutive_failures: int
+    last_error: str | None
+    last_success_at: float | None
+    last_failure_at: float | None
+    last_head: int | None
+    latency_ms: float | None
+
+    @property
+    def healthy(self) -> bool:
+        return self.consecutive_failures == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """A raw transaction sent to several endpoints: the hash the first acceptance returned, who took it and who
+    refused it (label, reason)."""
+
+    tx_hash: str
+    accepted: tuple[str, ...]
+    refused: tuple[tuple[str, str], ...]
+
+
+class EndpointFault(Exception):
+    """This endpoint gave no usable answer; another one may."""
+
+
+def endpoint_label(url: str, role: Role, index: int) -> str:
+    """How an endpoint is named in logs and status: role, position and host only. A URL's path and query often
+    hold an API key, so they never appear."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{role.value}#{index} {parts.scheme}://{host}{port}"
+
+
+class _Endpoint:
+    """The mutable record behind an EndpointHealth, owned by the transport."""
+
+    def __init__(self, spec: EndpointSpec, index: int, requests_per_second: int) -> None:
+        self.url = spec.url
+        self.role = spec.role
+        self.index = index
+        self.label = endpoint_label(spec.url, spec.role, index)
+        self.throttler = Throttler(rate_limit=requests_per_second, period=1.0)
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        self.last_success_at: float | None = None
+        self.last_failure_at: float | None = None
+        self.last_head: int | None = None
+        self.latency_ms: float | None = None
+
+    def succeeded(self, latency: float) -> None:
+        self.consecutive_failures = 0
+        self.last_success_at = time.time()
+        self.latency_ms = round(latency * 1000, 2)
+
+    def failed(self, error: str) -> None:
+        self.consecutive_failures += 1
+        self.last_error = error
+        self.last_failure_at = time.time()
+
+    def snapshot(self) -> EndpointHealth:
+        return EndpointHealth(label=self.label, role=self.role, consecutive_failures=self.consecutive_failures,
+                              last_error=self.last_error, last_success_at=self.last_success_at,
+                              last_failure_at=self.last_failure_at, last_head=self.last_head,
+                              latency_ms=self.latency_ms)
+
+
+class Transport:
+    """The endpoints of one chain. Safe to share between tasks; sessions are made per event loop."""
+
+    def __init__(self, endpoints: Iterable[EndpointSpec], *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 retry: RetryPolicy = RetryPolicy(), requests_per_second: int = DEFAULT_REQUESTS_PER_SECOND) -> None:
+        specs = list(endpoints)
+        if not any(spec.role == Role.READ for spec in specs):
+            raise ValueError("a transport needs at least one read endpoint")
+        if request_timeout <= 0:
+            raise ValueError(f"request_timeout must be positive, not {request_timeout}")
+        counters: dict[Role, itertools.count[int]] = {role: itertools.count(1) for role in Role}
+        self._endpoints = [_Endpoint(spec, next(counters[spec.role]), requests_per_second) for spec in specs]
+        self.request_timeout = request_timeout
+        self.retry = retry
+        self._ids = itertools.count(1)
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._log = get_logger(component="transport")
+
+    @classmethod
+    def from_urls(cls, read_urls: Sequence[str], *, send: Sequence[tuple[str, bool]] = (),
+                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT, retry: RetryPolicy = RetryPolicy(),
+                  requests_per_second: int = DEFAULT_REQUESTS_PER_SECOND) -> Transport:
+        """Read endpoints in failover order; send endpoints as (url, private) pairs."""
+        specs = [EndpointSpec(url, Role.READ) for url in read_urls]
+        specs += [EndpointSpec(url, Role.PRIVATE_SEND if private else Role.SEND) for url, private in send]
+        return cls(specs, request_timeout=request_timeout, retry=retry, requests_per_second=requests_per_second)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Transport:
+        """The chain's read endpoints ([chain] rpc_url, rpc_urls) and the response's send endpoints
+        ([response.endpoints], private first)."""
+        chain = config.chain
+        sends = sorted(((e.url, e.private) for e in config.response.endpoints), key=lambda pair: not pair[1])
+        return cls.from_urls(chain.read_urls, send=sends, request_timeout=chain.request_timeout,
+                             requests_per_second=chain.requests_per_second)
+
+    # ---- what the transport knows ----------------------------------------------------------------------------
+
+    def health(self, role: Role | None = None) -> tuple[EndpointHealth, ...]:
+        return tuple(e.snapshot() for e in self._endpoints if role is None or e.role == role)
+
+    def labels(self, role: Role) -> tuple[str, ...]:
+        return tuple(e.label for e in self._endpoints if e.role == role)
+
+    def urls(self, role: Role) -> tuple[str, ...]:
+        return tuple(e.url for e in self._endpoints if e.role == role)
+
+    def note_head(self, label: str, head: int) -> None:
+        self._by_label(label).last_head = head
+
+    def demote(self, label: str, reason: str) -> None:
+        """Counts a failure the transport could not see (an endpoint that answers, but for another chain):
+        reads go to the other endpoints first until it answers well again."""
+        self._by_label(label).failed(reason)
+
+    def _by_label(self, label: str) -> _Endpoint:
+        for endpoint in self._endpoints:
+            if endpoint.label == label:
+                return endpoint
+        raise KeyError(label)
+
+    def _in_order(self, role: Role) -> list[_Endpoint]:
+        """Healthy endpoints first in configured order, then the failing ones, fewest failures first."""
+        mine = [e for e in self._endpoints if e.role == role]
+        return sorted(mine, key=lambda e: (e.consecutive_failures > 0, e.consecutive_failures, e.index))
+
+    # ---- calls -----------------------------------------------------------------------------------------------
+
+    async def request(self, method: str, params: Any, *, retry: RetryPolicy | None = None) -> dict[str, Any]:
+        """One JSON-RPC call on the read endpoints; the response object of the first endpoint that answers."""
+        answer = await self._fail_over(method, [(method, params)], batch=False, retry=retry)
+        assert isinstance(answer, dict)
+        return answer
+
+    async def batch(self, requests: Sequence[tuple[str, Any]], *,
+                    retry: RetryPolicy | None = None) -> list[dict[str, Any]] | dict[str, Any]:
+        """Several calls in one round trip on one read endpoint: the responses in request order, or the single
+        error object of a node that refuses batches."""
+        return await self._fail_over(f"batch of {len(requests)}", list(requests), batch=True, retry=retry)
+
+    async def batch_on(self, label: str, requests: Sequence[tuple[str, Any]]) -> list[dict[str, Any]] | dict[str, Any]:
+        """A batch on one named endpoint, without failover (health probes). Raises EndpointFault."""
+        endpoint = self._by_label(label)
+        return await self._attempt(endpoint, f"batch of {len(requests)}", list(requests), batch=True)
+
+    async def send_raw(self, raw: bytes, *, private: bool | None = None, required: bool = True) -> Broadcast:
+        """Sends a signed transaction to every send endpoint at once (private ones only, public ones only, or all
+        when `private` is None), each exactly once: this is the hot path, there is no retry here. Raises
+        ChainError when none accepted it and `required` is set (or there is no such endpoint)."""
+        roles = {True: (Role.PRIVATE_SEND,), False: (Role.SEND,), None: (Role.PRIVATE_SEND, Role.SEND)}[private]
+        targets = [e for role in roles for e in self._in_order(role)]
+        if not targets:
+            if required:
+                raise ChainError(f"no {'/'.join(r.value for r in roles)} endpoint is configured",
+                                 hint="list the endpoints in [[response.endpoints]]")
+            return Broadcast(tx_hash="", accepted=(), refused=())
+        params = [HexBytes(raw).to_0x_hex()]
+        results = await asyncio.gather(*(self._attempt(e, "eth_sendRawTransaction", [("eth_sendRawTransaction",
+                                                                                       params)], batch=False)
+                                         for e in targets), return_exceptions=True)
+        accepted: list[tuple[str, str]] = []
+        refused: list[tuple[str, str]] = []
+        for endpoint, result in zip(targets, results, strict=True):
+            if isinstance(result, dict) and isinstance(result.get("result"), str):
+                accepted.append((endpoint.label, result["result"]))
+            elif isinstance(result, dict):
+                refused.append((endpoint.label, _error_text(result.get("error"))))
+            elif isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            else:
+                refused.append((endpoint.label, str(result)))
+        if not accepted and required:
+            raise ChainError("every endpoint refused the transaction: "
+                             + "; ".join(f"{label}: {reason}" for label, reason in refused))
+        return Broadcast(tx_hash=accepted[0][1] if accepted else "", accepted=tuple(a for a, _ in accepted),
+                         refused=tuple(refused))
+
+    async def _fail_over(self, what: str, requests: list[tuple[str, Any]], *, batch: bool,
+                         retry: RetryPolicy | None) -> Any:
+        policy = retry or self.retry
+        failures: list[str] = []
+        for round_number in range(policy.rounds):
+            if round_number and policy.backoff:
+                await asyncio.sleep(policy.backoff)
+            order = self._in_order(Role.READ)
+            for position, endpoint in enumerate(order):
+                try:
+                    return await self._attempt(endpoint, what, requests, batch=batch)
+                except EndpointFault as exc:
+                    failures.append(f"{endpoint.label}: {exc}")
+                    following = order[position + 1].label if position + 1 < len(order) else None
+                    self._log.error("rpc endpoint failed", endpoint=endpoint.label, call=what, error=str(exc),
+                                    consecutive_failures=endpoint.consecutive_failures, trying_next=following)
+        raise ChainUnavailable(f"{what}: no read endpoint answered ({'; '.join(failures[-len(order):])})",
+                               hint="check that the nodes are running and [chain] rpc_url / rpc_urls are right")
+
+    async def _attempt(self, endpoint: _Endpoint, what: str, requests: list[tuple[str, Any]], *,
+                       batch: bool) -> Any:
+        """One try on one endpoint within the deadline; its health updated either way."""
+        ids = [next(self._ids) for _ in requests]
+        payloads = [{"jsonrpc": "2.0", "id": i, "method": m, "params": [] if p is None else p}
+                    for i, (m, p) in zip(ids, requests, strict=True)]
+        body = (b"[" + b",".join(AsyncJSONBaseProvider.encode_rpc_dict(p) for p in payloads) + b"]") if batch \
+            else AsyncJSONBaseProvider.encode_rpc_dict(payloads[0])  # type: ignore[arg-type]
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                async with endpoint.throttler:
+                    status, raw = await self._post(endpoint.url, body)
+            answer = _answer(status, raw, ids if batch else None)
+        except TimeoutError:
+            fault = EndpointFault(f"no answer within {self.request_timeout:g}s")
+        except (aiohttp.ClientError, OSError) as exc:
+            fault = EndpointFault(f"{type(exc).__name__}: {_short(str(exc))}")
+        except EndpointFault as exc:
+            fault = exc
+        else:
+            endpoint.succeeded(time.perf_counter() - started)
+            return answer
+        endpoint.failed(str(fault))
+        raise fault
+
+    async def _post(self, url: str, body: bytes) -> tuple[int, bytes]:
+        session = self._session_for_this_loop()
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+            return response.status, await response.read()
+
+    def _session_for_this_loop(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            # A session belongs to the loop it was made in (CLI commands and tests run several loops in turn).
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            self._session_loop = loop
+        return self._session
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed and self._session_loop is asyncio.get_running_loop():
+            await session.close()
+
+
+def _answer(status: int, raw: bytes, batch_ids: list[int] | None) -> Any:
+    """The JSON-RPC answer in a body, or EndpointFault when the body is not one."""
+    if status in _TRANSIENT_STATUSES or status >= 500:
+        raise EndpointFault(f"HTTP {status}")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise EndpointFault(f"HTTP {status} with a body that is not JSON: {_short(raw.decode('utf-8', 'replace'))!r}")
+    if batch_ids is not None and isinstance(body, list):
+        if not all(_is_response(item) for item in body):
+            raise EndpointFault("a batch answer holds something that is not a JSON-RPC response")
+        by_id = {item.get("id"): item for item in body}
+        if set(by_id) != set(batch_ids):
+            raise EndpointFault(f"a batch of {len(batch_ids)} was answered with {len(body)} responses")
+        return [by_id[i] for i in batch_ids]
+    if not _is_response(body):
+        raise EndpointFault(f"HTTP {status} with a body that is not a JSON-RPC response: {_short(str(body))!r}")
+    error = body.get("error")
+    if isinstance(error, Mapping) and error.get("code") in _TRANSIENT_CODES:
+        raise EndpointFault(f"rate limited: {_error_text(error)}")
+    return body
+
+
+def _is_response(body: Any) -> bool:
+    return isinstance(body, dict) and ("result" in body or isinstance(body.get("error"), (dict, str)))
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, Mapping):
+        return _short(f"{error.get('message', error)} (code {error.get('code')})")
+    return _short(str(error))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
+
+
+class TransportProvider(AsyncJSONBaseProvider):
+    """A web3 provider over a Transport, so AsyncWeb3 formats results exactly as it does over HTTP."""
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__()
+        self.transport = transport
+
+    async def make_request(self, method: Any, params: Any) -> Any:
+        return await self.transport.request(method, params)
+
+    async def make_batch_request(self, requests: list[tuple[Any, Any]]) -> Any:
+        return await self.transport.batch(requests)
+
+    async def is_connected(self, show_traceback: bool = False) -> bool:
+        try:
+            answer = await self.transport.request("web3_clientVersion", [])
+        except ChainError:
+            if show_traceback:
+                raise
+            return False
+        return "result" in answer
+
+    async def disconnect(self) -> None:
+        await self.transport.close()

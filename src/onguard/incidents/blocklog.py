@@ -1,0 +1,113 @@
+"""The chain as the daemon handled it, kept in the state database: the hash of every handled block (so a
+reorganisation of any depth is walked back to the common ancestor, across restarts), the chain's genesis hash
+(so a node that now serves another chain is noticed), and every reorganisation noticed (so the responses whose
+receipts were in an orphaned range can be verified again)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from onguard.incidents.store import IncidentStore, now
+
+HISTORY_BLOCKS = 10_000  # handled blocks remembered per chain: the deepest reorganisation walked back exactly
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS handled_blocks (
+    chain_id INTEGER NOT NULL, number INTEGER NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (chain_id, number));
+CREATE TABLE IF NOT EXISTS chain_identity (
+    chain_id INTEGER PRIMARY KEY, genesis_hash TEXT NOT NULL, recorded_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reorgs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, chain_id INTEGER NOT NULL, ancestor_number INTEGER,
+    ancestor_hash TEXT, orphaned TEXT NOT NULL, exhausted INTEGER NOT NULL, noticed_at TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    number: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reorg:
+    """A reorganisation the block source walked back. `orphaned` are the handled blocks that are no longer
+    canonical, oldest first. `ancestor` is the newest block both chains share; None when the reorganisation
+    went deeper than the recorded history (`exhausted`): blocks older than `orphaned[0]` may be orphaned too."""
+
+    chain_id: int
+    ancestor: BlockRef | None
+    orphaned: tuple[BlockRef, ...]
+    exhausted: bool
+    id: int | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self.orphaned)
+
+
+class BlockLog:
+    """One chain's handled blocks and identity in the store's database."""
+
+    def __init__(self, store: IncidentStore, chain_id: int, *, keep: int = HISTORY_BLOCKS) -> None:
+        self._db = store.db
+        self._db.executescript(_SCHEMA)
+        self.chain_id = chain_id
+        self.keep = keep
+
+    # ---- handled blocks ----
+
+    def record(self, number: int, block_hash: str) -> None:
+        """Remembers a handled block (replacing what was recorded at that height) and forgets the oldest."""
+        self._db.execute("INSERT INTO handled_blocks VALUES (?, ?, ?) ON CONFLICT (chain_id, number) "
+                         "DO UPDATE SET hash=excluded.hash", (self.chain_id, number, block_hash))
+        self._db.execute("DELETE FROM handled_blocks WHERE chain_id=? AND number<=?",
+                         (self.chain_id, number - self.keep))
+
+    def hash_at(self, number: int) -> str | None:
+        row = self._db.execute("SELECT hash FROM handled_blocks WHERE chain_id=? AND number=?",
+                               (self.chain_id, number)).fetchone()
+        return row[0] if row else None
+
+    def oldest(self) -> BlockRef | None:
+        row = self._db.execute("SELECT number, hash FROM handled_blocks WHERE chain_id=? ORDER BY number LIMIT 1",
+                               (self.chain_id,)).fetchone()
+        return BlockRef(row[0], row[1]) if row else None
+
+    def forget_after(self, number: int) -> tuple[BlockRef, ...]:
+        """Forgets the blocks above `number` and returns them, oldest first."""
+        rows = self._db.execute("SELECT number, hash FROM handled_blocks WHERE chain_id=? AND number>? "
+                                "ORDER BY number", (self.chain_id, number)).fetchall()
+        self._db.execute("DELETE FROM handled_blocks WHERE chain_id=? AND number>?", (self.chain_id, number))
+        return tuple(BlockRef(n, h) for n, h in rows)
+
+    # ---- reorganisations ----
+
+    def record_reorg(self, reorg: Reorg) -> Reorg:
+        cursor = self._db.execute(
+            "INSERT INTO reorgs (chain_id, ancestor_number, ancestor_hash, orphaned, exhausted, noticed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (self.chain_id, reorg.ancestor.number if reorg.ancestor else None,
+             reorg.ancestor.hash if reorg.ancestor else None,
+             json.dumps([[b.number, b.hash] for b in reorg.orphaned]), int(reorg.exhausted), now()))
+        return Reorg(self.chain_id, reorg.ancestor, reorg.orphaned, reorg.exhausted, id=cursor.lastrowid)
+
+    def reorgs(self, after_id: int = 0) -> list[Reorg]:
+        """The reorganisations noticed on this chain with an id above `after_id`, oldest first."""
+        rows = self._db.execute("SELECT id, ancestor_number, ancestor_hash, orphaned, exhausted FROM reorgs "
+                                "WHERE chain_id=? AND id>? ORDER BY id", (self.chain_id, after_id)).fetchall()
+        return [Reorg(self.chain_id, BlockRef(row[1], row[2]) if row[1] is not None else None,
+                      tuple(BlockRef(n, h) for n, h in json.loads(row[3])), bool(row[4]), id=row[0])
+                for row in rows]
+
+    # ---- identity ----
+
+    def genesis(self) -> str | None:
+        row = self._db.execute("SELECT genesis_hash FROM chain_identity WHERE chain_id=?",
+                               (self.chain_id,)).fetchone()
+        return row[0] if row else None
+
+    def record_genesis(self, genesis_hash: str) -> None:
+        """Records the genesis hash the first time; an existing record is never overwritten."""
+        self._db.execute("INSERT OR IGNORE INTO chain_identity VALUES (?, ?, ?)",
+                         (self.chain_id, genesis_hash, now()))

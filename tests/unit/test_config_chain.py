@@ -1,0 +1,84 @@
+"""config.py, the [chain] section: read endpoints, new-heads WebSocket, deadlines and the stall threshold load
+into ChainSettings; every number outside its sane range is a ConfigError naming file and field, with a hint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onguard.config import load_config
+from onguard.errors import ConfigError
+
+WriteToml = Callable[..., Path]
+
+
+def load_error(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value
+
+
+def test_defaults_keep_one_read_endpoint_and_no_subscription(write_toml: WriteToml,
+                                                             config_data: dict[str, Any]) -> None:
+    chain = load_config(write_toml(config_data)).chain
+    assert chain.read_urls == ("http://127.0.0.1:8545",)
+    assert chain.ws_url is None
+    assert chain.request_timeout == 10.0
+    assert chain.stall_after == 60.0
+    assert chain.max_lag == 20
+    assert chain.requests_per_second == 500
+
+
+def test_extra_read_endpoints_follow_rpc_url_in_order(write_toml: WriteToml, config_data: dict[str, Any]) -> None:
+    config_data["chain"].update(rpc_urls=["https://b.example/key", "http://10.0.0.3:8545"],
+                                ws_url="ws://127.0.0.1:8546", request_timeout="2s", stall_after="45s",
+                                max_lag=5, requests_per_second=50, poll_interval="10ms", max_block_range=10_000)
+    chain = load_config(write_toml(config_data)).chain
+    assert chain.read_urls == ("http://127.0.0.1:8545", "https://b.example/key", "http://10.0.0.3:8545")
+    assert chain.ws_url == "ws://127.0.0.1:8546"
+    assert (chain.request_timeout, chain.stall_after, chain.max_lag) == (2.0, 45.0, 5)
+    assert chain.requests_per_second == 50
+    assert chain.poll_interval == pytest.approx(0.01)
+    assert chain.max_block_range == 10_000
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("poll_interval", "0s", "outside 10ms..60s"),
+    ("poll_interval", "100000000000h", "outside 10ms..60s"),
+    ("poll_interval", "61s", "outside 10ms..60s"),
+    ("request_timeout", "0s", "outside 100ms..120s"),
+    ("request_timeout", "1h", "outside 100ms..120s"),
+    ("stall_after", "500ms", "outside 1s..86400s"),
+    ("max_block_range", 0, "at least 1"),
+    ("max_block_range", 10_001, "outside 1..10_000"),
+    ("max_lag", 0, "outside 1..1_000_000"),
+    ("requests_per_second", 0, "outside 1..100_000"),
+])
+def test_numbers_outside_their_range_are_refused(write_toml: WriteToml, config_data: dict[str, Any],
+                                                 field: str, value: object, says: str) -> None:
+    config_data["chain"][field] = value
+    path = write_toml(config_data)
+    error = load_error(path)
+    assert (error.file, error.field) == (str(path), f"chain.{field}")
+    assert says in str(error)
+    assert error.hint and ("e.g." in error.hint)
+    assert error.exit_code == 2
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("rpc_urls", ["ws://127.0.0.1:8546"], "not an http(s) URL"),
+    ("rpc_urls", ["http://127.0.0.1:8545"], "twice"),
+    ("rpc_urls", ["http://a:1", "http://a:1"], "twice"),
+    ("rpc_urls", "http://a:1", "expected a list"),
+    ("ws_url", "http://127.0.0.1:8545", "not a ws:// or wss:// URL"),
+])
+def test_bad_endpoints_are_refused(write_toml: WriteToml, config_data: dict[str, Any], field: str, value: object,
+                                   says: str) -> None:
+    config_data["chain"][field] = value
+    path = write_toml(config_data)
+    error = load_error(path)
+    assert (error.file, error.field) == (str(path), f"chain.{field}")
+    assert says in str(error)
