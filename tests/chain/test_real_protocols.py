@@ -173,3 +173,22 @@ def test_token_guardian_pauses_and_cuts_off_the_minter_with_the_exact_calldata(p
     assert token.functions.hasRole(minter_role, world.governance.safe).call() is True
     with pytest.raises(ContractCustomError):
         token.functions.mint(ATTACKER, 10**9 * TOKEN).call({"from": world.minter})
+
+
+def test_token_emergency_is_one_transaction_through_execute_batch(protocols: ProtocolsChain) -> None:
+    w3, world = protocols.w3, protocols.worlds.token
+    token, module = world.token_contract(w3), guardian_module(w3, world.governance)
+    minter_role = token.functions.MINTER_ROLE().call()
+    calls = [(action.target, action.calldata) for action in world.emergency]
+
+    receipt = transact(w3, module.functions.executeBatch(calls), GUARDIAN)
+
+    assert token.functions.paused().call() is True
+    assert token.functions.hasRole(minter_role, world.minter).call() is False
+    executed_topic = Web3.keccak(text="ActionExecuted(address,address,bytes4,bytes32)")
+    executed = [log["topics"][3][:4] for log in receipt["logs"]
+                if log["address"] == world.governance.module and log["topics"][0] == executed_topic]
+    assert executed == [action.selector for action in world.emergency]
+    # A batch is all or nothing: the same calls again are cooling down and change nothing.
+    with pytest.raises(ContractCustomError):
+        module.functions.executeBatch(calls).call({"from": GUARDIAN})
