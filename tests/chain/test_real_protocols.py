@@ -13,8 +13,9 @@ from eth_utils import keccak
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
-from onguard.demo.world import TOKEN, Roles, contract, dev_account, transact
+from onguard.demo.world import TOKEN, Roles, artifact, contract, dev_account, transact
 
+from ..fixtures.protocols.balancer import POOL_LIQUIDITY, swap_given_in
 from ..fixtures.protocols.governance import GuardianAction, Governance, as_safe, guardian_module
 from ..fixtures.protocols.uniswap import LIQUIDITY, factory_artifact, spot_price, swap_token0_for_token1
 from .conftest import ProtocolsChain
@@ -28,6 +29,7 @@ BALANCER_PAUSED = "BAL#402"  # Balancer's Errors.PAUSED
 BALANCER_SENDER_NOT_ALLOWED = "BAL#401"  # Errors.SENDER_NOT_ALLOWED
 ERC1967_IMPLEMENTATION_SLOT = int.from_bytes(keccak(text="eip1967.proxy.implementation")) - 1
 CALL = 0  # Safe operation
+SPOT_DUMP = 9_000_000 * TOKEN  # token0 the spot-price attacker pushes into the Uniswap pair
 
 
 def guardian_execute(w3: Web3, governance: Governance, action: GuardianAction) -> Any:
@@ -98,6 +100,57 @@ def test_balancer_guardian_pauses_through_the_module_with_the_exact_calldata(pro
     with pytest.raises(ContractLogicError, match=BALANCER_PAUSED):
         contract(w3, "BalancerFlashBorrower", balancer.borrower).functions.borrow(
             balancer.weth, TOKEN).call({"from": ATTACKER})
+
+
+def test_balancer_swaps_through_the_vault_until_it_is_paused(protocols: ProtocolsChain) -> None:
+    w3, balancer, uniswap = protocols.w3, protocols.worlds.balancer, protocols.worlds.uniswap
+    token0, token1 = contract(w3, "TestToken", uniswap.token0), contract(w3, "TestToken", uniswap.token1)
+    transact(w3, token1.functions.mint(BOB, 1_000 * TOKEN), BOB)
+
+    transact(w3, swap_given_in(w3, balancer, BOB, uniswap.token1, uniswap.token0, 1_000 * TOKEN), BOB)
+    # The pool quotes the pair's spot price: token1 is worth two token0.
+    assert token0.functions.balanceOf(BOB).call() == 2_000 * TOKEN
+    _, balances, _ = balancer.vault_contract(w3).functions.getPoolTokens(balancer.pool_id).call()
+    assert balances == [(POOL_LIQUIDITY[0] - 2_000) * TOKEN, (POOL_LIQUIDITY[1] + 1_000) * TOKEN]
+
+    guardian_execute(w3, balancer.governance, balancer.pause)
+    transact(w3, token1.functions.mint(BOB, 1_000 * TOKEN), BOB)
+    with pytest.raises(ContractLogicError, match=BALANCER_PAUSED):
+        swap_given_in(w3, balancer, BOB, uniswap.token1, uniswap.token0, 1_000 * TOKEN).call({"from": BOB})
+
+
+def deploy_spot_price_attacker(w3: Web3, protocols: ProtocolsChain) -> Any:
+    """The attacker's exploit contract, funded with the token0 it dumps (in real life: flash-borrowed)."""
+    balancer, uniswap = protocols.worlds.balancer, protocols.worlds.uniswap
+    build = artifact("SpotPriceAttacker")
+    factory = w3.eth.contract(abi=build["abi"], bytecode=build["bytecode"]["object"])
+    receipt = transact(w3, factory.constructor(balancer.vault, balancer.pool), ATTACKER)
+    attacker = w3.eth.contract(address=receipt["contractAddress"], abi=build["abi"])
+    transact(w3, contract(w3, "TestToken", uniswap.token0).functions.mint(attacker.address, SPOT_DUMP), ATTACKER)
+    return attacker
+
+
+def spot_price_attack(attacker: Any, protocols: ProtocolsChain) -> Any:
+    """Dump token0 into the Uniswap pair, then buy all the pool's token0 at the inflated price of token1."""
+    uniswap = protocols.worlds.uniswap
+    return attacker.functions.attack(uniswap.token0, uniswap.token1, SPOT_DUMP, POOL_LIQUIDITY[0] * TOKEN)
+
+
+def test_balancer_spot_price_pool_is_drained_in_one_transaction_unless_paused(protocols: ProtocolsChain) -> None:
+    w3, balancer, uniswap = protocols.w3, protocols.worlds.balancer, protocols.worlds.uniswap
+    token0 = contract(w3, "TestToken", uniswap.token0)
+    attacker = deploy_spot_price_attacker(w3, protocols)
+
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    transact(w3, spot_price_attack(attacker, protocols), ATTACKER)
+    taken = token0.functions.balanceOf(ATTACKER).call()
+    assert taken >= POOL_LIQUIDITY[0] * TOKEN * 99 // 100  # the pool's token0, all of it but rounding
+    assert token0.functions.balanceOf(balancer.vault).call() == POOL_LIQUIDITY[0] * TOKEN - taken
+    w3.provider.make_request("evm_revert", [snapshot])
+
+    guardian_execute(w3, balancer.governance, balancer.pause)
+    with pytest.raises(ContractLogicError, match=BALANCER_PAUSED):
+        spot_price_attack(attacker, protocols).call({"from": ATTACKER})
 
 
 # ---- Uniswap V2: factory + pair ------------------------------------------------------------------------------
