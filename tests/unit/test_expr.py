@@ -834,16 +834,6 @@ def test_inline_reads_are_resolved_by_the_caller_and_valued_from_the_context() -
                                "or not paused()")
 
 
-def test_an_inline_read_may_name_one_result_of_the_view() -> None:
-    types = {"vault.getPausedState().paused": "bool", "getPausedState().paused": "bool"}
-    expression = compile_condition("vault.getPausedState() . paused and getPausedState().paused", {},
-                                   reads=resolver(types))
-    assert dict(expression.reads) == types
-    values = {"vault.getPausedState().paused": True, "getPausedState().paused": True}
-    assert expression.evaluate({expr_module.READ_VALUES: values}) is True
-    assert str(expression) == "vault.getPausedState().paused and getPausedState().paused"
-
-
 def test_an_inline_read_the_caller_refuses_points_at_it() -> None:
     with pytest.raises(ExpressionError) as caught:
         compile_condition("true and pool.unknown(x)", {}, reads=resolver({}))

@@ -12,7 +12,6 @@ from eth_abi.exceptions import EncodingError
 from eth_utils import keccak, to_checksum_address
 
 from onguard.chain.abi import ContractAbi
-from onguard.chain.view import decode_read
 from onguard.config import Config, WatchedContract
 from onguard.policies.reads import ReadSpec, expression_type, parse_read
 from policykit import TOKEN
@@ -286,51 +285,3 @@ def test_spec_equality_ignores_the_text_but_not_the_call(contracts: Mapping[str,
     assert other == spec and hash(other) == hash(spec)
     assert ReadSpec(address=BREAKER, calldata=spec.calldata, text=spec.text, contract=spec.contract,
                     function=spec.function) != spec
-
-
-# ---- views of several results: one is taken by name ----
-
-def named_results(contracts: Mapping[str, WatchedContract]) -> dict[str, WatchedContract]:
-    """`b`: Balancer V2 Vault's getPausedState shape (bool paused, uint256 pauseWindowEndTime, uint256 …)."""
-    abi = ContractAbi.from_json([
-        {"type": "function", "name": "getPausedState", "stateMutability": "view", "inputs": [],
-         "outputs": [{"name": "paused", "type": "bool"}, {"name": "pauseWindowEndTime", "type": "uint256"},
-                     {"name": "bufferPeriodEndTime", "type": "uint256"}]},
-        function("pair", [], ("uint256", "uint256")),
-    ])
-    return {**contracts, "b": WatchedContract("b", CUSTOM, abi)}
-
-
-@pytest.mark.parametrize(("text", "output", "output_type"), [
-    ("b.getPausedState().paused", 0, "bool"),
-    ("b.getPausedState() . bufferPeriodEndTime", 2, "uint256"),
-])
-def test_a_named_result_of_a_view_of_several_is_read(contracts: Mapping[str, WatchedContract], text: str,
-                                                      output: int, output_type: str) -> None:
-    spec = parse_read(text, named_results(contracts))
-    assert spec.output == output and spec.output_type == output_type
-    assert spec.calldata == keccak(text="getPausedState()")[:4]
-    assert spec.text == "b.getPausedState()." + text.rsplit(".", 1)[1].strip()
-
-
-def test_a_view_of_several_results_read_whole_names_them(contracts: Mapping[str, WatchedContract]) -> None:
-    message = refusal("b.getPausedState()", named_results(contracts))
-    assert "(it returns bool paused, uint256 pauseWindowEndTime, uint256 bufferPeriodEndTime)" in message
-    assert "e.g. b.getPausedState(…).paused" in message
-
-
-@pytest.mark.parametrize(("text", "expected"), [
-    ("b.getPausedState().pausd", "has no result named 'pausd'"),
-    ("b.pair()", "(it returns uint256, uint256) — use a view or pure function that returns one value"),
-    ("b.pair().first", "has no result named 'first'"),
-])
-def test_unknown_or_unnamed_results_are_refused(contracts: Mapping[str, WatchedContract], text: str,
-                                                expected: str) -> None:
-    assert expected in refusal(text, named_results(contracts))
-
-
-def test_the_named_result_is_decoded_from_the_whole_return_data(contracts: Mapping[str, WatchedContract]) -> None:
-    spec = parse_read("b.getPausedState().bufferPeriodEndTime", named_results(contracts))
-    raw = abi_encode(["bool", "uint256", "uint256"], [True, 7, 9])
-    assert decode_read(spec, "0x" + raw.hex()) == 9
-    assert decode_read(parse_read("b.getPausedState().paused", named_results(contracts)), "0x" + raw.hex()) is True

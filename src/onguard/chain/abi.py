@@ -46,7 +46,6 @@ class FunctionAbi:
     output_types: tuple[str, ...]
     input_names: tuple[str, ...] = ()   # unnamed inputs get arg0, arg1, …
     mutability: str = "nonpayable"
-    output_names: tuple[str, ...] = ()  # as the ABI names them; "" for an unnamed output
 
     @property
     def is_view(self) -> bool:
@@ -89,7 +88,6 @@ class ContractAbi:
                     output_types=tuple(collapse_if_tuple(o) for o in item.get("outputs", [])),
                     input_names=tuple(_arg_name(i, n) for n, i in enumerate(item.get("inputs", []))),
                     mutability=item.get("stateMutability", "nonpayable"),
-                    output_names=tuple(o.get("name", "") for o in item.get("outputs", [])),
                 )
         return cls(raw=tuple(abi), events_by_topic=MappingProxyType(events),
                    functions_by_signature=MappingProxyType(functions),

@@ -20,9 +20,8 @@ Grammar, loosest binding first:
     primary     := NUMBER ['%'] | STRING | HEX | 'true' | 'false' | path | READ
                  | ('abs' | 'min' | 'max') '(' or (',' or)* ')' | '(' or ')' | '[' [or (',' or)* [',']] ']'
     path        := NAME ('.' NAME)*
-    READ        := [NAME '.'] NAME '(' … ')' ['.' NAME]   only where the caller resolves reads (an action's
-                   done_when): a view call on a watched contract (and which named result of it), its text
-                   handed to the caller as written
+    READ        := [NAME '.'] NAME '(' … ')'   only where the caller resolves reads (an action's done_when): a
+                   view call on a watched contract, its text handed to the caller as written
 NUMBER: 1000, 1_000_000e18, 1.5e18, 0.25 (exact; below 2**256). STRING: '...' or "..." without escapes.
 HEX: 0x and whole bytes, lower-cased; exactly 40 hex digits is an address, anything else bytes.
 NAME: [A-Za-z_][A-Za-z0-9_]* not starting with '_'. Types: number, address, bool, string, bytes.
@@ -145,8 +144,6 @@ _OPERATORS_2 = ("==", "!=", "<=", ">=", "<<", ">>")
 _OPERATORS_1 = "<>+-*/%()[],.&|"
 # An inline read (only where the caller resolves reads): [contract.]function( … the matching ')'.
 _READ_START = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)[ \t]*\.[ \t]*)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*\(")
-# A view of several results is read by naming one after the call: `vault.getPausedState().paused`.
-_READ_OUTPUT = re.compile(r"[ \t]*\.[ \t]*([A-Za-z_][A-Za-z0-9_]*)")
 # Things people write from other languages, with what to write instead.
 _MISTAKES = {
     "&&": "write and", "||": "write or", "**": "there is no power operator; write 1e18, or multiply",
@@ -268,10 +265,8 @@ def _read(source: str, position: int) -> _Token:
         elif ch == ")":
             depth -= 1
             if depth == 0:
-                output = _READ_OUTPUT.match(source, index + 1)
-                end, suffix = (output.end(), f".{output.group(1)}") if output else (index + 1, "")
-                return _Token("read", source[position:end], position,
-                              f"{name}({source[opening + 1:index].strip()}){suffix}")
+                return _Token("read", source[position:index + 1], position,
+                              f"{name}({source[opening + 1:index].strip()})")
         index += 1
     raise _error(source, "missing ')'", opening, 1, "the read's argument list is never closed")
 

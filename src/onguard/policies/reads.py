@@ -18,25 +18,22 @@ from onguard.units import parse_address, parse_amount, parse_integer
 if TYPE_CHECKING:  # config.py compiles actions, whose done_when conditions are made of reads: no import back
     from onguard.config import WatchedContract
 
-_READ = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)"
-                   r"(?:\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?\s*$")
+_READ = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*$")
 
 
 @dataclass(frozen=True, slots=True)
 class ReadSpec:
-    """One view call: where, what, and which of its results to take (`output`: its index; a view of several
-    results is read as `vault.getPausedState().paused`). Equal specs are read once."""
+    """One view call: where, what, and how to decode its single result. Equal specs are read once."""
 
     address: str
     calldata: bytes
     text: str = field(compare=False)
     contract: str = field(compare=False)
     function: FunctionAbi = field(compare=False)
-    output: int = 0
 
     @property
     def output_type(self) -> str:
-        return self.function.output_types[self.output]
+        return self.function.output_types[0]
 
 
 def expression_type(abi_type: str) -> str | None:
@@ -55,7 +52,7 @@ def parse_read(text: str, contracts: Mapping[str, WatchedContract]) -> ReadSpec:
     match = _READ.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a read — write contract.function(args), e.g. \"vault.totalAssets()\"")
-    contract_name, function_name, raw_args, output_name = match.groups()
+    contract_name, function_name, raw_args = match.groups()
     contract = contracts.get(contract_name)
     if contract is None:
         raise ValueError(f"no watched contract named {contract_name!r} — watched: {', '.join(contracts)}")
@@ -76,34 +73,14 @@ def parse_read(text: str, contracts: Mapping[str, WatchedContract]) -> ReadSpec:
     if not function.is_view:
         raise ValueError(f"{contract_name}.{function.signature} is not a view: reads never change state — "
                          "use a view or pure function")
-    output = _output(contract_name, function, output_name)
-    if expression_type(function.output_types[output]) is None:
+    if len(function.output_types) != 1 or expression_type(function.output_types[0]) is None:
         raise ValueError(f"{contract_name}.{function.signature} must return one number, address, bool, "
                          f"string or bytes value (it returns {', '.join(function.output_types) or 'nothing'})")
     values = [_argument(arg, type_, contracts) for arg, type_ in zip(args, function.input_types, strict=True)]
-    canonical = f"{contract_name}.{function_name}({', '.join(args)})" + (f".{output_name}" if output_name else "")
+    canonical = f"{contract_name}.{function_name}({', '.join(args)})"
     return ReadSpec(address=contract.address, calldata=function.selector + abi_encode(list(function.input_types),
                                                                                        values),
-                    text=canonical, contract=contract_name, function=function, output=output)
-
-
-def _output(contract_name: str, function: FunctionAbi, output_name: str | None) -> int:
-    """Which result of `function` a read takes: its only one, or the one named after the call."""
-    outputs = function.output_types
-    names = function.output_names or ("",) * len(outputs)
-    shown = ", ".join(f"{t} {n}".strip() for t, n in zip(outputs, names, strict=True)) or "nothing"
-    if output_name is None:
-        if len(outputs) == 1:
-            return 0
-        named = [n for n in names if n]
-        hint = (f"take one of its results by name, e.g. {contract_name}.{function.name}(…).{named[0]}" if named
-                else "use a view or pure function that returns one value")
-        raise ValueError(f"{contract_name}.{function.signature} must return one number, address, bool, string or "
-                         f"bytes value (it returns {shown}) — {hint}")
-    if output_name not in names:
-        raise ValueError(f"{contract_name}.{function.signature} has no result named {output_name!r} (it returns "
-                         f"{shown}) — name one of its named results")
-    return names.index(output_name)
+                    text=canonical, contract=contract_name, function=function)
 
 
 def _argument(text: str, abi_type: str, contracts: Mapping[str, WatchedContract]) -> object:
