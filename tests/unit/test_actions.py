@@ -14,7 +14,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 
 from onguard.actions import ActionSettings, calldata_hash, compile_done_when
-from onguard.chain.view import ReadFailure
+from onguard.chain.view import ReadFailure, decode_read
 from onguard.config import Config, load_config
 from onguard.errors import ChainError, ConfigError
 from onguard.policies.reads import ReadSpec
@@ -53,6 +53,14 @@ POOL_ABI = [
     _view("getPaused", [("asset", "address")], "bool"),
     _view("configuration", [], "uint256"),
     _view("totalSupply", [], "uint256"),
+    _function("getConfiguration", [("asset", "address")], [{"name": "", "type": "tuple", "components": [
+        {"name": "data", "type": "uint256"}]}], "view"),
+    _function("getReserve", [("asset", "address")], [{"name": "", "type": "tuple", "components": [
+        {"name": "configuration", "type": "tuple", "components": [{"name": "data", "type": "uint256"}]},
+        {"name": "liquidityIndex", "type": "uint128"}, {"name": "_isFrozen", "type": "bool"}]}], "view"),
+    _function("latestRoundData", [], [{"name": n, "type": t} for n, t in (
+        ("roundId", "uint80"), ("answer", "int256"), ("startedAt", "uint256"), ("updatedAt", "uint256"),
+        ("answeredInRound", "uint80"))], "view"),
 ]
 
 
@@ -346,3 +354,59 @@ def test_a_pre_signed_action_makes_one_call(write_toml: WriteToml, data: dict[st
     error = load_error(write_toml, data)
     assert error.field == "actions.freeze_pool.via"
     assert "a pre-signed action makes one call, this one makes 2" in error.message
+
+
+# ---- fields of what a view returns: struct fields and named outputs ----
+
+
+def test_done_when_reads_a_struct_field_and_decodes_only_it(write_toml: WriteToml, data: dict[str, Any]) -> None:
+    data["actions"]["freeze_pool"] = freeze_pool(
+        {"contract": "pool", "function": "setPoolPause", "args": [True]},
+        done_when="(pool.getConfiguration(usdc).data >> 60) & 1 == 1 and pool.getReserve(usdc).isFrozen "
+                  "and pool.latestRoundData().answer > 0")
+    action = load(write_toml, data).actions["freeze_pool"]
+    configuration, reserve, round_data = action.done_when.reads
+    assert [spec.text for spec in action.done_when.reads] == [
+        "pool.getConfiguration(usdc).data", "pool.getReserve(usdc).isFrozen", "pool.latestRoundData().answer"]
+    assert [spec.output_type for spec in action.done_when.reads] == ["uint256", "bool", "int256"]
+    # Decoded from what the node returns, as the state reader does.
+    assert decode_read(configuration, abi_encode(["(uint256)"], [(1 << 60,)])) == 1 << 60
+    assert decode_read(reserve, abi_encode(["((uint256),uint128,bool)"], [((0,), 7, True)])) is True
+    assert decode_read(round_data, abi_encode(["uint80", "int256", "uint256", "uint256", "uint80"],
+                                              [1, -5, 2, 3, 1])) == -5
+    assert holds(action, {"pool.getConfiguration(usdc).data": 1 << 60, "pool.getReserve(usdc).isFrozen": True,
+                          "pool.latestRoundData().answer": 1})[0]
+
+
+def test_a_nested_struct_field(config: Config, data: dict[str, Any], write_toml: WriteToml) -> None:
+    contracts = load(write_toml, data).contracts
+    (spec,) = compile_done_when("pool.getReserve(usdc).configuration.data == 1", contracts).reads
+    assert spec.path == (0, 0, 0) and spec.output_type == "uint256"
+    assert decode_read(spec, abi_encode(["((uint256),uint128,bool)"], [((1,), 7, False)])) == 1
+
+
+def test_two_fields_of_one_call_are_two_reads(data: dict[str, Any], write_toml: WriteToml) -> None:
+    contracts = load(write_toml, data).contracts
+    condition = compile_done_when("pool.latestRoundData().answer > 0 and pool.latestRoundData().updatedAt > 0",
+                                  contracts)
+    answer, updated = condition.reads
+    assert answer != updated and answer.calldata == updated.calldata
+    assert asyncio.run(condition.holds(FakeReader({"pool.latestRoundData().answer": 3,
+                                                   "pool.latestRoundData().updatedAt": 0}))) is False
+
+
+@pytest.mark.parametrize(("done_when", "message", "hint"), [
+    ("pool.getConfiguration(usdc) == 1", "must give one number, address, bool, string or bytes value",
+     "pick one with .NAME: data"),
+    ("pool.latestRoundData() > 0", "must give one number", "pick one with .NAME: roundId, answer, startedAt"),
+    ("pool.getConfiguration(usdc).flags == 1", "has no field 'flags' there", "its fields: data"),
+    ("pool.paused().value", "gives a single value: it has no field 'value'", "remove .value"),
+    ("pool.getReserve(usdc).configuration == 1", "must give one number", "pick one with .NAME: data"),
+])
+def test_bad_fields_are_refused(data: dict[str, Any], write_toml: WriteToml, done_when: str, message: str,
+                                hint: str) -> None:
+    data["actions"]["freeze_pool"] = freeze_pool(pool_call("setPoolPause", [True]), done_when=done_when)
+    error = load_error(write_toml, data)
+    assert error.field == "actions.freeze_pool.done_when"
+    assert message in error.message
+    assert error.hint is not None and hint in error.hint
