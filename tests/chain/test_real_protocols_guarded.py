@@ -15,12 +15,13 @@ from web3 import Web3
 
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
-from onguard.demo.world import TOKEN, Roles, dev_account
+from onguard.demo.world import TOKEN, Roles, artifact, contract, dev_account, transact
 from onguard.incidents.store import Incident, ResponseStatus
 from onguard.runtime import Guardian
 from onguard.sources.mempool import MempoolSource
 
-from ..fixtures.protocols.config import Watched, forge_abi, write_guard_config
+from ..fixtures.protocols.balancer import POOL_LIQUIDITY, swap_given_in
+from ..fixtures.protocols.config import Watched, balancer_abi, forge_abi, write_guard_config
 from .conftest import ProtocolsChain
 
 pytestmark = pytest.mark.chain
@@ -215,3 +216,88 @@ def test_token_an_hour_of_ordinary_transfers_and_mints_trips_nothing(protocols: 
 
     assert_quiet(follow_ordinary_use(w3, token_config(protocols, tmp_path), ordinary_block))
     assert token.functions.paused().call() is False
+
+
+
+# ---- Balancer V2: a pool drained through the Vault ---------------------------------------------------------------
+
+BALANCER_POLICIES = {
+    "pool-drain.toml": """
+id = "vault-pool-drain"
+description = "A pending transaction would take more than half of the Vault's token0 (the SpotPricePool's)"
+kind = "simulate"
+severity = "critical"
+response = ["pause_vault"]
+[reads]
+held = "token0.balanceOf(vault)"
+[trigger]
+condition = "not reverted and after.held < 50% * before.held"
+""",
+}
+
+BALANCER_ACTIONS = """
+[actions.pause_vault]
+contract = "vault"
+call = "setPaused(bool)"
+args = [true]
+done_when = "getPausedState().paused"
+"""
+SPOT_DUMP = 9_000_000 * TOKEN  # token0 the attacker pushes into the Uniswap pair
+
+
+def balancer_config(protocols: ProtocolsChain, folder: Path) -> Path:
+    world, uniswap = protocols.worlds.balancer, protocols.worlds.uniswap
+    contracts = {"vault": Watched(world.vault, balancer_abi("20210418-vault", "Vault")),
+                 "token0": Watched(uniswap.token0, forge_abi("TestToken")),
+                 "token1": Watched(uniswap.token1, forge_abi("TestToken"))}
+    return write_guard_config(folder, rpc_url=protocols.node.rpc_url, chain_id=protocols.worlds.chain_id,
+                              governance=world.governance, contracts=contracts, actions=BALANCER_ACTIONS,
+                              policies=BALANCER_POLICIES, key_env=KEY_ENV, ws_url=protocols.node.ws_url)
+
+
+def test_balancer_a_pending_spot_price_drain_is_beaten_by_set_paused_true(protocols: ProtocolsChain,
+                                                                           tmp_path: Path) -> None:
+    w3, world, uniswap = protocols.w3, protocols.worlds.balancer, protocols.worlds.uniswap
+    token0 = contract(w3, "TestToken", uniswap.token0)
+    build = artifact("SpotPriceAttacker")
+    receipt = transact(w3, w3.eth.contract(abi=build["abi"], bytecode=build["bytecode"]["object"]).constructor(
+        world.vault, world.pool), ATTACKER)
+    attacker = w3.eth.contract(address=receipt["contractAddress"], abi=build["abi"])
+    transact(w3, token0.functions.mint(attacker.address, SPOT_DUMP), ATTACKER)
+
+    def drain() -> str:
+        return attacker.functions.attack(uniswap.token0, uniswap.token1, SPOT_DUMP,
+                                         POOL_LIQUIDITY[0] * TOKEN).transact(
+            {"from": ATTACKER, "gas": 1_000_000}).to_0x_hex()
+
+    outcome = race(w3, balancer_config(protocols, tmp_path), drain)
+
+    assert_response_first(outcome, "vault-pool-drain")
+    assert world.vault_contract(w3).functions.getPausedState().call()[0] is True
+    assert token0.functions.balanceOf(world.vault).call() == POOL_LIQUIDITY[0] * TOKEN
+    assert token0.functions.balanceOf(ATTACKER).call() == 0
+    pause = w3.eth.get_transaction(outcome.pause)
+    assert pause["from"] == GUARDIAN and pause["to"] == world.governance.module
+
+
+def test_balancer_an_hour_of_ordinary_swaps_and_flash_loans_trips_nothing(protocols: ProtocolsChain,
+                                                                          tmp_path: Path) -> None:
+    w3, world, uniswap = protocols.w3, protocols.worlds.balancer, protocols.worlds.uniswap
+    tokens = (contract(w3, "TestToken", uniswap.token0), contract(w3, "TestToken", uniswap.token1))
+    borrower = contract(w3, "BalancerFlashBorrower", world.borrower)
+    for trader in (ALICE, BOB):
+        for token in tokens:
+            transact(w3, token.functions.mint(trader, 100_000 * TOKEN), trader)
+            transact(w3, token.functions.approve(world.vault, 2**256 - 1), trader)
+
+    def ordinary_block(index: int) -> None:
+        if index % 6 == 5:  # someone's flash loan, repaid in the same call
+            borrower.functions.borrow(world.weth, 500 * TOKEN).transact({"from": CAROL})
+            return
+        trader = (ALICE, BOB)[index % 2]
+        token_in, token_out = (uniswap.token0, uniswap.token1) if index % 3 else (uniswap.token1, uniswap.token0)
+        swap_given_in(w3, world, trader, token_in, token_out, (index + 1) * 100 * TOKEN).transact({"from": trader})
+
+    assert_quiet(follow_ordinary_use(w3, balancer_config(protocols, tmp_path), ordinary_block))
+    assert world.vault_contract(w3).functions.getPausedState().call()[0] is False
+    assert borrower.functions.loans().call() == BENIGN_HOUR // 6
