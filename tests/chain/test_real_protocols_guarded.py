@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from web3 import Web3
+from web3.exceptions import ContractLogicError
 
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
@@ -21,7 +22,8 @@ from onguard.runtime import Guardian
 from onguard.sources.mempool import MempoolSource
 
 from ..fixtures.protocols.balancer import POOL_LIQUIDITY, swap_given_in
-from ..fixtures.protocols.config import Watched, balancer_abi, forge_abi, write_guard_config
+from ..fixtures.protocols.config import Watched, balancer_abi, forge_abi, uniswap_abi, write_guard_config
+from ..fixtures.protocols.uniswap import swap_token0_for_token1
 from .conftest import ProtocolsChain
 
 pytestmark = pytest.mark.chain
@@ -249,6 +251,20 @@ held = "token0.balanceOf(vault)"
 [trigger]
 condition = "not reverted and after.held < 50% * before.held"
 """,
+    "price-source.toml": """
+id = "price-source-jump"
+description = "The Uniswap pair the pool prices from moved its token0 reserve by more than 20% in one block"
+kind = "delta"
+severity = "critical"
+response = ["pause_vault"]
+[reads]
+reserve0 = "pair.getReserves().reserve0"
+[delta]
+of = "reserve0"
+blocks = 1
+[trigger]
+condition = "abs(change) > 20%"
+""",
 }
 
 BALANCER_ACTIONS = """
@@ -265,7 +281,8 @@ def balancer_config(protocols: ProtocolsChain, folder: Path) -> Path:
     world, uniswap = protocols.worlds.balancer, protocols.worlds.uniswap
     contracts = {"vault": Watched(world.vault, balancer_abi("20210418-vault", "Vault")),
                  "token0": Watched(uniswap.token0, forge_abi("TestToken")),
-                 "token1": Watched(uniswap.token1, forge_abi("TestToken"))}
+                 "token1": Watched(uniswap.token1, forge_abi("TestToken")),
+                 "pair": Watched(uniswap.pair, uniswap_abi("UniswapV2Pair"))}
     return write_guard_config(folder, rpc_url=protocols.node.rpc_url, chain_id=protocols.worlds.chain_id,
                               governance=world.governance, contracts=contracts, actions=BALANCER_ACTIONS,
                               policies=BALANCER_POLICIES, key_env=KEY_ENV, ws_url=protocols.node.ws_url)
@@ -296,17 +313,20 @@ def test_balancer_a_pending_spot_price_drain_is_beaten_by_set_paused_true(protoc
     assert pause["from"] == GUARDIAN and pause["to"] == world.governance.module
 
 
-def test_balancer_an_hour_of_ordinary_swaps_and_flash_loans_trips_nothing(protocols: ProtocolsChain,
+def test_balancer_an_hour_of_ordinary_swaps_flash_loans_and_trades_trips_nothing(protocols: ProtocolsChain,
                                                                           tmp_path: Path) -> None:
     w3, world, uniswap = protocols.w3, protocols.worlds.balancer, protocols.worlds.uniswap
     tokens = (contract(w3, "TestToken", uniswap.token0), contract(w3, "TestToken", uniswap.token1))
     borrower = contract(w3, "BalancerFlashBorrower", world.borrower)
     for trader in (ALICE, BOB):
         for token in tokens:
-            transact(w3, token.functions.mint(trader, 100_000 * TOKEN), trader)
+            transact(w3, token.functions.mint(trader, 200_000 * TOKEN), trader)
             transact(w3, token.functions.approve(world.vault, 2**256 - 1), trader)
 
     def ordinary_block(index: int) -> None:
+        if index % 10 == 8:  # a trade on the Uniswap pair the pool prices from
+            swap_token0_for_token1(w3, uniswap, tokens[0], ALICE, 5_000 * TOKEN)
+            return
         if index % 6 == 5:  # someone's flash loan, repaid in the same call
             borrower.functions.borrow(world.weth, 500 * TOKEN).transact({"from": CAROL})
             return
@@ -317,3 +337,33 @@ def test_balancer_an_hour_of_ordinary_swaps_and_flash_loans_trips_nothing(protoc
     assert_quiet(follow_ordinary_use(w3, balancer_config(protocols, tmp_path), ordinary_block))
     assert world.vault_contract(w3).functions.getPausedState().call()[0] is False
     assert borrower.functions.loans().call() == BENIGN_HOUR // 6
+
+
+def test_balancer_a_mined_manipulation_of_the_price_source_pauses_the_vault_on_the_block_path(
+        protocols: ProtocolsChain, tmp_path: Path) -> None:
+    """The attack in two transactions: the first, moving the Uniswap pair, is mined; the delta policy on the pair's
+    reserves trips on that block and the Vault is paused before the second can sell into the pool."""
+    w3, world, uniswap = protocols.w3, protocols.worlds.balancer, protocols.worlds.uniswap
+    token0, token1 = contract(w3, "TestToken", uniswap.token0), contract(w3, "TestToken", uniswap.token1)
+    transact(w3, token0.functions.mint(ATTACKER, SPOT_DUMP), ATTACKER)
+
+    async def scenario() -> list[str]:
+        config = load_config(balancer_config(protocols, tmp_path))
+        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        try:
+            await guardian.start()
+            await guardian.step()
+            await asyncio.to_thread(swap_token0_for_token1, w3, uniswap, token0, ATTACKER, SPOT_DUMP)
+            decisions = await guardian.step()
+            await guardian.drain_responses(timeout=10)
+            return [decision.finding.policy.id for decision in decisions]
+        finally:
+            await guardian.close()
+
+    assert asyncio.run(scenario()) == ["price-source-jump"]
+    assert world.vault_contract(w3).functions.getPausedState().call()[0] is True
+    bought = token1.functions.balanceOf(ATTACKER).call()
+    sell = swap_given_in(w3, world, ATTACKER, uniswap.token1, uniswap.token0, bought // 100)
+    with pytest.raises(ContractLogicError, match="BAL#402"):
+        sell.call({"from": ATTACKER})
+    assert token0.functions.balanceOf(world.vault).call() == POOL_LIQUIDITY[0] * TOKEN
