@@ -410,3 +410,12 @@ def test_bad_fields_are_refused(data: dict[str, Any], write_toml: WriteToml, don
     assert error.field == "actions.freeze_pool.done_when"
     assert message in error.message
     assert error.hint is not None and hint in error.hint
+
+
+def test_actions_are_frozen_and_hashable(write_toml: WriteToml, data: dict[str, Any]) -> None:
+    data["actions"]["keepers"] = {"contract": "pool", "call": "setKeepers", "args": [["vault", "usdc"]],
+                                  "done_when": "paused()"}
+    action = load(write_toml, data).actions["keepers"]
+    assert hash(action) == hash(load(write_toml, data).actions["keepers"])
+    with pytest.raises(AttributeError):
+        action.calls[0].calldata = b""  # type: ignore[misc]

@@ -796,6 +796,8 @@ def test_bit_operator_mistakes_found_at_compile_time(source: str, message: str) 
 
 def test_other_languages_bit_and_logic_spellings_still_get_a_hint() -> None:
     assert compile_error("args.flag && true").hint == "write and"
+    assert compile_error("args.flag & true").hint == "& works on the bits of numbers; join conditions with and"
+    assert compile_error("args.flag | tx.value > 0").hint == "| works on the bits of numbers; join conditions with or"
     assert compile_error("~args.assets == 0").hint is not None
 
 

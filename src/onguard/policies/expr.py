@@ -1032,6 +1032,10 @@ class _Compiler:
                                  _mismatch_hint(left.type, right.type))
             return self._fold(node, _Compiled("bool", _combine(_EQUALITY[op], left, right)), [left, right])
         if left.type != "number" or right.type != "number":
+            if op in ("&", "|") and "bool" in (left.type, right.type):
+                word = "and" if op == "&" else "or"
+                raise self._fail(f"operator {op} needs numbers, got {types}", node,
+                                 f"{op} works on the bits of numbers; join conditions with {word}")
             raise self._fail(f"operator {op} needs numbers, got {types}", node,
                              "arithmetic and <, <=, >, >= work on numbers only; compare other values with == or !=")
         if op in _ORDERING:

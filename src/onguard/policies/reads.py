@@ -225,10 +225,10 @@ def _bytes(value: object, abi_type: str) -> bytes:
     return data
 
 
-def _array(value: object, abi_type: str, contracts: Mapping[str, WatchedContract]) -> list[object]:
+def _array(value: object, abi_type: str, contracts: Mapping[str, WatchedContract]) -> tuple[object, ...]:
     item_type, _, length = abi_type[:-1].rpartition("[")
     if not isinstance(value, list):
         raise ValueError(f"argument {value!r} is not a list ({abi_type}) — write [a, b, …]")
     if length and len(value) != int(length):
         raise ValueError(f"argument has {len(value)} items, {abi_type} takes exactly {length} — list them all")
-    return [argument_value(item, item_type, contracts) for item in value]
+    return tuple(argument_value(item, item_type, contracts) for item in value)  # frozen, as settings are
