@@ -23,6 +23,7 @@ from onguard.sources.mempool import MempoolSource
 
 from ..fixtures.protocols.balancer import POOL_LIQUIDITY, swap_given_in
 from ..fixtures.protocols.config import Watched, balancer_abi, forge_abi, uniswap_abi, write_guard_config
+from ..fixtures.protocols.governance import guardian_module
 from ..fixtures.protocols.uniswap import swap_token0_for_token1
 from .conftest import ProtocolsChain
 
@@ -367,3 +368,22 @@ def test_balancer_a_mined_manipulation_of_the_price_source_pauses_the_vault_on_t
     with pytest.raises(ContractLogicError, match="BAL#402"):
         sell.call({"from": ATTACKER})
     assert token0.functions.balanceOf(world.vault).call() == POOL_LIQUIDITY[0] * TOKEN
+
+
+@pytest.mark.parametrize("protocol", ["balancer", "token"])
+def test_onguard_encodes_exactly_the_calldata_the_owners_allowlisted(protocols: ProtocolsChain, tmp_path: Path,
+                                                                     protocol: str) -> None:
+    """Two independent encodings agree: the fixture's (web3, when the owners allowlisted it) and onguard's (from
+    the action in onguard.toml), call by call, and the module holds that hash."""
+    if protocol == "balancer":
+        config, governance = balancer_config(protocols, tmp_path), protocols.worlds.balancer.governance
+        allowlisted = (protocols.worlds.balancer.pause,)
+    else:
+        config, governance = token_config(protocols, tmp_path), protocols.worlds.token.governance
+        allowlisted = protocols.worlds.token.emergency
+    calls = [call for action in load_config(config).actions.values() for call in action.calls]
+    module = guardian_module(protocols.w3, governance)
+    assert [(call.target, call.calldata) for call in calls] == [(a.target, a.calldata) for a in allowlisted]
+    for call, action in zip(calls, allowlisted, strict=True):
+        assert call.calldata_hash == "0x" + action.calldata_hash.hex()
+        assert module.functions.getAction(call.target, call.selector).call()[3] == action.calldata_hash
