@@ -66,7 +66,9 @@ contract GuardianModule {
     /// @param target The contract the Safe called.
     /// @param selector The selector called.
     /// @param calldataHash keccak256 of the full calldata the Safe sent.
-    event ActionExecuted(address indexed guardian, address indexed target, bytes4 indexed selector, bytes32 calldataHash);
+    event ActionExecuted(
+        address indexed guardian, address indexed target, bytes4 indexed selector, bytes32 calldataHash
+    );
 
     /// @notice The Safe cleared an action's last execution time: a guardian may execute it again at once.
     /// @param target The contract of the action.

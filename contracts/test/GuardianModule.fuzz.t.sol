@@ -222,7 +222,8 @@ contract GuardianModuleFuzzTest is Fixture {
         vm.warp(START + elapsed);
 
         _ownersExec(
-            address(module), abi.encodeCall(GuardianModule.resetCooldown, (address(breaker), CircuitBreaker.trip.selector))
+            address(module),
+            abi.encodeCall(GuardianModule.resetCooldown, (address(breaker), CircuitBreaker.trip.selector))
         );
         _exec(address(breaker), tripData);
         assertTrue(breaker.tripped(), "tripped again inside the old cooldown");

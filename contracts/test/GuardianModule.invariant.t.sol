@@ -33,7 +33,13 @@ contract RogueGuardian is TestBase {
     /// Calls the module let through (each call of a successful batch counts).
     uint256 public successfulCalls;
 
-    constructor(GuardianModule module_, address safe_, Recorder[3] memory recorders_, bytes memory pinB_, bytes memory pinC_) {
+    constructor(
+        GuardianModule module_,
+        address safe_,
+        Recorder[3] memory recorders_,
+        bytes memory pinB_,
+        bytes memory pinC_
+    ) {
         module = module_;
         safe = safe_;
         recorders = recorders_;
@@ -58,9 +64,12 @@ contract RogueGuardian is TestBase {
         } catch {}
     }
 
-    function executeBatch(uint256[3] calldata targetSeeds, uint256[3] calldata selectorSeeds, bytes calldata tail, uint256 size)
-        external
-    {
+    function executeBatch(
+        uint256[3] calldata targetSeeds,
+        uint256[3] calldata selectorSeeds,
+        bytes calldata tail,
+        uint256 size
+    ) external {
         GuardianModule.Call[] memory calls = new GuardianModule.Call[](size % 4); // 0 to 3 calls
         for (uint256 i = 0; i < calls.length; i++) {
             calls[i] = GuardianModule.Call({target: _target(targetSeeds[i]), data: _data(selectorSeeds[i], tail)});
@@ -344,7 +353,8 @@ contract GuardianModuleOwnersInvariantTest is Fixture {
         for (uint256 t = 0; t < targets.length; t++) {
             for (uint256 s = 0; s < selectors.length; s++) {
                 batchTargets[t * selectors.length + s] = address(module);
-                datas[t * selectors.length + s] = abi.encodeCall(GuardianModule.revokeAction, (targets[t], selectors[s]));
+                datas[t * selectors.length + s] =
+                    abi.encodeCall(GuardianModule.revokeAction, (targets[t], selectors[s]));
             }
         }
         _ownersExecBatch(batchTargets, datas);

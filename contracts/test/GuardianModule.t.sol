@@ -204,7 +204,9 @@ contract GuardianModuleTest is Fixture {
         _allowPause(COOLDOWN);
         vm.expectEmit(true, true, true, true, address(module));
         emit GuardianModule.ActionRevoked(address(vault), Vault.pause.selector);
-        _ownersExec(address(module), abi.encodeCall(GuardianModule.revokeAction, (address(vault), Vault.pause.selector)));
+        _ownersExec(
+            address(module), abi.encodeCall(GuardianModule.revokeAction, (address(vault), Vault.pause.selector))
+        );
 
         GuardianModule.Action memory a = module.getAction(address(vault), Vault.pause.selector);
         assertFalse(a.allowed, "revoked");
@@ -337,7 +339,7 @@ contract GuardianModuleTest is Fixture {
         bytes[] memory datas = new bytes[](2);
         (targets[0], datas[0]) = (address(vault), abi.encodeCall(Vault.unpause, ()));
         (targets[1], datas[1]) =
-            (address(module), abi.encodeCall(GuardianModule.resetCooldown, (address(vault), Vault.pause.selector)));
+        (address(module), abi.encodeCall(GuardianModule.resetCooldown, (address(vault), Vault.pause.selector)));
         vm.expectEmit(true, true, true, true, address(module));
         emit GuardianModule.CooldownReset(address(vault), Vault.pause.selector);
         _ownersExecBatch(targets, datas);

@@ -27,7 +27,8 @@ abstract contract RealSafe is TestBase {
     function _deploySafe() internal {
         ownerKeys = [OWNER_KEY_1, OWNER_KEY_2, OWNER_KEY_3];
         Safe singleton = Safe(payable(_deployArtifact("Safe.sol/Safe.json")));
-        SafeProxyFactory factory = SafeProxyFactory(_deployArtifact("proxies/SafeProxyFactory.sol/SafeProxyFactory.json"));
+        SafeProxyFactory factory =
+            SafeProxyFactory(_deployArtifact("proxies/SafeProxyFactory.sol/SafeProxyFactory.json"));
         multiSend = MultiSendCallOnly(_deployArtifact("libraries/MultiSendCallOnly.sol/MultiSendCallOnly.json"));
 
         address[] memory owners = new address[](3);
@@ -61,9 +62,8 @@ abstract contract RealSafe is TestBase {
     function _ownersExecBatch(address[] memory targets, bytes[] memory datas) internal {
         bytes memory packed;
         for (uint256 i = 0; i < targets.length; i++) {
-            packed = abi.encodePacked(
-                packed, uint8(Enum.Operation.Call), targets[i], uint256(0), datas[i].length, datas[i]
-            );
+            packed =
+                abi.encodePacked(packed, uint8(Enum.Operation.Call), targets[i], uint256(0), datas[i].length, datas[i]);
         }
         _ownersExecAs(
             address(multiSend),
@@ -76,9 +76,8 @@ abstract contract RealSafe is TestBase {
     function _ownersExecAs(address to, bytes memory data, Enum.Operation operation, uint256[] memory signerKeys)
         internal
     {
-        bytes32 txHash = safe.getTransactionHash(
-            to, 0, data, operation, 0, 0, 0, address(0), payable(address(0)), safe.nonce()
-        );
+        bytes32 txHash =
+            safe.getTransactionHash(to, 0, data, operation, 0, 0, 0, address(0), payable(address(0)), safe.nonce());
         bool ok = safe.execTransaction(
             to, 0, data, operation, 0, 0, 0, address(0), payable(address(0)), _signatures(txHash, signerKeys)
         );
