@@ -23,6 +23,7 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from eth_abi import encode as abi_encode
@@ -38,8 +39,14 @@ from onguard.tomlfields import Table
 if TYPE_CHECKING:
     from onguard.config import WatchedContract
 
-VIAS = ("module", "presigned")
 _CALL_FIELDS_HINT = "contract = \"pool\", function = \"setPoolPause(bool)\", args = [true]"
+
+
+class Via(StrEnum):
+    """How an action reaches the chain."""
+
+    MODULE = "module"          # the guardian key calls the GuardianModule
+    PRESIGNED = "presigned"    # the daemon relays the owners' pre-signed Safe transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +113,17 @@ class ActionSettings:
     name: str
     calls: tuple[ActionCall, ...]
     done_when: DoneCondition
-    via: str = "module"  # "module": the GuardianModule; "presigned": owners' pre-signed Safe transaction
+    via: Via = Via.MODULE
 
     @property
     def text(self) -> str:
         """e.g. `pool.setPoolPause(true); pool.setReservePause(usdc, true)`."""
         return "; ".join(call.text for call in self.calls)
+
+    @property
+    def calldata_hashes(self) -> tuple[str, ...]:
+        """What the module's allowlist pins, call by call: keccak256 of each call's exact calldata."""
+        return tuple(call.calldata_hash for call in self.calls)
 
 
 def compile_done_when(source: str, contracts: Mapping[str, WatchedContract],
@@ -142,12 +154,13 @@ def parse_action(name: str, entry: Table, contracts: Mapping[str, WatchedContrac
     calls = _calls(entry, contracts)
     touched = {call.contract for call in calls}
     done_when = _done_when(entry, contracts, own_contract=next(iter(touched)) if len(touched) == 1 else None)
-    via = entry.get("via", str, default="module")
-    if via not in VIAS:
-        raise entry.fail("via", f"{via!r} is neither \"module\" nor \"presigned\"",
+    written = entry.get("via", str, default=Via.MODULE.value)
+    if written not in set(Via):
+        raise entry.fail("via", f"{written!r} is neither \"module\" nor \"presigned\"",
                          "module: the guardian key calls the GuardianModule; presigned: the daemon executes "
                          "the owners' pre-signed Safe transaction (`onguard presign`)")
-    if via == "presigned" and len(calls) > 1:
+    via = Via(written)
+    if via == Via.PRESIGNED and len(calls) > 1:
         raise entry.fail("via", f"a pre-signed action makes one call, this one makes {len(calls)}",
                          "use via = \"module\" for several calls in one transaction, or split the action")
     entry.finish()

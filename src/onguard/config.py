@@ -10,7 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from onguard.actions import ActionSettings, parse_action
+from onguard.actions import ActionSettings, Via, parse_action
 from onguard.chain.abi import ContractAbi, load_abi
 from onguard.errors import ConfigError, InputError
 from onguard.tomlfields import Table, read_toml
@@ -229,7 +229,7 @@ def _safe(table: Table) -> SafeSettings:
 
 def _module_needed(root: Table, safe: SafeSettings, actions: Mapping[str, ActionSettings]) -> None:
     """The pre-signed path needs no module; an action sent through the module needs its address."""
-    through_module = [name for name, action in actions.items() if action.via == "module"]
+    through_module = [name for name, action in actions.items() if action.via == Via.MODULE]
     if through_module and safe.guardian_module is None:
         raise root.fail("safe.guardian_module", f"is required: action {through_module[0]} is sent through the "
                                                 "GuardianModule (via = \"module\", the default)",

@@ -179,6 +179,7 @@ def test_the_calldata_hash_is_keccak256_of_the_exact_calldata(write_toml: WriteT
     # as `cast keccak <calldata>` prints it
     expected = "0xea2ba83d701111849717479910b2a4f3c95f2c0a9b20c5202839a0336283bc36"
     assert call.calldata_hash == calldata_hash(calldata) == expected
+    assert load(write_toml, data).actions["freeze"].calldata_hashes == (expected,)
 
 
 def test_the_pre_signed_path_needs_no_module(write_toml: WriteToml, data: dict[str, Any]) -> None:
