@@ -15,6 +15,10 @@ interface Vm {
     function assume(bool condition) external;
     function addr(uint256 privateKey) external returns (address);
     function label(address account, string calldata newLabel) external;
+    function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
+    function getCode(string calldata artifactPath) external view returns (bytes memory creationBytecode);
+    function expectCall(address callee, uint256 msgValue, bytes calldata data) external;
+    function expectCall(address callee, uint256 msgValue, bytes calldata data, uint64 count) external;
 }
 
 /// @notice A minimal base: the cheatcode handle and a handful of assertion helpers that fail by reverting.
