@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import onguard
 from onguard import __version__
-from onguard.cli import audit, demo, incidents, keystore, policies, presign, proposals, replay, run, status
+from onguard.cli import audit, demo, incidents, keystore, module, policies, presign, preflight, proposals, replay, run, \
+    status
 from onguard.errors import OnguardError
 from onguard.log import configure_logging
 
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(commands)
     presign.register(commands)
     proposals.register(commands)
+    module.register(commands)
+    preflight.register(commands)
     replay.register(commands)
     return parser
 
