@@ -10,6 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from onguard.actions import ActionSettings, parse_action
 from onguard.chain.abi import ContractAbi, load_abi
 from onguard.errors import ConfigError, InputError
 from onguard.tomlfields import Table, read_toml
@@ -31,7 +32,7 @@ class ChainSettings:
 @dataclass(frozen=True, slots=True)
 class SafeSettings:
     address: str
-    guardian_module: str
+    guardian_module: str | None  # None: every action is executed through owners' pre-signed transactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +49,6 @@ class WatchedContract:
     name: str
     address: str
     abi: ContractAbi
-
-
-@dataclass(frozen=True, slots=True)
-class ActionSettings:
-    """A pre-authorised call the guardian may make through the module, and how to tell it already holds."""
-
-    name: str
-    contract: str
-    call: str        # a no-argument function signature, e.g. "pause()"
-    done_when: str   # a no-argument view returning bool, e.g. "paused()"
-    via: str = "module"  # "module": the GuardianModule; "presigned": owners' pre-signed Safe transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +124,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         mempool=_mempool(root.table("mempool", required=False)),
     )
     root.finish()
+    _module_needed(root, config.safe, config.actions)
     return config
 
 
@@ -171,9 +162,20 @@ def _chain(table: Table) -> ChainSettings:
 
 
 def _safe(table: Table) -> SafeSettings:
-    settings = SafeSettings(address=_address(table, "address"), guardian_module=_address(table, "guardian_module"))
+    module = _address(table, "guardian_module") if table.has("guardian_module") else None
+    settings = SafeSettings(address=_address(table, "address"), guardian_module=module)
     table.finish()
     return settings
+
+
+def _module_needed(root: Table, safe: SafeSettings, actions: Mapping[str, ActionSettings]) -> None:
+    """The pre-signed path needs no module; an action sent through the module needs its address."""
+    through_module = [name for name, action in actions.items() if action.via == "module"]
+    if through_module and safe.guardian_module is None:
+        raise root.fail("safe.guardian_module", f"is required: action {through_module[0]} is sent through the "
+                                                "GuardianModule (via = \"module\", the default)",
+                        "give the module's address, or set via = \"presigned\" on every action and have the "
+                        "owners pre-sign them (`onguard presign`)")
 
 
 def _guardian(table: Table, base: Path) -> KeySource:
@@ -223,30 +225,12 @@ def _contracts(root: Table, base: Path) -> Mapping[str, WatchedContract]:
 
 
 def _actions(table: Table, contracts: Mapping[str, WatchedContract]) -> Mapping[str, ActionSettings]:
+    """Each [actions.NAME], compiled by onguard.actions (which imports nothing of this module at run time)."""
     actions: dict[str, ActionSettings] = {}
     for name in table.keys():
         entry = table.table(name)
         assert entry is not None
-        contract_name = entry.get("contract", str)
-        contract = contracts.get(contract_name)
-        if contract is None:
-            raise entry.fail("contract", f"no contract named {contract_name!r}",
-                             f"known contracts: {', '.join(contracts)}")
-        call = entry.get("call", str, hint="a function signature such as \"pause()\"")
-        done_when = entry.get("done_when", str, hint="a view returning bool, such as \"paused()\"")
-        for key, signature in (("call", call), ("done_when", done_when)):
-            if not contract.abi.has_function(signature):
-                raise entry.fail(key, f"{contract_name} has no function {signature}",
-                                 f"functions: {', '.join(contract.abi.function_signatures())}")
-            if not signature.endswith("()"):
-                raise entry.fail(key, f"{signature} takes arguments; only no-argument calls are supported")
-        via = entry.get("via", str, default="module")
-        if via not in ("module", "presigned"):
-            raise entry.fail("via", f"{via!r} is neither \"module\" nor \"presigned\"",
-                             "module: the guardian key calls the GuardianModule; presigned: the daemon executes "
-                             "the owners' pre-signed Safe transaction (`onguard presign`)")
-        actions[name] = ActionSettings(name=name, contract=contract_name, call=call, done_when=done_when, via=via)
-        entry.finish()
+        actions[name] = parse_action(name, entry, contracts)
     return MappingProxyType(actions)
 
 

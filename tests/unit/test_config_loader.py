@@ -52,8 +52,12 @@ def test_valid_config_loads_with_checksummed_addresses(write_toml: WriteToml, co
     assert config.contracts["vault"].address == to_checksum_address(vault)
     assert set(config.contracts) == {"vault", "breaker", "oracle", "asset"}
     assert config.contracts["vault"].abi.has_function("totalAssets()")
-    assert config.actions["pause_vault"].call == "pause()"
-    assert config.actions["trip_breaker"].contract == "breaker"
+    (pause,) = config.actions["pause_vault"].calls
+    assert pause.function.signature == "pause()"
+    assert pause.calldata == bytes.fromhex("8456cb59")  # pause()
+    (trip,) = config.actions["trip_breaker"].calls
+    assert trip.contract == "breaker"
+    assert trip.target == to_checksum_address(config_data["contracts"]["breaker"]["address"])
     assert config.guardian_key.key_env == key_env
     assert config.guardian_key.keystore is None
 
@@ -335,12 +339,14 @@ def test_action_done_when_the_abi_lacks(write_toml: WriteToml, config_data: dict
     assert "vault has no function isPaused()" in str(error)
 
 
-def test_action_calling_a_function_with_arguments(write_toml: WriteToml, config_data: dict[str, Any]) -> None:
+def test_action_calling_a_function_with_arguments_but_giving_none(write_toml: WriteToml,
+                                                                  config_data: dict[str, Any]) -> None:
     config_data["actions"]["pause_vault"]["call"] = "borrow(uint256)"
     path = write_toml(config_data)
     error = load_error(path)
-    assert_names(error, path, "actions.pause_vault.call")
-    assert "takes arguments" in str(error)
+    assert_names(error, path, "actions.pause_vault.args")
+    assert "vault.borrow(uint256) takes 1 argument(s), got 0" in str(error)
+    assert error.hint == "args = [amount: uint256]"
 
 
 def test_missing_abi_file(tmp_path: Path, write_toml: WriteToml, config_data: dict[str, Any]) -> None:

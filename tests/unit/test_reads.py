@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from eth_abi import encode as abi_encode
 from eth_abi.exceptions import EncodingError
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 from onguard.chain.abi import ContractAbi
 from onguard.config import Config, WatchedContract
@@ -166,9 +166,28 @@ def test_overloads_of_different_arity_are_told_apart_by_the_argument_count(
     assert parse_read("c.quota(vault)", custom).function.signature == "quota(address)"
 
 
+@pytest.mark.parametrize(("text", "argument"), [
+    ("vault.hasRole(0x" + "00" * 32 + ", vault)", bytes(32)),
+    ("vault.hasRole(keccak256:PAUSER_ROLE, vault)", keccak(text="PAUSER_ROLE")),
+    ("vault.supportsInterface(0x01ffc9a7)", bytes.fromhex("01ffc9a7")),
+])
+def test_fixed_size_bytes_arguments_and_role_ids(contracts: Mapping[str, WatchedContract], text: str,
+                                                 argument: bytes) -> None:
+    spec = parse_read(text, contracts)
+    assert spec.calldata[4:36] == argument.ljust(32, b"\0")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("vault.hasRole(0x" + "00" * 31 + ", vault)", "is 31 bytes, bytes32 takes exactly 32"),
+    ("vault.hasRole(PAUSER_ROLE, vault)", "is not bytes32"),
+    ("vault.supportsInterface(0x01ffc9a7ff)", "is 5 bytes, bytes4 takes exactly 4"),
+])
+def test_fixed_size_bytes_of_the_wrong_size_are_refused(contracts: Mapping[str, WatchedContract], text: str,
+                                                       message: str) -> None:
+    assert message in refusal(text, contracts)
+
+
 @pytest.mark.parametrize(("text", "type_"), [
-    ("vault.hasRole(0x" + "00" * 32 + ", vault)", "bytes32"),
-    ("vault.supportsInterface(0x01ffc9a7)", "bytes4"),
     ("c.named(hello)", "string"),
     ("c.many(vault)", "address[]"),
 ])

@@ -24,18 +24,20 @@ class ReadFailure:
 
 
 class StateReader(Protocol):
-    async def read(self, specs: Iterable[ReadSpec], block: int) -> dict[ReadSpec, Any]: ...
+    async def read(self, specs: Iterable[ReadSpec], block: int | str) -> dict[ReadSpec, Any]: ...
 
 
 class BatchStateReader:
     def __init__(self, rpc: Rpc) -> None:
         self._rpc = rpc
 
-    async def read(self, specs: Iterable[ReadSpec], block: int) -> dict[ReadSpec, Any]:
+    async def read(self, specs: Iterable[ReadSpec], block: int | str) -> dict[ReadSpec, Any]:
+        """The values at a block number, or at a tag such as "latest"."""
         unique = list(dict.fromkeys(specs))
         if not unique:
             return {}
-        requests = [("eth_call", [{"to": spec.address, "data": HexBytes(spec.calldata).to_0x_hex()}, hex(block)])
+        tag = hex(block) if isinstance(block, int) else block
+        requests = [("eth_call", [{"to": spec.address, "data": HexBytes(spec.calldata).to_0x_hex()}, tag])
                     for spec in unique]
         responses = await self._rpc.batch(requests)
         return {spec: _decode(spec, response) for spec, response in zip(unique, responses, strict=True)}

@@ -107,8 +107,9 @@ def handle_explain(args: argparse.Namespace) -> int:
     else:
         for name in common.response:
             action = config.actions[name]
-            print(f"  Then it sends {name}: {action.contract}.{action.call} through the Safe's guardian module "
-                  f"(unless {action.contract}.{action.done_when} is already true).")
+            how = "the Safe's guardian module" if action.via == "module" else "the owners' pre-signed Safe transaction"
+            print(f"  Then it sends {name}: {action.text} through {how} "
+                  f"(unless {action.done_when.source} is already true).")
     print(f"  Trips within {_duration(common.cooldown)} of the first join the same incident: no second response.")
     return 0
 

@@ -30,16 +30,15 @@ def handle(args: argparse.Namespace) -> int:
     if action is None:
         raise InputError(f"no action named {args.action!r}", file=str(config.path), field="actions",
                          hint=f"configured actions: {', '.join(config.actions) or 'none'}")
-    contract = config.contracts[action.contract]
+    (call,) = action.calls  # the config allows one call per pre-signed action
     safe = connect(config)
     state = safe.retrieve_state()
-    tx = SafeTxData.call(config.safe.address, config.chain.chain_id, contract.address,
-                         contract.abi.encode_call(action.call), state.nonce)
+    tx = SafeTxData.call(config.safe.address, config.chain.chain_id, call.target, call.calldata, state.nonce)
     store = IncidentStore(config.database)
     try:
         txs = SafeTxStore(store)
         record = txs.by_hash(TxKind.PRESIGNED, tx.safe_tx_hash_hex)
-        print(f"pre-signing emergency action {action.name} ({action.contract}.{action.call}):")
+        print(f"pre-signing emergency action {action.name} ({call.text}):")
         print("\n".join(describe(config, tx, state, record)))
         others = [r for r in txs.list(TxKind.PRESIGNED, TxStatus.PENDING)
                   if r.tx.nonce == tx.nonce and r.safe_tx_hash != tx.safe_tx_hash_hex]

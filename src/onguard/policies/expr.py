@@ -10,16 +10,23 @@ Grammar, loosest binding first:
     or          := and ('or' and)*
     and         := not ('and' not)*
     not         := 'not' not | comparison
-    comparison  := additive [('==' | '!=' | '<' | '<=' | '>' | '>=' | 'in' | 'not' 'in') additive]   (no chaining)
+    comparison  := bitor [('==' | '!=' | '<' | '<=' | '>' | '>=' | 'in' | 'not' 'in') bitor]   (no chaining)
+    bitor       := bitand ('|' bitand)*
+    bitand      := shift ('&' shift)*
+    shift       := additive (('<<' | '>>') additive)*
     additive    := multiplicative (('+' | '-') multiplicative)*
     multiplicative := unary (('*' | '/') unary)*
     unary       := '-' unary | primary
-    primary     := NUMBER ['%'] | STRING | HEX | 'true' | 'false' | path
+    primary     := NUMBER ['%'] | STRING | HEX | 'true' | 'false' | path | READ
                  | ('abs' | 'min' | 'max') '(' or (',' or)* ')' | '(' or ')' | '[' [or (',' or)* [',']] ']'
     path        := NAME ('.' NAME)*
+    READ        := [NAME '.'] NAME '(' … ')'   only where the caller resolves reads (an action's done_when): a
+                   view call on a watched contract, its text handed to the caller as written
 NUMBER: 1000, 1_000_000e18, 1.5e18, 0.25 (exact; below 2**256). STRING: '...' or "..." without escapes.
 HEX: 0x and whole bytes, lower-cased; exactly 40 hex digits is an address, anything else bytes.
 NAME: [A-Za-z_][A-Za-z0-9_]* not starting with '_'. Types: number, address, bool, string, bytes.
+Bit operators (`>>`, `<<`, `&`, `|`) take whole, non-negative numbers (packed flags in a uint256) and bind as in
+Python: tighter than comparisons, looser than + and -, so `(config >> 60) & 1 == 1` needs no more parentheses.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from types import MappingProxyType
 from typing import Any, NamedTuple, Union
 
 from onguard.errors import OnguardError, PolicyError
@@ -53,6 +61,8 @@ _UINT256_LIMIT = 2**256
 
 Number = Union[int, Fraction]
 Context = Mapping[str, Any]
+ReadResolver = Callable[[str], str]  # an inline read's text -> its type
+READ_VALUES = "()"  # the context key holding inline reads' values; no field name can be it
 _Fn = Callable[[Any], Any]
 
 _NUMBER_HINT = "write numbers like 1000, 1_000_000, 0.25, 1.5e18 or 25%"
@@ -130,32 +140,36 @@ _NUMBER = re.compile(r"(?P<whole>[0-9](?:_?[0-9])*)(?:\.(?P<fraction>[0-9](?:_?[
                      r"(?:[eE](?P<exponent>[+-]?[0-9]+))?")
 _HEX_RUN = re.compile(r"0[xX][0-9A-Za-z_]*")
 _HEX_VALUE = re.compile(r"0[xX][0-9a-fA-F]*")
-_OPERATORS_2 = ("==", "!=", "<=", ">=")
-_OPERATORS_1 = "<>+-*/%()[],."
+_OPERATORS_2 = ("==", "!=", "<=", ">=", "<<", ">>")
+_OPERATORS_1 = "<>+-*/%()[],.&|"
+# An inline read (only where the caller resolves reads): [contract.]function( … the matching ')'.
+_READ_START = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)[ \t]*\.[ \t]*)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*\(")
 # Things people write from other languages, with what to write instead.
 _MISTAKES = {
     "&&": "write and", "||": "write or", "**": "there is no power operator; write 1e18, or multiply",
     "//": "there is no integer division: / is exact", "<>": "write !=", "=>": "write >=", "=<": "write <=",
-    "=": "write == to compare", "!": "write not, or != to compare", "&": "write and", "|": "write or",
-    "^": "there is no power or xor operator; write 1e18 for powers of ten", "~": "there are no bit operators",
+    "=": "write == to compare", "!": "write not, or != to compare",
+    "^": "there is no power or xor operator; write 1e18 for powers of ten",
+    "~": "there is no bit negation; test a bit with (x >> n) & 1 == 0",
     "≥": "write >=", "≤": "write <=", "≠": "write !=", "“": "use plain quotes", "”": "use plain quotes",
     "‘": "use plain quotes", "’": "use plain quotes",
 }
 
 
-def _tokenize(source: str) -> list[_Token]:
+def _tokenize(source: str, reads: bool = False) -> list[_Token]:
     """All tokens; a lexical error becomes a final "error" token, so that the parser reports whatever comes
-    first in the source (`lambda x: x` is about `lambda`, not about the ':')."""
+    first in the source (`lambda x: x` is about `lambda`, not about the ':'). With `reads`, a
+    `contract.function(…)` is one "read" token, its text left for the caller to resolve."""
     tokens: list[_Token] = []
     try:
-        for token in _scan(source):
+        for token in _scan(source, reads):
             tokens.append(token)
     except ExpressionError as exc:
         tokens.append(_Token("error", "", exc.position, exc))
     return tokens
 
 
-def _scan(source: str) -> Iterator[_Token]:
+def _scan(source: str, reads: bool) -> Iterator[_Token]:
     position = 0
     while position < len(source):
         ch = source[position]
@@ -168,6 +182,8 @@ def _scan(source: str) -> Iterator[_Token]:
             token = _number(source, position)
         elif ch in ("'", '"'):
             token = _string(source, position)
+        elif reads and _is_read(source, position):
+            token = _read(source, position)
         elif ch == "_" or ch.isascii() and ch.isalpha():
             name = _NAME.match(source, position)
             assert name is not None
@@ -222,6 +238,37 @@ def _hex(source: str, position: int) -> _Token:
         raise _error(source, f"{text} has an odd number of hex digits ({digits})", position, len(text),
                      "an address is 0x followed by exactly 40 hex digits; bytes need two digits each")
     return _Token("hex", text, position, "0x" + text[2:].lower())
+
+
+def _is_read(source: str, position: int) -> bool:
+    start = _READ_START.match(source, position)
+    return start is not None and (start.group(1) is not None or start.group(2) not in FUNCTIONS + KEYWORDS)
+
+
+def _read(source: str, position: int) -> _Token:
+    """`[contract.]function(args)` up to its matching parenthesis (quoted text skipped), as one token."""
+    start = _READ_START.match(source, position)
+    assert start is not None
+    name = f"{start.group(1)}.{start.group(2)}" if start.group(1) else start.group(2)
+    opening = start.end() - 1
+    depth = 0
+    index = opening
+    quote = None
+    while index < len(source):
+        ch = source[index]
+        if quote is not None:
+            quote = None if ch == quote else quote
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return _Token("read", source[position:index + 1], position,
+                              f"{name}({source[opening + 1:index].strip()})")
+        index += 1
+    raise _error(source, "missing ')'", opening, 1, "the read's argument list is never closed")
 
 
 def _string(source: str, position: int) -> _Token:
@@ -296,7 +343,7 @@ class _Unary:
 
 @dataclass(frozen=True, slots=True)
 class _Binary:
-    op: str           # + - * / == != < <= > >= in "not in"
+    op: str           # + - * / << >> & | == != < <= > >= in "not in"
     left: _Node
     right: _Node
     position: int     # of the operator, where type errors point
@@ -318,7 +365,14 @@ class _Logical:
         return len(self.op)
 
 
-_Node = Union[_Literal, _Path, _Call, _List, _Unary, _Binary, _Logical]
+@dataclass(frozen=True, slots=True)
+class _Read:
+    text: str         # contract.function(args), arguments as written: the key its value is given under
+    position: int
+    length: int
+
+
+_Node = Union[_Literal, _Path, _Read, _Call, _List, _Unary, _Binary, _Logical]
 
 _COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 
@@ -342,9 +396,9 @@ def _children(node: _Node) -> tuple[_Node, ...]:
 class _Parser:
     """Recursive descent over the token list, one method per grammar rule."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, reads: bool = False) -> None:
         self.source = source
-        self.tokens = _tokenize(source)
+        self.tokens = _tokenize(source, reads)
         self.index = 0
         self.nesting = 0
 
@@ -423,7 +477,7 @@ class _Parser:
         return _Unary("not", operand, token.position, 3)
 
     def _comparison(self) -> _Node:
-        left = self._additive()
+        left = self._bitor()
         if not self._is_comparison():
             return left
         token = self._next()
@@ -432,12 +486,21 @@ class _Parser:
         if op == "not":
             length = self._next().position + 2 - token.position
             op = "not in"
-        right = self._additive()
+        right = self._bitor()
         if self._is_comparison():
             chained = self._peek()
             raise self._fail("comparisons cannot be chained", chained.position, len(chained.text),
                              hint="write a < b and b < c, or use parentheses if you mean to compare a bool")
         return _Binary(op, left, right, token.position, length)
+
+    def _bitor(self) -> _Node:
+        return self._chain(("|",), self._bitand)
+
+    def _bitand(self) -> _Node:
+        return self._chain(("&",), self._shift)
+
+    def _shift(self) -> _Node:
+        return self._chain(("<<", ">>"), self._additive)
 
     def _additive(self) -> _Node:
         return self._chain(("+", "-"), self._multiplicative)
@@ -449,7 +512,7 @@ class _Parser:
         node = operand()
         while self._at("op", *ops):
             token = self._next()
-            node = _Binary(token.text, node, operand(), token.position, 1)
+            node = _Binary(token.text, node, operand(), token.position, len(token.text))
         return node
 
     def _unary(self) -> _Node:
@@ -473,6 +536,9 @@ class _Parser:
         if token.kind == "string":
             self._next()
             return _Literal(token.value, "string", _quote(token.value), token.position, len(token.text))
+        if token.kind == "read":
+            self._next()
+            return _Read(token.value, token.position, len(token.text))
         if token.kind == "hex":
             self._next()
             kind = "address" if len(token.value) == 42 else "bytes"
@@ -635,10 +701,15 @@ def _quote(text: str) -> str:
 _LOOSEST = 0
 _NOT_LEVEL = 3
 _COMPARISON_LEVEL = 4
-_ADDITIVE_LEVEL = 5
-_MULTIPLICATIVE_LEVEL = 6
-_UNARY_LEVEL = 7
-_ATOM_LEVEL = 8
+_BITOR_LEVEL = 5
+_BITAND_LEVEL = 6
+_SHIFT_LEVEL = 7
+_ADDITIVE_LEVEL = 8
+_MULTIPLICATIVE_LEVEL = 9
+_UNARY_LEVEL = 10
+_ATOM_LEVEL = 11
+_BINARY_LEVELS = {"|": _BITOR_LEVEL, "&": _BITAND_LEVEL, "<<": _SHIFT_LEVEL, ">>": _SHIFT_LEVEL,
+                  "+": _ADDITIVE_LEVEL, "-": _ADDITIVE_LEVEL, "*": _MULTIPLICATIVE_LEVEL, "/": _MULTIPLICATIVE_LEVEL}
 
 
 def _level(node: _Node) -> int:
@@ -647,11 +718,7 @@ def _level(node: _Node) -> int:
     if isinstance(node, _Unary):
         return _NOT_LEVEL if node.op == "not" else _UNARY_LEVEL
     if isinstance(node, _Binary):
-        if node.op in ("+", "-"):
-            return _ADDITIVE_LEVEL
-        if node.op in ("*", "/"):
-            return _MULTIPLICATIVE_LEVEL
-        return _COMPARISON_LEVEL
+        return _BINARY_LEVELS.get(node.op, _COMPARISON_LEVEL)
     return _ATOM_LEVEL
 
 
@@ -666,6 +733,8 @@ def _render_bare(node: _Node) -> str:
         return node.text
     if isinstance(node, _Path):
         return node.dotted
+    if isinstance(node, _Read):
+        return node.text
     if isinstance(node, _Call):
         return f"{node.name}({', '.join(_render(arg) for arg in node.args)})"
     if isinstance(node, _List):
@@ -848,6 +917,19 @@ def _multiply(a: Number, b: Number) -> Number:
     return product if type(product) is int else _whole(product)
 
 
+def _bitwise(op: str, a: Number, b: Number, node: _Binary) -> int:
+    """Bit operators on whole, non-negative numbers: packed flags and fields of a uint256."""
+    for value, side in ((a, node.left), (b, node.right)):
+        if type(value) is not int or value < 0:
+            raise EvaluationError(f"operator {op} needs whole, non-negative numbers: {_render(side)} is {value}")
+    if op == "<<" and b > _MAX_SHIFT:
+        raise EvaluationError(f"{_render(node)} shifts by {b} bits; at most {_MAX_SHIFT} (a uint256 has 256)")
+    return _BITWISE[op](a, b)
+
+
+_MAX_SHIFT = 256
+_BITWISE: dict[str, Callable[[int, int], int]] = {"<<": operator.lshift, ">>": operator.rshift,
+                                                  "&": operator.and_, "|": operator.or_}
 _ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {"+": operator.add, "-": operator.sub, "*": _multiply}
 _ORDERING: dict[str, Callable[[Any, Any], Any]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt,
                                                    ">=": operator.ge}
@@ -868,10 +950,12 @@ class _Compiled(NamedTuple):
 class _Compiler:
     """Type-checks the tree against the schema and builds one closure per node, folding constant parts."""
 
-    def __init__(self, source: str, schema: _Schema) -> None:
+    def __init__(self, source: str, schema: _Schema, reads: ReadResolver | None = None) -> None:
         self.source = source
         self.schema = schema
+        self.resolve_read = reads
         self.references: set[str] = set()
+        self.reads: dict[str, str] = {}  # read text -> its type
 
     def _fail(self, message: str, node: _Node, hint: str | None = None, *, position: int | None = None,
               length: int | None = None) -> ExpressionError:
@@ -885,6 +969,8 @@ class _Compiler:
             kind = self.schema.resolve(node, self.source)
             self.references.add(node.dotted)
             return _Compiled(kind, _reader(node.parts, kind))
+        if isinstance(node, _Read):
+            return self._read(node)
         if isinstance(node, _List):
             raise self._fail("a list can only appear on the right of in or not in", node,
                              "write e.g. tx.from in [0x…, 0x…]")
@@ -905,6 +991,16 @@ class _Compiler:
         except EvaluationError as exc:
             raise self._fail(exc.message, node) from None
         return _Compiled(compiled.type, _const_fn(value), value)
+
+    def _read(self, node: _Read) -> _Compiled:
+        assert self.resolve_read is not None  # the tokenizer makes reads only when there is a resolver
+        try:
+            kind = self.resolve_read(node.text)
+        except ValueError as exc:
+            message, _, hint = str(exc).partition(" — ")
+            raise self._fail(message, node, hint or None) from None
+        self.reads[node.text] = kind
+        return _Compiled(kind, _reader((READ_VALUES, node.text), kind))
 
     def _unary(self, node: _Unary) -> _Compiled:
         operand = self.build(node.operand)
@@ -934,6 +1030,9 @@ class _Compiler:
                              "arithmetic and <, <=, >, >= work on numbers only; compare other values with == or !=")
         if op in _ORDERING:
             return self._fold(node, _Compiled("bool", _combine(_ORDERING[op], left, right)), [left, right])
+        if op in _BITWISE:
+            bitwise = lambda a, b: _bitwise(op, a, b, node)  # noqa: E731
+            return self._fold(node, _Compiled("number", _combine(bitwise, left, right)), [left, right])
         if op == "/":
             if right.const is not _VARIES and right.const == 0:
                 raise self._fail("division by zero", node, f"the divisor {_render(node.right)} is always 0")
@@ -1078,6 +1177,7 @@ class Expression:
     source: str
     references: frozenset[str]   # the dotted paths it reads
     result_type: str             # one of TYPES
+    reads: Mapping[str, str]     # inline reads (text -> type), valued in the context under READ_VALUES
     _tree: _Node
     _fn: _Fn
 
@@ -1098,21 +1198,23 @@ class Expression:
         return f"Expression({self.describe()!r}, result_type={self.result_type!r})"
 
 
-def compile_expression(source: str, schema: Mapping[str, str]) -> Expression:
+def compile_expression(source: str, schema: Mapping[str, str], reads: ReadResolver | None = None) -> Expression:
     """Parses and type-checks `source` against `schema` (full dotted path -> type); raises ExpressionError.
+    With `reads`, `contract.function(args)` may be written inline: `reads(text)` gives its type or raises
+    ValueError("message — hint"); its value is then looked up as context[READ_VALUES][text].
 
     A schema that is itself malformed (unknown type, bad path) is a programming error: ValueError."""
     fields = _Schema(schema)
-    tree = _Parser(source).parse()
-    compiler = _Compiler(source, fields)
+    tree = _Parser(source, reads=reads is not None).parse()
+    compiler = _Compiler(source, fields, reads)
     compiled = compiler.build(tree)
     return Expression(source=source, references=frozenset(compiler.references), result_type=compiled.type,
-                      _tree=tree, _fn=compiled.fn)
+                      reads=MappingProxyType(compiler.reads), _tree=tree, _fn=compiled.fn)
 
 
-def compile_condition(source: str, schema: Mapping[str, str]) -> Expression:
+def compile_condition(source: str, schema: Mapping[str, str], reads: ReadResolver | None = None) -> Expression:
     """compile_expression, and the result must be a bool: what a policy's condition is."""
-    expression = compile_expression(source, schema)
+    expression = compile_expression(source, schema, reads)
     if expression.result_type != "bool":
         kind = _type_name(expression.result_type)
         start = len(source) - len(source.lstrip())

@@ -17,9 +17,11 @@ from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_signature_to_4byte_selector
 
+from onguard.actions import ActionSettings, DoneCondition
 from onguard.chain.rpc import Rpc
-from onguard.config import ActionSettings, Config
-from onguard.errors import ChainError, NotAuthorised
+from onguard.chain.view import BatchStateReader
+from onguard.config import Config
+from onguard.errors import ChainError, ConfigError, NotAuthorised
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseRecord, ResponseStatus
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
@@ -42,7 +44,7 @@ class PreparedAction:
     target: str
     calldata: bytes          # the protocol call, e.g. pause()
     module_calldata: bytes   # GuardianModule.execute(target, 0, calldata, CALL)
-    done_check: bytes        # the view telling whether the action already holds, e.g. paused()
+    done_when: DoneCondition  # tells whether the action already holds, e.g. paused()
     gas_limit: int
 
 
@@ -67,6 +69,7 @@ class ModuleResponder:
         self._account = account
         self._store = store
         self._module = config.safe.guardian_module
+        self._reader = BatchStateReader(rpc)
         self._private = [Rpc(e.url) for e in config.response.endpoints if e.private]
         self._public = [Rpc(e.url) for e in config.response.endpoints if not e.private]
         self._prepared: dict[str, PreparedAction] = {}
@@ -88,6 +91,12 @@ class ModuleResponder:
         """Checks on chain that the guardian can act at all, then prepares each action's transaction."""
         # Actions executed through pre-signed Safe transactions need nothing of the module.
         actions = [a for a in self._config.actions.values() if a.via == "module"]
+        for action in actions:
+            if len(action.calls) != 1:
+                raise ConfigError(f"action {action.name} makes {len(action.calls)} calls in one transaction, which "
+                                  "this GuardianModule cannot execute", file=str(self._config.path),
+                                  field=f"actions.{action.name}.calls",
+                                  hint="deploy GuardianModule v2 (executeBatch), or split the action")
         if actions:
             await self._check_authorised()
         for action in actions:
@@ -123,21 +132,20 @@ class ModuleResponder:
         for action in self._config.actions.values():
             if action.via != "module":
                 continue
-            contract = self._config.contracts[action.contract]
-            selector = contract.abi.function(action.call).selector
+            call = action.calls[0]
             raw = await self._rpc.call(self._module, encode_call(
-                "getAction(address,bytes4)", ["address", "bytes4"], [contract.address, selector]))
+                "getAction(address,bytes4)", ["address", "bytes4"], [call.target, call.selector]))
             ((allowed, _cooldown, _last, _hash),) = abi_decode(["(bool,uint64,uint64,bytes32)"], raw)
             if not allowed:
                 raise NotAuthorised(
-                    f"action {action.name} ({action.contract}.{action.call}) is not allowlisted on the module",
+                    f"action {action.name} ({call.text}) is not allowlisted on the module",
                     hint="the Safe's owners must call allowAction(target, selector, 0, cooldown) on the module")
 
     async def _prepare(self, action: ActionSettings) -> PreparedAction:
-        contract = self._config.contracts[action.contract]
-        calldata = contract.abi.encode_call(action.call)
+        (call,) = action.calls  # prepare() refused actions of several calls
+        calldata = call.calldata
         module_calldata = encode_call("execute(address,uint256,bytes,uint8)", ["address", "uint256", "bytes", "uint8"],
-                                      [contract.address, 0, calldata, 0])
+                                      [call.target, 0, calldata, 0])
         try:
             estimate = await self._rpc.estimate_gas(
                 {"from": self._account.address, "to": self._module, "data": module_calldata})
@@ -145,13 +153,11 @@ class ModuleResponder:
         except ChainError:
             # It reverts when the action already holds (e.g. already paused): keep a safe fixed limit.
             gas_limit = FALLBACK_GAS_LIMIT
-        return PreparedAction(name=action.name, target=contract.address, calldata=calldata,
-                              module_calldata=module_calldata, done_check=contract.abi.encode_call(action.done_when),
-                              gas_limit=gas_limit)
+        return PreparedAction(name=action.name, target=call.target, calldata=calldata,
+                              module_calldata=module_calldata, done_when=action.done_when, gas_limit=gas_limit)
 
     async def is_done(self, action: str) -> bool:
-        prepared = self._prepared[action]
-        return await self._view_bool(prepared.target, prepared.done_check)
+        return await self._prepared[action].done_when.holds(self._reader)
 
     async def _view_bool(self, to: str, data: bytes) -> bool:
         raw = await self._rpc.call(to, data)

@@ -11,6 +11,7 @@ from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 
 from onguard.chain.rpc import Rpc
+from onguard.chain.view import BatchStateReader
 from onguard.config import Config
 from onguard.errors import ChainError
 from onguard.incidents.audit import AuditKind, AuditLog
@@ -35,6 +36,7 @@ class PresignedResponder:
         self._txs = SafeTxStore(store)
         self._audit = AuditLog(store)
         self._safe = config.safe.address
+        self._reader = BatchStateReader(rpc)
         self._actions = {name: a for name, a in config.actions.items() if a.via == "presigned"}
         self._endpoints = [Rpc(e.url) for e in config.response.endpoints if e.private] or \
                           [Rpc(e.url) for e in config.response.endpoints if not e.private]
@@ -121,10 +123,7 @@ class PresignedResponder:
         return int(await self._view(data, ["uint256"])) == 1
 
     async def is_done(self, action: str) -> bool:
-        settings = self._actions[action]
-        contract = self._config.contracts[settings.contract]
-        raw = await self._rpc.call(contract.address, contract.abi.encode_call(settings.done_when))
-        return bool(int.from_bytes(raw[:32], "big")) if raw else False
+        return await self._actions[action].done_when.holds(self._reader)
 
     async def respond(self, incident_id: int, action: str, threat: Threat | None = None) -> None:
         if not self._store.claim_response(incident_id, action):
