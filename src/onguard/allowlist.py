@@ -15,7 +15,8 @@ from web3 import Web3
 
 from onguard.chain.abi import ContractAbi, load_abi
 from onguard.chain.rpc import Rpc
-from onguard.config import ActionSettings, Config
+from onguard.actions import ActionSettings
+from onguard.config import Config
 from onguard.errors import ChainError, InputError
 from onguard.paths import ARTIFACTS_DIR
 
@@ -46,7 +47,7 @@ class PlannedCall:
     contract: str        # the configured contract's name
     target: str
     function: str        # its signature, e.g. "setPaused(bool)"
-    arguments: tuple[tuple[str, Any], ...]
+    arguments: tuple[tuple[str, str], ...]  # (parameter, value as written in onguard.toml)
     calldata: bytes
 
     @property
@@ -59,16 +60,24 @@ class PlannedCall:
 
     @property
     def text(self) -> str:
-        args = ", ".join(f"{name}={value}" for name, value in self.arguments)
-        return f"{self.contract}.{self.function.split('(')[0]}({args})"
+        return f"{self.contract}.{self.function.split('(')[0]}({', '.join(v for _, v in self.arguments)})"
 
 
 def action_calls(config: Config, action: ActionSettings) -> tuple[PlannedCall, ...]:
     """The calls of one action, in the order the module executes them."""
-    contract = config.contracts[action.contract]
-    function = contract.abi.function(action.call)
-    return (PlannedCall(action=action.name, contract=contract.name, target=contract.address,
-                        function=function.signature, arguments=(), calldata=contract.abi.encode_call(action.call)),)
+    return tuple(PlannedCall(action=action.name, contract=call.contract, target=call.target,
+                             function=call.function.signature,
+                             arguments=tuple(zip(call.function.input_names, call.shown_args, strict=True)),
+                             calldata=call.calldata)
+                 for call in action.calls)
+
+
+def require_module(config: Config) -> str:
+    if config.safe.guardian_module is None:
+        raise InputError("no guardian module is configured", file=str(config.path), field="safe.guardian_module",
+                         hint="deploy one (`onguard module deploy --safe SAFE --rpc-url URL`) and put its address "
+                              "here")
+    return config.safe.guardian_module
 
 
 def module_actions(config: Config) -> list[ActionSettings]:
@@ -161,7 +170,7 @@ class ModuleReader:
         self._rpc = rpc
         self._config = config
         self.safe = config.safe.address
-        self.module = config.safe.guardian_module
+        self.module = require_module(config)
 
     async def _call(self, to: str, abi: ContractAbi, signature: str, *args: Any) -> tuple[Any, ...]:
         return abi.decode_result(signature, await self._rpc.call(to, abi.encode_call(signature, *args)))

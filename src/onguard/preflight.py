@@ -19,7 +19,9 @@ from eth_utils import function_signature_to_4byte_selector
 
 from onguard.allowlist import Entry, EntryState, ModuleReader, PlannedCall, action_calls, hex32, module_abi, safe_abi
 from onguard.chain.rpc import Rpc
-from onguard.config import ActionSettings, Config
+from onguard.actions import ActionSettings
+from onguard.chain.view import BatchStateReader
+from onguard.config import Config
 from onguard.errors import ChainError
 from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
@@ -94,9 +96,14 @@ class _Preflight:
         self.guardian = guardian
         self.rpc = rpc
         self.txs = SafeTxStore(store)
-        self.reader = ModuleReader(rpc, config)
+        self.reader = ModuleReader(rpc, config) if config.safe.guardian_module else None
+        self.state = BatchStateReader(rpc)
         self.results: list[CheckResult] = []
         self.estimates: dict[str, int] = {}
+
+    def _module(self) -> ModuleReader:
+        assert self.reader is not None  # the config requires a module as soon as one action goes through it
+        return self.reader
 
     def add(self, check: Check, passed: bool, detail: str, fix: str | None = None, action: str | None = None) -> None:
         self.results.append(CheckResult(check=check, passed=passed, detail=detail, fix=fix, action=action))
@@ -119,17 +126,17 @@ class _Preflight:
     # ---- the module path ----
 
     async def check_module(self, actions: list[ActionSettings]) -> None:
-        module, safe = self.reader.module, self.reader.safe
+        module, safe = self._module().module, self._module().safe
         propose = "the Safe's owners execute the set-up proposal: `onguard module propose`, then `onguard proposals " \
                   "sign` / `execute`"
-        if not await self.reader.code(module):
+        if not await self._module().code(module):
             self.add(Check.MODULE_ENABLED, False, f"no contract at safe.guardian_module {module}",
                      f"deploy it (`onguard module deploy --safe {safe}`) and put its address in onguard.toml")
             return
-        enabled = await self.reader.module_enabled()
+        enabled = await self._module().module_enabled()
         self.add(Check.MODULE_ENABLED, enabled, f"the module {module} is {'' if enabled else 'NOT '}enabled on the "
                                                 f"Safe {safe}", propose)
-        registered = await self.reader.is_guardian(self.guardian)
+        registered = await self._module().is_guardian(self.guardian)
         self.add(Check.GUARDIAN, registered, f"the key {self.guardian} is {'' if registered else 'NOT '}a registered "
                                              "guardian of the module", propose)
         for action in actions:
@@ -142,7 +149,7 @@ class _Preflight:
                 self.add(Check.ALLOWLISTED, passed, detail, propose, action=action.name)
 
     async def _entry(self, call: PlannedCall) -> Entry:
-        return Entry(call, await self.reader.get_action(call.target, call.selector))
+        return Entry(call, await self._module().get_action(call.target, call.selector))
 
     async def simulate_module_action(self, action: ActionSettings) -> None:
         calls = action_calls(self.config, action)
@@ -152,7 +159,7 @@ class _Preflight:
                      action=action.name)
             return
         data = _module_calldata(calls)
-        await self._simulate(action, self.reader.module, data, calls, "through the module")
+        await self._simulate(action, self._module().module, data, calls, "through the module")
 
     async def _simulate(self, action: ActionSettings, to: str, data: bytes, calls: tuple[PlannedCall, ...],
                         route: str) -> None:
@@ -170,9 +177,7 @@ class _Preflight:
                                          f"{estimate} (limit {estimate * GAS_HEADROOM})", action=action.name)
 
     async def _done(self, action: ActionSettings) -> bool:
-        contract = self.config.contracts[action.contract]
-        raw = await self.rpc.call(contract.address, contract.abi.encode_call(action.done_when))
-        return bool(int.from_bytes(raw[:32], "big")) if raw else False
+        return await action.done_when.holds(self.state, "latest")
 
     # ---- the pre-signed path ----
 
@@ -194,10 +199,7 @@ class _Preflight:
             record, signatures = usable
             self.add(Check.PRESIGNED, True, f"{len(signatures)} owners' signatures for the live nonce {nonce} "
                                             f"(Safe tx {record.safe_tx_hash})", action=action.name)
-            calls = tuple(PlannedCall(action=action.name, contract=(self.config.contract_at(c.to).name
-                                                                    if self.config.contract_at(c.to) else c.to),
-                                      target=c.to, function="", arguments=(), calldata=c.data)
-                          for c in record.tx.calls)
+            calls = action_calls(self.config, action)
             if await self._done(action):
                 self.add(Check.SIMULATION, True, "already in effect (its done_when holds): not simulated",
                          action=action.name)
@@ -246,7 +248,7 @@ def _module_calldata(calls: tuple[PlannedCall, ...]) -> bytes:
 
 
 def _texts(calls: tuple[PlannedCall, ...]) -> str:
-    return ", then ".join(c.text if c.function else f"{c.contract} 0x{c.calldata[:4].hex()}" for c in calls)
+    return ", then ".join(c.text for c in calls)
 
 
 def _eth(wei: int) -> str:

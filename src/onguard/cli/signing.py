@@ -121,7 +121,7 @@ def _known_contract(config: Config, address: str) -> tuple[str | None, ContractA
         return target.name, target.abi
     if address.lower() == config.safe.address.lower():
         return "the Safe", ContractAbi.from_json(get_safe_V1_4_1_contract(Web3()).abi)
-    if address.lower() == config.safe.guardian_module.lower():
+    if config.safe.guardian_module and address.lower() == config.safe.guardian_module.lower():
         try:
             return "the guardian module", load_abi(ARTIFACTS_DIR / "GuardianModule.sol" / "GuardianModule.json")
         except ConfigError:
