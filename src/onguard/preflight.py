@@ -7,9 +7,9 @@ plain words and a fix; the gas limits come from the simulations."""
 from __future__ import annotations
 
 import enum
+from datetime import UTC, datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from types import MappingProxyType
 from typing import Any
 
@@ -267,7 +267,6 @@ _SAFE_ERRORS = {
 }
 
 
-@cache
 def _errors(abi_items: tuple[Mapping[str, Any], ...]) -> dict[bytes, tuple[str, list[str], list[str]]]:
     errors = {}
     for item in abi_items:
@@ -330,7 +329,8 @@ def explain_revert(config: Config, calls: tuple[PlannedCall, ...], exc: ChainErr
                 f"0x{values['actual'].hex()}", f"{propose} (it re-allows the action with the hash onguard sends), "
                                                "or correct the action's arguments")
     if name == "CoolingDown":
-        return (f"the action is cooling down until timestamp {values['readyAt']}",
+        ready = datetime.fromtimestamp(values["readyAt"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (f"a call of this action is cooling down until {ready} (it was executed less than its cooldown ago)",
                 "wait, or the Safe's owners call resetCooldown(target, selector) on the module")
     if name in ("ExecutionFailed", "BatchCallFailed"):
         index = values.get("index", 0)

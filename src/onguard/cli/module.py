@@ -205,11 +205,14 @@ def proposal_calls(config: Config, view: ModuleView, cooldown: int | None,
         if view.guardians is None or address.lower() in registered:
             calls.append((f"remove the guardian {address}",
                           BatchCall(module, m.encode_call("removeGuardian(address)", address))))
+    allowed: set[tuple[str, bytes]] = set()
     for entry in view.entries:
         wanted = _wanted_cooldown(cooldown, entry.on_chain.cooldown)
-        if entry.state == EntryState.MATCHES and entry.on_chain.cooldown == wanted:
-            continue
         call = entry.call
+        key = (call.target.lower(), call.selector)
+        if key in allowed or entry.state == EntryState.MATCHES and entry.on_chain.cooldown == wanted:
+            continue  # one entry per (target, selector): actions sharing a call share its allowance
+        allowed.add(key)
         calls.append((f"allow {call.text} (hash {hex32(call.calldata_hash)}, cooldown {wanted} s) for action "
                       f"{call.action}",
                       BatchCall(module, m.encode_call("allowAction(address,bytes4,bytes32,uint64)", call.target,
