@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from eth_utils import keccak, to_checksum_address
-from safe_eth.eth.contracts import get_safe_V1_4_1_contract
-from web3 import Web3
 
-from onguard.chain.abi import ContractAbi, load_abi
-from onguard.chain.rpc import Rpc
 from onguard.actions import ActionSettings
+from onguard.chain.abi import ContractAbi
+from onguard.chain.module import NO_PIN, GuardianModuleClient, ModuleAction, module_abi, safe_abi
+from onguard.chain.rpc import Rpc
 from onguard.config import Config
 from onguard.errors import ChainError, InputError
-from onguard.paths import ARTIFACTS_DIR
 
 DEFAULT_COOLDOWN = 3600  # seconds: one pause per hour per action at most from a stolen key; >= MIN_COOLDOWN (60)
 SENTINEL = "0x0000000000000000000000000000000000000001"
@@ -26,17 +23,6 @@ SENTINEL = "0x0000000000000000000000000000000000000001"
 GUARD_SLOT = 0x4A204F620C8C5CCDCA3FD54D003BADD85BA500436A431F0CBDA4F558C93C34C8
 # EIP-1967: bytes32(uint256(keccak256("eip1967.proxy.admin")) - 1)
 PROXY_ADMIN_SLOT = 0xB53127684A568B3173AE13B9F8A6016E243E63B6E8EE1178D6A717850B5D6103
-
-
-@cache
-def module_abi() -> ContractAbi:
-    """The GuardianModule's compiled ABI: every module read and write is encoded through it."""
-    return load_abi(ARTIFACTS_DIR / "GuardianModule.sol" / "GuardianModule.json")
-
-
-@cache
-def safe_abi() -> ContractAbi:
-    return ContractAbi.from_json(get_safe_V1_4_1_contract(Web3()).abi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,20 +86,6 @@ def planned_calls(config: Config) -> tuple[PlannedCall, ...]:
     return tuple(calls)
 
 
-@dataclass(frozen=True, slots=True)
-class ModuleAction:
-    """An allowlist entry as the module holds it (all zero when absent)."""
-
-    allowed: bool
-    cooldown: int
-    last_executed_at: int
-    calldata_hash: bytes
-
-    @property
-    def any_arguments(self) -> bool:
-        return self.allowed and self.calldata_hash == b"\x00" * 32
-
-
 class EntryState(enum.Enum):
     MATCHES = "allowlisted with this exact calldata"
     ANY_ARGUMENTS = "allowlisted for any arguments (not pinned to this calldata)"
@@ -130,7 +102,7 @@ class Entry:
     def state(self) -> EntryState:
         if not self.on_chain.allowed:
             return EntryState.MISSING
-        if self.on_chain.any_arguments:
+        if not self.on_chain.pinned:
             return EntryState.ANY_ARGUMENTS
         if self.on_chain.calldata_hash != self.call.calldata_hash:
             return EntryState.DIFFERENT_HASH
@@ -171,6 +143,7 @@ class ModuleReader:
         self._config = config
         self.safe = config.safe.address
         self.module = require_module(config)
+        self.client = GuardianModuleClient(rpc, self.module)
 
     async def _call(self, to: str, abi: ContractAbi, signature: str, *args: Any) -> tuple[Any, ...]:
         return abi.decode_result(signature, await self._rpc.call(to, abi.encode_call(signature, *args)))
@@ -185,19 +158,16 @@ class ModuleReader:
         return to_checksum_address(bytes(raw)[-20:])
 
     async def module_enabled(self) -> bool:
-        return bool((await self._call(self.safe, safe_abi(), "isModuleEnabled(address)", self.module))[0])
+        return await self.client.is_module_enabled(self.safe)
 
     async def is_guardian(self, address: str) -> bool:
-        return bool((await self._call(self.module, module_abi(), "isGuardian(address)", address))[0])
+        return await self.client.is_guardian(address)
 
     async def min_cooldown(self) -> int:
-        return int((await self._call(self.module, module_abi(), "MIN_COOLDOWN()"))[0])
+        return await self.client.min_cooldown()
 
     async def get_action(self, target: str, selector: bytes) -> ModuleAction:
-        ((allowed, cooldown, last, calldata_hash),) = await self._call(
-            self.module, module_abi(), "getAction(address,bytes4)", target, selector)
-        return ModuleAction(allowed=bool(allowed), cooldown=int(cooldown), last_executed_at=int(last),
-                            calldata_hash=bytes.fromhex(calldata_hash[2:]))
+        return await self.client.get_action(target, selector)
 
     async def other_modules(self) -> list[str]:
         modules, _next = await self._call(self.safe, safe_abi(), "getModulesPaginated(address,uint256)",
@@ -227,7 +197,7 @@ class ModuleReader:
         if not deployed:
             return ModuleView(safe=self.safe, module=self.module, module_deployed=False, module_enabled=False,
                               min_cooldown=0, guardian=guardian, guardian_registered=False, guardians=(),
-                              entries=tuple(Entry(c, ModuleAction(False, 0, 0, b"\x00" * 32)) for c in calls),
+                              entries=tuple(Entry(c, ModuleAction(False, 0, 0, NO_PIN)) for c in calls),
                               extras=(), warnings=())
         entries = tuple([Entry(c, await self.get_action(c.target, c.selector)) for c in calls])
         wanted = {(c.target.lower(), c.selector) for c in calls}

@@ -17,7 +17,8 @@ from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils import function_signature_to_4byte_selector
 
-from onguard.allowlist import Entry, EntryState, ModuleReader, PlannedCall, action_calls, hex32, module_abi, safe_abi
+from onguard.allowlist import Entry, EntryState, ModuleReader, PlannedCall, action_calls, hex32
+from onguard.chain.module import ModuleCall, encode_execute, encode_execute_batch, module_abi, safe_abi
 from onguard.chain.rpc import Rpc
 from onguard.actions import ActionSettings
 from onguard.chain.view import BatchStateReader
@@ -158,7 +159,7 @@ class _Preflight:
                                              "would revert now; it is checked again once it no longer holds",
                      action=action.name)
             return
-        data = _module_calldata(calls)
+        data = module_calldata(calls)
         await self._simulate(action, self._module().module, data, calls, "through the module")
 
     async def _simulate(self, action: ActionSettings, to: str, data: bytes, calls: tuple[PlannedCall, ...],
@@ -239,12 +240,12 @@ class _Preflight:
                  f"send at least {_eth(needed - balance)} ETH to {self.guardian}, or lower response.max_fee_per_gas")
 
 
-def _module_calldata(calls: tuple[PlannedCall, ...]) -> bytes:
-    """What the guardian sends the module: execute for one call, executeBatch for several (all or nothing)."""
-    abi = module_abi()
+def module_calldata(calls: tuple[PlannedCall, ...]) -> bytes:
+    """What the guardian sends the module for an action: execute for one call, executeBatch for several (in order,
+    all or nothing). Preflight simulates exactly this; the module responder should send exactly this."""
     if len(calls) == 1:
-        return abi.encode_call("execute(address,uint256,bytes,uint8)", calls[0].target, 0, calls[0].calldata, 0)
-    return abi.encode_call("executeBatch((address,bytes)[])", [(c.target, c.calldata) for c in calls])
+        return encode_execute(calls[0].target, calls[0].calldata)
+    return encode_execute_batch([ModuleCall(target=c.target, data=c.calldata) for c in calls])
 
 
 def _texts(calls: tuple[PlannedCall, ...]) -> str:

@@ -15,7 +15,7 @@ from eth_utils import keccak
 from safe_eth.eth import EthereumClient
 from web3 import Web3
 
-from onguard.allowlist import safe_abi
+from onguard.chain.module import safe_abi
 from onguard.cli.main import main
 from onguard.demo.world import Roles, World, contract, dev_account, exec_as_owners, write_config
 
@@ -47,7 +47,8 @@ function = "revokeRole(bytes32,address)"
 args = ["keccak256:UPDATER_ROLE", "{UPDATER}"]
 """
 TRIP_BREAKER = '[actions.trip_breaker]\ncontract = "breaker"\ncall = "trip()"\ndone_when = "tripped()"\n'
-RESET_BREAKER = '\n[actions.reset_breaker]\ncontract = "breaker"\ncall = "reset()"\ndone_when = "not breaker.tripped()"\n'
+RESET_BREAKER = ('\n[actions.reset_breaker]\ncontract = "breaker"\ncall = "reset()"\n'
+                 'done_when = "not breaker.tripped()"\n')
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

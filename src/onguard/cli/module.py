@@ -14,8 +14,10 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
-from onguard.allowlist import DEFAULT_COOLDOWN, EntryState, ModuleReader, ModuleView, hex32, module_abi, \
-    planned_calls, safe_abi, selector_text
+from onguard.allowlist import DEFAULT_COOLDOWN, EntryState, ModuleReader, ModuleView, hex32, planned_calls, \
+    selector_text
+from onguard.chain.module import MODULE_ARTIFACT, encode_add_guardian, encode_allow_action, encode_remove_guardian, \
+    encode_revoke_action, safe_abi
 from onguard.chain.keys import load_guardian_account
 from onguard.chain.rpc import Rpc
 from onguard.cli.signing import add_key_arguments, confirm, connect, load_signer
@@ -24,7 +26,6 @@ from onguard.errors import ChainError, InputError
 from onguard.incidents.audit import AuditKind, AuditLog
 from onguard.incidents.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStore
-from onguard.paths import ARTIFACTS_DIR
 from onguard.safe.tx import BatchCall, SafeTxData
 from onguard.units import parse_address, parse_duration
 
@@ -189,22 +190,19 @@ def proposal_calls(config: Config, view: ModuleView, cooldown: int | None,
                    remove: list[str]) -> list[tuple[str, BatchCall]]:
     """What the Safe must call so that the module holds the plan: (description, call), in order."""
     module, safe = view.module, view.safe
-    m, s = module_abi(), safe_abi()
     calls: list[tuple[str, BatchCall]] = []
     if not view.module_enabled:
         calls.append((f"enable the module {module} on the Safe",
-                      BatchCall(safe, s.encode_call("enableModule(address)", module))))
+                      BatchCall(safe, safe_abi().encode_call("enableModule(address)", module))))
     if not view.guardian_registered:
-        calls.append((f"add the guardian {view.guardian}", BatchCall(module, m.encode_call("addGuardian(address)",
-                                                                                          view.guardian))))
+        calls.append((f"add the guardian {view.guardian}", BatchCall(module, encode_add_guardian(view.guardian))))
     registered = {g.lower() for g in view.guardians or ()}
     for address in remove:
         if address.lower() == view.guardian.lower():
             raise InputError(f"{address} is the guardian this config uses", field="--remove-guardian",
                              hint="remove another key, or give --guardian the key that replaces it")
         if view.guardians is None or address.lower() in registered:
-            calls.append((f"remove the guardian {address}",
-                          BatchCall(module, m.encode_call("removeGuardian(address)", address))))
+            calls.append((f"remove the guardian {address}", BatchCall(module, encode_remove_guardian(address))))
     allowed: set[tuple[str, bytes]] = set()
     for entry in view.entries:
         wanted = _wanted_cooldown(cooldown, entry.on_chain.cooldown)
@@ -215,12 +213,10 @@ def proposal_calls(config: Config, view: ModuleView, cooldown: int | None,
         allowed.add(key)
         calls.append((f"allow {call.text} (hash {hex32(call.calldata_hash)}, cooldown {wanted} s) for action "
                       f"{call.action}",
-                      BatchCall(module, m.encode_call("allowAction(address,bytes4,bytes32,uint64)", call.target,
-                                                      call.selector, call.calldata_hash, wanted))))
+                      BatchCall(module, encode_allow_action(call.target, call.selector, wanted, call.calldata_hash))))
     for extra in view.extras or ():
         calls.append((f"revoke {selector_text(config, extra.target, extra.selector)} (no configured action calls "
-                      "it)", BatchCall(module, m.encode_call("revokeAction(address,bytes4)", extra.target,
-                                                             extra.selector))))
+                      "it)", BatchCall(module, encode_revoke_action(extra.target, extra.selector))))
     return calls
 
 
@@ -278,7 +274,7 @@ def handle_deploy(args: argparse.Namespace) -> int:
             raise
         raise ChainError(f"reading the Safe {safe} through {args.rpc_url}: {exc}",
                          hint="check --rpc-url and --safe") from None
-    artifact = json.loads((ARTIFACTS_DIR / "GuardianModule.sol" / "GuardianModule.json").read_text())
+    artifact = json.loads(MODULE_ARTIFACT.read_text())
     deployer = load_signer(args)
     print(f"deploying GuardianModule for the Safe {safe} (version {version}) on chain {w3.eth.chain_id} "
           f"from {deployer.address}")

@@ -21,7 +21,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
     parser.add_argument("--guardian", help="the guardian key's address (default: the key the config names)")
     parser.add_argument("--responses", type=int, default=DEFAULT_RESPONSES, metavar="K",
-                        help=f"responses the key's balance must pay for at the fee ceiling (default {DEFAULT_RESPONSES})")
+                        help="responses the key's balance must pay for at the fee ceiling "
+                             f"(default {DEFAULT_RESPONSES})")
     parser.set_defaults(handler=handle)
 
 

@@ -13,15 +13,12 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from safe_eth.eth.contracts import get_safe_V1_4_1_contract
-from web3 import Web3
-
-from onguard.chain.abi import ContractAbi, load_abi
+from onguard.chain.abi import ContractAbi
+from onguard.chain.module import module_abi, safe_abi
 from onguard.config import Config
 from onguard.errors import ConfigError, KeyLoadError
 from onguard.incidents.safetxs import SafeTxRecord
 from onguard.safe.chain import SafeOnChain, SafeState
-from onguard.paths import ARTIFACTS_DIR
 from onguard.safe.tx import BatchCall, SafeTxData
 
 
@@ -120,10 +117,10 @@ def _known_contract(config: Config, address: str) -> tuple[str | None, ContractA
     if target is not None:
         return target.name, target.abi
     if address.lower() == config.safe.address.lower():
-        return "the Safe", ContractAbi.from_json(get_safe_V1_4_1_contract(Web3()).abi)
+        return "the Safe", safe_abi()
     if config.safe.guardian_module and address.lower() == config.safe.guardian_module.lower():
         try:
-            return "the guardian module", load_abi(ARTIFACTS_DIR / "GuardianModule.sol" / "GuardianModule.json")
+            return "the guardian module", module_abi()
         except ConfigError:
             return "the guardian module", None
     return None, None
