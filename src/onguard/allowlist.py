@@ -58,6 +58,14 @@ def action_calls(config: Config, action: ActionSettings) -> tuple[PlannedCall, .
                  for call in action.calls)
 
 
+async def raw_read(rpc: Rpc, method: str, *params: Any) -> Any:
+    """One JSON-RPC read the client has no method for (code, storage, balance), its error made a ChainError."""
+    (response,) = await rpc.batch([(method, list(params))])
+    if "error" in response:
+        raise ChainError(f"{method}({', '.join(map(str, params))}): {response['error'].get('message')}")
+    return response["result"]
+
+
 def require_module(config: Config) -> str:
     if config.safe.guardian_module is None:
         raise InputError("no guardian module is configured", file=str(config.path), field="safe.guardian_module",
@@ -149,13 +157,12 @@ class ModuleReader:
         return abi.decode_result(signature, await self._rpc.call(to, abi.encode_call(signature, *args)))
 
     async def code(self, address: str) -> bytes:
-        return bytes(await self._rpc._call(f"eth_getCode({address})", self._rpc.w3.eth.get_code(
-            to_checksum_address(address))))
+        return bytes.fromhex((await raw_read(self._rpc, "eth_getCode", address, "latest"))[2:])
 
     async def storage_address(self, address: str, slot: int) -> str:
-        raw = await self._rpc._call(f"eth_getStorageAt({address})",
-                                    self._rpc.w3.eth.get_storage_at(to_checksum_address(address), slot))
-        return to_checksum_address(bytes(raw)[-20:])
+        """The address held in a storage slot (its low 20 bytes)."""
+        word = await raw_read(self._rpc, "eth_getStorageAt", address, hex(slot), "latest")
+        return to_checksum_address(bytes.fromhex(word[2:].rjust(64, "0"))[-20:])
 
     async def module_enabled(self) -> bool:
         return await self.client.is_module_enabled(self.safe)

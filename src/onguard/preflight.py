@@ -17,7 +17,7 @@ from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils import function_signature_to_4byte_selector
 
-from onguard.allowlist import Entry, EntryState, ModuleReader, PlannedCall, action_calls, hex32
+from onguard.allowlist import Entry, EntryState, ModuleReader, PlannedCall, action_calls, hex32, raw_read
 from onguard.chain.module import ModuleCall, encode_execute, encode_execute_batch, module_abi, safe_abi
 from onguard.chain.rpc import Rpc
 from onguard.actions import ActionSettings
@@ -226,7 +226,7 @@ class _Preflight:
     # ---- paying for it ----
 
     async def check_balance(self, responses: int) -> None:
-        balance = int(await self.rpc._call("eth_getBalance", self.rpc.w3.eth.get_balance(self.guardian)))
+        balance = int(await raw_read(self.rpc, "eth_getBalance", self.guardian, "latest"), 16)
         if not self.estimates:
             self.add(Check.BALANCE, True, f"{_eth(balance)} ETH; no action needs gas now (none was simulated "
                                           "successfully), so what it must pay is not known")

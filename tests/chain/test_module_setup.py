@@ -16,6 +16,7 @@ from safe_eth.eth import EthereumClient
 from web3 import Web3
 
 from onguard.chain.module import safe_abi
+from onguard.allowlist import GUARD_SLOT, PROXY_ADMIN_SLOT
 from onguard.cli.main import main
 from onguard.demo.world import Roles, World, contract, dev_account, exec_as_owners, write_config
 
@@ -220,3 +221,17 @@ def test_plan_warns_about_targets_and_modules_that_act_with_the_safes_authority(
     assert f"warning: the Safe does not hold PAUSER_ROLE on vault ({world.vault})" in out
     assert "PAUSER_ROLE on breaker" not in out and "oracle" not in "".join(
         line for line in out.splitlines() if line.startswith("warning"))
+
+
+def test_plan_warns_when_a_target_is_the_safes_guard_or_a_proxy_the_safe_administers(chain, fresh, capsys):
+    world, config = fresh
+    # Storage written directly: the plan reads only these slots (Safe 1.4.1's guard slot, EIP-1967's admin slot).
+    set_storage = lambda address, slot, value: chain.w3.provider.make_request(  # noqa: E731
+        "anvil_setStorageAt", [address, hex(slot), "0x" + value[2:].lower().rjust(64, "0")])
+    set_storage(world.safe, GUARD_SLOT, world.breaker)
+    set_storage(world.vault, PROXY_ADMIN_SLOT, world.safe)
+    code, out, err = run(capsys, "module", "plan", "--config", str(config))
+    assert code == 0, err
+    assert f"warning: breaker ({world.breaker}) is the Safe's guard" in out
+    assert f"warning: vault ({world.vault}) is a proxy whose EIP-1967 admin is the Safe" in out
+    assert "oracle (" not in "".join(line for line in out.splitlines() if line.startswith("warning"))
