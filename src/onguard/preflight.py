@@ -23,7 +23,7 @@ from onguard.chain.rpc import Rpc
 from onguard.actions import ActionSettings
 from onguard.chain.view import BatchStateReader
 from onguard.config import Config
-from onguard.errors import ChainError
+from onguard.errors import ChainError, NotAuthorised
 from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
 from onguard.safe.tx import OwnerSignature, exec_calldata
@@ -73,9 +73,20 @@ class PreflightReport:
         return tuple(r for r in self.results if not r.passed)
 
     def summary(self) -> str:
-        """One line per failure (action, what, fix): for a refusal to start or an incident."""
+        """Every failure (action, what, fix) on one line: for a refusal to start or an incident."""
         return "; ".join(f"{r.check.value}{f' [{r.action}]' if r.action else ''}: {r.detail} (fix: {r.fix})"
                          for r in self.failures)
+
+    def refusal(self) -> NotAuthorised:
+        """The error that refuses to start (exit 2), naming each failing check, its action and the fix."""
+        return NotAuthorised(f"preflight failed at block {self.block}: {self.summary()}",
+                             hint="`onguard preflight` shows every check; fix them, then start again")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"block": self.block, "ok": self.ok, "gas_estimates": dict(self.gas_estimates),
+                "gas_limits": dict(self.gas_limits),
+                "checks": [{"check": r.check.value, "action": r.action, "passed": r.passed, "detail": r.detail,
+                            "fix": r.fix} for r in self.results]}
 
 
 async def run_preflight(config: Config, account_address: str, rpc: Rpc, *, store: IncidentStore | None = None,

@@ -5,6 +5,7 @@ role, a call the Safe may not make, an unfunded guardian key, a stale pre-signat
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,11 @@ def test_the_demo_world_passes_and_run_preflight_reports_gas_from_the_simulation
         assert 21_000 < estimate < report.gas_limits[action]
     code, out, _ = run(capsys, "preflight", "--config", str(guardian_config))
     assert code == 0 and out.count("✓") == len(report.results) and "✗" not in out
+    code, out, _ = run(capsys, "preflight", "--config", str(guardian_config), "--json")
+    document = json.loads(out)
+    assert code == 0 and document["ok"] and document["guardian"] == GUARDIAN
+    assert set(document["gas_limits"]) == {"pause_vault", "trip_breaker"}
+    assert all(check["passed"] for check in document["checks"])
 
 
 def test_a_wrong_calldata_hash_in_the_allowlist_is_refused_naming_the_action(chain, guardian_config, capsys):
@@ -66,6 +72,7 @@ def test_a_wrong_calldata_hash_in_the_allowlist_is_refused_naming_the_action(cha
     report = preflight(guardian_config)
     failed = {(r.check, r.action) for r in report.failures}
     assert failed == {(Check.ALLOWLISTED, "pause_vault"), (Check.SIMULATION, "pause_vault")}
+    assert "pause_vault" in str(report.refusal()) and report.refusal().exit_code == 2
     code, out, err = run(capsys, "preflight", "--config", str(guardian_config))
     assert code == 2, err
     assert "✗ allowlisted [pause_vault]: vault.pause(): allowlisted with a DIFFERENT calldata hash" in out

@@ -103,3 +103,22 @@ def test_a_delegatecall_to_an_unknown_contract_is_flagged_and_not_simulated(chai
     assert code == 0, err
     assert "DELEGATECALL (!)" in out and "full authority" in out
     assert "not a known MultiSendCallOnly: not simulated" in out
+
+
+def test_a_batch_survives_export_and_import_and_is_still_decoded(chain, config, tmp_path, capsys):
+    w3, world = chain.w3, chain.world
+    vault, breaker = contract(w3, "Vault", world.vault), contract(w3, "CircuitBreaker", world.breaker)
+    tx = SafeTxData.batch(world.safe, world.chain_id, [
+        BatchCall(world.vault, bytes.fromhex(vault.encode_abi("pause", [])[2:])),
+        BatchCall(world.breaker, bytes.fromhex(breaker.encode_abi("trip", [])[2:]))],
+        SafeOnChain(world.rpc_url, world.safe).retrieve_state().nonce)
+    proposal = propose(config, tx, "freeze")
+    exported = tmp_path / "batch.json"
+    assert run(capsys, "proposals", "--config", str(config), "export", str(proposal), "--out", str(exported))[0] == 0
+    other = write_config(world, tmp_path / "other", key_env=GUARDIAN_KEY_ENV)
+    code, _, err = run(capsys, "proposals", "--config", str(other), "import", str(exported))
+    assert code == 0, err
+    code, out, err = run(capsys, "proposals", "--config", str(other), "show", "1")
+    assert code == 0, err
+    assert f"Safe tx hash {tx.safe_tx_hash_hex}" in out and "batch        2 calls" in out
+    assert "call         pause()" in out and "call         trip()" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 
 from onguard.chain.keys import load_guardian_account
 from onguard.chain.rpc import Rpc
@@ -23,6 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--responses", type=int, default=DEFAULT_RESPONSES, metavar="K",
                         help="responses the key's balance must pay for at the fee ceiling "
                              f"(default {DEFAULT_RESPONSES})")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON (exit codes unchanged)")
     parser.set_defaults(handler=handle)
 
 
@@ -38,6 +40,9 @@ def handle(args: argparse.Namespace) -> int:
     else:
         guardian = load_guardian_account(config.guardian_key).address
     report = asyncio.run(_run(config, guardian, args.responses))
+    if args.json:
+        print(json.dumps({"guardian": guardian, **report.to_json()}, indent=2))
+        return 0 if report.ok else EXIT_FAILED
     print(f"preflight at block {report.block} for the guardian key {guardian}:")
     for result in report.results:
         print(f"  {result.line}")
