@@ -134,7 +134,6 @@ def build_world(rpc_url: str, *, deposits: tuple[int, ...] = (400_000, 300_000, 
     signers = owner_indexes[:threshold]
     guardian = guardian or dev_account(Roles.GUARDIAN).address
 
-    install_multisend_call_only(w3)
     singleton = SafeV141.deploy_contract(client, deployer).contract_address
     factory = ProxyFactoryV141.deploy_contract(client, deployer).contract_address
     # SafeCreator picks a random salt; a fixed one gives the same Safe address on every build, so demos and
@@ -168,6 +167,8 @@ def build_world(rpc_url: str, *, deposits: tuple[int, ...] = (400_000, 300_000, 
         transact(w3, asset.functions.approve(vault.address, amount * TOKEN), depositor)
         transact(w3, vault.functions.deposit(amount * TOKEN, depositor), depositor)
 
+    # Last, so that every address above stays what it was before batches existed (demos and replays repeat).
+    install_multisend_call_only(w3)
     return World(rpc_url=rpc_url, chain_id=w3.eth.chain_id, safe=safe, module=module.address,
                  asset=asset.address, collateral=collateral.address, oracle=oracle.address,
                  breaker=breaker.address, vault=vault.address, owners=tuple(owners), guardian=guardian,
