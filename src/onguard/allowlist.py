@@ -12,7 +12,7 @@ from eth_utils import keccak, to_checksum_address
 
 from onguard.actions import ActionSettings
 from onguard.chain.abi import ContractAbi
-from onguard.chain.module import NO_PIN, GuardianModuleClient, ModuleAction, module_abi, safe_abi
+from onguard.chain.module import NO_PIN, GuardianModuleClient, ModuleAction, calldata_hash, module_abi, safe_abi
 from onguard.chain.rpc import Rpc
 from onguard.config import Config
 from onguard.errors import ChainError, InputError
@@ -42,14 +42,14 @@ class PlannedCall:
 
     @property
     def calldata_hash(self) -> bytes:
-        return keccak(self.calldata)
+        return calldata_hash(self.calldata)
 
     @property
     def text(self) -> str:
         return f"{self.contract}.{self.function.split('(')[0]}({', '.join(v for _, v in self.arguments)})"
 
 
-def action_calls(config: Config, action: ActionSettings) -> tuple[PlannedCall, ...]:
+def action_calls(action: ActionSettings) -> tuple[PlannedCall, ...]:
     """The calls of one action, in the order the module executes them."""
     return tuple(PlannedCall(action=action.name, contract=call.contract, target=call.target,
                              function=call.function.signature,
@@ -81,7 +81,7 @@ def module_actions(config: Config) -> list[ActionSettings]:
 def planned_calls(config: Config) -> tuple[PlannedCall, ...]:
     """Every module action's calls. The module keeps one calldata hash per (target, selector): two actions
     calling the same function of the same contract with different arguments cannot both be pinned."""
-    calls = [call for action in module_actions(config) for call in action_calls(config, action)]
+    calls = [call for action in module_actions(config) for call in action_calls(action)]
     seen: dict[tuple[str, bytes], PlannedCall] = {}
     for call in calls:
         key = (call.target.lower(), call.selector)
@@ -248,14 +248,14 @@ class ModuleReader:
             if admin.lower() == self.safe.lower():
                 warnings.append(f"{label} is a proxy whose EIP-1967 admin is the Safe: calls from the Safe reach its "
                                 "admin (upgrade) functions, not the implementation")
-            elif int(admin, 16) and await self._owned_by_safe(admin):
-                warnings.append(f"{label} is a proxy whose admin contract {admin} is owned by the Safe: the Safe can "
-                                "upgrade it")
             if await self._answers(target, keccak(text="getMinDelay()")[:4]):
                 warnings.append(f"{label} looks like a timelock (it answers getMinDelay()): a call to it can schedule "
                                 "or execute anything the Safe may")
             if contract is not None:
-                warnings.extend(await self._pauser_warnings(label, target, contract.abi))
+                try:
+                    warnings.extend(await self._pauser_warnings(label, target, contract.abi))
+                except ChainError as exc:
+                    warnings.append(f"who may act on {label} could not be read ({exc.message})")
         return warnings
 
     async def _answers(self, to: str, data: bytes) -> bool:
@@ -263,13 +263,6 @@ class ModuleReader:
             return len(await self._rpc.call(to, data)) == 32
         except ChainError:
             return False
-
-    async def _owned_by_safe(self, address: str) -> bool:
-        try:
-            raw = await self._rpc.call(address, keccak(text="owner()")[:4])
-        except ChainError:
-            return False
-        return len(raw) == 32 and to_checksum_address(raw[-20:]).lower() == self.safe.lower()
 
     async def _pauser_warnings(self, label: str, target: str, abi: ContractAbi) -> list[str]:
         """Where the target says who may pause (AccessControl roles, Ownable owner), whether the Safe may."""

@@ -152,7 +152,7 @@ class _Preflight:
         self.add(Check.GUARDIAN, registered, f"the key {self.guardian} is {'' if registered else 'NOT '}a registered "
                                              "guardian of the module", propose)
         for action in actions:
-            for call in action_calls(self.config, action):
+            for call in action_calls(action):
                 state = (await self._entry(call)).state
                 passed = state in (EntryState.MATCHES, EntryState.ANY_ARGUMENTS)
                 detail = f"{call.text}: {state.value}"
@@ -164,7 +164,7 @@ class _Preflight:
         return Entry(call, await self._module().get_action(call.target, call.selector))
 
     async def simulate_module_action(self, action: ActionSettings) -> None:
-        calls = action_calls(self.config, action)
+        calls = action_calls(action)
         if await self._done(action):
             self.add(Check.SIMULATION, True, "already in effect (its done_when holds): not simulated, since it "
                                              "would revert now; it is checked again once it no longer holds",
@@ -211,7 +211,7 @@ class _Preflight:
             record, signatures = usable
             self.add(Check.PRESIGNED, True, f"{len(signatures)} owners' signatures for the live nonce {nonce} "
                                             f"(Safe tx {record.safe_tx_hash})", action=action.name)
-            calls = action_calls(self.config, action)
+            calls = action_calls(action)
             if await self._done(action):
                 self.add(Check.SIMULATION, True, "already in effect (its done_when holds): not simulated",
                          action=action.name)

@@ -235,3 +235,17 @@ def test_plan_warns_when_a_target_is_the_safes_guard_or_a_proxy_the_safe_adminis
     assert f"warning: breaker ({world.breaker}) is the Safe's guard" in out
     assert f"warning: vault ({world.vault}) is a proxy whose EIP-1967 admin is the Safe" in out
     assert "oracle (" not in "".join(line for line in out.splitlines() if line.startswith("warning"))
+
+
+def test_two_actions_pinning_one_function_to_different_arguments_are_refused(chain, fresh, capsys):
+    _, config = fresh
+    attacker = dev_account(Roles.ATTACKER).address
+    config.write_text(config.read_text() + f'\n[actions.revoke_other]\ncontract = "oracle"\n'
+                                           f'call = "revokeRole(bytes32,address)"\n'
+                                           f'args = ["keccak256:UPDATER_ROLE", "{attacker}"]\n'
+                                           f'done_when = "not oracle.hasRole(keccak256:UPDATER_ROLE, {attacker})"\n')
+    for step in ("plan", "propose"):
+        code, out, err = run(capsys, "module", step, "--config", str(config))
+        assert code == 2 and out == ""
+        assert err.startswith(f"error: {config}: actions.revoke_other: actions revoke_updater and revoke_other both "
+                              "call oracle.revokeRole(bytes32,address) with different arguments")
