@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -21,11 +21,12 @@ from onguard.allowlist import Entry, EntryState, ModuleReader, PlannedCall, acti
 from onguard.chain.module import ModuleCall, encode_execute, encode_execute_batch, module_abi, safe_abi
 from onguard.chain.rpc import Rpc
 from onguard.actions import ActionSettings
-from onguard.chain.view import BatchStateReader
+from onguard.chain.view import BatchStateReader, ReadFailure, decode_read
 from onguard.config import Config
 from onguard.errors import ChainError, NotAuthorised
 from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
+from onguard.policies.reads import ReadSpec
 from onguard.safe.tx import OwnerSignature, exec_calldata
 
 DEFAULT_RESPONSES = 3   # K: responses the guardian's balance must pay for at the fee ceiling
@@ -36,7 +37,9 @@ WEI_PER_ETH = 10**18
 class Check(enum.Enum):
     MODULE_ENABLED = "module enabled"
     GUARDIAN = "guardian registered"
+    TARGET = "target deployed"
     ALLOWLISTED = "allowlisted"
+    DONE_WHEN = "done_when readable"
     PRESIGNED = "pre-signed"
     SIMULATION = "simulation"
     BALANCE = "balance"
@@ -112,6 +115,7 @@ class _Preflight:
         self.state = BatchStateReader(rpc)
         self.results: list[CheckResult] = []
         self.estimates: dict[str, int] = {}
+        self.module_deployed = False
 
     def _module(self) -> ModuleReader:
         assert self.reader is not None  # the config requires a module as soon as one action goes through it
@@ -124,6 +128,7 @@ class _Preflight:
         block = await self.rpc.head()
         module_actions = [a for a in self.config.actions.values() if a.via == "module"]
         presigned = [a for a in self.config.actions.values() if a.via == "presigned"]
+        await self.check_targets()
         if module_actions:
             await self.check_module(module_actions)
         for action in module_actions:
@@ -135,13 +140,26 @@ class _Preflight:
                                gas_estimates=MappingProxyType(dict(self.estimates)),
                                gas_limits=MappingProxyType({a: g * GAS_HEADROOM for a, g in self.estimates.items()}))
 
+    async def check_targets(self) -> None:
+        """A call to an address without code succeeds and does nothing: every target must hold a contract."""
+        targets = {c.target: c for a in self.config.actions.values() for c in action_calls(a)}
+        for target, call in targets.items():
+            if not await self._has_code(target):
+                self.add(Check.TARGET, False, f"no contract at {call.contract} ({target}): a call to it would "
+                                              "succeed and do nothing",
+                         f"put the contract's current address in contracts.{call.contract}.address (did it move?)")
+
+    async def _has_code(self, address: str) -> bool:
+        return (await raw_read(self.rpc, "eth_getCode", address, "latest")) not in ("0x", "0x0")
+
     # ---- the module path ----
 
     async def check_module(self, actions: list[ActionSettings]) -> None:
         module, safe = self._module().module, self._module().safe
         propose = "the Safe's owners execute the set-up proposal: `onguard module propose`, then `onguard proposals " \
                   "sign` / `execute`"
-        if not await self._module().code(module):
+        self.module_deployed = await self._has_code(module)
+        if not self.module_deployed:
             self.add(Check.MODULE_ENABLED, False, f"no contract at safe.guardian_module {module}",
                      f"deploy it (`onguard module deploy --safe {safe}`) and put its address in onguard.toml")
             return
@@ -164,8 +182,13 @@ class _Preflight:
         return Entry(call, await self._module().get_action(call.target, call.selector))
 
     async def simulate_module_action(self, action: ActionSettings) -> None:
+        if not self.module_deployed:
+            return  # said once already: there is no module to simulate through
         calls = action_calls(action)
-        if await self._done(action):
+        done = await self._done(action)
+        if done is None:
+            return
+        if done:
             self.add(Check.SIMULATION, True, "already in effect (its done_when holds): not simulated, since it "
                                              "would revert now; it is checked again once it no longer holds",
                      action=action.name)
@@ -175,21 +198,56 @@ class _Preflight:
 
     async def _simulate(self, action: ActionSettings, to: str, data: bytes, calls: tuple[PlannedCall, ...],
                         route: str) -> None:
+        """The guardian's transaction on the current state: it must succeed, and done_when must hold after it."""
         tx = {"from": self.guardian, "to": to, "data": data}
+        what = f"{_texts(calls)} {route} from the guardian key"
         try:
             await self.rpc.call(to, data, sender=self.guardian)
             estimate = await self.rpc.estimate_gas(tx)
         except ChainError as exc:
             detail, fix = explain_revert(self.config, calls, exc)
-            self.add(Check.SIMULATION, False, f"{_texts(calls)} {route} from {self.guardian} REVERTS: {detail}", fix,
-                     action=action.name)
+            self.add(Check.SIMULATION, False, f"{what} REVERTS: {detail}", fix, action=action.name)
             return
         self.estimates[action.name] = estimate
-        self.add(Check.SIMULATION, True, f"{_texts(calls)} {route} from the guardian key succeeds; gas "
-                                         f"{estimate} (limit {estimate * GAS_HEADROOM})", action=action.name)
+        try:
+            holds_after = await action.done_when.holds(await self._state_after(tx, action.done_when.reads))
+        except ChainError as exc:
+            self.add(Check.SIMULATION, False, f"{what} succeeds, but its done_when cannot be read afterwards "
+                                              f"({exc.message})",
+                     "correct done_when (or the action) so that it reads the state the action changes",
+                     action=action.name)
+            return
+        if not holds_after:
+            self.add(Check.SIMULATION, False, f"{what} succeeds, but done_when ({action.done_when.source}) does not "
+                                              "hold afterwards: the action does not reach the safe state",
+                     "check the action's target, function and arguments against done_when", action=action.name)
+            return
+        self.add(Check.SIMULATION, True, f"{what} succeeds and done_when holds afterwards; gas {estimate} "
+                                         f"(limit {estimate * GAS_HEADROOM})", action=action.name)
 
-    async def _done(self, action: ActionSettings) -> bool:
-        return await action.done_when.holds(self.state, "latest")
+    async def _state_after(self, tx: dict[str, Any], reads: tuple[ReadSpec, ...]) -> _StateAfter:
+        """The done_when reads right after `tx`, in one eth_simulateV1 on the latest state (nothing is sent)."""
+        call = {"from": tx["from"], "to": tx["to"], "data": "0x" + bytes(tx["data"]).hex()}
+        read_calls = [{"to": spec.address, "data": "0x" + spec.calldata.hex()} for spec in reads]
+        payload = {"blockStateCalls": [{"calls": [call, *read_calls]}], "validation": False}
+        (response,) = await self.rpc.batch([("eth_simulateV1", [payload, "latest"])])
+        if "error" in response:
+            raise ChainError(f"eth_simulateV1 refused: {response['error']}")
+        results = response["result"][0]["calls"]
+        if int(results[0]["status"], 16) != 1:
+            raise ChainError("the transaction reverted when simulated with the reads")
+        return _StateAfter({spec: _read_value(spec, result) for spec, result in zip(reads, results[1:],
+                                                                                      strict=True)})
+
+    async def _done(self, action: ActionSettings) -> bool | None:
+        """Whether the action already holds; None (a failed check recorded) when done_when cannot be read."""
+        try:
+            return await action.done_when.holds(self.state, "latest")
+        except ChainError as exc:
+            self.add(Check.DONE_WHEN, False, f"done_when ({action.done_when.source}) cannot be read now: "
+                                             f"{exc.message}",
+                     "correct done_when, or the address of the contract it reads", action=action.name)
+            return None
 
     # ---- the pre-signed path ----
 
@@ -212,7 +270,10 @@ class _Preflight:
             self.add(Check.PRESIGNED, True, f"{len(signatures)} owners' signatures for the live nonce {nonce} "
                                             f"(Safe tx {record.safe_tx_hash})", action=action.name)
             calls = action_calls(action)
-            if await self._done(action):
+            done = await self._done(action)
+            if done is None:
+                continue
+            if done:
                 self.add(Check.SIMULATION, True, "already in effect (its done_when holds): not simulated",
                          action=action.name)
                 continue
@@ -239,8 +300,9 @@ class _Preflight:
     async def check_balance(self, responses: int) -> None:
         balance = int(await raw_read(self.rpc, "eth_getBalance", self.guardian, "latest"), 16)
         if not self.estimates:
-            self.add(Check.BALANCE, True, f"{_eth(balance)} ETH; no action needs gas now (none was simulated "
-                                          "successfully), so what it must pay is not known")
+            self.add(Check.BALANCE, balance > 0, f"the guardian key {self.guardian} holds {_eth(balance)} ETH; no "
+                                                 "action was simulated successfully, so what a response costs is not "
+                                                 "known yet", f"send ETH to {self.guardian}")
             return
         gas = max(self.estimates.values()) * GAS_HEADROOM
         ceiling = self.config.response.max_fee_per_gas
@@ -249,6 +311,22 @@ class _Preflight:
                  f"the guardian key {self.guardian} holds {_eth(balance)} ETH; {responses} responses of {gas} gas at "
                  f"the fee ceiling {ceiling / 1e9:g} gwei cost {_eth(needed)} ETH",
                  f"send at least {_eth(needed - balance)} ETH to {self.guardian}, or lower response.max_fee_per_gas")
+
+
+class _StateAfter:
+    """A StateReader over values already read (the state right after a simulated transaction)."""
+
+    def __init__(self, values: Mapping[ReadSpec, Any]) -> None:
+        self._values = values
+
+    async def read(self, specs: Iterable[ReadSpec], block: int | str) -> dict[ReadSpec, Any]:
+        return {spec: self._values[spec] for spec in specs}
+
+
+def _read_value(spec: ReadSpec, result: Mapping[str, Any]) -> Any:
+    if int(result["status"], 16) != 1:
+        return ReadFailure(spec, (result.get("error") or {}).get("message", "reverted"))
+    return decode_read(spec, result["returnData"])
 
 
 def module_calldata(calls: tuple[PlannedCall, ...]) -> bytes:

@@ -157,7 +157,7 @@ def test_propose_sign_execute_then_preflight_is_green_and_the_guardian_can_act(c
     assert code == 0, out + err
     assert "✗" not in out and "ready: every action would succeed now" in out
     assert re.search(r"✓ simulation \[pause_vault\]: vault.pause\(\) through the module from the guardian key "
-                     r"succeeds; gas \d+", out)
+                     r"succeeds and done_when holds afterwards; gas \d+", out)
     assert "✓ simulation [revoke_updater]" in out
     assert (f"✓ simulation [freeze_all]: vault.pause(), then oracle.revokeRole(keccak256:UPDATER_ROLE, {UPDATER}) "
             "through the module from the guardian key succeeds") in out

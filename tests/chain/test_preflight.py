@@ -167,3 +167,25 @@ def test_module_deploy_refuses_an_address_that_is_not_a_safe(chain, capsys, monk
     code, _, err = run(capsys, "module", "deploy", "--safe", dev_account(12).address, "--rpc-url",
                        chain.world.rpc_url, "--key-env", KEY_ENV, "--yes")
     assert code == 2 and err.startswith("error: --safe: no contract at") and "Traceback" not in err
+
+
+def test_a_target_without_code_is_refused(chain, guardian_config, capsys):
+    moved = dev_account(12).address  # the vault's old address, say: nothing there now
+    guardian_config.write_text(guardian_config.read_text().replace(chain.world.vault, moved))
+    code, out, err = run(capsys, "preflight", "--config", str(guardian_config))
+    assert code == 2, err
+    assert f"✗ target deployed: no contract at vault ({moved}): a call to it would succeed and do nothing" in out
+    assert "fix: put the contract's current address in contracts.vault.address" in out
+    assert "✗ done_when readable [pause_vault]" in out and "✓ simulation [trip_breaker]" in out
+
+
+def test_an_action_that_succeeds_without_reaching_its_done_when_is_refused(chain, guardian_config, capsys):
+    text = guardian_config.read_text()
+    assert 'call = "trip()"\ndone_when = "tripped()"' in text
+    guardian_config.write_text(text.replace('call = "trip()"\ndone_when = "tripped()"',
+                                            'call = "trip()"\ndone_when = "vault.paused()"'))
+    code, out, err = run(capsys, "preflight", "--config", str(guardian_config))
+    assert code == 2, err
+    assert ("✗ simulation [trip_breaker]: breaker.trip() through the module from the guardian key succeeds, but "
+            "done_when (vault.paused()) does not hold afterwards") in out
+    assert "✓ simulation [pause_vault]" in out
