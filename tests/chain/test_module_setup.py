@@ -249,3 +249,15 @@ def test_two_actions_pinning_one_function_to_different_arguments_are_refused(cha
         assert code == 2 and out == ""
         assert err.startswith(f"error: {config}: actions.revoke_other: actions revoke_updater and revoke_other both "
                               "call oracle.revokeRole(bytes32,address) with different arguments")
+
+
+def test_propose_without_a_deployed_module_says_to_deploy_it(chain, guardian_config, capsys):
+    nowhere = dev_account(13).address
+    guardian_config.write_text(guardian_config.read_text().replace(chain.world.module, nowhere))
+    code, out, err = run(capsys, "module", "propose", "--config", str(guardian_config))
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {guardian_config}: safe.guardian_module: no contract at safe.guardian_module")
+    assert "onguard module deploy --safe" in err
+    code, out, _ = run(capsys, "preflight", "--config", str(guardian_config))
+    assert code == 2 and f"✗ module enabled: no contract at safe.guardian_module {nowhere}" in out
+    assert "✗ simulation" not in out  # said once: there is no module to simulate through
