@@ -84,6 +84,7 @@ contract GuardianModuleFuzzTest is Fixture {
     }
 
     /// Any calldata with the pinned selector but extra bytes is refused by a pin on the bare selector.
+    /// forge-config: default.fuzz.runs = 128
     function testFuzz_execute_revertsForCalldataDifferentFromPinned(bytes calldata tail) public {
         vm.assume(tail.length > 0);
         _allow(address(vault), Vault.pause.selector, keccak256(pauseData), COOLDOWN);
@@ -96,6 +97,7 @@ contract GuardianModuleFuzzTest is Fixture {
     }
 
     /// Any argument other than the pinned one is refused (same length, same selector).
+    /// forge-config: default.fuzz.runs = 128
     function testFuzz_execute_revertsForArgumentDifferentFromPinned(uint256 newPrice) public {
         vm.assume(newPrice != 2e18);
         PriceOracle safeOracle = new PriceOracle(address(safe), address(safe), INITIAL_PRICE);
@@ -140,6 +142,7 @@ contract GuardianModuleFuzzTest is Fixture {
 
     /// For any cooldown and any warp shorter than it, the second execution is refused;
     /// at the ready time it goes through.
+    /// forge-config: default.fuzz.runs = 128
     function testFuzz_execute_cooldownHolds(uint64 cooldown, uint256 elapsed) public {
         cooldown = uint64(bound(cooldown, module.MIN_COOLDOWN(), 365 days));
         elapsed = bound(elapsed, 0, uint256(cooldown) - 1);
@@ -187,5 +190,78 @@ contract GuardianModuleFuzzTest is Fixture {
         assertTrue(module.isGuardian(guardian), "guardian intact");
         assertFalse(module.getAction(address(vault), Vault.unpause.selector).allowed, "unpause not allowed");
         assertTrue(module.getAction(address(vault), Vault.pause.selector).allowed, "pause still allowed");
+    }
+
+    // =====================================================================
+    // v2: the minimum cooldown, resetCooldown, executeBatch
+    // =====================================================================
+
+    /// Any cooldown below MIN_COOLDOWN is refused; any from it up is stored as given.
+    function testFuzz_allowAction_cooldownMinimum(uint64 cooldown) public {
+        uint64 minimum = module.MIN_COOLDOWN();
+        vm.prank(address(safe));
+        if (cooldown < minimum) {
+            vm.expectRevert(abi.encodeWithSelector(GuardianModule.CooldownTooShort.selector, cooldown, minimum));
+            module.allowAction(address(vault), Vault.unpause.selector, bytes32(0), cooldown);
+            assertFalse(module.getAction(address(vault), Vault.unpause.selector).allowed, "not allowed");
+        } else {
+            module.allowAction(address(vault), Vault.unpause.selector, bytes32(0), cooldown);
+            assertEq(module.getAction(address(vault), Vault.unpause.selector).cooldown, cooldown, "stored");
+        }
+    }
+
+    /// Whatever the cooldown and however little time passed, after the owners' reset the guardian acts at once.
+    /// forge-config: default.fuzz.runs = 128
+    function testFuzz_resetCooldown_letsTheGuardianActAtOnce(uint64 cooldown, uint256 elapsed) public {
+        cooldown = uint64(bound(cooldown, module.MIN_COOLDOWN(), 365 days));
+        elapsed = bound(elapsed, 0, uint256(cooldown) - 1);
+        _allowTrip(cooldown);
+        _exec(address(breaker), tripData);
+        vm.prank(address(safe));
+        breaker.reset();
+        vm.warp(START + elapsed);
+
+        _ownersExec(
+            address(module), abi.encodeCall(GuardianModule.resetCooldown, (address(breaker), CircuitBreaker.trip.selector))
+        );
+        _exec(address(breaker), tripData);
+        assertTrue(breaker.tripped(), "tripped again inside the old cooldown");
+        assertEq(
+            module.getAction(address(breaker), CircuitBreaker.trip.selector).lastExecutedAt,
+            START + elapsed,
+            "a new cooldown runs"
+        );
+    }
+
+    /// An unlisted call at any position of an otherwise allowlisted batch reverts the whole batch.
+    function testFuzz_executeBatch_anUnlistedCallAnywhereRevertsTheWholeBatch(
+        uint256 position,
+        address target,
+        bytes4 selector,
+        bytes calldata args
+    ) public {
+        vm.assume(!_isAllowlisted(target, selector) && !_isForbidden(target));
+        position = bound(position, 0, 2);
+        GuardianModule.Call[] memory calls = new GuardianModule.Call[](3);
+        GuardianModule.Call[2] memory allowed = [_call(address(vault), pauseData), _call(address(breaker), tripData)];
+        for (uint256 i = 0; i < 3; i++) {
+            if (i == position) calls[i] = _call(target, abi.encodePacked(selector, args));
+            else calls[i] = allowed[i < position ? i : i - 1];
+        }
+        vm.expectRevert(abi.encodeWithSelector(GuardianModule.ActionNotAllowed.selector, target, selector));
+        _execBatch(calls);
+        assertFalse(vault.paused() || breaker.tripped(), "nothing happened");
+    }
+
+    /// Any caller that is not a guardian is refused a batch of allowlisted calls.
+    function testFuzz_executeBatch_revertsForNonGuardian(address caller) public {
+        vm.assume(caller != guardian);
+        GuardianModule.Call[] memory calls = new GuardianModule.Call[](2);
+        calls[0] = _call(address(vault), pauseData);
+        calls[1] = _call(address(breaker), tripData);
+        vm.expectRevert(abi.encodeWithSelector(GuardianModule.NotGuardian.selector, caller));
+        vm.prank(caller);
+        module.executeBatch(calls);
+        assertFalse(vault.paused() || breaker.tripped(), "nothing happened");
     }
 }

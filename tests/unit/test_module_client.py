@@ -17,6 +17,7 @@ from onguard.chain.module import (
     ModuleAction,
     ModuleCall,
     calldata_hash,
+    decode_module_error,
     encode_add_guardian,
     encode_allow_action,
     encode_execute,
@@ -130,6 +131,30 @@ def test_calldata_hash_is_keccak256_of_the_full_calldata() -> None:
     assert calldata_hash(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
     with_args = PAUSE + (1).to_bytes(32, "big")
     assert calldata_hash(with_args) == keccak(with_args) != calldata_hash(PAUSE)
+
+
+# ---- revert data ----
+
+
+def test_decode_module_error_names_the_error_and_its_arguments() -> None:
+    cooling = keccak(text="CoolingDown(uint256)")[:4] + abi_encode(["uint256"], [1_700_003_600])
+    error = decode_module_error(cooling)
+    assert error is not None and error.name == "CoolingDown" and dict(error.args) == {"readyAt": 1_700_003_600}
+    assert str(error) == "CoolingDown(readyAt=1700003600)"
+
+    failed = keccak(text="BatchCallFailed(uint256,bytes)")[:4] + abi_encode(["uint256", "bytes"], [1, b"\xde\xad"])
+    assert dict(decode_module_error(failed).args) == {"index": 1, "returnData": "0xdead"}  # type: ignore[union-attr]
+
+    empty = keccak(text="EmptyBatch()")[:4]
+    assert decode_module_error(empty).name == "EmptyBatch"  # type: ignore[union-attr]
+
+
+def test_decode_module_error_is_none_for_other_revert_data() -> None:
+    safe_revert = keccak(text="Error(string)")[:4] + abi_encode(["string"], ["GS104"])
+    assert decode_module_error(safe_revert) is None
+    assert decode_module_error(b"") is None
+    truncated = keccak(text="CoolingDown(uint256)")[:4] + b"\x01"
+    assert decode_module_error(truncated) is None
 
 
 # ---- ModuleAction ----

@@ -1,5 +1,6 @@
-"""Speaks to the GuardianModule through its compiled ABI: the calldata of the guardian's and the owners' calls, and
-the reads of the module and of the Safe that enables it (through the Safe v1.4.1 ABI safe-eth-py ships)."""
+"""Speaks to the GuardianModule through its compiled ABI: the calldata of the guardian's and the owners' calls, the
+module's revert reasons, and the reads of the module and of the Safe that enables it (through the Safe v1.4.1 ABI
+safe-eth-py ships)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
-from eth_utils import keccak, to_checksum_address
+from eth_abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
+from eth_utils import collapse_if_tuple, keccak, to_checksum_address
 from safe_eth.eth.contracts import get_safe_V1_4_1_contract
 from web3 import Web3
 
-from onguard.chain.abi import ContractAbi, FunctionAbi, load_abi
+from onguard.chain.abi import ContractAbi, FunctionAbi, load_abi, normalise
 from onguard.paths import ARTIFACTS_DIR
 
 MODULE_ARTIFACT = ARTIFACTS_DIR / "GuardianModule.sol" / "GuardianModule.json"
@@ -55,6 +58,17 @@ class ModuleAction:
     def admits(self, calldata: bytes) -> bool:
         """Whether the pin lets this exact calldata through (the cooldown aside)."""
         return self.allowed and (not self.pinned or self.calldata_hash == calldata_hash(calldata))
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleError:
+    """A custom error the module reverted with, e.g. CoolingDown(readyAt=…): why a guardian's call was refused."""
+
+    name: str
+    args: Mapping[str, Any]
+
+    def __str__(self) -> str:
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in self.args.items())})"
 
 
 @cache
@@ -115,6 +129,24 @@ def encode_remove_guardian(guardian: str) -> bytes:
     return _encode(module_abi(), "removeGuardian", _address(guardian))
 
 
+# ---- revert data ----
+
+
+def decode_module_error(revert_data: bytes) -> ModuleError | None:
+    """The module's custom error in `revert_data`, decoded through the ABI's error entries; None when the data is
+    not one of them (e.g. a Safe's GS-code revert string)."""
+    error = _errors_by_selector().get(bytes(revert_data[:4]))
+    if error is None:
+        return None
+    types = [collapse_if_tuple(i) for i in error["inputs"]]
+    try:
+        values = abi_decode(types, bytes(revert_data[4:]))
+    except DecodingError:
+        return None
+    return ModuleError(name=error["name"], args={i["name"]: normalise(t, v)
+                                                 for i, t, v in zip(error["inputs"], types, values, strict=True)})
+
+
 # ---- reads ----
 
 
@@ -159,6 +191,12 @@ def _encode(abi: ContractAbi, name: str, *args: Any) -> bytes:
 def _function(abi: ContractAbi, name: str) -> FunctionAbi:
     (function,) = abi.functions_named(name)  # none of the functions used here is overloaded
     return function
+
+
+@cache
+def _errors_by_selector() -> Mapping[bytes, Mapping[str, Any]]:
+    errors = (i for i in module_abi().raw if i.get("type") == "error")
+    return {keccak(text=f"{e['name']}({','.join(collapse_if_tuple(i) for i in e['inputs'])})")[:4]: e for e in errors}
 
 
 @cache
