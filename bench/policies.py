@@ -16,13 +16,16 @@ from types import MappingProxyType
 
 from eth_utils import to_checksum_address
 
+from onguard.actions import parse_action
 from onguard.chain.abi import load_abi
-from onguard.config import ActionSettings, WatchedContract
+from onguard.config import WatchedContract
+from onguard.errors import ConfigError
 from onguard.observations import BlockBatch, BlockObservation, LogObservation, TransactionObservation
 from onguard.paths import ARTIFACTS_DIR
 from onguard.policies.engine import PolicyEngine
 from onguard.policies.kinds.base import PolicyEnv
 from onguard.policies.loader import KINDS, load_policy
+from onguard.tomlfields import Table
 
 BLOCKS = 1_000
 EVENTS_PER_BLOCK = 10
@@ -40,7 +43,9 @@ CONTRACTS = {
     for index, (name, artifact) in enumerate(
         [("vault", "Vault"), ("breaker", "CircuitBreaker"), ("oracle", "PriceOracle"), ("asset", "TestToken")])
 }
-ACTIONS = {"pause_vault": ActionSettings("pause_vault", "vault", "pause()", "paused()")}
+ACTIONS = {"pause_vault": parse_action("pause_vault", Table(
+    {"contract": "vault", "call": "pause()", "done_when": "paused()"}, file="bench", prefix="actions.pause_vault",
+    error=ConfigError), CONTRACTS)}
 HEADER = 'description = "bench"\nseverity = "high"\nresponse = ["pause_vault"]\n'
 
 POLICIES = {

@@ -113,6 +113,11 @@ class ActionSettings:
         """e.g. `pool.setPoolPause(true); pool.setReservePause(usdc, true)`."""
         return "; ".join(call.text for call in self.calls)
 
+    @property
+    def calldata_hashes(self) -> tuple[str, ...]:
+        """What the module's allowlist pins, call by call: keccak256 of each call's exact calldata."""
+        return tuple(call.calldata_hash for call in self.calls)
+
 
 def compile_done_when(source: str, contracts: Mapping[str, WatchedContract],
                       own_contract: str | None = None) -> DoneCondition:

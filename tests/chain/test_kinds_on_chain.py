@@ -136,6 +136,40 @@ def test_call_stays_quiet_for_the_allowed_updater(chain, guardian_config, tmp_pa
     assert run(guardian, lambda: set_price(chain, UPDATER, 2 * 10**18)) == []
 
 
+CALL_PRICE_JUMP = """
+id = "price-jump"
+kind = "call"
+response = ["alert"]
+[match]
+contract = "oracle"
+function = "setPrice"
+where = "args.newPrice > 2 * state.price"
+[reads]
+price = "oracle.price()"
+"""
+
+
+def current_price(chain) -> int:
+    return int(contract(chain.w3, "PriceOracle", chain.world.oracle).functions.price().call())
+
+
+def test_call_state_is_read_before_the_mined_call(chain, guardian_config, tmp_path):
+    # The README's example: tripled by the updater itself. Read after the block, the price would already be the
+    # new one (3x > 2 * 3x is false); read at the parent block, it is the price the call replaced.
+    guardian = guardian_with(tmp_path, chain.world, CALL_PRICE_JUMP)
+    before = current_price(chain)
+    (finding,) = run(guardian, lambda: set_price(chain, UPDATER, 3 * before))
+    assert finding.evidence["path"] == "block"
+    assert finding.evidence["calls"][0]["args"] == {"newPrice": 3 * before}
+    assert current_price(chain) == 3 * before  # the call was mined and took effect
+
+
+def test_call_state_close_case_does_not_fire(chain, guardian_config, tmp_path):
+    guardian = guardian_with(tmp_path, chain.world, CALL_PRICE_JUMP)
+    before = current_price(chain)
+    assert run(guardian, lambda: set_price(chain, UPDATER, 2 * before)) == []  # exactly twice: not more
+
+
 OUTFLOW = """
 id = "vault-outflow"
 kind = "outflow"

@@ -119,6 +119,31 @@ def test_below_threshold_the_daemon_fails_loudly_and_sends_nothing(multisig, con
     assert not is_paused(multisig.chain.w3, multisig.chain.world)
 
 
+def test_the_pre_signed_path_needs_no_module(multisig, config_path, monkeypatch):
+    """Every action pre-signed, and no guardian_module in the config at all: it loads, starts and pauses."""
+    text = config_path.read_text()
+    module_line = f'guardian_module = "{multisig.chain.world.module}"\n'
+    assert module_line in text
+    config_path.write_text(text.replace(module_line, "").replace('done_when = "tripped()"\n',
+                                                                 'done_when = "tripped()"\nvia = "presigned"\n'))
+    assert load_config(config_path).safe.guardian_module is None
+    for owner in multisig.owners[: multisig.threshold]:
+        assert presign(config_path, owner, monkeypatch) == 0
+
+    async def scenario() -> None:
+        guardian = await started(config_path)
+        try:
+            incident_id = await trip(multisig, guardian)
+            (response,) = guardian.store.responses(incident_id)
+            assert response.status == ResponseStatus.MINED, response
+            assert multisig.chain.w3.eth.get_transaction(response.tx_hash)["to"] == multisig.chain.world.safe
+        finally:
+            await guardian.close()
+
+    asyncio.run(scenario())
+    assert is_paused(multisig.chain.w3, multisig.chain.world)
+
+
 def test_a_nonce_move_makes_presignatures_stale_within_a_block(multisig, config_path, monkeypatch, capsys):
     from onguard.demo.world import exec_as_owners
     from safe_eth.eth import EthereumClient

@@ -191,3 +191,26 @@ def test_unknown_subcommand_is_an_argparse_usage_error(capsys: pytest.CaptureFix
         main(["guard"])
     assert caught.value.code == 2
     assert "invalid choice: 'guard'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("action", "field", "message"), [
+    ({"contract": "vault", "call": "revokeRole", "args": ["keccak256:PAUSER_ROLE"], "done_when": "paused()"},
+     "actions.pause_vault.args", "vault.revokeRole(bytes32,address) takes 2 argument(s), got 1"),
+    ({"contract": "vault", "call": "revokeRole", "args": ["PAUSER_ROLE", "vault"], "done_when": "paused()"},
+     "actions.pause_vault.args[0]", "role (bytes32) of revokeRole(bytes32,address): argument 'PAUSER_ROLE' is not "
+                                    "bytes32"),
+    ({"contract": "vault", "call": "pause()", "done_when": "totalAssets()"},
+     "actions.pause_vault.done_when", "a condition must be true or false, but this expression is a number"),
+    ({"contract": "vualt", "call": "pause()", "done_when": "paused()"},
+     "actions.pause_vault.contract", "no contract named 'vualt'; did you mean 'vault'?"),
+])
+def test_run_with_a_bad_action_is_an_input_error(write_toml: WriteToml, config_data: dict[str, Any],
+                                                 capsys: pytest.CaptureFixture[str], action: dict[str, Any],
+                                                 field: str, message: str) -> None:
+    config_data["actions"]["pause_vault"] = action
+    path = write_toml(config_data)
+    code, _, err = run_cli(capsys, "run", "--config", str(path))
+    assert code == 2
+    assert err.startswith(f"error: {path}: {field}: {message}"), err
+    assert "  hint: " in err
+    assert "Traceback" not in err

@@ -746,3 +746,110 @@ def test_the_module_never_evaluates_text_as_python() -> None:
     assert not re.search(r"^\s*(import ast|from ast )", code, re.MULTILINE)
     assert "literal_eval" not in code
     assert "float(" not in code
+
+
+# ---- bit operators: packed flags in a uint256 ----
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("(state.vault.totalAssets >> 60) & 1 == 1", True),     # Aave-style: bit 60 of a configuration word
+    ("state.vault.totalAssets >> 60 & 1 == 1", True),       # & binds looser than >>, tighter than ==
+    ("state.vault.totalAssets & 2 == 0", True),
+    ("1 << 60 | 1 == state.vault.totalAssets", True),       # | binds looser than <<
+    ("1 + 1 << 2 == 8", True),                              # + binds tighter than <<
+    ("6 & 3 | 8 == 10", True),                              # & before |
+    ("(state.vault.totalAssets >> 61) & 1 == 1", False),
+])
+def test_bit_operators_bind_as_in_python(source: str, expected: bool) -> None:
+    assert holds(source, context(totalAssets=(1 << 60) | 1)) is expected
+
+
+def test_bit_operators_agree_with_python_on_uint256_values() -> None:
+    word = UINT256_MAX - (1 << 200)
+    ctx = context(totalAssets=word, totalSupply=7)
+    assert value("state.vault.totalAssets >> 200", ctx) == word >> 200
+    assert value("state.vault.totalAssets & (1 << 200)", ctx) == 0
+    assert value("state.vault.totalAssets | state.vault.totalSupply", ctx) == word | 7
+    assert value("state.vault.totalSupply << 249", ctx) == 7 << 249
+
+
+@pytest.mark.parametrize(("source", "overrides", "message"), [
+    ("state.vault.totalAssets & 1 == 1", {"totalAssets": -3}, "needs whole, non-negative numbers"),
+    ("state.vault.totalAssets >> 1 == 1", {"totalAssets": Fraction(5, 2)}, "needs whole, non-negative numbers"),
+    ("1 << state.vault.totalAssets == 0", {"totalAssets": 10**6}, "at most 256"),
+])
+def test_bit_operators_refuse_what_is_not_a_bit_pattern(source: str, overrides: dict[str, Any],
+                                                        message: str) -> None:
+    expression = compile_condition(source, SCHEMA)
+    with pytest.raises(EvaluationError, match=message):
+        expression.evaluate(context(**overrides))
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("1 / 2 & 1 == 0", "needs whole, non-negative numbers"),
+    ("args.flag & 1 == 1", "operator & needs numbers, got bool and number"),
+    ("args.receiver >> 1 == 0", "operator >> needs numbers, got address and number"),
+])
+def test_bit_operator_mistakes_found_at_compile_time(source: str, message: str) -> None:
+    assert message in compile_error(source).bare_message
+
+
+def test_other_languages_bit_and_logic_spellings_still_get_a_hint() -> None:
+    assert compile_error("args.flag && true").hint == "write and"
+    assert compile_error("args.flag & true").hint == "& works on the bits of numbers; join conditions with and"
+    assert compile_error("args.flag | tx.value > 0").hint == "| works on the bits of numbers; join conditions with or"
+    assert compile_error("~args.assets == 0").hint is not None
+
+
+@pytest.mark.parametrize(("source", "canonical"), [
+    ("(state.vault.totalAssets>>60)&1==1", "state.vault.totalAssets >> 60 & 1 == 1"),
+    ("(1 | 2) & 3 == 3", "(1 | 2) & 3 == 3"),
+    ("(1 + 2) << 3 == 24", "1 + 2 << 3 == 24"),
+    ("1 << (2 + 3) == 32", "1 << 2 + 3 == 32"),
+    ("1 << (2 << 3) > 0", "1 << (2 << 3) > 0"),
+])
+def test_bit_operators_render_canonically(source: str, canonical: str) -> None:
+    assert str(compile_condition(source, SCHEMA)) == canonical
+    assert str(compile_condition(canonical, SCHEMA)) == canonical
+
+
+# ---- inline reads (an action's done_when) ----
+
+
+def resolver(types: Mapping[str, str]) -> Any:
+    def resolve(text: str) -> str:
+        if text not in types:
+            raise ValueError(f"no read {text} — known: {', '.join(types)}")
+        return types[text]
+    return resolve
+
+
+def test_inline_reads_are_resolved_by_the_caller_and_valued_from_the_context() -> None:
+    types = {"pool.paused()": "bool", "pool.getReserveData(usdc, 1e18)": "number", "paused()": "bool"}
+    expression = compile_condition("pool.paused() and (pool.getReserveData( usdc, 1e18 ) >> 60) & 1 == 1 "
+                                   "or not paused()", {}, reads=resolver(types))
+    assert dict(expression.reads) == types
+    values = {"pool.paused()": True, "pool.getReserveData(usdc, 1e18)": 1 << 60, "paused()": True}
+    assert expression.evaluate({expr_module.READ_VALUES: values}) is True
+    assert expression.evaluate({expr_module.READ_VALUES: values | {"pool.paused()": False}}) is False
+    assert str(expression) == ("(pool.paused() and pool.getReserveData(usdc, 1e18) >> 60 & 1 == 1) "
+                               "or not paused()")
+
+
+def test_an_inline_read_the_caller_refuses_points_at_it() -> None:
+    with pytest.raises(ExpressionError) as caught:
+        compile_condition("true and pool.unknown(x)", {}, reads=resolver({}))
+    assert caught.value.bare_message == "no read pool.unknown(x)"
+    assert caught.value.hint == "known: "
+    assert caught.value.position == 9
+
+
+def test_without_a_resolver_a_call_is_still_refused() -> None:
+    error = compile_error("state.vault.paused() == true")
+    assert "cannot be called" in error.bare_message
+
+
+def test_functions_and_keywords_are_not_reads() -> None:
+    expression = compile_condition("not (max(1, 2) == 2) or abs(-1) == 1", {}, reads=resolver({}))
+    assert expression.reads == {}
+    assert expression.evaluate({}) is True

@@ -17,12 +17,12 @@ import pytest
 
 from onguard.chain.view import ReadFailure
 from onguard.errors import ChainError
-from onguard.observations import BlockBatch
+from onguard.observations import BlockBatch, TransactionObservation, frozen_mapping
 from onguard.policies.engine import EngineResult, PolicyEngine
 from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.model import Finding, PolicyCommon, Severity, Verdict
 from onguard.policies.reads import ReadSpec
-from policykit import batch, ids, load_text, withdraw
+from policykit import ALICE, CHAIN_ID, batch, block, ids, load_text, withdraw
 
 Value = Any | Callable[[int], Any]  # a value, or a function of the block number
 
@@ -321,3 +321,66 @@ def test_a_failed_read_does_not_lose_blocks_held_for_confirmations(make: Callabl
 
     assert found == [10]  # the retry of block 12 judges block 10
     assert reader.blocks[-3:] == [10, 11, 12]  # every block judged exactly once
+
+
+# ---- call policies judge a transaction on the state it ran on ----
+
+
+PRICE_JUMP = """
+[match]
+contract = "oracle"
+function = "setPrice"
+where = "args.newPrice > 2 * state.price"
+[reads]
+price = "oracle.price()"
+"""
+
+
+def set_price(number: int | None, new_price: int) -> TransactionObservation:
+    data = bytes.fromhex("91b7f5ed") + new_price.to_bytes(32, "big")  # setPrice(uint256)
+    return TransactionObservation(chain_id=CHAIN_ID, hash="0x" + "77" * 32, block_number=number, sender=ALICE,
+                                  to="0x" + "ef" * 20, contract="oracle", value=0, input=data,
+                                  function="setPrice(uint256)", args=frozen_mapping({"newPrice": new_price}))
+
+
+def test_a_mined_call_is_judged_on_the_parent_block_state(make: Callable[..., Policy]) -> None:
+    # The price is 100 before block 8 and 300 after it, because block 8 holds the call setting it to 300.
+    engine = PolicyEngine([make("price-jump", "call", PRICE_JUMP)])
+    reader = FakeReader({"oracle.price()": lambda block: 100 if block < 8 else 300})
+    mined = BlockBatch(block=block(8), logs=(), transactions=(set_price(8, 300),))
+
+    result = evaluate(engine, mined, reader)
+
+    assert reader.blocks == [7]
+    assert ids(result.findings) == ["price-jump"]  # 300 > 2 * 100; read after the block, 300 > 600 is false
+
+
+def test_a_pending_call_is_judged_on_the_head_state(make: Callable[..., Policy]) -> None:
+    engine = PolicyEngine([make("price-jump", "call", PRICE_JUMP)])
+    reader = FakeReader({"oracle.price()": lambda block: 100 if block < 8 else 300})
+
+    @dataclass
+    class Pending:
+        observation: TransactionObservation
+        raw: dict[str, Any]
+
+    head = block(7)
+    result = asyncio.run(engine.evaluate_pending(Pending(set_price(None, 300), {}), head, reader, None))
+
+    assert reader.blocks == [7]
+    assert ids(result.findings) == ["price-jump"]
+
+
+def test_parent_and_own_block_reads_of_one_block_both_happen(make: Callable[..., Policy]) -> None:
+    jump = make("price-jump", "call", PRICE_JUMP)
+    solvent = invariant(make, "solvent", {"assets": "vault.totalAssets()"}, "state.assets > 0")
+    engine = PolicyEngine([jump, solvent])
+    reader = FakeReader({"oracle.price()": lambda block: 100 if block < 8 else 300, "vault.totalAssets()": 0})
+    mined = BlockBatch(block=block(8), logs=(), transactions=(set_price(8, 300),))
+
+    result = evaluate(engine, mined, reader)
+
+    assert sorted(reader.blocks) == [7, 8]
+    assert {block: sorted(s.text for s in specs) for specs, block in reader.calls} == {
+        7: ["oracle.price()"], 8: ["vault.totalAssets()"]}
+    assert sorted(ids(result.findings)) == ["price-jump", "solvent"]

@@ -55,7 +55,7 @@ def decode_read(spec: ReadSpec, result: Any) -> Any:
     """A read's raw return data as a value, or a ReadFailure when it does not decode (e.g. no code)."""
     raw = bytes(HexBytes(result))
     try:
-        (value,) = abi_decode([spec.output_type], raw)
+        value = spec.select(abi_decode(list(spec.function.output_types), raw))
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a failed read, reported as such
-        return ReadFailure(spec, f"cannot decode the result as {spec.output_type} ({exc})")
+        return ReadFailure(spec, f"cannot decode the result as {', '.join(spec.function.output_types)} ({exc})")
     return normalise(spec.output_type, value)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onguard.chain.rpc import Rpc
-from onguard.chain.view import BatchStateReader
+from onguard.chain.view import BatchStateReader, ReadFailure
 from onguard.config import Config, load_config
 from onguard.errors import InputError, PolicyError
 from onguard.incidents.store import IncidentStore
@@ -163,8 +163,11 @@ def _test_recording(policy: Policy, path: Path) -> int:
             print(f"pending {item.hash}: ERROR  {failure.message}")
     for recorded in blocks:
         plan = engine.plan(recorded.batch)
-        states = {number: by_number[number].state_for(list(specs))
-                  for number, specs in engine.reads_needed(plan).items() if number in by_number}
+        # A call policy reads the block before (the state its calls ran on): before the first recorded block,
+        # that state was not recorded, and a read that is not there fails rather than being guessed.
+        states = {number: (by_number[number].state_for(list(specs)) if number in by_number
+                           else {spec: ReadFailure(spec, f"block {number} is not in the recording") for spec in specs})
+                  for number, specs in engine.reads_needed(plan).items()}
         result = engine.evaluate_offline(recorded.batch, states)
         for finding in result.findings:
             fired += 1

@@ -1,8 +1,13 @@
 """The policy engine: feeds each block to every policy and collects findings and evaluation failures.
-Evaluators are pure; the engine's one I/O is reading, in one batch per block, the state the policies declared."""
+Evaluators are pure; the engine's one I/O is reading, in one batch per block, the state the policies declared.
+
+Most kinds read the state a block leaves. A kind that judges a transaction against the state it ran on (call:
+`args.newPrice > 2 * state.price`) declares `reads_parent_state = True` and reads the block's parent instead, as a
+pending transaction is judged on the head state: the same condition means the same on both paths."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -144,16 +149,19 @@ class PolicyEngine:
 
     @staticmethod
     def reads_needed(plan: list[tuple[Evaluator, BlockBatch]]) -> dict[int, set[ReadSpec]]:
+        """The reads to make, by the block whose state they are taken at (see state_block)."""
         needed: dict[int, set[ReadSpec]] = {}
         for evaluator, due in plan:
-            needed.setdefault(due.block.number, set()).update(evaluator.reads)
+            needed.setdefault(state_block(evaluator, due.block.number), set()).update(evaluator.reads)
         return needed
 
     async def evaluate(self, batch: BlockBatch, reader: StateReader) -> EngineResult:
         plan = self.plan(batch)
-        # Read first: if the read fails, the caller retries this block and nothing has moved.
-        states = {number: (await reader.read(specs, number) if specs else {})
-                  for number, specs in sorted(self.reads_needed(plan).items())}
+        # Read first: if the read fails, the caller retries this block and nothing has moved. The blocks' reads
+        # (a block and its parent, when call policies read state) go out together: one round trip, not two.
+        needed = sorted((number, specs) for number, specs in self.reads_needed(plan).items() if specs)
+        values = await asyncio.gather(*(reader.read(specs, number) for number, specs in needed))
+        states = {number: state for (number, _), state in zip(needed, values, strict=True)}
         self.advance(batch)
         return self.run(plan, states)
 
@@ -173,8 +181,16 @@ class PolicyEngine:
         result = EngineResult()
         for evaluator, batch in plan:
             cls._collect(result, evaluator, batch.block.number,
-                         lambda e=evaluator, b=batch: e.observe(b, states.get(b.block.number, {})))
+                         lambda e=evaluator, b=batch: e.observe(b, states.get(state_block(e, b.block.number), {})))
         return result
+
+
+def state_block(evaluator: Evaluator, block_number: int) -> int:
+    """The block whose state `evaluator` reads when it judges block `block_number`: the block itself, or its parent
+    for a kind that declares `reads_parent_state` (the state its transactions started from)."""
+    if getattr(evaluator, "reads_parent_state", False):
+        return max(block_number - 1, 0)
+    return block_number
 
 
 def worth_simulating(pending: PendingLike) -> bool:

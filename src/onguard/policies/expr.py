@@ -20,8 +20,9 @@ Grammar, loosest binding first:
     primary     := NUMBER ['%'] | STRING | HEX | 'true' | 'false' | path | READ
                  | ('abs' | 'min' | 'max') '(' or (',' or)* ')' | '(' or ')' | '[' [or (',' or)* [',']] ']'
     path        := NAME ('.' NAME)*
-    READ        := [NAME '.'] NAME '(' … ')'   only where the caller resolves reads (an action's done_when): a
-                   view call on a watched contract, its text handed to the caller as written
+    READ        := [NAME '.'] NAME '(' … ')' ('.' NAME)*   only where the caller resolves reads (an action's
+                   done_when): a view call on a watched contract (and a field of what it returns), its text handed to
+                   the caller
 NUMBER: 1000, 1_000_000e18, 1.5e18, 0.25 (exact; below 2**256). STRING: '...' or "..." without escapes.
 HEX: 0x and whole bytes, lower-cased; exactly 40 hex digits is an address, anything else bytes.
 NAME: [A-Za-z_][A-Za-z0-9_]* not starting with '_'. Types: number, address, bool, string, bytes.
@@ -240,6 +241,9 @@ def _hex(source: str, position: int) -> _Token:
     return _Token("hex", text, position, "0x" + text[2:].lower())
 
 
+_READ_FIELDS = re.compile(r"(?:[ \t]*\.[ \t]*[A-Za-z_][A-Za-z0-9_]*)*")  # a named output or struct field
+
+
 def _is_read(source: str, position: int) -> bool:
     start = _READ_START.match(source, position)
     return start is not None and (start.group(1) is not None or start.group(2) not in FUNCTIONS + KEYWORDS)
@@ -265,8 +269,10 @@ def _read(source: str, position: int) -> _Token:
         elif ch == ")":
             depth -= 1
             if depth == 0:
-                return _Token("read", source[position:index + 1], position,
-                              f"{name}({source[opening + 1:index].strip()})")
+                fields = _READ_FIELDS.match(source, index + 1)
+                assert fields is not None  # it matches the empty string
+                return _Token("read", source[position:fields.end()], position,
+                              f"{name}({source[opening + 1:index].strip()})" + re.sub(r"\s", "", fields.group()))
         index += 1
     raise _error(source, "missing ')'", opening, 1, "the read's argument list is never closed")
 
@@ -1026,6 +1032,10 @@ class _Compiler:
                                  _mismatch_hint(left.type, right.type))
             return self._fold(node, _Compiled("bool", _combine(_EQUALITY[op], left, right)), [left, right])
         if left.type != "number" or right.type != "number":
+            if op in ("&", "|") and "bool" in (left.type, right.type):
+                word = "and" if op == "&" else "or"
+                raise self._fail(f"operator {op} needs numbers, got {types}", node,
+                                 f"{op} works on the bits of numbers; join conditions with {word}")
             raise self._fail(f"operator {op} needs numbers, got {types}", node,
                              "arithmetic and <, <=, >, >= work on numbers only; compare other values with == or !=")
         if op in _ORDERING:

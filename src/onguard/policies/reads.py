@@ -7,10 +7,11 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eth_abi import encode as abi_encode
-from eth_utils import keccak
+from eth_abi.grammar import parse as parse_abi_type
+from eth_utils import collapse_if_tuple, keccak
 
 from onguard.chain.abi import FunctionAbi
 from onguard.units import parse_address, parse_amount, parse_integer
@@ -18,22 +19,40 @@ from onguard.units import parse_address, parse_amount, parse_integer
 if TYPE_CHECKING:  # config.py compiles actions, whose done_when conditions are made of reads: no import back
     from onguard.config import WatchedContract
 
-_READ = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*$")
+_READ = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)"
+                   r"((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)\s*$", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
 class ReadSpec:
-    """One view call: where, what, and how to decode its single result. Equal specs are read once."""
+    """One view call: where, what, and which of its results to take (the first, or a named output or struct field:
+    `feed.latestRoundData().answer`). Equal specs are read once."""
 
     address: str
     calldata: bytes
     text: str = field(compare=False)
     contract: str = field(compare=False)
     function: FunctionAbi = field(compare=False)
+    path: tuple[int, ...] = (0,)  # index among the function's outputs, then of a field in each nested struct
+    output_type: str = field(init=False, compare=False)
 
-    @property
-    def output_type(self) -> str:
-        return self.function.output_types[0]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_type", component_type(self.function.output_types, self.path))
+
+    def select(self, outputs: tuple[Any, ...]) -> Any:
+        """The value at `path` among all the decoded outputs."""
+        value: Any = outputs
+        for index in self.path:
+            value = value[index]
+        return value
+
+
+def component_type(output_types: tuple[str, ...], path: tuple[int, ...]) -> str:
+    """The ABI type at `path` (an output's index, then struct fields' indexes) among a function's outputs."""
+    abi_type = output_types[path[0]] if output_types else ""
+    for index in path[1:]:
+        abi_type = parse_abi_type(abi_type).components[index].to_type_str()
+    return abi_type
 
 
 def expression_type(abi_type: str) -> str | None:
@@ -52,7 +71,8 @@ def parse_read(text: str, contracts: Mapping[str, WatchedContract]) -> ReadSpec:
     match = _READ.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a read — write contract.function(args), e.g. \"vault.totalAssets()\"")
-    contract_name, function_name, raw_args = match.groups()
+    contract_name, function_name, raw_args, raw_fields = match.groups()
+    fields = [f.strip() for f in raw_fields.split(".")[1:]]
     contract = contracts.get(contract_name)
     if contract is None:
         raise ValueError(f"no watched contract named {contract_name!r} — watched: {', '.join(contracts)}")
@@ -73,14 +93,67 @@ def parse_read(text: str, contracts: Mapping[str, WatchedContract]) -> ReadSpec:
     if not function.is_view:
         raise ValueError(f"{contract_name}.{function.signature} is not a view: reads never change state — "
                          "use a view or pure function")
-    if len(function.output_types) != 1 or expression_type(function.output_types[0]) is None:
-        raise ValueError(f"{contract_name}.{function.signature} must return one number, address, bool, "
-                         f"string or bytes value (it returns {', '.join(function.output_types) or 'nothing'})")
+    path = _path(f"{contract_name}.{function.signature}", _outputs(contract.abi.raw, function), fields)
+    output_type = component_type(function.output_types, path)
+    if expression_type(output_type) is None or len(function.output_types) > 1 and not fields:
+        raise ValueError(f"{contract_name}.{function.signature}{''.join('.' + f for f in fields)} must give one "
+                         f"number, address, bool, string or bytes value (it returns "
+                         f"{', '.join(function.output_types) or 'nothing'}) — "
+                         + _fields_hint(_outputs(contract.abi.raw, function), path))
     values = [_argument(arg, type_, contracts) for arg, type_ in zip(args, function.input_types, strict=True)]
-    canonical = f"{contract_name}.{function_name}({', '.join(args)})"
+    canonical = f"{contract_name}.{function_name}({', '.join(args)})" + "".join(f".{f}" for f in fields)
     return ReadSpec(address=contract.address, calldata=function.selector + abi_encode(list(function.input_types),
                                                                                        values),
-                    text=canonical, contract=contract_name, function=function)
+                    text=canonical, contract=contract_name, function=function, path=path)
+
+
+def _outputs(raw_abi: tuple[Mapping[str, Any], ...], function: FunctionAbi) -> list[Mapping[str, Any]]:
+    """The function's outputs as the ABI JSON declares them (with their names and struct components)."""
+    for item in raw_abi:
+        if item.get("type") == "function" and item.get("name") == function.name and tuple(
+                collapse_if_tuple(i) for i in item.get("inputs", [])) == function.input_types:
+            return list(item.get("outputs", []))
+    return []
+
+
+def _names(items: list[Mapping[str, Any]]) -> list[str]:
+    """Output and field names as conditions write them (as for arguments: `_x` is `x`, unnamed is arg0, …)."""
+    return [str(item.get("name") or "").lstrip("_") or f"arg{n}" for n, item in enumerate(items)]
+
+
+def _level(outputs: list[Mapping[str, Any]], path: tuple[int, ...]) -> list[Mapping[str, Any]] | None:
+    """The named items one `.field` can pick from at `path`: the outputs themselves when there are several, the
+    components of a struct; None for anything else."""
+    if len(outputs) > 1 and path == ():
+        return outputs
+    node: Mapping[str, Any] | None = None
+    items = outputs
+    for index in path:
+        node = items[index] if index < len(items) else None
+        if node is None:
+            return None
+        items = list(node.get("components") or [])
+    return items if node is not None and node.get("type") == "tuple" else None
+
+
+def _path(function: str, outputs: list[Mapping[str, Any]], fields: list[str]) -> tuple[int, ...]:
+    path: tuple[int, ...] = () if len(outputs) > 1 and fields else (0,)
+    for name in fields:
+        level = _level(outputs, path)
+        if level is None:
+            raise ValueError(f"{function} gives a single value: it has no field {name!r} — remove .{name}")
+        names = _names(level)
+        if name not in names:
+            raise ValueError(f"{function} has no field {name!r} there — its fields: {', '.join(names)}")
+        path += (names.index(name),)
+    return path
+
+
+def _fields_hint(outputs: list[Mapping[str, Any]], path: tuple[int, ...]) -> str:
+    level = _level(outputs, () if len(outputs) > 1 and path == (0,) else path)
+    if level:
+        return f"pick one with .NAME: {', '.join(_names(level))}"
+    return "read a view that returns one plain value"
 
 
 def _argument(text: str, abi_type: str, contracts: Mapping[str, WatchedContract]) -> object:
@@ -152,10 +225,10 @@ def _bytes(value: object, abi_type: str) -> bytes:
     return data
 
 
-def _array(value: object, abi_type: str, contracts: Mapping[str, WatchedContract]) -> list[object]:
+def _array(value: object, abi_type: str, contracts: Mapping[str, WatchedContract]) -> tuple[object, ...]:
     item_type, _, length = abi_type[:-1].rpartition("[")
     if not isinstance(value, list):
         raise ValueError(f"argument {value!r} is not a list ({abi_type}) — write [a, b, …]")
     if length and len(value) != int(length):
         raise ValueError(f"argument has {len(value)} items, {abi_type} takes exactly {length} — list them all")
-    return [argument_value(item, item_type, contracts) for item in value]
+    return tuple(argument_value(item, item_type, contracts) for item in value)  # frozen, as settings are

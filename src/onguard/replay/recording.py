@@ -51,7 +51,8 @@ class RecordedBlock:
 
 
 def read_key(spec: ReadSpec) -> str:
-    return f"{spec.address.lower()}:{spec.calldata.hex()}"
+    field = "" if spec.path == (0,) else ":" + ".".join(map(str, spec.path))  # a named output or struct field
+    return f"{spec.address.lower()}:{spec.calldata.hex()}{field}"
 
 
 async def record(config: Config, policies: Sequence[Policy], first: int, last: int, out: Path,

@@ -139,7 +139,8 @@ class ModuleResponder:
             if not allowed:
                 raise NotAuthorised(
                     f"action {action.name} ({call.text}) is not allowlisted on the module",
-                    hint="the Safe's owners must call allowAction(target, selector, 0, cooldown) on the module")
+                    hint=f"the Safe's owners must call allowAction({call.target}, 0x{call.selector.hex()}, "
+                         f"{call.calldata_hash}, cooldown) on the module (the hash pins this exact calldata)")
 
     async def _prepare(self, action: ActionSettings) -> PreparedAction:
         (call,) = action.calls  # prepare() refused actions of several calls

@@ -139,8 +139,12 @@ def _args_schema(function: FunctionAbi) -> dict[str, str]:
 
 class CallEvaluator(MemorylessEvaluator):
     policy: CallPolicy
+    # `state.*` next to `args.*` means the state the call ran on: the parent block's for a mined call, the head's
+    # for a pending one (observe_pending). Read after the block, it would already include the call's own effect.
+    reads_parent_state = True
 
     def observe(self, batch: BlockBatch, state: StateValues) -> Finding | None:
+        """Mined calls, judged on the state of the block before theirs (the engine reads it there)."""
         return self._judge(batch.transactions, state, batch.block, path="block")
 
     def observe_pending(self, tx: TransactionObservation, state: StateValues, head: BlockObservation) -> Finding | None:
