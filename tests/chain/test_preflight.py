@@ -12,11 +12,13 @@ import pytest
 from eth_utils import keccak
 from safe_eth.eth import EthereumClient
 
+from onguard.chain.keys import load_guardian_account
 from onguard.chain.rpc import Rpc
 from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import ACTION_COOLDOWN, Roles, contract, dev_account, exec_as_owners
 from onguard.preflight import Check, PreflightReport, run_preflight
+from onguard.runtime import Guardian
 from onguard.safe.chain import SafeOnChain
 
 pytestmark = pytest.mark.chain
@@ -189,3 +191,19 @@ def test_an_action_that_succeeds_without_reaching_its_done_when_is_refused(chain
     assert ("✗ simulation [trip_breaker]: breaker.trip() through the module from the guardian key succeeds, but "
             "done_when (vault.paused()) does not hold afterwards") in out
     assert "✓ simulation [pause_vault]" in out
+
+
+def test_run_preflight_runs_on_the_daemons_own_rpc_client_and_store(chain, guardian_config):
+    """As Guardian.start() would call it: its config, key, RPC client and database."""
+    config = load_config(guardian_config)
+
+    async def go() -> PreflightReport:
+        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        try:
+            return await run_preflight(guardian.config, guardian.account.address, guardian.rpc,
+                                       store=guardian.store)
+        finally:
+            await guardian.close()
+    report = asyncio.run(go())
+    assert report.ok, report.summary()
+    assert set(report.gas_limits) == {"pause_vault", "trip_breaker"}
