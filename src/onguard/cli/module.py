@@ -22,7 +22,7 @@ from onguard.chain.keys import load_guardian_account
 from onguard.chain.rpc import Rpc
 from onguard.cli.signing import add_key_arguments, confirm, connect, load_signer
 from onguard.config import Config, load_config
-from onguard.errors import ChainError, InputError
+from onguard.errors import ChainError, InputError, ToolchainError
 from onguard.incidents.audit import AuditKind, AuditLog
 from onguard.incidents.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStore
@@ -270,11 +270,13 @@ def handle_deploy(args: argparse.Namespace) -> int:
             raise InputError(f"no contract at {safe}: not a Safe", field="--safe")
         version = w3.eth.contract(address=safe, abi=safe_abi().raw).functions.VERSION().call()
     except (Web3Exception, ValueError, OSError) as exc:
-        if isinstance(exc, InputError):
-            raise
         raise ChainError(f"reading the Safe {safe} through {args.rpc_url}: {exc}",
                          hint="check --rpc-url and --safe") from None
-    artifact = json.loads(MODULE_ARTIFACT.read_text())
+    try:
+        artifact = json.loads(MODULE_ARTIFACT.read_text())
+    except FileNotFoundError:
+        raise ToolchainError(f"the compiled GuardianModule is missing ({MODULE_ARTIFACT})",
+                             hint="build the contracts: ./onguard or ./run-tests compile them with forge") from None
     deployer = load_signer(args)
     print(f"deploying GuardianModule for the Safe {safe} (version {version}) on chain {w3.eth.chain_id} "
           f"from {deployer.address}")
