@@ -15,7 +15,8 @@ from eth_utils import to_checksum_address
 
 from onguard.cli.common import add_config_argument
 from onguard.cli.signing import add_key_arguments, confirm, connect, describe, load_signer
-from onguard.config import Config, load_config
+from onguard.chain.abi import FunctionAbi
+from onguard.config import Config, WatchedContract, load_config
 from onguard.errors import InputError
 from onguard.incidents.audit import AuditKind, AuditLog
 from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
@@ -186,19 +187,25 @@ def _summary(s: _Session, record: SafeTxRecord) -> SafeState:
     print(f"  proposed by  {record.proposer} at {record.created_at}"
           + (f" for incident {record.incident_id}" if record.incident_id else "") + f"; status {record.status}")
     print("\n".join(describe(s.config, record.tx, state, record)))
-    target = s.config.contract_at(record.tx.to)
-    views = [f for f in target.abi.functions_by_signature.values()
-             if f.is_view and not f.input_types and len(f.output_types) == 1
-             and f.output_types[0] in ("bool", "uint256", "address", "uint8", "uint64")] if target else []
-    ok, error, before, after = s.safe.simulate_call(record.tx, [(target.address, f.selector) for f in views]
-                                                    if target else [])
+    views = _change_views(s.config, record.tx)
+    ok, error, before, after = s.safe.simulate_call(record.tx, [(c.address, f.selector) for c, f in views])
     print(f"  simulation   {'succeeds' if ok else f'REVERTS: {error}'} (as the Safe, on the current state)")
-    for function, old, new in zip(views, before, after, strict=True):
+    for (contract, function), old, new in zip(views, before, after, strict=True):
         if old is not None and new is not None and old != new:
             (a,), (b,) = abi_decode([function.output_types[0]], old), abi_decode([function.output_types[0]], new)
             show = lambda v: str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
-            print(f"  change       {function.name}: {show(a)} -> {show(b)}")
+            prefix = f"{contract.name}." if len({c.name for c, _ in views}) > 1 else ""
+            print(f"  change       {prefix}{function.name}: {show(a)} -> {show(b)}")
     return state
+
+
+def _change_views(config: Config, tx: SafeTxData) -> list[tuple[WatchedContract, FunctionAbi]]:
+    """The simple no-argument views of every configured contract the transaction calls: read before and after
+    the simulation, so signers see what changes (paused: true -> false)."""
+    named = {c.name: c for c in (config.contract_at(call.to) for call in tx.calls) if c is not None}
+    return [(target, f) for target in named.values() for f in target.abi.functions_by_signature.values()
+            if f.is_view and not f.input_types and len(f.output_types) == 1
+            and f.output_types[0] in ("bool", "uint256", "address", "uint8", "uint64")]
 
 
 @_session

@@ -13,11 +13,13 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from onguard.chain.abi import ContractAbi
+from onguard.chain.module import module_abi, safe_abi
 from onguard.config import Config
 from onguard.errors import ConfigError, KeyLoadError
 from onguard.incidents.safetxs import SafeTxRecord
 from onguard.safe.chain import SafeOnChain, SafeState
-from onguard.safe.tx import SafeTxData
+from onguard.safe.tx import BatchCall, SafeTxData
 
 
 def add_key_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,17 +79,51 @@ def connect(config: Config) -> SafeOnChain:
 
 
 def describe_call(config: Config, tx: SafeTxData) -> list[str]:
-    """The call decoded with the configured ABIs: target's name, function, named arguments."""
-    target = config.contract_at(tx.to)
-    lines = [f"  to           {tx.to}" + (f" ({target.name})" if target else " (not a configured contract)")]
-    decoded = target.abi.decode_call(tx.data) if target else None
+    """The call decoded with the configured ABIs (and the Safe's and the module's): target's name, function,
+    named arguments; each call of a MultiSend batch in order; a DELEGATECALL anywhere else flagged loudly."""
+    calls = tx.calls
+    if not calls:
+        return [f"  to           {tx.to} (not a known MultiSendCallOnly)",
+                "  operation    DELEGATECALL (!): the code at that address runs with the Safe's full authority "
+                "(owners, modules, funds); do not sign unless you know exactly what it is",
+                f"  data         0x{tx.data.hex()} (not decoded)"]
+    if not tx.is_batch:
+        return [*_describe_one(config, calls[0], "  "), f"  value        {tx.value} wei"]
+    lines = [f"  batch        {len(calls)} calls, in order, all or none: DELEGATECALL to Safe's MultiSendCallOnly "
+             f"{tx.to}, which CALLs each target from the Safe"]
+    for number, call in enumerate(calls, 1):
+        lines.append(f"  call {number}/{len(calls)}")
+        lines.extend(_describe_one(config, call, "    "))
+        if call.value:
+            lines.append(f"    value        {call.value} wei")
+    return lines
+
+
+def _describe_one(config: Config, call: BatchCall, indent: str) -> list[str]:
+    name, abi = _known_contract(config, call.to)
+    lines = [f"{indent}to           {call.to}" + (f" ({name})" if name else " (not a configured contract)")]
+    decoded = abi.decode_call(call.data) if abi else None
     if decoded is None:
-        lines.append(f"  data         0x{tx.data.hex()} (not decoded)")
+        lines.append(f"{indent}data         0x{call.data.hex()} (not decoded)")
     else:
         function, values = decoded
-        lines.append(f"  call         {function.name}({', '.join(f'{k}={v}' for k, v in values.items())})")
-    lines.append(f"  value        {tx.value} wei" + ("" if tx.operation == 0 else "   operation DELEGATECALL (!)"))
+        lines.append(f"{indent}call         {function.name}({', '.join(f'{k}={v}' for k, v in values.items())})")
     return lines
+
+
+def _known_contract(config: Config, address: str) -> tuple[str | None, ContractAbi | None]:
+    """The name and ABI of a configured contract, the Safe itself or the guardian module."""
+    target = config.contract_at(address)
+    if target is not None:
+        return target.name, target.abi
+    if address.lower() == config.safe.address.lower():
+        return "the Safe", safe_abi()
+    if config.safe.guardian_module and address.lower() == config.safe.guardian_module.lower():
+        try:
+            return "the guardian module", module_abi()
+        except ConfigError:
+            return "the guardian module", None
+    return None, None
 
 
 def describe(config: Config, tx: SafeTxData, state: SafeState, record: SafeTxRecord | None = None) -> list[str]:

@@ -13,7 +13,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from safe_eth.eth import EthereumClient
 from safe_eth.eth.constants import NULL_ADDRESS
-from safe_eth.eth.contracts import get_safe_V1_4_1_contract
+from safe_eth.eth.contracts import get_multi_send_call_only_V1_4_1_contract, get_safe_V1_4_1_contract
 from safe_eth.safe import Safe
 from safe_eth.safe.proxy_factory import ProxyFactoryV141
 from safe_eth.safe.safe import SafeV141
@@ -23,10 +23,16 @@ from web3.contract import Contract
 from onguard.chain.anvil import DEV_MNEMONIC
 from onguard.errors import ToolchainError
 from onguard.paths import ARTIFACTS_DIR, POLICIES_DIR
+from onguard.safe.tx import MULTISEND_CALL_ONLY
 
 Account.enable_unaudited_hdwallet_features()
 
 TOKEN = 10**18
+# Safe's singleton factory (a CREATE2 deployer: salt ‖ init code), through which Safe deployed its v1.4.1 contracts
+# at the same address on every chain. Its code is that of the well-known deterministic-deployment proxy.
+SAFE_SINGLETON_FACTORY = "0x914d7Fec6aaC8cd542e72Bca78B30650d45643d7"
+SINGLETON_FACTORY_CODE = ("0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffe036016000816020823780"
+                          "35828234f58015156039578182fd5b8082525050506014600cf3")
 SAFE_SALT = 0x0C6A4D
 ACTION_COOLDOWN = 3600  # seconds between two executions of one guardian action on chain
 
@@ -161,10 +167,30 @@ def build_world(rpc_url: str, *, deposits: tuple[int, ...] = (400_000, 300_000, 
         transact(w3, asset.functions.approve(vault.address, amount * TOKEN), depositor)
         transact(w3, vault.functions.deposit(amount * TOKEN, depositor), depositor)
 
+    # Last, so that every address above stays what it was before batches existed (demos and replays repeat).
+    install_multisend_call_only(w3)
     return World(rpc_url=rpc_url, chain_id=w3.eth.chain_id, safe=safe, module=module.address,
                  asset=asset.address, collateral=collateral.address, oracle=oracle.address,
                  breaker=breaker.address, vault=vault.address, owners=tuple(owners), guardian=guardian,
                  threshold=threshold)
+
+
+def install_multisend_call_only(w3: Web3) -> None:
+    """Puts Safe's MultiSendCallOnly v1.4.1 at its canonical address on a local chain that lacks it, as Safe
+    deployed it everywhere: its published init code through the singleton factory with salt 0 (the factory's code
+    is set with anvil_setCode when absent). Landing on the canonical address proves the code is Safe's own."""
+    if w3.eth.get_code(MULTISEND_CALL_ONLY):
+        return
+    if not w3.eth.get_code(SAFE_SINGLETON_FACTORY):
+        w3.provider.make_request("anvil_setCode",  # type: ignore[arg-type]
+                                 [SAFE_SINGLETON_FACTORY, SINGLETON_FACTORY_CODE])
+    init_code = get_multi_send_call_only_V1_4_1_contract(w3).bytecode
+    deployer = dev_account(Roles.DEPLOYER).address
+    tx_hash = w3.eth.send_transaction({"from": deployer, "to": SAFE_SINGLETON_FACTORY,
+                                       "data": b"\x00" * 32 + bytes(init_code)})
+    w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+    if not w3.eth.get_code(MULTISEND_CALL_ONLY):
+        raise RuntimeError(f"MultiSendCallOnly did not land at {MULTISEND_CALL_ONLY}: not Safe's published code")
 
 
 def _selector(deployed: Contract, name: str) -> bytes:

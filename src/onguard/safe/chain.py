@@ -1,5 +1,6 @@
 """Synchronous reads and writes of a Safe for the CLI (signers' commands): owners, threshold, nonce, approved
-hashes, simulating and executing execTransaction. The daemon's hot path never calls this (it is blocking)."""
+hashes, the MultiSendCallOnly batches go through, simulating and executing execTransaction. The daemon's hot path
+never calls this (it is blocking)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from safe_eth.safe.safe import SafeV141
 from web3.exceptions import Web3Exception
 
 from onguard.errors import ChainError, InputError
-from onguard.safe.tx import OwnerSignature, SafeTxData, SignatureKind, exec_calldata
+from onguard.safe.tx import KNOWN_MULTISEND_CALL_ONLY, MULTISEND_CALL_ONLY, OwnerSignature, SafeTxData, \
+    SignatureKind, exec_calldata
 
 RECEIPT_TIMEOUT = 120
 
@@ -68,6 +70,25 @@ class SafeOnChain:
             valid.append(signature)
         return valid
 
+    def has_code(self, address: str) -> bool:
+        try:
+            return len(self.w3.eth.get_code(self.w3.to_checksum_address(address))) > 0
+        except (Web3Exception, ValueError, OSError) as exc:
+            raise ChainError(f"reading the code at {address}: {exc}", hint="check chain.rpc_url") from None
+
+    def retrieve_multisend(self) -> str:
+        """The MultiSendCallOnly batches are sent through: Safe's v1.4.1 at its canonical address, else another
+        canonical call-only version (same encoding) found on this chain."""
+        ordered = [MULTISEND_CALL_ONLY, *sorted(KNOWN_MULTISEND_CALL_ONLY - {MULTISEND_CALL_ONLY.lower()})]
+        for address in ordered:
+            checksummed = self.w3.to_checksum_address(address)
+            if self.has_code(checksummed):
+                return checksummed
+        raise ChainError(f"no Safe MultiSendCallOnly contract on chain {self.chain_id()} (looked at "
+                         f"{MULTISEND_CALL_ONLY} and the other canonical addresses)",
+                         hint="deploy Safe's MultiSendCallOnly v1.4.1 through the Safe singleton factory (it lands at "
+                              "the canonical address), as the Safe deployments repository describes")
+
     def approve_hash(self, account: LocalAccount, safe_tx_hash: bytes) -> str:
         """Sends approveHash(hash) from an owner's key: the on-chain alternative to an off-chain signature."""
         return self._send(account, self.address, self.contract.encode_abi("approveHash", [safe_tx_hash]))
@@ -83,21 +104,31 @@ class SafeOnChain:
 
     def simulate_call(self, tx: SafeTxData, views: Sequence[tuple[str, bytes]]) -> tuple[bool, str | None,
                                                                                         list[Any], list[Any]]:
-        """Runs the Safe's inner call as the Safe would (from the Safe) with eth_simulateV1, reading `views`
-        (target, calldata) before and after it: (succeeded, error, before, after) return data."""
+        """Runs the Safe's inner calls as the Safe would (from the Safe, in order: each call of a MultiSend batch
+        is a CALL from the Safe) with eth_simulateV1, reading `views` (target, calldata) before and after them:
+        (succeeded, error, before, after) return data."""
+        calls = tx.calls
+        if not calls:
+            return False, f"DELEGATECALL to {tx.to}, not a known MultiSendCallOnly: not simulated", [], []
         reads = [{"to": to, "data": HexBytes(data).to_0x_hex()} for to, data in views]
-        inner = {"from": self.address, "to": tx.to, "data": HexBytes(tx.data).to_0x_hex(), "value": hex(tx.value)}
-        payload = {"blockStateCalls": [{"calls": [*reads, inner, *reads]}], "validation": False}
+        inner = [{"from": self.address, "to": c.to, "data": HexBytes(c.data).to_0x_hex(), "value": hex(c.value)}
+                 for c in calls]
+        payload = {"blockStateCalls": [{"calls": [*reads, *inner, *reads]}], "validation": False}
         response = self.w3.provider.make_request("eth_simulateV1", [payload, "latest"])  # type: ignore[arg-type]
         if "error" in response:
             raise ChainError(f"eth_simulateV1 refused: {response['error']}",
                              hint="the node must support eth_simulateV1 (Anvil, geth 1.14+, reth)")
-        calls = response["result"][0]["calls"]
-        target = calls[len(reads)]
-        ok = int(target["status"], 16) == 1
-        error = None if ok else (target.get("error") or {}).get("message", "reverted")
+        results = response["result"][0]["calls"]
+        ran = results[len(reads): len(reads) + len(inner)]
+        failed = next((i for i, c in enumerate(ran) if int(c["status"], 16) != 1), None)
+        error = None
+        if failed is not None:
+            error = (ran[failed].get("error") or {}).get("message", "reverted")
+            if len(ran) > 1:
+                error = f"call {failed + 1} of {len(ran)}: {error}"
         ret = lambda c: HexBytes(c["returnData"]) if int(c["status"], 16) == 1 else None  # noqa: E731
-        return ok, error, [ret(c) for c in calls[: len(reads)]], [ret(c) for c in calls[len(reads) + 1:]]
+        return (failed is None, error, [ret(c) for c in results[: len(reads)]],
+                [ret(c) for c in results[len(reads) + len(inner):]])
 
     def execute(self, tx: SafeTxData, signatures: Sequence[OwnerSignature], relayer: LocalAccount) -> Any:
         """Sends execTransaction from the relayer and returns the receipt (mined; status may be 0)."""
@@ -124,3 +155,4 @@ class SafeOnChain:
         if receipt["status"] != 1:
             raise ChainError(f"transaction {sent.to_0x_hex()} reverted")
         return sent.to_0x_hex()
+

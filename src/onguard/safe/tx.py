@@ -1,14 +1,19 @@
 """Safe v1.4.1 transactions as frozen values: EIP-712 hash, owner signatures (EOA ECDSA, approveHash), signature
-bytes sorted by owner as the Safe requires. Pure: no chain access (safe-eth-py's SafeTx used offline)."""
+bytes sorted by owner as the Safe requires, and batches of calls through Safe's MultiSendCallOnly. Pure: no chain
+access (safe-eth-py's SafeTx and MultiSend encoding used offline)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
+from safe_eth.safe.multi_send import MultiSend, MultiSendOperation, MultiSendTx
 from safe_eth.safe.safe_signature import SafeSignature, SafeSignatureType
 from safe_eth.safe.safe_tx import SafeTx
 from safe_eth.safe.signatures import signature_to_bytes
@@ -18,6 +23,14 @@ from onguard.errors import InputError
 SAFE_VERSION = "1.4.1"
 ZERO_ADDRESS = "0x" + "00" * 20
 CALL = 0
+DELEGATECALL = 1
+# Safe's MultiSendCallOnly v1.4.1 at its canonical address (CREATE2 through the Safe singleton factory: the same on
+# every chain where Safe deployed it). Call-only: a batch can never delegatecall onward from the Safe.
+MULTISEND_CALL_ONLY = "0x9641d764fc13c8B624c04430C7356C1C7C8102e2"
+# Every canonical MultiSendCallOnly (v1.3.0, v1.4.1, v1.5.0): they encode batches alike, so any of them decodes.
+KNOWN_MULTISEND_CALL_ONLY = frozenset(a.lower()
+                                      for a in (MULTISEND_CALL_ONLY, *MultiSend.MULTISEND_CALL_ONLY_ADDRESSES))
+_MULTISEND_SELECTOR = bytes.fromhex("8d80ff0a")  # multiSend(bytes)
 
 
 class SignatureKind:
@@ -50,6 +63,30 @@ class SafeTxData:
                    data=bytes(data), operation=CALL, safe_tx_gas=0, base_gas=0, gas_price=0,
                    gas_token=ZERO_ADDRESS, refund_receiver=ZERO_ADDRESS, nonce=nonce)
 
+    @classmethod
+    def batch(cls, safe: str, chain_id: int, calls: Iterable[BatchCall], nonce: int,
+              multisend: str = MULTISEND_CALL_ONLY) -> SafeTxData:
+        """Several calls executed in order, all or none: a DELEGATECALL to MultiSendCallOnly, which CALLs each
+        target from the Safe. One call stays a plain CALL (nothing to batch)."""
+        calls = tuple(calls)
+        if not calls:
+            raise ValueError("a batch needs at least one call")
+        if len(calls) == 1:
+            return cls.call(safe, chain_id, calls[0].to, calls[0].data, nonce, value=calls[0].value)
+        return replace(cls.call(safe, chain_id, multisend, encode_multisend(calls), nonce), operation=DELEGATECALL)
+
+    @property
+    def calls(self) -> tuple[BatchCall, ...]:
+        """The calls the Safe makes: the batch's, or this one call. Empty for a DELEGATECALL to anything but a
+        known MultiSendCallOnly (which could do anything with the Safe's authority)."""
+        if self.operation == CALL:
+            return (BatchCall(to=self.to, value=self.value, data=self.data),)
+        return decode_multisend(self.to, self.data) or ()
+
+    @property
+    def is_batch(self) -> bool:
+        return self.operation == DELEGATECALL and decode_multisend(self.to, self.data) is not None
+
     def with_nonce(self, nonce: int) -> SafeTxData:
         return replace(self, nonce=nonce)
 
@@ -67,6 +104,37 @@ class SafeTxData:
     @property
     def safe_tx_hash_hex(self) -> str:
         return "0x" + self.safe_tx_hash.hex()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCall:
+    """One call of a MultiSend batch, made by the Safe (CALL only)."""
+
+    to: str
+    data: bytes
+    value: int = 0
+
+
+def encode_multisend(calls: Iterable[BatchCall]) -> bytes:
+    """Calldata of MultiSendCallOnly.multiSend(bytes): each call packed as operation ‖ to ‖ value ‖ length ‖ data."""
+    packed = b"".join(bytes(MultiSendTx(MultiSendOperation.CALL, to_checksum_address(c.to), c.value,
+                                        bytes(c.data)).encoded_data) for c in calls)
+    return _MULTISEND_SELECTOR + abi_encode(["bytes"], [packed])
+
+
+def decode_multisend(to: str, data: bytes) -> tuple[BatchCall, ...] | None:
+    """The calls of a multiSend to a known MultiSendCallOnly; None for anything else (another target, another
+    function, malformed data, or an inner DELEGATECALL, which MultiSendCallOnly would refuse anyway)."""
+    if to.lower() not in KNOWN_MULTISEND_CALL_ONLY or bytes(data[:4]) != _MULTISEND_SELECTOR:
+        return None
+    try:
+        (packed,) = abi_decode(["bytes"], bytes(data[4:]))
+        decoded = MultiSend.from_bytes(packed)
+    except (DecodingError, ValueError, AssertionError):
+        return None
+    if not decoded or any(t.operation != MultiSendOperation.CALL or t.old_encoding for t in decoded):
+        return None
+    return tuple(BatchCall(to=to_checksum_address(t.to), value=t.value, data=bytes(t.data)) for t in decoded)
 
 
 @dataclass(frozen=True, slots=True)
