@@ -209,3 +209,20 @@ def test_a_scraper_asking_for_openmetrics_gets_openmetrics() -> None:
     trips = {family.name: family for family in openmetrics_families(text)}["onguard_policy_trips"]
     assert [(s.labels, s.value) for s in trips.samples if s.name == "onguard_policy_trips_total"] == [
         ({"policy": "vault-drain", "severity": "high"}, 1.0)]
+
+
+def test_declared_series_exist_at_zero_before_anything_happens() -> None:
+    """So that Prometheus' increase() sees the first trip, failed response or failed notification."""
+    metrics = Metrics()
+    metrics.declare(policies={"vault-drain": "critical"}, actions=["pause-vault"], channels=["pager"])
+    server = HealthServer(metrics, lambda: assess(metrics.snapshot(), ReadinessRules(3, 60.0, False, False)))
+
+    async def scrape(session: aiohttp.ClientSession, base: str) -> str:
+        async with session.get(f"{base}/metrics") as response:
+            return await response.text()
+
+    got = samples(serve(metrics, server, scrape))
+    assert got[("onguard_policy_trips_total", (("policy", "vault-drain"), ("severity", "critical")))] == 0
+    assert got[("onguard_responses_total", (("action", "pause-vault"), ("outcome", "failed")))] == 0
+    assert got[("onguard_notification_failures_total", (("channel", "pager"),))] == 0
+    assert got[("onguard_stage_seconds_count", (("stage", "included"),))] == 0

@@ -8,7 +8,7 @@ theirs). Every method is a few counter/gauge updates: cheap enough for the hot p
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import urlsplit
@@ -31,6 +31,10 @@ class Stage(str, Enum):
     SIGNED = "signed"        # decided → the response transaction was signed
     BROADCAST = "broadcast"  # signed → the first endpoint accepted it
     INCLUDED = "included"    # broadcast → mined in a block
+
+
+# The final outcomes a response is recorded with (the store's response statuses); alerts fire on failed|reverted.
+RESPONSE_OUTCOMES = ("mined", "already-done", "reverted", "failed")
 
 
 class PendingResult(str, Enum):
@@ -115,6 +119,26 @@ class Metrics:
                                              "Notifications NOT delivered after every attempt.", ["channel"],
                                              registry=r)
         self.ready = Gauge("onguard_ready", "1 when /readyz would answer 200 (set at each scrape).", registry=r)
+
+    def declare(self, *, policies: Mapping[str, str | Enum], actions: Iterable[str] = (),
+                channels: Iterable[str] = ()) -> None:
+        """Creates every labelled series at 0 once at start (policy id → severity, actions, notification
+        channels): Prometheus' increase() cannot see a counter's first step if the series only appears at 1,
+        so without this the first trip, failed response or failed notification would raise no alert."""
+        for policy_id, severity in policies.items():
+            self.evaluations.labels(policy_id)
+            self.failures.labels(policy_id)
+            self.trips.labels(policy_id, _value(severity))
+        for action in actions:
+            for outcome in RESPONSE_OUTCOMES:
+                self.responses.labels(action, outcome)
+        for channel in channels:
+            self.notifications.labels(channel)
+            self.notification_failures.labels(channel)
+        for result in PendingResult:
+            self.pending.labels(result.value)
+        for stage in Stage:
+            self.stages.labels(stage.value)
 
     # ---- following the chain
 
