@@ -130,8 +130,8 @@ def pagerduty_event(notice: Notice, *, routing_key: str, source: str) -> dict[st
             "component": notice.policy_id or "daemon",
             "group": f"chain-{notice.chain_id}",
             "class": notice.kind.value,
-            "custom_details": {"summary": notice.summary, "incident_id": notice.incident_id,
-                               "notice_id": notice.id, **notice_document(notice)["details"]},
+            "custom_details": {**notice_document(notice)["details"], "summary": notice.summary,
+                               "incident_id": notice.incident_id, "notice_id": notice.id},
         }
         event["client"] = "onguard"
     return event

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,11 +50,13 @@ class Notice:
     incident_id: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one per notice: receivers drop retried duplicates
+    id: str = field(default_factory=lambda: os.urandom(16).hex())  # one per notice: receivers drop retried duplicates
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", NoticeKind(self.kind))
-        object.__setattr__(self, "severity", Severity(self.severity))
+        if not isinstance(self.kind, NoticeKind):
+            object.__setattr__(self, "kind", NoticeKind(self.kind))
+        if not isinstance(self.severity, Severity):
+            object.__setattr__(self, "severity", Severity(self.severity))
         object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
         if self.at.tzinfo is None:
             raise ValueError("Notice.at must be timezone-aware (use datetime.now(UTC))")
