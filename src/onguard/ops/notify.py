@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from onguard.log import get_logger
 from onguard.ops.channels import Channel, DeliveryError, build_channels
-from onguard.ops.notice import Notice
+from onguard.ops.notice import Notice, iso_time
 from onguard.ops.settings import NotificationSettings, RetrySettings, Route
 
 FAILURES_KEPT = 1000
@@ -33,6 +33,14 @@ class DeliveryFailure:
     attempts: int     # 0: never attempted (queue full, notifier stopped)
     reason: str
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def record(self) -> dict[str, object]:
+        """JSON-safe details for the audit log (kind "notification-failed")."""
+        notice = self.notice
+        return {"channel": self.channel, "notice_id": notice.id, "kind": notice.kind.value,
+                "severity": notice.severity.value, "chain_id": notice.chain_id, "policy_id": notice.policy_id,
+                "incident_id": notice.incident_id, "title": notice.title, "attempts": self.attempts,
+                "reason": self.reason, "at": iso_time(self.at)}
 
 
 @dataclass(frozen=True, slots=True)
