@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 from collections import defaultdict
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -123,13 +124,18 @@ class _MailKeeper:
 class SmtpReceiver:
     """aiosmtpd on 127.0.0.1 (its own thread) accepting one login; `messages` holds (from, to, parsed mail)."""
 
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(self, username: str, password: str, *, starttls: ssl.SSLContext | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """`starttls`: STARTTLS is required before any mail or login; `tls`: TLS from the first byte."""
         self._keeper = _MailKeeper()
         self._credentials = (username.encode(), password.encode())
         self.logins: list[bytes] = []
         self.port = _free_port()
-        self._controller = Controller(self._keeper, hostname="127.0.0.1", port=self.port,
-                                      authenticator=self._authenticate, auth_require_tls=False)
+        # With `tls` every byte is already encrypted, but aiosmtpd only counts STARTTLS as TLS when it decides
+        # whether to offer AUTH: so it is told to require TLS for logins only in the STARTTLS case.
+        self._controller = Controller(self._keeper, hostname="127.0.0.1", port=self.port, ssl_context=tls,
+                                      authenticator=self._authenticate, auth_require_tls=starttls is not None,
+                                      tls_context=starttls, require_starttls=starttls is not None)
 
     @property
     def messages(self) -> list[tuple[str, list[str], EmailMessage]]:

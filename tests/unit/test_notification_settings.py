@@ -181,3 +181,21 @@ def test_a_bad_metrics_section_names_the_field(line: str, field: str) -> None:
     with pytest.raises(ConfigError) as caught:
         metrics_settings(f"[metrics]\n{line}\n")
     assert caught.value.field == field and caught.value.file == FILE
+
+
+def test_a_ca_file_is_read_from_the_config_folder_and_must_exist_when_the_notifier_is_built() -> None:
+    from pathlib import Path
+
+    from onguard.ops.notify import Notifier
+
+    settings = notification_settings(VALID.replace('host = "smtp.example.com"',
+                                                   'host = "smtp.example.com"\nca_file = "relay-ca.pem"'), file=FILE)
+    assert settings.channels["mail"].ca_file == Path("/srv/onguard/relay-ca.pem")  # type: ignore[union-attr]
+    environ = {name: "https://example.com/x" for name in ("ONGUARD_WEBHOOK_URL", "ONGUARD_DISCORD_URL")}
+    environ |= {"ONGUARD_WEBHOOK_SECRET": "s", "ONGUARD_PAGERDUTY_KEY": "k", "ONGUARD_SMTP_PASSWORD": "p"}
+    with pytest.raises(ConfigError) as caught:
+        Notifier.from_settings(settings, environ=environ)
+    assert caught.value.field == "notifications.channels.mail.ca_file"
+    error = error_of(VALID.replace('host = "smtp.example.com"',
+                                   'host = "127.0.0.1"\nsecurity = "none"\nca_file = "relay-ca.pem"'))
+    assert error.field == "notifications.channels.mail.ca_file"

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
+from pathlib import Path
 
 import aiohttp
 import pytest
 import structlog
+import trustme
 
 from onguard.errors import ConfigError
 from onguard.ops.channels import sign
@@ -395,3 +398,54 @@ def test_a_missing_secret_variable_is_a_config_error_naming_the_field_and_variab
     assert caught.value.file == "/etc/onguard/onguard.toml"
     assert caught.value.field == "notifications.channels.hook.secret_env"
     assert "HOOK_SECRET" in caught.value.message
+
+
+def mail_toml(port: int, security: str, ca_file: str | None) -> str:
+    ca_line = f'ca_file = "{ca_file}"' if ca_file else ""
+    return f"""
+[notifications]
+max_attempts = 1
+[notifications.channels.mail]
+type = "email"
+host = "127.0.0.1"
+port = {port}
+security = "{security}"
+{ca_line}
+username = "onguard"
+password_env = "SMTP_PASSWORD"
+from = "onguard@example.com"
+to = ["oncall@example.com"]
+[[notifications.routes]]
+channels = ["mail"]
+"""
+
+
+def send_mail(toml: str) -> Notifier:
+    async def scenario() -> Notifier:
+        notifier = Notifier.from_settings(notification_settings(toml), environ={"SMTP_PASSWORD": SMTP_PASSWORD})
+        notifier.start()
+        notifier.publish(notice())
+        await notifier.stop()
+        return notifier
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_mail_travels_encrypted_and_the_password_only_after_encryption(security: str, tmp_path: Path) -> None:
+    """The server refuses mail and logins before TLS; the client verifies the server's certificate against the
+    configured CA (a private relay's), and without that CA refuses to talk to it."""
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "relay-ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    tls = {"starttls": server_context} if security == "starttls" else {"tls": server_context}
+
+    with SmtpReceiver("onguard", SMTP_PASSWORD, **tls) as mail:  # type: ignore[arg-type]
+        trusted = send_mail(mail_toml(mail.port, security, str(ca_file)))
+        untrusted = send_mail(mail_toml(mail.port, security, None))
+        received = list(mail.messages)
+    assert dict(trusted.delivered) == {"mail": 1} and list(trusted.failures) == []
+    assert len(received) == 1 and mail.logins == [b"onguard"]
+    [failure] = untrusted.failures
+    assert failure.reason.startswith("SSLCertVerificationError")

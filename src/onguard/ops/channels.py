@@ -184,12 +184,12 @@ class EmailChannel:
         try:
             if spec.security is SmtpSecurity.TLS:
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(spec.host, spec.port, timeout=self._timeout,
-                                                      context=ssl.create_default_context())
+                                                      context=self._tls())
             else:
                 smtp = smtplib.SMTP(spec.host, spec.port, timeout=self._timeout)
             with smtp:
                 if spec.security is SmtpSecurity.STARTTLS:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=self._tls())
                 if spec.username is not None:
                     smtp.login(spec.username, self._password or "")
                 smtp.send_message(message)  # type: ignore[arg-type]
@@ -201,6 +201,10 @@ class EmailChannel:
                                 retryable=400 <= exc.smtp_code < 500) from None
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(self._scrub(f"{type(exc).__name__}: {exc}"), retryable=True) from None
+
+    def _tls(self) -> ssl.SSLContext:
+        ca_file = self._spec.ca_file
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
 
     async def close(self) -> None:
         return None
@@ -233,6 +237,10 @@ def _build(spec: ChannelSpec, settings: NotificationSettings, environ: Mapping[s
         return PagerDutyChannel(spec.name, spec.events_url, secret("routing_key_env", spec.routing_key_env),
                                 spec.source, timeout=timeout)
     password = secret("password_env", spec.password_env) if spec.password_env else None
+    if spec.ca_file is not None and not spec.ca_file.is_file():
+        raise ConfigError(f"CA file {spec.ca_file} not found", file=settings.file,
+                          field=f"notifications.channels.{spec.name}.ca_file",
+                          hint="give the PEM file of the CA that signed the SMTP server's certificate")
     return EmailChannel(spec, password, timeout=timeout)
 
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from types import MappingProxyType
 
 from onguard.errors import ConfigError
@@ -76,6 +77,7 @@ class EmailSpec:
     recipients: tuple[str, ...]
     username: str | None
     password_env: str | None
+    ca_file: Path | None  # trust this CA (a private relay's) instead of the system's
 
 
 ChannelSpec = WebhookSpec | ChatSpec | PagerDutySpec | EmailSpec
@@ -221,8 +223,13 @@ def _email(name: str, entry: Table) -> EmailSpec:
     sender = entry.get("from", str, hint="the sender address, e.g. from = \"onguard@example.com\"")
     if "@" not in sender:
         raise entry.fail("from", f"{sender!r} is not an e-mail address")
+    ca_file = entry.get("ca_file", str, default=None,
+                        hint="a PEM file with the CA that signed the server's certificate")
+    if ca_file is not None and security is SmtpSecurity.NONE:
+        raise entry.fail("ca_file", "is given but security = \"none\" uses no TLS", "use starttls or tls")
     return EmailSpec(name=name, host=host, port=port, security=security, sender=sender,
-                     recipients=tuple(recipients), username=username, password_env=password_env)
+                     recipients=tuple(recipients), username=username, password_env=password_env,
+                     ca_file=None if ca_file is None else _resolve(entry, ca_file))
 
 
 def _routes(table: Table, channels: Mapping[str, ChannelSpec]) -> tuple[Route, ...]:
@@ -278,6 +285,12 @@ def _env(entry: Table, key: str) -> str:
         raise entry.fail(key, "must be the NAME of an environment variable (e.g. ONGUARD_SLACK_URL), not the secret",
                          "put the secret in that variable, never in the config file")
     return name
+
+
+def _resolve(entry: Table, value: str) -> Path:
+    """A path as written, relative ones from the config file's folder (as config.py does)."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(entry.file).parent / path
 
 
 def _is_loopback(host: str) -> bool:
