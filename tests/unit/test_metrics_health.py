@@ -106,7 +106,8 @@ def test_a_scrape_of_metrics_shows_what_the_daemon_reported() -> None:
 def test_readyz_answers_200_only_while_every_check_holds() -> None:
     clock = Clock()
     metrics = Metrics(clock=clock)
-    server = HealthServer.for_daemon(metrics, SETTINGS, mempool_required=True)
+    rules = ReadinessRules.from_settings(SETTINGS, mempool_required=True)
+    server = HealthServer(metrics, lambda: assess(metrics.snapshot(), rules), port=0)
 
     async def visit(session: aiohttp.ClientSession, base: str) -> list[tuple[int, dict]]:
         seen = []
@@ -226,3 +227,34 @@ def test_declared_series_exist_at_zero_before_anything_happens() -> None:
     assert got[("onguard_responses_total", (("action", "pause-vault"), ("outcome", "failed")))] == 0
     assert got[("onguard_notification_failures_total", (("channel", "pager"),))] == 0
     assert got[("onguard_stage_seconds_count", (("stage", "included"),))] == 0
+
+
+def test_the_readiness_watch_pages_after_the_grace_once_and_resolves_when_ready_again() -> None:
+    from onguard.ops.health import ReadinessWatch
+    from onguard.ops.messages import pagerduty_action
+    from onguard.ops.notice import Notice, NoticeKind
+
+    clock = Clock()
+    metrics = Metrics(clock=clock)
+    rules = ReadinessRules(lag_budget=3, stale_after=600.0, mempool_required=False, require_preflight=False)
+    published: list[Notice] = []
+    watch = ReadinessWatch(lambda: assess(metrics.snapshot(), rules), published.append, chain_id=1, grace=120.0,
+                           clock=clock)
+
+    metrics.block_handled(100, lag=0)
+    assert watch.check().ready
+    metrics.block_handled(101, lag=9)
+    for _ in range(3):                     # behind for 0s, 60s, 119s: within the grace, nobody is paged
+        watch.check()
+        clock.now += 59.5
+    assert published == []
+    clock.now += 2
+    watch.check()
+    watch.check()                          # still behind: no second page
+    metrics.block_handled(110, lag=0)
+    watch.check()
+    watch.check()
+    assert [(n.kind, n.status, pagerduty_action(n)) for n in published] == [
+        (NoticeKind.CHAIN_HEALTH, "open", "trigger"), (NoticeKind.CHAIN_HEALTH, "resolved", "resolve")]
+    assert published[0].title == "not ready: 9 blocks behind the head (budget 3)"
+    assert published[0].incident_key == published[1].incident_key == "onguard/1/chain_health/daemon"

@@ -96,6 +96,8 @@ def test_discord_message_never_mentions_anyone_and_respects_embed_limits() -> No
     (NoticeKind.INCIDENT_STATUS, "acknowledged", "acknowledge"),
     (NoticeKind.INCIDENT_STATUS, "resolved", "resolve"),
     (NoticeKind.INCIDENT_STATUS, "mitigated", "trigger"),  # the pause holds, but a person must still look
+    (NoticeKind.CHAIN_HEALTH, "open", "trigger"),
+    (NoticeKind.CHAIN_HEALTH, "resolved", "resolve"),
 ])
 def test_pagerduty_action_follows_the_incident_status(kind: NoticeKind, status: str | None, action: str) -> None:
     assert pagerduty_action(notice(kind, **({"status": status} if status else {}))) == action

@@ -38,7 +38,7 @@ def test_operations_count_notifications_in_the_live_metrics_and_audit_failures()
 
     async def scenario() -> tuple[dict, list[int]]:
         async with HttpReceiver(secret=SECRET) as receiver:
-            ops = Operations.build(notification_settings(TOML), METRICS, mempool_required=False,
+            ops = Operations.build(notification_settings(TOML), METRICS, chain_id=1, mempool_required=False,
                                    environ={"GOOD_URL": receiver.url("/webhook"), "BAD_URL": receiver.url("/down"),
                                             "SECRET": SECRET},
                                    on_failure=[lambda failure: audited.append(failure.record())])
@@ -73,7 +73,7 @@ def test_operations_count_notifications_in_the_live_metrics_and_audit_failures()
 def test_without_channels_or_endpoint_operations_publish_nothing_and_start_nothing() -> None:
     async def scenario() -> Operations:
         ops = Operations.build(notification_settings(""), MetricsSettings(False, "127.0.0.1", 0, 3, 60.0, True),
-                               mempool_required=False, environ={})
+                               chain_id=1, mempool_required=False, environ={})
         await ops.start()
         ops.publish(notice())
         await ops.stop()
@@ -81,3 +81,26 @@ def test_without_channels_or_endpoint_operations_publish_nothing_and_start_nothi
 
     ops = asyncio.run(scenario())
     assert ops.notifier is None and ops.server is None
+
+
+def test_the_heartbeat_publishes_a_chain_health_notice_when_not_ready_and_its_resolution() -> None:
+    toml = TOML.replace('channels = ["good", "bad"]', 'channels = ["good"]\nkinds = ["chain_health"]')
+    settings = MetricsSettings(enabled=False, host="127.0.0.1", port=0, lag_budget=3, stale_after=60.0,
+                               require_preflight=False, alert_after=0.0)
+
+    async def scenario() -> list[dict]:
+        async with HttpReceiver(secret=SECRET) as receiver:
+            ops = Operations.build(notification_settings(toml), settings, chain_id=1, mempool_required=False,
+                                   environ={"GOOD_URL": receiver.url("/webhook"), "BAD_URL": "https://x.invalid/",
+                                            "SECRET": SECRET})
+            await ops.start()
+            assert not ops.heartbeat().ready    # nothing handled yet: not ready, and alert_after = 0
+            ops.metrics.block_handled(500, lag=0)
+            assert ops.heartbeat().ready
+            await ops.stop()
+            return [received.json() for received in receiver.requests["/webhook"]]
+
+    opened, resolved = asyncio.run(scenario())
+    assert (opened["kind"], opened["severity"], opened["details"]["status"]) == ("chain_health", "high", "open")
+    assert opened["details"]["reasons"] == ["the chain has not answered yet (starting up?)", "no block handled yet"]
+    assert resolved["details"]["status"] == "resolved" and resolved["incident_key"] == opened["incident_key"]

@@ -15,7 +15,9 @@ from prometheus_client.exposition import choose_encoder
 
 from onguard.log import get_logger
 from onguard.ops.metrics import HealthSnapshot, Metrics
+from onguard.ops.notice import Notice, NoticeKind
 from onguard.ops.settings import MetricsSettings
+from onguard.policies.model import Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,47 @@ def assess(snapshot: HealthSnapshot, rules: ReadinessRules) -> Readiness:
     return Readiness(ready=not reasons, reasons=tuple(reasons), checks=MappingProxyType(checks))
 
 
+class ReadinessWatch:
+    """Turns readiness into chain-health notices, from the daemon's heartbeat: one when the daemon has not been
+    ready for `grace` seconds (a short blip, or the start-up, pages no one), one with status "resolved" when it is
+    ready again (PagerDuty resolves the page). Both share one incident key, so a flapping daemon updates one page."""
+
+    def __init__(self, readiness: ReadinessCheck, publish: Callable[[Notice], None], *, chain_id: int,
+                 grace: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._readiness = readiness
+        self._publish = publish
+        self._chain_id = chain_id
+        self._grace = grace
+        self._clock = clock
+        self._unready_since: float | None = None
+        self._alerted = False
+
+    def check(self) -> Readiness:
+        verdict = self._readiness()
+        now = self._clock()
+        if verdict.ready:
+            if self._alerted:
+                self._publish(self._notice("ready again", "The guardian follows the chain again.", verdict,
+                                           status="resolved"))
+            self._unready_since, self._alerted = None, False
+            return verdict
+        if self._unready_since is None:
+            self._unready_since = now
+        if not self._alerted and now - self._unready_since >= self._grace:
+            self._alerted = True
+            self._publish(self._notice(
+                f"not ready: {verdict.reasons[0]}",
+                f"The guardian has not been ready for {now - self._unready_since:.0f}s: "
+                + "; ".join(verdict.reasons) + ". Until it is, threats may be seen late or not acted on.",
+                verdict, status="open"))
+        return verdict
+
+    def _notice(self, title: str, summary: str, verdict: Readiness, *, status: str) -> Notice:
+        return Notice(kind=NoticeKind.CHAIN_HEALTH, severity=Severity.HIGH, chain_id=self._chain_id, title=title,
+                      summary=summary, details={"status": status, "reasons": list(verdict.reasons),
+                                                "checks": dict(verdict.checks)})
+
+
 class HealthServer:
     """Serves /metrics, /healthz and /readyz from the daemon's event loop (aiohttp)."""
 
@@ -92,11 +135,6 @@ class HealthServer:
         self._started_at = time.monotonic()
         self._log = get_logger(component="health")
         self.port: int | None = None  # the bound port once started (port 0 picks a free one)
-
-    @classmethod
-    def for_daemon(cls, metrics: Metrics, settings: MetricsSettings, *, mempool_required: bool) -> HealthServer:
-        rules = ReadinessRules.from_settings(settings, mempool_required=mempool_required)
-        return cls(metrics, lambda: assess(metrics.snapshot(), rules), host=settings.host, port=settings.port)
 
     async def start(self) -> int:
         app = web.Application()

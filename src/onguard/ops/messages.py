@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
-from onguard.ops.notice import KIND_LABELS, Notice, NoticeKind, iso_time, notice_document, plain
+from onguard.ops.notice import KIND_LABELS, Notice, iso_time, notice_document, plain
 from onguard.policies.model import Severity
 
 SEVERITY_MARKS = {
@@ -40,7 +40,7 @@ def facts(notice: Notice) -> list[tuple[str, str]]:
         rows.append(("Policy", notice.policy_id))
     if notice.incident_id is not None:
         rows.append(("Incident", f"#{notice.incident_id}"))
-    if notice.kind is NoticeKind.INCIDENT_STATUS and notice.status is not None:
+    if notice.status is not None:
         rows.append(("Status", notice.status))
     rows.append(("Chain", str(notice.chain_id)))
     rows.append(("At", notice.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")))
@@ -111,9 +111,9 @@ def discord_message(notice: Notice) -> dict[str, Any]:
 
 
 def pagerduty_action(notice: Notice) -> str:
-    if notice.kind is NoticeKind.INCIDENT_STATUS:
-        return PAGERDUTY_STATUS_ACTIONS.get(notice.status or "", "trigger")
-    return "trigger"
+    """acknowledge/resolve when the notice says so in details["status"] (an incident acknowledged or resolved,
+    a chain-health alert recovered); trigger otherwise."""
+    return PAGERDUTY_STATUS_ACTIONS.get(notice.status or "", "trigger")
 
 
 def pagerduty_event(notice: Notice, *, routing_key: str, source: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ class NoticeKind(str, Enum):
     RESPONSE_OUTCOME = "response_outcome"        # a response (pause) reached its outcome: mined, already done, failed
     INCIDENT_STATUS = "incident_status"          # an incident changed status (details["status"]: acknowledged, resolved…)
     GUARDIAN_CANNOT_ACT = "guardian_cannot_act"  # the guardian lost a power it relies on (key, module, funds, nonce)
-    CHAIN_HEALTH = "chain_health"                # following the chain is at risk (lag, endpoints down, reorgs)
+    CHAIN_HEALTH = "chain_health"                # not ready: behind, chain silent, mempool down (status "resolved": back)
 
 
 KIND_LABELS = {
@@ -71,7 +71,7 @@ class Notice:
 
     @property
     def status(self) -> str | None:
-        """The new status of an INCIDENT_STATUS notice (details["status"])."""
+        """details["status"]: an incident's new status, or "resolved" when a health alert has cleared."""
         value = self.details.get("status")
         return str(value) if value is not None else None
 

@@ -1,12 +1,13 @@
-"""Operations as one service the daemon starts and stops: the notifier, the metrics and the health server, wired
-to each other (a failed notification counts in the metrics). The daemon's composition root builds it from the
-[notifications] and [metrics] settings and calls `start()` before its loop and `stop()` after draining."""
+"""Operations as one service the daemon starts and stops: the notifier, the metrics, the health server and the
+readiness watch, wired to each other (a failed notification counts in the metrics; losing readiness publishes a
+chain_health notice). The daemon's composition root builds it from the [notifications] and [metrics] settings,
+calls `start()` before its loop, `heartbeat()` from its heartbeat and `stop()` after draining."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from onguard.ops.health import HealthServer
+from onguard.ops.health import HealthServer, Readiness, ReadinessCheck, ReadinessRules, ReadinessWatch, assess
 from onguard.ops.metrics import Metrics
 from onguard.ops.notice import Notice
 from onguard.ops.notify import FailureHook, Notifier
@@ -14,14 +15,18 @@ from onguard.ops.settings import MetricsSettings, NotificationSettings
 
 
 class Operations:
-    def __init__(self, metrics: Metrics, notifier: Notifier | None, server: HealthServer | None) -> None:
+    def __init__(self, metrics: Metrics, notifier: Notifier | None, server: HealthServer | None,
+                 readiness: ReadinessCheck, *, chain_id: int, alert_after: float) -> None:
         self.metrics = metrics
         self.notifier = notifier      # None: no channel is configured
         self.server = server          # None: [metrics] is off (the metrics are still kept for `status`)
+        self.readiness = readiness
+        self._watch = ReadinessWatch(readiness, self.publish, chain_id=chain_id, grace=alert_after)
 
     @classmethod
-    def build(cls, notifications: NotificationSettings, metrics: MetricsSettings, *, mempool_required: bool,
-              environ: Mapping[str, str] | None = None, on_failure: Sequence[FailureHook] = ()) -> Operations:
+    def build(cls, notifications: NotificationSettings, metrics: MetricsSettings, *, chain_id: int,
+              mempool_required: bool, environ: Mapping[str, str] | None = None,
+              on_failure: Sequence[FailureHook] = ()) -> Operations:
         """Reads the channels' secrets from the environment now, so a missing one stops the start (ConfigError)."""
         instruments = Metrics()
         notifier = None
@@ -29,9 +34,18 @@ class Operations:
             notifier = Notifier.from_settings(notifications, environ=environ,
                                               on_failure=[instruments.notification_failed, *on_failure],
                                               on_delivered=[instruments.notification_delivered])
-        server = (HealthServer.for_daemon(instruments, metrics, mempool_required=mempool_required)
-                  if metrics.enabled else None)
-        return cls(instruments, notifier, server)
+        rules = ReadinessRules.from_settings(metrics, mempool_required=mempool_required)
+
+        def readiness() -> Readiness:
+            return assess(instruments.snapshot(), rules)
+
+        server = HealthServer(instruments, readiness, host=metrics.host, port=metrics.port) if metrics.enabled else None
+        return cls(instruments, notifier, server, readiness, chain_id=chain_id, alert_after=metrics.alert_after)
+
+    def heartbeat(self) -> Readiness:
+        """From the daemon's heartbeat: publishes a chain_health notice when the daemon has not been ready for
+        [metrics] alert_after, and its "resolved" twin when it is ready again."""
+        return self._watch.check()
 
     def publish(self, notice: Notice) -> None:
         """Hands a notice to the notifier (nothing happens without channels). Never awaits: hot-path safe."""

@@ -135,6 +135,7 @@ class MetricsSettings:
     lag_budget: int       # blocks behind the head still counted as following the chain
     stale_after: float    # seconds without a successful head poll before the daemon is not ready
     require_preflight: bool
+    alert_after: float = 120.0  # seconds not ready before a chain_health notice is published
 
 
 def parse_notifications(table: Table | None) -> NotificationSettings:
@@ -314,6 +315,7 @@ def parse_metrics(table: Table | None) -> MetricsSettings:
         lag_budget=table.get("lag_budget", int, default=3),
         stale_after=table.parsed("stale_after", parse_duration, default=60.0),
         require_preflight=table.get("require_preflight", bool, default=True),
+        alert_after=table.parsed("alert_after", parse_duration, default=120.0),
     )
     if not 0 <= settings.port < 65536:
         raise table.fail("port", f"{settings.port} is not a TCP port", "0 picks a free port (tests)")
