@@ -449,3 +449,47 @@ def test_mail_travels_encrypted_and_the_password_only_after_encryption(security:
     assert len(received) == 1 and mail.logins == [b"onguard"]
     [failure] = untrusted.failures
     assert failure.reason.startswith("SSLCertVerificationError")
+
+
+def test_deliveries_wait_while_a_response_is_under_way_and_go_once_it_is_broadcast() -> None:
+    responding = True
+    looks = 0
+    looked_enough = asyncio.Event()
+
+    def response_under_way() -> bool:
+        nonlocal looks
+        looks += 1
+        if looks == 3:
+            looked_enough.set()
+        return responding
+
+    async def scenario() -> tuple[int, int]:
+        nonlocal responding
+        async with HttpReceiver(secret=SECRET) as receiver:
+            notifier = Notifier.from_settings(notification_settings(one_channel()), hold_while=response_under_way,
+                                              hold_limit=3600.0,
+                                              environ={"HOOK_URL": receiver.url("/webhook"), "HOOK_SECRET": SECRET})
+            notifier.start()
+            notifier.publish(notice())
+            await looked_enough.wait()          # the worker has looked three times and is still holding
+            while_held = len(receiver.requests["/webhook"])
+            responding = False                  # the pause is on the wire
+            await notifier.stop()
+            return while_held, len(receiver.requests["/webhook"])
+
+    assert asyncio.run(scenario()) == (0, 1)
+
+
+def test_a_hold_that_never_ends_delays_a_notice_by_at_most_the_hold_limit() -> None:
+    async def scenario() -> Notifier:
+        async with HttpReceiver(secret=SECRET) as receiver:
+            settings = notification_settings(one_channel())
+            notifier = Notifier.from_settings(settings, hold_while=lambda: True, hold_limit=0.05,
+                                              environ={"HOOK_URL": receiver.url("/webhook"), "HOOK_SECRET": SECRET})
+            notifier.start()
+            notifier.publish(notice())
+            await notifier.flush()
+            await notifier.stop()
+            return notifier
+
+    assert asyncio.run(scenario()).delivered["hook"] == 1

@@ -22,6 +22,8 @@ from onguard.ops.settings import NotificationSettings, RetrySettings, Route
 
 FAILURES_KEPT = 1000
 DEFAULT_STOP_TIMEOUT = 5.0
+HOLD_POLL = 0.005   # seconds between looks at `hold_while`
+DEFAULT_HOLD_LIMIT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,11 @@ DeliveredHook = Callable[[Delivered], None]
 class Notifier:
     def __init__(self, channels: Mapping[str, Channel], routes: Sequence[Route], *, retry: RetrySettings,
                  queue_size: int = 1000, on_failure: Sequence[FailureHook] = (),
-                 on_delivered: Sequence[DeliveredHook] = (), rng: random.Random | None = None) -> None:
+                 on_delivered: Sequence[DeliveredHook] = (), rng: random.Random | None = None,
+                 hold_while: Callable[[], bool] | None = None, hold_limit: float = DEFAULT_HOLD_LIMIT) -> None:
+        """`hold_while`: while it returns True (a response is being priced, signed or sent), deliveries wait —
+        up to `hold_limit` seconds — so that not even their CPU slices (JSON, HMAC, TLS) run before the pause is
+        on the wire. Publishing is never held."""
         unknown = {name for route in routes for name in route.channels} - set(channels)
         if unknown:
             raise ValueError(f"routes name channels that do not exist: {sorted(unknown)}")
@@ -68,6 +74,8 @@ class Notifier:
         self._on_failure = list(on_failure)
         self._on_delivered = list(on_delivered)
         self._rng = rng or random.Random()
+        self._hold_while = hold_while
+        self._hold_limit = hold_limit
         self._workers: list[asyncio.Task[None]] = []
         self._stopped = False
         self.failures: deque[DeliveryFailure] = deque(maxlen=FAILURES_KEPT)  # the latest, for status and tests
@@ -78,11 +86,13 @@ class Notifier:
 
     @classmethod
     def from_settings(cls, settings: NotificationSettings, *, environ: Mapping[str, str] | None = None,
-                      on_failure: Sequence[FailureHook] = (), on_delivered: Sequence[DeliveredHook] = ()) -> Notifier:
+                      on_failure: Sequence[FailureHook] = (), on_delivered: Sequence[DeliveredHook] = (),
+                      hold_while: Callable[[], bool] | None = None,
+                      hold_limit: float = DEFAULT_HOLD_LIMIT) -> Notifier:
         """Builds the channels, reading their secrets from the environment (ConfigError when one is missing)."""
         channels = build_channels(settings, os.environ if environ is None else environ)
         return cls(channels, settings.routes, retry=settings.retry, queue_size=settings.queue_size,
-                   on_failure=on_failure, on_delivered=on_delivered)
+                   on_failure=on_failure, on_delivered=on_delivered, hold_while=hold_while, hold_limit=hold_limit)
 
     def add_failure_hook(self, hook: FailureHook) -> None:
         self._on_failure.append(hook)
@@ -150,6 +160,7 @@ class Notifier:
         try:
             while True:
                 attempt += 1
+                await self._hold()
                 try:
                     await channel.deliver(notice)
                 except DeliveryError as exc:
@@ -171,6 +182,13 @@ class Notifier:
         except asyncio.CancelledError:
             self._fail(notice, name, attempt, "the notifier stopped during delivery (it may or may not have arrived)")
             raise
+
+    async def _hold(self) -> None:
+        if self._hold_while is None or not self._hold_while():
+            return
+        deadline = asyncio.get_running_loop().time() + self._hold_limit
+        while self._hold_while() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(HOLD_POLL)
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds before attempt `attempt + 1`: doubling from first_delay up to max_delay, half of it jittered

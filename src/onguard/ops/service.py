@@ -5,7 +5,7 @@ calls `start()` before its loop, `heartbeat()` from its heartbeat and `stop()` a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from onguard.ops.health import HealthServer, Readiness, ReadinessCheck, ReadinessRules, ReadinessWatch, assess
 from onguard.ops.metrics import Metrics
@@ -26,14 +26,16 @@ class Operations:
     @classmethod
     def build(cls, notifications: NotificationSettings, metrics: MetricsSettings, *, chain_id: int,
               mempool_required: bool, environ: Mapping[str, str] | None = None,
-              on_failure: Sequence[FailureHook] = ()) -> Operations:
-        """Reads the channels' secrets from the environment now, so a missing one stops the start (ConfigError)."""
+              on_failure: Sequence[FailureHook] = (), hold_while: Callable[[], bool] | None = None) -> Operations:
+        """Reads the channels' secrets from the environment now, so a missing one stops the start (ConfigError).
+        `hold_while`: see Notifier (pass "a response is under way and not yet broadcast")."""
         instruments = Metrics()
         notifier = None
         if notifications.enabled:
             notifier = Notifier.from_settings(notifications, environ=environ,
                                               on_failure=[instruments.notification_failed, *on_failure],
-                                              on_delivered=[instruments.notification_delivered])
+                                              on_delivered=[instruments.notification_delivered],
+                                              hold_while=hold_while)
         rules = ReadinessRules.from_settings(metrics, mempool_required=mempool_required)
 
         def readiness() -> Readiness:
