@@ -35,7 +35,7 @@ from receivers import HttpReceiver  # noqa: E402
 from onguard.chain.anvil import start_anvil  # noqa: E402
 from onguard.chain.keys import load_guardian_account  # noqa: E402
 from onguard.config import load_config  # noqa: E402
-from onguard.demo.world import Roles, build_world, dev_account, write_config  # noqa: E402
+from onguard.demo.world import Roles, World, build_world, dev_account, write_config  # noqa: E402
 from onguard.errors import ConfigError  # noqa: E402
 from onguard.incidents.store import ResponseStatus  # noqa: E402
 from onguard.log import configure_logging  # noqa: E402
@@ -117,7 +117,7 @@ def publish_on_decision(guardian: Guardian, ops: Operations) -> None:
     guardian.arbiter.decide = decide_and_notify  # type: ignore[method-assign]
 
 
-async def one_trial(config_path: Path, w3: Web3, world, mode: str, remote: RemoteReceiver) -> float:  # type: ignore[no-untyped-def]
+async def one_trial(config_path: Path, w3: Web3, world: World, mode: str, remote: RemoteReceiver) -> float:
     config = load_config(config_path)
     guardian = Guardian(config, load_guardian_account(config.guardian_key))
     ops = None

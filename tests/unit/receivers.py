@@ -117,7 +117,8 @@ class _MailKeeper:
         self.messages: list[tuple[str, list[str], EmailMessage]] = []
 
     async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=policy.default)))
+        mail = message_from_bytes(envelope.content, policy=policy.default)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), mail))
         return "250 OK"
 
 

@@ -12,15 +12,14 @@ import aiohttp
 import pytest
 import structlog
 import trustme
+from notifykit import notice, notification_settings
+from receivers import BlackHole, HttpReceiver, SmtpReceiver
 
 from onguard.errors import ConfigError
 from onguard.ops.channels import sign
 from onguard.ops.notice import SCHEMA, NoticeKind
 from onguard.ops.notify import DeliveryFailure, Notifier
 from onguard.ops.settings import RetrySettings
-
-from notifykit import notice, notification_settings
-from receivers import BlackHole, HttpReceiver, SmtpReceiver
 
 SECRET = "hmac-secret-for-tests"
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
@@ -332,10 +331,13 @@ def test_a_full_queue_or_a_stopped_notifier_records_the_notice_instead_of_droppi
             "HOOK_URL": "http://127.0.0.1:9/webhook", "HOOK_SECRET": SECRET})
         for number in range(5):  # not started: nothing leaves the queue
             notifier.publish(notice(incident_id=number))
+        assert list(notifier.failures) == []  # recorded once the publisher yields, not on its path
+        await asyncio.sleep(0)
         queued_full = [failure.notice.incident_id for failure in notifier.failures]
         assert queued_full == [2, 3, 4]
         await notifier.stop(timeout=0)
         notifier.publish(notice(incident_id=99))
+        await asyncio.sleep(0)
         return notifier
 
     notifier = asyncio.run(scenario())

@@ -21,10 +21,10 @@ JS_SAFE_INTEGER = 2**53 - 1  # larger integers (wei amounts) are sent as decimal
 
 class NoticeKind(str, Enum):
     INCIDENT_OPENED = "incident_opened"          # a policy tripped and an incident was opened
-    RESPONSE_OUTCOME = "response_outcome"        # a response (pause) reached its outcome: mined, already done, failed
-    INCIDENT_STATUS = "incident_status"          # an incident changed status (details["status"]: acknowledged, resolved…)
+    RESPONSE_OUTCOME = "response_outcome"        # a response (pause) reached its outcome: mined, reverted, failed…
+    INCIDENT_STATUS = "incident_status"          # an incident changed status (details["status"]: resolved…)
     GUARDIAN_CANNOT_ACT = "guardian_cannot_act"  # the guardian lost a power it relies on (key, module, funds, nonce)
-    CHAIN_HEALTH = "chain_health"                # not ready: behind, chain silent, mempool down (status "resolved": back)
+    CHAIN_HEALTH = "chain_health"                # not ready: behind, chain silent… (status "resolved": ready again)
 
 
 KIND_LABELS = {

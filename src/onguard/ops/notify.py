@@ -94,9 +94,6 @@ class Notifier:
         return cls(channels, settings.routes, retry=settings.retry, queue_size=settings.queue_size,
                    on_failure=on_failure, on_delivered=on_delivered, hold_while=hold_while, hold_limit=hold_limit)
 
-    def add_failure_hook(self, hook: FailureHook) -> None:
-        self._on_failure.append(hook)
-
     def channels_for(self, notice: Notice) -> list[str]:
         """Every channel some route sends this notice to, each once, in the order routes name them."""
         names: dict[str, None] = {}
@@ -107,15 +104,22 @@ class Notifier:
 
     def publish(self, notice: Notice) -> None:
         """Queues the notice for every channel its routes name. Never awaits, never does I/O: safe on the hot
-        path. Call it from the event loop's thread. A notice that cannot be queued is recorded as a failure."""
+        path. Call it from the event loop's thread. A notice that cannot be queued is recorded as a failure —
+        just after the caller yields, so that logging and the hooks (the audit log) stay off the hot path too."""
         for name in self.channels_for(notice):
             if self._stopped:
-                self._fail(notice, name, 0, "the notifier is stopped")
+                self._fail_soon(notice, name, "the notifier is stopped")
                 continue
             try:
                 self._queues[name].put_nowait(notice)
             except asyncio.QueueFull:
-                self._fail(notice, name, 0, f"queue full ({self._queues[name].maxsize} notices waiting)")
+                self._fail_soon(notice, name, f"queue full ({self._queues[name].maxsize} notices waiting)")
+
+    def _fail_soon(self, notice: Notice, channel: str, reason: str) -> None:
+        try:
+            asyncio.get_running_loop().call_soon(self._fail, notice, channel, 0, reason)
+        except RuntimeError:  # no loop running (a notice published while the daemon shuts down): record it now
+            self._fail(notice, channel, 0, reason)
 
     def start(self) -> None:
         """Starts one delivery worker per channel (notices published before are delivered too)."""
