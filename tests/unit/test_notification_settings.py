@@ -168,6 +168,8 @@ def test_metrics_section_defaults_to_off_and_localhost() -> None:
     assert not absent.enabled and absent.host == "127.0.0.1" and absent.port == DEFAULT_METRICS_PORT
     on = metrics_settings('[metrics]\nport = 9100\nlag_budget = 5\nstale_after = "2m"\n')
     assert on.enabled and (on.port, on.lag_budget, on.stale_after, on.require_preflight) == (9100, 5, 120.0, True)
+    assert metrics_settings("[metrics]\n").enabled
+    assert not metrics_settings("[metrics]\nenabled = false\n").enabled
 
 
 @pytest.mark.parametrize("line, field", [

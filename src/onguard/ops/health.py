@@ -16,7 +16,7 @@ from prometheus_client.exposition import choose_encoder
 from onguard.log import get_logger
 from onguard.ops.metrics import HealthSnapshot, Metrics
 from onguard.ops.notice import Notice, NoticeKind
-from onguard.ops.settings import MetricsSettings
+from onguard.ops.settings import MetricsSettings, is_loopback
 from onguard.policies.model import Severity
 
 
@@ -146,6 +146,9 @@ class HealthServer:
         await web.TCPSite(self._runner, self._host, self._port).start()
         self.port = self._runner.addresses[0][1]
         self._log.info("serving /metrics, /healthz and /readyz", host=self._host, port=self.port)
+        if not is_loopback(self._host):
+            self._log.warning("the metrics endpoint has no authentication and listens beyond this machine: "
+                              "keep it behind a firewall", host=self._host)
         return self.port
 
     async def stop(self) -> None:

@@ -218,7 +218,7 @@ def _email(name: str, entry: Table) -> EmailSpec:
         raise entry.fail("to", "must be a non-empty list of e-mail addresses")
     username = entry.get("username", str, default=None)
     password_env = _env(entry, "password_env") if entry.has("password_env") else None
-    if password_env is not None and security is SmtpSecurity.NONE and not _is_loopback(host):
+    if password_env is not None and security is SmtpSecurity.NONE and not is_loopback(host):
         raise entry.fail("security", "a password would cross the network unencrypted",
                          "use security = \"starttls\" or \"tls\"")
     sender = entry.get("from", str, hint="the sender address, e.g. from = \"onguard@example.com\"")
@@ -294,7 +294,7 @@ def _resolve(entry: Table, value: str) -> Path:
     return path if path.is_absolute() else Path(entry.file).parent / path
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -304,11 +304,13 @@ def _is_loopback(host: str) -> bool:
 
 
 def parse_metrics(table: Table | None) -> MetricsSettings:
-    """Reads [metrics]; None (no section) gives the defaults, with the endpoint off."""
+    """Reads [metrics]; None (no section) gives the defaults with the endpoint off; a section turns it on unless
+    it says enabled = false."""
+    present = table is not None
     if table is None:
         table = Table({}, file="", prefix="metrics", error=ConfigError)
     settings = MetricsSettings(
-        enabled=table.get("enabled", bool, default=table.has("port") or table.has("host")),
+        enabled=table.get("enabled", bool, default=present),
         host=table.get("host", str, default="127.0.0.1",
                        hint="the address to listen on; 127.0.0.1 keeps it on this machine"),
         port=table.get("port", int, default=DEFAULT_METRICS_PORT),
