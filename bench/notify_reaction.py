@@ -18,7 +18,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import tomllib
 from pathlib import Path
@@ -30,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
 from chain.helpers import ALICE, drain_slice, is_paused, tokens  # noqa: E402
-from receivers import HttpReceiver  # noqa: E402
+from receivers import HttpReceiver, ThreadedHttpReceiver  # noqa: E402
 
 from onguard.chain.anvil import start_anvil  # noqa: E402
 from onguard.chain.keys import load_guardian_account  # noqa: E402
@@ -71,26 +70,8 @@ METRICS_OFF = MetricsSettings(enabled=False, host="127.0.0.1", port=0, lag_budge
                               require_preflight=False)
 
 
-class RemoteReceiver:
-    """The HTTP receiver on its own event loop in another thread, so it takes no time from the guardian's loop."""
-
-    def __init__(self) -> None:
-        self.receiver = HttpReceiver(secret=SECRET)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> RemoteReceiver:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.receiver.__aenter__(), self._loop).result(timeout=30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.receiver.__aexit__(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-
-    def count(self) -> int:
-        return sum(len(self.receiver.requests[path]) for path in CHANNELS.values())
+def delivered(receiver: HttpReceiver) -> int:
+    return sum(len(receiver.requests[path]) for path in CHANNELS.values())
 
 
 def operations(receiver: HttpReceiver, chain_id: int, hold_while=None) -> Operations:  # type: ignore[no-untyped-def]
@@ -117,13 +98,13 @@ def publish_on_decision(guardian: Guardian, ops: Operations) -> None:
     guardian.arbiter.decide = decide_and_notify  # type: ignore[method-assign]
 
 
-async def one_trial(config_path: Path, w3: Web3, world: World, mode: str, remote: RemoteReceiver) -> float:
+async def one_trial(config_path: Path, w3: Web3, world: World, mode: str, receiver: HttpReceiver) -> float:
     config = load_config(config_path)
     guardian = Guardian(config, load_guardian_account(config.guardian_key))
     ops = None
     if mode != "off":
         hold = (lambda: bool(guardian._responses)) if mode == "held" else None
-        ops = operations(remote.receiver, config.chain.chain_id, hold)
+        ops = operations(receiver, config.chain.chain_id, hold)
     try:
         await guardian.start()
         if ops is not None:
@@ -132,7 +113,7 @@ async def one_trial(config_path: Path, w3: Web3, world: World, mode: str, remote
         await guardian.step()
         for _ in range(3):
             drain_slice(w3, world, ALICE, tokens(100_000))
-        before = remote.count()
+        before = delivered(receiver)
         started = time.perf_counter()
         decisions = await guardian.step()
         incident_id = decisions[0].incident.id
@@ -144,7 +125,7 @@ async def one_trial(config_path: Path, w3: Web3, world: World, mode: str, remote
         if ops is not None:
             await ops.stop()
             assert ops.notifier is not None and not ops.notifier.failures, list(ops.notifier.failures)
-            assert remote.count() - before == len(CHANNELS), "the notices were not all delivered"
+            assert delivered(receiver) - before == len(CHANNELS), "the notices were not all delivered"
         return elapsed
     finally:
         await guardian.close()
@@ -164,14 +145,14 @@ def main() -> None:
     os.environ[KEY_ENV] = dev_account(Roles.GUARDIAN).key.to_0x_hex()
     modes = ("off", "on", "held")
     samples: dict[str, list[float]] = {mode: [] for mode in modes}
-    with start_anvil() as node, tempfile.TemporaryDirectory() as folder, RemoteReceiver() as remote:
+    with start_anvil() as node, tempfile.TemporaryDirectory() as folder, ThreadedHttpReceiver(SECRET) as receiver:
         world = build_world(node.rpc_url)
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         for trial in range(args.trials):
             mode = modes[trial % len(modes)]
             snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
             config_path = write_config(world, Path(folder) / str(trial), key_env=KEY_ENV)
-            samples[mode].append(asyncio.run(one_trial(config_path, w3, world, mode, remote)))
+            samples[mode].append(asyncio.run(one_trial(config_path, w3, world, mode, receiver)))
             w3.provider.make_request("evm_revert", [snapshot])
             if (trial + 1) % 30 == 0:
                 print(f"  {trial + 1}/{args.trials} trials", file=sys.stderr)

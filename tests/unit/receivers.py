@@ -10,6 +10,7 @@ import hmac
 import json
 import socket
 import ssl
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -79,6 +80,27 @@ class HttpReceiver:
         if path == "/pagerduty":
             return web.json_response({"status": "success", "message": "Event processed"}, status=202)
         return web.Response(status=200, text="ok")
+
+
+class ThreadedHttpReceiver:
+    """An HttpReceiver on its own event loop in another thread: for code that runs its own asyncio.run (the CLI),
+    or to keep the receiver's work off the loop being measured (the benchmarks)."""
+
+    def __init__(self, secret: str) -> None:
+        self.receiver = HttpReceiver(secret=secret)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> HttpReceiver:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.receiver.__aenter__(), self._loop).result(timeout=30)
+        return self.receiver
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.receiver.__aexit__(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
 
 
 class BlackHole:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import onguard
 from onguard import __version__
-from onguard.cli import audit, demo, incidents, keystore, policies, presign, proposals, replay, run, status
+from onguard.cli import audit, demo, incidents, keystore, notify, policies, presign, proposals, replay, run, status
 from onguard.errors import OnguardError
 from onguard.log import configure_logging
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     presign.register(commands)
     proposals.register(commands)
     replay.register(commands)
+    notify.register(commands)
     return parser
 
 

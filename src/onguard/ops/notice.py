@@ -25,6 +25,7 @@ class NoticeKind(str, Enum):
     INCIDENT_STATUS = "incident_status"          # an incident changed status (details["status"]: resolved…)
     GUARDIAN_CANNOT_ACT = "guardian_cannot_act"  # the guardian lost a power it relies on (key, module, funds, nonce)
     CHAIN_HEALTH = "chain_health"                # not ready: behind, chain silent… (status "resolved": ready again)
+    TEST = "test"                                # `onguard notify-test`: checks a channel's URL, key and format
 
 
 KIND_LABELS = {
@@ -33,6 +34,7 @@ KIND_LABELS = {
     NoticeKind.INCIDENT_STATUS: "Incident status changed",
     NoticeKind.GUARDIAN_CANNOT_ACT: "Guardian cannot act",
     NoticeKind.CHAIN_HEALTH: "Chain health",
+    NoticeKind.TEST: "Test",
 }
 
 
