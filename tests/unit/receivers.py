@@ -107,7 +107,7 @@ class BlackHole:
     """Accepts TCP connections, reads what is sent and never answers (a receiver that hangs)."""
 
     def __init__(self) -> None:
-        self.connected = asyncio.Event()
+        self.accepted: asyncio.Queue[None] = asyncio.Queue()  # one item per connection accepted
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self.port = 0
@@ -120,16 +120,21 @@ class BlackHole:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
+    async def connections(self, count: int) -> None:
+        """Returns once `count` connections have been accepted (each then hangs)."""
+        for _ in range(count):
+            await self.accepted.get()
+
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
-        for writer in self._writers:
+        for writer in self._writers:  # closing them ends clients blocked in a thread (smtplib) at once
             writer.close()
         self._server.close()
         await self._server.wait_closed()
 
     async def _swallow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
-        self.connected.set()
+        self.accepted.put_nowait(None)
         while await reader.read(65536):
             pass
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,13 +46,13 @@ policies = ["vault-drain"]
 
 
 @pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> HttpReceiver:
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpReceiver]:
     with ThreadedHttpReceiver(SECRET) as running:
         monkeypatch.setenv("T_HOOK_URL", running.url("/webhook"))
         monkeypatch.setenv("T_HOOK_SECRET", SECRET)
         monkeypatch.setenv("T_SLACK_URL", running.url("/slack"))
         monkeypatch.setenv("T_PD_KEY", "routing-key-for-tests")
-        yield running  # type: ignore[misc]
+        yield running
 
 
 def test_every_channel_but_pagerduty_gets_a_test_notice_whatever_the_routes(

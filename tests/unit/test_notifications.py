@@ -296,33 +296,37 @@ channels = ["team"]
 
 
 def test_publish_never_waits_even_when_every_receiver_hangs() -> None:
-    """While the webhook receiver holds the connection open without answering, publishing goes on and other
-    work on the loop (here a real HTTP round trip, standing in for the pause) completes; stopping then records
-    every notice that was not delivered."""
-    toml = one_channel(extra='timeout = "1h"')
+    """Every channel (webhook, Slack, Discord, PagerDuty, SMTP) points at a server that accepts the connection and
+    never answers. Publishing goes on, and other work on the loop (a real HTTP round trip, standing in for the
+    pause) completes while all five deliveries hang; stopping then records every notice that was not delivered."""
 
     async def scenario() -> tuple[Notifier, int]:
         async with BlackHole() as hole, HttpReceiver(secret=SECRET) as rpc:
+            toml = all_channels_toml(hole.port).replace("ENVENTS_URL", hole.url("/pagerduty"))
+            toml = toml.replace("max_attempts = 3", 'max_attempts = 3\ntimeout = "1h"')
+            environ = {name: hole.url(f"/{name.lower()}") for name in ("HOOK_URL", "SLACK_URL", "DISCORD_URL")}
             notifier = Notifier.from_settings(notification_settings(toml), environ={
-                "HOOK_URL": hole.url("/webhook"), "HOOK_SECRET": SECRET})
+                **environ, "HOOK_SECRET": SECRET, "PD_KEY": ROUTING_KEY, "SMTP_PASSWORD": SMTP_PASSWORD})
             notifier.start()
             notifier.publish(notice(incident_id=0))
-            await hole.connected.wait()  # the worker is now stuck on the first delivery
+            await hole.connections(5)  # every channel's worker is now stuck on its first delivery
             for number in range(1, 100):
                 notifier.publish(notice(incident_id=number))
             async with aiohttp.ClientSession() as session, session.post(rpc.url("/rpc"), data=b"{}") as answer:
                 status = answer.status
-            assert notifier.delivered["hook"] == 0 and list(notifier.failures) == []  # still hanging
+            assert sum(notifier.delivered.values()) == 0 and list(notifier.failures) == []  # all still hanging
             await notifier.stop(timeout=0)
             return notifier, status
 
     notifier, status = asyncio.run(scenario())
     assert status == 200
-    assert len(notifier.failures) == 100 and notifier.failed["hook"] == 100
-    reasons = [failure.reason for failure in notifier.failures]
-    assert reasons[0].startswith("the notifier stopped during delivery")
-    assert set(reasons[1:]) == {"not delivered before the notifier stopped"}
-    assert [failure.notice.incident_id for failure in notifier.failures] == list(range(100))
+    channels = ("hook", "slack", "discord", "pager", "mail")
+    assert dict(notifier.failed) == dict.fromkeys(channels, 100)
+    for channel in channels:
+        failures = [failure for failure in notifier.failures if failure.channel == channel]
+        assert [failure.notice.incident_id for failure in failures] == list(range(100))
+        assert failures[0].reason.startswith("the notifier stopped during delivery")
+        assert {failure.reason for failure in failures[1:]} == {"not delivered before the notifier stopped"}
 
 
 def test_a_full_queue_or_a_stopped_notifier_records_the_notice_instead_of_dropping_it() -> None:
