@@ -40,7 +40,6 @@ class HttpReceiver:
     flaky_failures: int = 1
     requests: dict[str, list[Received]] = field(default_factory=lambda: defaultdict(list))
     rejected: list[Received] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
     port: int = 0
 
@@ -70,7 +69,6 @@ class HttpReceiver:
                 self.rejected.append(received)
                 return web.Response(status=401, text="bad signature")
         self.requests[path].append(received)
-        self.arrived.set()
         if path == "/flaky" and len(self.requests[path]) <= self.flaky_failures:
             return web.Response(status=500, text="try again")
         if path == "/down":
