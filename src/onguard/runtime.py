@@ -1,11 +1,14 @@
-"""The supervised daemon: wires source → engine → arbiter → responder, loops over blocks, shuts down cleanly."""
+"""The supervised daemon: wires source → engine → arbiter → responders (one life cycle, a reconciler keeping every
+open incident's actions in effect), runs its tasks under supervision, shuts down cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 
 from asyncio_throttle import Throttler
 from eth_account.signers.local import LocalAccount
@@ -15,7 +18,7 @@ from onguard.chain.rpc import Rpc
 from onguard.chain.simulate import Simulator
 from onguard.chain.view import BatchStateReader
 from onguard.config import Config
-from onguard.errors import ChainError, ChainUnavailable, ConfigError
+from onguard.errors import ChainError, ChainUnavailable, ConfigError, OnguardError
 from onguard.incidents.audit import AuditLog, record_config
 from onguard.incidents.store import IncidentStore
 from onguard.log import get_logger
@@ -23,16 +26,25 @@ from onguard.observations import BlockObservation
 from onguard.policies.engine import PolicyEngine
 from onguard.policies.loader import Policy, load_policies
 from onguard.policies.model import EvaluationFailure
-from onguard.responders.fees import Threat
-from onguard.responders.module import ModuleResponder
-from onguard.responders.presigned import PresignedResponder
+from onguard.responders.fees import PendingTips, Threat
+from onguard.responders.lifecycle import ResponseLifecycle
+from onguard.responders.module import ModulePath
+from onguard.responders.presigned import PresignedPath
+from onguard.responders.reconciler import Reconciler
 from onguard.sources.blocks import BlockSource, block_observation
 from onguard.sources.mempool import MempoolSource, PendingTransaction
 
 MAX_BACKOFF = 10.0
+MAX_RESTARTS = 5          # deaths of one task within RESTART_WINDOW before the daemon halts
+RESTART_WINDOW = 60.0
+RESTART_DELAY = 1.0
 DRAIN_TIMEOUT = 30.0
 HEARTBEAT_SECONDS = 60.0
 WARM_UP_LIMIT = 5_000  # blocks; a window in seconds counts one block a second, the most a chain can have
+
+
+class DaemonHalted(OnguardError):
+    """A daemon task kept dying: the daemon stops rather than run without it."""
 
 
 class Guardian:
@@ -50,8 +62,13 @@ class Guardian:
         self.engine = PolicyEngine(policies)
         self.reader = BatchStateReader(self.rpc)
         self.arbiter = Arbiter(self.store, chain_id)
-        self.responder = ModuleResponder(self.rpc, config, account, self.store)
-        self.presigned = PresignedResponder(self.rpc, config, account, self.store)
+        self.tips = PendingTips()
+        self.responder = ResponseLifecycle(
+            self.rpc, config, account, self.store,
+            paths={"module": ModulePath(self.rpc, config, account),
+                   "presigned": PresignedPath(self.rpc, config, account, self.store)},
+            tips=self.tips, spawn=self._spawn)
+        self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response)
         self.simulator = Simulator(self.rpc) if config.mempool.simulate else None
         self.head: BlockObservation | None = None  # the newest block handled: pending findings are dated at it
         self._simulations = asyncio.Semaphore(config.mempool.max_concurrent_simulations)
@@ -59,6 +76,8 @@ class Guardian:
         self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
                                   start_block=config.chain.start_block, max_block_range=config.chain.max_block_range)
         self._responses: set[asyncio.Task[None]] = set()
+        self.mempool: MempoolSource | None = None
+        self._halted: str | None = None
         self.ready = asyncio.Event()  # set once start() has checked everything and the loop is about to begin
         self._log = get_logger(component="guardian", chain_id=chain_id)
 
@@ -72,11 +91,10 @@ class Guardian:
                                                            "or fix chain.chain_id")
         self._record_config()
         await self.responder.prepare()
-        await self.presigned.prepare()
         await self._warm_up()
         self.head = block_observation(await self.rpc.block(await self.rpc.head()), actual)
-        for record in self.store.unfinished_responses():
-            self._spawn(self._responder_for(record.action).resume(record))
+        # Whatever a crash interrupted or a failure left undone is compared with the chain and put in effect.
+        await self.reconciler.reconcile()
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
                        resume_after_block=self.source.last_committed)
         self.ready.set()
@@ -84,7 +102,13 @@ class Guardian:
     def _record_config(self) -> None:
         """Audits what the daemon runs with: an entry on the first start and whenever a file changed since."""
         files = [self.config.path, *sorted(self.config.policies_dir.glob("*.toml"))]
-        entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files)
+        try:
+            entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files)
+        except sqlite3.OperationalError as exc:
+            # A full disk must not stop the guardian from starting: it can still pause.
+            self._log.critical("the configuration could not be audited: the database refuses writes",
+                               error=str(exc))
+            return
         if entry is not None and not entry.details["first"]:
             self._log.warning("configuration changed since the last start", changed=entry.details["changed"],
                               audit_seq=entry.seq)
@@ -112,30 +136,38 @@ class Guardian:
             scratch.close()
 
     async def step(self) -> list[Decision]:
+        """Handles every block up to the head, then compares every open incident with the chain and acts."""
         decisions: list[Decision] = []
         poll = await self.source.next_batches()
         if poll.rewound_to is not None:
             self.engine.forget_from(poll.rewound_to)
         for batch in poll.batches:
+            self.tips.forget(tx.hash for tx in batch.transactions)
             result = await self.engine.evaluate(batch, self.reader)
             self._record_failures(result.failures)
             for finding in result.findings:
                 decision = self.arbiter.decide(finding)
                 decisions.append(decision)
                 for action in decision.actions:
-                    self._spawn(self._responder_for(action).respond(decision.incident.id, action))
+                    self.responder.respond(decision.incident.id, action)
             self.source.commit(batch)
             self.head = batch.block
         if poll.batches:
             await self.responder.on_block(poll.batches[-1].block)
-            await self.presigned.on_block(poll.batches[-1].block)
+        if poll.batches or poll.rewound_to is not None or self.reconciler.retry_due():
+            await self.reconciler.reconcile(rewound_to=poll.rewound_to)
         return decisions
 
     async def on_pending(self, pending: PendingTransaction) -> None:
-        """The pre-emption path: judge a pending transaction and, if it trips a policy, race it with a pause."""
+        """The pre-emption path: judge a pending transaction and, if it trips a policy, race it with a pause. Every
+        pending transaction to a watched contract also sets the price a pause must beat (see PendingTips)."""
         head = self.head
         if head is None:
             return
+        threat = Threat.of(pending.hash, pending.raw, head.base_fee or 0, pending.seen_at)
+        if pending.observation is not None:
+            self.tips.add(threat)
+            self.responder.outbid_all(threat)
         try:
             async with self._simulations, self._throttle:
                 result = await asyncio.wait_for(
@@ -150,18 +182,17 @@ class Guardian:
                             error=exc.message)
             return
         self._record_failures(result.failures)
-        threat = Threat.of(pending.hash, pending.raw, head.base_fee or 0, pending.seen_at)
         for finding in result.findings:
             decision = self.arbiter.decide(finding)
             self.store.add_timeline(decision.incident.id, "decided", {
                 "path": "mempool", "threat_tx": pending.hash,
                 "decided_ms": round((time.perf_counter() - pending.seen_at) * 1000, 2)})
             for action in decision.actions:
-                self._spawn(self._responder_for(action).respond(decision.incident.id, action, threat))
+                self.responder.respond(decision.incident.id, action, threat)
             if not decision.opened:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):
-                        self._spawn(self.responder.outbid(action, threat))
+                        self.responder.respond(decision.incident.id, action, threat)
 
     def mempool_source(self) -> MempoolSource | None:
         """The pending-transaction source the config asks for (None when off, or when no policy would judge
@@ -173,10 +204,6 @@ class Guardian:
             return None
         return MempoolSource(self.config.mempool.ws_url, self.config.chain.rpc_url, self.config.chain.chain_id,
                              self.config.contracts, ignore_senders=[self.account.address])
-
-    def _responder_for(self, action: str) -> ModuleResponder | PresignedResponder:
-        """Each action's configured path (`via`): the module, or the owners' pre-signed Safe transaction."""
-        return self.presigned if self.presigned.handles(action) else self.responder
 
     def _record_failures(self, failures: list[EvaluationFailure]) -> None:
         for failure in failures:
@@ -204,21 +231,55 @@ class Guardian:
                 task.cancel()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """The daemon: the block loop, the mempool source and the heartbeat in one task group, each supervised
+        (a task that dies is logged and restarted; one that keeps dying halts the daemon loudly)."""
         await self.start()
-        mempool = None
-        source = self.mempool_source()
-        if source is not None:
-            mempool = asyncio.create_task(source.run(self.on_pending, stop))
+        tasks: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {
+            "block-loop": self._block_loop, "heartbeat": self._heartbeat}
+        self.mempool = self.mempool_source()
+        if self.mempool is not None:
+            source = self.mempool
+            tasks["mempool"] = lambda stop: source.run(self.on_pending, stop)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, body in tasks.items():
+                    group.create_task(self._supervised(name, body, stop))
+        finally:
+            self._log.info("stopping: finishing responses under way", pending=len(self._responses))
+            await self.drain_responses()
+        if self._halted is not None:
+            raise DaemonHalted(self._halted, hint="see the critical log lines above; the daemon's state is saved, "
+                                                  "restart it once the cause is fixed")
+
+    async def _supervised(self, name: str, body: Callable[[asyncio.Event], Awaitable[None]],
+                          stop: asyncio.Event) -> None:
+        deaths: deque[float] = deque()
+        while not stop.is_set():
+            try:
+                await body(stop)
+                if not stop.is_set():
+                    raise RuntimeError("returned while the daemon runs")
+                return
+            except Exception as exc:  # noqa: BLE001 - supervision: every death is logged and handled
+                deaths.append(time.monotonic())
+                while deaths and deaths[0] < time.monotonic() - RESTART_WINDOW:
+                    deaths.popleft()
+                if len(deaths) > MAX_RESTARTS:
+                    self._halted = f"the daemon task {name} died {len(deaths)} times in {RESTART_WINDOW:.0f}s: {exc!r}"
+                    self._log.critical("a daemon task keeps dying: HALTING the daemon", task=name, error=repr(exc))
+                    stop.set()
+                    return
+                self._log.critical("a daemon task died: restarting it", task=name, error=repr(exc),
+                                   exc_info=exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=RESTART_DELAY)
+
+    async def _block_loop(self, stop: asyncio.Event) -> None:
         backoff = self.config.chain.poll_interval
-        next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         while not stop.is_set():
             try:
                 await self.step()
                 backoff = self.config.chain.poll_interval
-                if time.monotonic() >= next_heartbeat:
-                    next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
-                    self._log.info("watching", block=self.source.last_committed,
-                                   responses_under_way=len(self._responses))
             except ChainUnavailable as exc:
                 self._log.error("chain unreachable: retrying", error=exc.message, retry_in=round(backoff, 2))
                 backoff = min(max(backoff, 0.1) * 2, MAX_BACKOFF)
@@ -227,13 +288,18 @@ class Guardian:
                 backoff = min(max(backoff, 0.1) * 2, MAX_BACKOFF)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
-        self._log.info("stopping: finishing responses under way", pending=len(self._responses))
-        if mempool is not None:
-            await mempool
-        await self.drain_responses()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
+            if stop.is_set():
+                return
+            self._log.info("watching", block=self.source.last_committed, responses_under_way=len(self._responses),
+                           mempool=("off" if self.mempool is None else "live" if self.mempool.live else "DOWN"),
+                           unsaved_writes=self.store.unsaved_writes or None)
 
     async def close(self) -> None:
         await self.responder.close()
-        await self.presigned.close()
         await self.rpc.close()
         self.store.close()

@@ -127,9 +127,9 @@ def test_unknown_incident_raises_lookup_error(store: IncidentStore) -> None:
 
 def test_set_status_and_add_timeline(store: IncidentStore) -> None:
     incident_id = open_one(store)
-    store.set_status(incident_id, IncidentStatus.MITIGATED)
+    store.set_status(incident_id, IncidentStatus.SAFE)
     store.add_timeline(incident_id, "note", {"by": "operator"})
-    assert store.incident(incident_id).status == "mitigated"
+    assert store.incident(incident_id).status == "safe"
     assert store.timeline(incident_id)[-1].kind == "note"
     assert store.timeline(incident_id)[-1].detail == {"by": "operator"}
 
