@@ -195,13 +195,14 @@ class Guardian:
                         self.responder.respond(decision.incident.id, action, threat)
 
     def mempool_source(self) -> MempoolSource | None:
-        """The pending-transaction source the config asks for (None when off, or when no policy would judge
-        what it delivers). Replays build theirs here too, so they follow pending transactions as the daemon does."""
+        """The pending-transaction source the config asks for (None when off). Without call or simulate policies it
+        still prices block-path pauses above what is pending to the watched contracts. Replays build theirs here
+        too, so they follow pending transactions as the daemon does."""
         if not self.config.mempool.enabled:
             return None
         if not self.engine.watches_pending:
-            self._log.warning("mempool source not started: no call or simulate policy judges pending transactions")
-            return None
+            self._log.info("mempool source started for block-path pricing only: no call or simulate policy judges "
+                           "pending transactions")
         return MempoolSource(self.config.mempool.ws_url, self.config.chain.rpc_url, self.config.chain.chain_id,
                              self.config.contracts, ignore_senders=[self.account.address])
 
