@@ -211,16 +211,37 @@ class IncidentStore:
         self._log = get_logger(component="store", database=str(self.path))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            try:
+                self._db = self._connect(exclusive=False)
+            except sqlite3.OperationalError as exc:
+                if not self.path.exists():
+                    raise
+                # A full disk: the shared-memory index of WAL mode cannot be created. Exclusive locking needs
+                # none, so the daemon still starts (and pauses); other processes cannot read the file meanwhile.
+                self._db = self._connect(exclusive=True)
+                self._log.critical("the state database could not be opened normally (disk full?): opened for "
+                                   "this process alone; writes are kept in memory until the disk takes them",
+                                   error=str(exc))
             self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the state database ({exc})", file=str(self.path),
                               field="state.database",
                               hint="point it at a writable path, for a new or an existing onguard database") from None
+
+    def _connect(self, *, exclusive: bool) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.row_factory = sqlite3.Row
+            if exclusive:
+                db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
     def _migrate(self) -> None:
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -375,6 +375,9 @@ class ResponseLifecycle:
     async def _record_outcome(self, incident_id: int, campaign: Campaign, pause: Landing, *, orphaned: bool) -> None:
         incident = self._store.incident(incident_id)
         seeds = evidence_transactions(incident.evidence) | {h.lower() for h in campaign.raced}
+        for entry in self._store.timeline(incident_id):  # later trips name the harm as the chain has it now
+            if entry.kind == "tripped-again":
+                seeds |= evidence_transactions(entry.detail)
         try:
             harmful = await harmful_transactions(self._rpc, self._watched, seeds, pause)
         except ChainError as exc:
