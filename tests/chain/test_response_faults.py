@@ -21,12 +21,12 @@ from web3 import Web3
 
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
-from onguard.demo.world import Roles, dev_account, write_config
+from onguard.demo.world import Roles, contract, dev_account, write_config
 from onguard.incidents.store import IncidentStatus, IncidentStore, Outcome, ResponseStatus
 from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, drain_slice, is_paused, tokens
+from .helpers import ALICE, ATTACKER, drain_slice, is_paused, tokens
 
 pytestmark = pytest.mark.chain
 
@@ -193,9 +193,6 @@ def test_a_daemon_killed_before_the_receipt_resumes_the_same_nonce_with_higher_f
                                                                                     tmp_path):
     w3, world = chain.w3, chain.world
     config = load_config(guardian_config)
-    vault = world.contract(w3, "Vault") if hasattr(world, "contract") else None
-    from onguard.demo.world import contract
-
     vault = contract(w3, "Vault", world.vault)
     nonce = w3.eth.get_transaction_count(GUARDIAN)
     start = w3.eth.block_number
@@ -208,8 +205,7 @@ def test_a_daemon_killed_before_the_receipt_resumes_the_same_nonce_with_higher_f
             drain_slice(w3, world, ALICE, tokens(100_000))
         rpc(w3, "evm_setAutomine", False)  # mining held: the pause will wait in the pool
         shares = vault.functions.previewWithdraw(tokens(100_000)).call()
-        vault.functions.redeemFor(ALICE, w3.eth.accounts[0] if False else dev_account(Roles.ATTACKER).address,
-                                  shares).transact({"from": dev_account(Roles.ATTACKER).address, "gas": 500_000})
+        vault.functions.redeemFor(ALICE, ATTACKER, shares).transact({"from": ATTACKER, "gas": 500_000})
         rpc(w3, "evm_mine")  # the third slice: the daemon trips and sends the pause
         _wait(lambda: _sent_and_pooled(w3, config.database), "the pause stored and in the pool", daemon)
         daemon.send_signal(signal.SIGKILL)
