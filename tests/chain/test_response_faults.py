@@ -22,7 +22,7 @@ from web3 import Web3
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import Roles, contract, dev_account, write_config
-from onguard.incidents.store import IncidentStatus, IncidentStore, Outcome, ResponseStatus
+from onguard.incidents.store import IncidentStatus, Outcome, ResponseStatus
 from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV

@@ -25,6 +25,7 @@ from onguard.runtime import Guardian
 
 GUARDIAN_KEY_ENV = "ONGUARD_DEMO_GUARDIAN_KEY"
 BLOCK_TIME = 1
+DRAIN_WINDOW_PASSED = 6  # blocks: more than the vault-drain policy's 5-block window
 ATTEMPTS_AFTER_PAUSE = 2
 
 
@@ -104,6 +105,9 @@ async def second_act(world: World, store_path: Path) -> preempt.RaceResult:
     sync_w3 = Web3(Web3.HTTPProvider(world.rpc_url))
     say("an hour later the owners resolve the incident (`onguard incidents resolve`) and unpause the vault: a 2-of-3 "
         "multisig transaction, never automatic")
+    # An hour of blocks: the drain leaves the policy's window, so the policy is quiet when the incident ends.
+    await asyncio.to_thread(sync_w3.provider.make_request, "anvil_mine", [hex(DRAIN_WINDOW_PASSED)])
+    await asyncio.sleep(2 * BLOCK_TIME)  # the guardian has seen those blocks
     await asyncio.to_thread(_resolve_open_incidents, store_path)
     await asyncio.to_thread(preempt.unpause_by_owners, sync_w3, world)
     say("an exploit contract is armed: in ONE transaction it will push the oracle price up and borrow all the cash")
