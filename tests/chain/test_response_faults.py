@@ -189,44 +189,50 @@ def test_a_send_endpoint_failing_for_a_while_is_retried_with_back_off_until_the_
 # ---- (c) the daemon is killed between send and receipt ----
 
 
+def kill_the_daemon_after_it_sent_the_pause(chain, config_path: Path, log: Path) -> list[tuple[str, int, int]]:
+    """`onguard run` in its own process trips on a drain and sends the pause with mining held; it is SIGKILLed once
+    the pause is stored and in the node's pool. Returns the response transactions it stored."""
+    w3, world = chain.w3, chain.world
+    database = load_config(config_path).database
+    vault = contract(w3, "Vault", world.vault)
+    with log.open("w") as output:
+        daemon = subprocess.Popen([sys.executable, "-m", "onguard.cli.main", "run", "--config", str(config_path)],
+                                  stdout=output, stderr=subprocess.STDOUT, env=os.environ.copy())
+        try:
+            _wait(lambda: _checkpoint(database) is not None, "the daemon handled a block", daemon)
+            for _ in range(2):
+                drain_slice(w3, world, ALICE, tokens(100_000))
+            rpc(w3, "evm_setAutomine", False)  # mining held: the pause will wait in the pool
+            shares = vault.functions.previewWithdraw(tokens(100_000)).call()
+            vault.functions.redeemFor(ALICE, ATTACKER, shares).transact({"from": ATTACKER, "gas": 500_000})
+            rpc(w3, "evm_mine")  # the third slice: the daemon trips and sends the pause
+            _wait(lambda: _sent_and_pooled(w3, database), "the pause stored and in the pool", daemon)
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait(timeout=30)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    return _stored(database)
+
+
 def test_a_daemon_killed_before_the_receipt_resumes_the_same_nonce_with_higher_fees(chain, guardian_config,
                                                                                     tmp_path):
     w3, world = chain.w3, chain.world
-    config = load_config(guardian_config)
-    vault = contract(w3, "Vault", world.vault)
-    nonce = w3.eth.get_transaction_count(GUARDIAN)
-    start = w3.eth.block_number
-    log = (tmp_path / "daemon.log").open("w")
-    daemon = subprocess.Popen([sys.executable, "-m", "onguard.cli.main", "run", "--config", str(guardian_config)],
-                              stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    try:
-        _wait(lambda: _checkpoint(config.database) is not None, "the daemon handled a block", daemon)
-        for _ in range(2):
-            drain_slice(w3, world, ALICE, tokens(100_000))
-        rpc(w3, "evm_setAutomine", False)  # mining held: the pause will wait in the pool
-        shares = vault.functions.previewWithdraw(tokens(100_000)).call()
-        vault.functions.redeemFor(ALICE, ATTACKER, shares).transact({"from": ATTACKER, "gas": 500_000})
-        rpc(w3, "evm_mine")  # the third slice: the daemon trips and sends the pause
-        _wait(lambda: _sent_and_pooled(w3, config.database), "the pause stored and in the pool", daemon)
-        daemon.send_signal(signal.SIGKILL)
-        daemon.wait(timeout=30)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        log.close()
-    stored_before = _stored(config.database)
+    database = load_config(guardian_config).database
+    nonce, start = w3.eth.get_transaction_count(GUARDIAN), w3.eth.block_number
+    stored_before = kill_the_daemon_after_it_sent_the_pause(chain, guardian_config, tmp_path / "daemon.log")
 
     async def restart() -> None:
         guardian = make_guardian(guardian_config)
         try:
             await guardian.start()  # compares the open incident with the chain: the pause is not in effect
-            await until(lambda: len(_stored(config.database)) > len(stored_before), "a replacement stored")
+            await until(lambda: len(_stored(database)) > len(stored_before), "a replacement stored")
             await asyncio.to_thread(rpc, w3, "evm_mine")
             await guardian.drain_responses()
             await guardian.step()
             (incident,) = guardian.store.incidents()
             (response,) = guardian.store.responses(incident.id)
-            stored = _stored(config.database)
+            stored = _stored(database)
             assert {tx[1] for tx in stored} == {nonce}  # every transaction at the one nonce
             assert stored[-1][2] > stored_before[-1][2]  # the replacement pays more than what was stuck
             assert response.status == ResponseStatus.MINED and response.tx_hash == stored[-1][0]
@@ -242,6 +248,32 @@ def test_a_daemon_killed_before_the_receipt_resumes_the_same_nonce_with_higher_f
         rpc(w3, "evm_setAutomine", True)
     assert is_paused(w3, world)
     assert w3.eth.get_transaction_count(GUARDIAN) == nonce + 1
+    assert len(effective_pauses(w3, world, start)) == 1
+
+
+def test_a_pause_mined_while_the_daemon_was_down_is_recorded_after_the_restart(chain, guardian_config, tmp_path):
+    w3, world = chain.w3, chain.world
+    nonce, start = w3.eth.get_transaction_count(GUARDIAN), w3.eth.block_number
+    stored_before = kill_the_daemon_after_it_sent_the_pause(chain, guardian_config, tmp_path / "daemon.log")
+    rpc(w3, "evm_mine")  # the pause the killed daemon sent is mined while nothing watches
+    rpc(w3, "evm_setAutomine", True)
+    assert is_paused(w3, world)
+
+    async def restart() -> None:
+        guardian = make_guardian(guardian_config)
+        try:
+            await guardian.start()
+            await guardian.drain_responses()
+            (incident,) = guardian.store.incidents()
+            (response,) = guardian.store.responses(incident.id)
+            assert response.status == ResponseStatus.MINED and response.tx_hash == stored_before[-1][0]
+            assert response.outcome == Outcome.CONTAINED
+            assert guardian.store.incident(incident.id).status == IncidentStatus.SAFE
+        finally:
+            await guardian.close()
+
+    asyncio.run(restart())
+    assert w3.eth.get_transaction_count(GUARDIAN) == nonce + 1  # nothing more was sent
     assert len(effective_pauses(w3, world, start)) == 1
 
 

@@ -118,3 +118,16 @@ def test_pending_tips_give_the_richest_pending_transaction_and_forget_mined_ones
     assert tips.highest().tx_hash == TX[2]
     tips.forget([TX[2].upper().replace("0X", "0x")])
     assert tips.highest().tx_hash == TX[1]
+
+
+def test_a_block_path_pause_pays_at_least_the_floor_and_outbids_what_is_pending() -> None:
+    from onguard.responders.fees import initial_fees
+
+    quiet = initial_fees(SETTINGS, base_fee=GWEI_1, threat=None, min_tip=10 * GWEI_1)
+    assert quiet.max_priority_fee_per_gas == 10 * GWEI_1  # the floor, well above priority_fee (2 gwei)
+    pending = Threat(tx_hash=TX[1], effective_tip=30 * GWEI_1, max_fee=80 * GWEI_1, seen_at=0.0)
+    rich = initial_fees(SETTINGS, base_fee=GWEI_1, threat=pending, min_tip=10 * GWEI_1)
+    assert rich.max_priority_fee_per_gas == 30 * GWEI_1 * 5 // 4 + GWEI_1 and rich.max_fee_per_gas > 80 * GWEI_1
+
+
+GWEI_1 = 10**9

@@ -19,6 +19,7 @@ from onguard.errors import ConfigError
 from onguard.log import get_logger
 
 SCHEMA_VERSION = 2
+LOG_EVERY_UNSAVED = 50   # while writes are refused: a critical line for the first and every 50th kept in memory
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -312,9 +313,10 @@ class IncidentStore:
         else:
             error = "earlier writes are still waiting"
         self._backlog.append((what, write))
-        self._log.critical("database write FAILED: kept in memory and replayed when the database takes writes "
-                           "again; the guardian goes on acting", write=what, error=error,
-                           unsaved=len(self._backlog))
+        if len(self._backlog) == 1 or len(self._backlog) % LOG_EVERY_UNSAVED == 0:  # loud, not a flood
+            self._log.critical("database write FAILED: kept in memory and replayed when the database takes "
+                               "writes again; the guardian goes on acting", write=what, error=error,
+                               unsaved=len(self._backlog))
         return None
 
     def _execute(self, what: str, sql: str, params: tuple[Any, ...]) -> None:

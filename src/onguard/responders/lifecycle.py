@@ -109,6 +109,7 @@ class ResponseLifecycle:
         self._public = [Rpc(e.url) for e in config.response.endpoints if not e.private]
         self._campaigns: dict[str, Campaign] = {}
         self.failures = 0   # campaigns that ended without the action in effect, since start
+        self._nothing_to_settle: set[tuple[str, int | None]] = set()
         self._next_nonce: int | None = None
         self._base_fee = 0
         self._send_lock = asyncio.Lock()  # one guardian key, one nonce sequence
@@ -199,6 +200,31 @@ class ResponseLifecycle:
             campaign.threat = threat
             campaign.raced.append(threat.tx_hash)
             await self._replace(campaign, fees)
+
+    async def settle_unrecorded(self, action: str, incident_ids: Sequence[int]) -> None:
+        """The action holds but these incidents' responses say otherwise (sent before a crash and mined while the
+        daemon was down, or mined after a campaign gave up): record what the chain shows — ours mined, or nothing
+        of ours needed."""
+        stored = self._store.response_txs(self._account.address, action)
+        nonce = stored[-1].nonce if stored else None
+        if action in self._campaigns or (action, nonce) in self._nothing_to_settle:
+            return
+        for tx in reversed([tx for tx in stored if tx.nonce == nonce]):
+            receipt = await self._rpc.receipt(tx.tx_hash)
+            if receipt is not None and receipt["status"] == 1:
+                incident = self._store.incident(incident_ids[0])
+                path = "mempool" if incident.evidence.get("path") == "mempool" else "block"
+                campaign = Campaign(action=action, incidents=list(incident_ids), threat=None, path=path)
+                self._log.warning("a response sent earlier is mined: recording it", action=action,
+                                  tx_hash=tx.tx_hash, incidents=list(incident_ids))
+                await self._settle(campaign, receipt)
+                return
+        for incident_id in incident_ids:
+            if any(r.action == action and r.status == ResponseStatus.CLAIMED
+                   for r in self._store.responses(incident_id)):
+                self._store.update_response(incident_id, action, ResponseStatus.ALREADY_DONE)
+        if nonce is None or nonce < await self._rpc.nonce(self._account.address, "latest"):
+            self._nothing_to_settle.add((action, nonce))  # final: none of ours at that nonce can be mined now
 
     # ---- one campaign ----
 
@@ -352,9 +378,9 @@ class ResponseLifecycle:
                     self.refresh_status(incident_id, reason="the action holds (ours reverted)")
                 return
             raise NotInEffect(f"reverted in block {block} ({tx_hash})")
-        assert campaign.built is not None
-        self._paths[self._prepared[campaign.action].via].on_mined(campaign.action, campaign.incidents, tx_hash,
-                                                                  block, campaign.built)
+        if campaign.built is not None:  # None: a transaction sent before a restart, found mined afterwards
+            self._paths[self._prepared[campaign.action].via].on_mined(campaign.action, campaign.incidents, tx_hash,
+                                                                      block, campaign.built)
         pause = Landing(block=block, index=index)
         included = ({"included_ms": round((time.perf_counter() - campaign.threat.seen_at) * 1000, 2)}
                     if campaign.path == "mempool" and campaign.threat else {})

@@ -18,7 +18,7 @@ from onguard.config import ResponseSettings
 from onguard.errors import ChainError
 from onguard.incidents.store import Incident, IncidentStatus, IncidentStore, ResponseRecord, ResponseStatus
 from onguard.log import get_logger
-from onguard.responders.lifecycle import ResponseLifecycle
+from onguard.responders.lifecycle import IN_EFFECT, ResponseLifecycle
 
 
 class Step(StrEnum):
@@ -100,6 +100,12 @@ class Reconciler:
                 continue
             holds[action] = await self._lifecycle.is_done(action)
             self._act(action, wanting, holds[action], responses)
+            unrecorded = [i.id for i in wanting if any(r.action == action and r.status not in IN_EFFECT
+                                                       for r in responses[i.id])]
+            if holds[action] and unrecorded and not self._lifecycle.in_flight(action):
+                await self._lifecycle.settle_unrecorded(action, unrecorded)
+                for incident_id in unrecorded:
+                    responses[incident_id] = self._store.responses(incident_id)
         for incident in incidents:
             mine = {r.action: holds[r.action] for r in responses[incident.id] if r.action in holds}
             if mine:
