@@ -196,3 +196,57 @@ async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
         if time.monotonic() > deadline:
             raise AssertionError(f"never happened: {what}")
         await asyncio.sleep(0.02)
+
+
+def test_a_pause_dropped_from_the_pool_is_sent_again_at_its_nonce(chain, guardian_config, tmp_path):
+    w3, world = chain.w3, chain.world
+    config_path = config_with(chain, tmp_path, {"vault-drain.toml": (POLICIES_DIR / "vault-drain.toml").read_text()},
+                              mempool=False)
+    config_path.write_text(config_path.read_text() + '\n[response]\nbump_after = "300ms"\n')
+    vault = contract(w3, "Vault", world.vault)
+
+    async def scenario() -> tuple[str, int]:
+        config = load_config(config_path)
+        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        try:
+            await guardian.start()
+            await guardian.step()
+            nonce = await asyncio.to_thread(w3.eth.get_transaction_count, GUARDIAN)
+            for _ in range(2):
+                await asyncio.to_thread(drain_slice, w3, world, ALICE, tokens(100_000))
+            await asyncio.to_thread(w3.provider.make_request, "evm_setAutomine", [False])
+            shares = await asyncio.to_thread(vault.functions.previewWithdraw(tokens(100_000)).call)
+            await asyncio.to_thread(vault.functions.redeemFor(ALICE, ATTACKER, shares).transact,
+                                    {"from": ATTACKER, "gas": 500_000})
+            await asyncio.to_thread(w3.provider.make_request, "evm_mine", [])
+            (decision,) = await guardian.step()
+            incident_id = decision.incident.id
+
+            def sent() -> list[str]:
+                return [e.detail["tx_hash"] for e in guardian.store.timeline(incident_id)
+                        if e.kind in ("response-broadcast", "response-replaced")]
+
+            await until(lambda: len(sent()) == 1, "the pause sent")
+            dropped = sent()[0]
+            answer = await asyncio.to_thread(w3.provider.make_request, "anvil_dropTransaction", [dropped])
+            assert "error" not in answer and await asyncio.to_thread(_gone, w3, dropped)
+            await until(lambda: len(sent()) >= 2, "the pause sent again")
+            await asyncio.to_thread(w3.provider.make_request, "evm_mine", [])
+            await guardian.drain_responses()
+            (response,) = guardian.store.responses(incident_id)
+            assert response.status == ResponseStatus.MINED and response.tx_hash in sent()[1:]
+            return dropped, nonce
+        finally:
+            await asyncio.to_thread(w3.provider.make_request, "evm_setAutomine", [True])
+            await guardian.close()
+
+    dropped, nonce = asyncio.run(scenario())
+    assert vault.functions.paused().call()
+    assert w3.eth.get_transaction_count(GUARDIAN) == nonce + 1  # the one nonce: sent again, not queued behind
+
+
+def _gone(w3, tx_hash: str) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        return w3.eth.get_transaction(tx_hash) is None
+    except Exception:  # noqa: BLE001 - web3 raises TransactionNotFound for an unknown hash
+        return True
