@@ -46,16 +46,14 @@ async def started(config_path: Path) -> Guardian:
     return guardian
 
 
-async def until(condition: Callable[[], bool | Awaitable[bool]], what: str, step=None) -> None:  # type: ignore[no-untyped-def]
+async def until(condition: Callable[[], bool], what: str,
+                step: Callable[[], Awaitable[object]] | None = None) -> None:
     """Polls (stepping the guardian when given) until `condition` holds."""
     deadline = time.monotonic() + WAIT
     while True:
         if step is not None:
             await step()
-        value = condition()
-        if isinstance(value, Awaitable):
-            value = await value
-        if value:
+        if condition():
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"never happened: {what}")

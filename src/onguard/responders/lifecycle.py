@@ -187,11 +187,12 @@ class ResponseLifecycle:
 
     async def _outbid(self, campaign: Campaign, threat: Threat) -> None:
         async with self._send_lock:
-            if campaign.fees is None or campaign.nonce is None or self._campaigns.get(campaign.action) is not campaign:
-                if campaign.fees is None and (campaign.threat is None
-                                              or threat.effective_tip > campaign.threat.effective_tip):
-                    campaign.threat = threat  # not priced yet: it will be priced against this one
+            if campaign.fees is None:  # not priced yet: it will be priced against the richest threat
+                if campaign.threat is None or threat.effective_tip > campaign.threat.effective_tip:
+                    campaign.threat = threat
                 return
+            if self._campaigns.get(campaign.action) is not campaign:
+                return  # settled meanwhile
             fees = outbid(self._settings, campaign.fees, self._base_fee, threat)
             if fees is None:
                 return
@@ -244,13 +245,13 @@ class ResponseLifecycle:
 
     async def _carry_out(self, campaign: Campaign) -> None:
         prepared = self._prepared[campaign.action]
-        stored = await self._unmined(campaign.action)
-        if stored is None and await self.is_done(campaign.action):
+        if await self.is_done(campaign.action):
             for incident_id in campaign.incidents:
                 self._store.update_response(incident_id, campaign.action, ResponseStatus.ALREADY_DONE)
                 self.refresh_status(incident_id, reason="already in the safe state: nothing sent")
             self._log.info("protocol already in the safe state: nothing sent", action=campaign.action)
             return
+        stored = await self._unmined(campaign.action)
         if campaign.threat is not None and campaign.threat.tx_hash not in campaign.raced:
             campaign.raced.append(campaign.threat.tx_hash)
         campaign.built = await self._paths[prepared.via].build(prepared)
