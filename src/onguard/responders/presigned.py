@@ -41,6 +41,7 @@ class PresignedPath:
         self._nonce: int | None = None       # the Safe's nonce as last read
         self._threshold = 0
         self._owners: frozenset[str] = frozenset()
+        self._marked_stale: set[int] = set()
         self._log = get_logger(component="presigned-path", chain_id=config.chain.chain_id, safe=self._safe,
                                relayer=account.address)
 
@@ -118,11 +119,14 @@ class PresignedPath:
 
     def _mark_stale(self, nonce: int) -> None:
         for record in self._txs.list(TxKind.PRESIGNED, TxStatus.PENDING):
-            if record.tx.nonce < nonce:
-                self._txs.set_status(record, TxStatus.STALE, note=f"the Safe's nonce moved to {nonce}")
-                self._audit.append(AuditKind.PRESIGNED_STALE, "daemon", {
-                    "presigned": record.id, "action": record.action, "nonce": record.tx.nonce,
-                    "safe_nonce": nonce, "safe_tx_hash": record.safe_tx_hash})
+            if record.tx.nonce < nonce and record.id not in self._marked_stale:
+                self._marked_stale.add(record.id)  # once, even while the database holds the write back
+                self._store.durably("pre-signed stale", lambda r=record: self._txs.set_status(
+                    r, TxStatus.STALE, note=f"the Safe's nonce moved to {nonce}"))
+                self._store.durably("audit pre-signed stale", lambda r=record: self._audit.append(
+                    AuditKind.PRESIGNED_STALE, "daemon", {
+                        "presigned": r.id, "action": r.action, "nonce": r.tx.nonce, "safe_nonce": nonce,
+                        "safe_tx_hash": r.safe_tx_hash}))
                 self._log.error("pre-signed transaction is STALE: the Safe's nonce moved past it, its signatures "
                                 "are void; owners must re-sign (`onguard presign`)", action=record.action,
                                 presigned=record.id, signed_nonce=record.tx.nonce, safe_nonce=nonce,
