@@ -22,7 +22,7 @@ from web3 import Web3
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import Roles, contract, dev_account, write_config
-from onguard.incidents.store import IncidentStatus, Outcome, ResponseStatus
+from onguard.incidents.store import IncidentStatus, IncidentStore, Outcome, ResponseStatus
 from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
@@ -399,3 +399,31 @@ def test_a_full_disk_does_not_stop_the_pause_nor_a_restart(chain, guardian_confi
         asyncio.run(restart_on_a_full_disk())
     finally:
         subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_a_restart_takes_up_a_failed_response_while_the_state_is_not_safe(chain, guardian_config):
+    w3, world = chain.w3, chain.world
+    config = load_config(guardian_config)
+    # What the daemon before the restart left: its response failed ("act by hand now") and nobody acted.
+    store = IncidentStore(config.database)
+    incident, _ = store.open_or_join(chain_id=world.chain_id, policy_id="vault-drain", cooldown=3600.0,
+                                     severity="critical", title="drain", dry_run=False, block=1, block_time=1,
+                                     evidence={"path": "block"}, status=IncidentStatus.OPEN,
+                                     actions=("pause_vault",))
+    store.update_response(incident.id, "pause_vault", ResponseStatus.FAILED, error="every endpoint refused")
+    store.set_status(incident.id, IncidentStatus.FAILED, reason="every endpoint refused")
+    store.close()
+
+    async def restart() -> None:
+        guardian = make_guardian(guardian_config)
+        try:
+            await guardian.start()
+            await guardian.drain_responses()
+            (response,) = guardian.store.responses(incident.id)
+            assert response.status == ResponseStatus.MINED
+            assert guardian.store.incident(incident.id).status == IncidentStatus.SAFE
+        finally:
+            await guardian.close()
+
+    asyncio.run(restart())
+    assert is_paused(w3, world)
