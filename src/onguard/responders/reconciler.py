@@ -15,7 +15,6 @@ from hexbytes import HexBytes
 
 from onguard.chain.rpc import Rpc
 from onguard.config import ResponseSettings
-from onguard.errors import ChainError
 from onguard.incidents.store import Incident, IncidentStatus, IncidentStore, ResponseRecord, ResponseStatus
 from onguard.log import get_logger
 from onguard.responders.lifecycle import IN_EFFECT, ResponseLifecycle
@@ -71,24 +70,30 @@ class Reconciler:
         self._settings = settings
         self._retries: dict[str, _Retry] = {}
         self._failures_seen = 0
+        self._rewound_to: int | None = None  # kept until the receipts from there on are re-checked
         self._log = get_logger(component="reconciler", chain_id=chain_id)
 
     def retry_due(self) -> bool:
         """A response failed since the last comparison, or a back-off ran out: compare again now."""
         now = time.monotonic()
-        return self._lifecycle.failures != self._failures_seen or any(
+        return self._rewound_to is not None or self._lifecycle.failures != self._failures_seen or any(
             retry.at <= now and not self._lifecycle.in_flight(action) for action, retry in self._retries.items())
 
     async def reconcile(self, *, rewound_to: int | None = None) -> None:
-        """One comparison of every watched incident with the chain, acting where they differ."""
+        """One comparison of every watched incident with the chain, acting where they differ. `rewound_to`: the
+        first block the block source re-reads after a reorganisation (every receipt from there on is re-checked)."""
         self._failures_seen = self._lifecycle.failures
+        if rewound_to is not None:
+            self._rewound_to = rewound_to if self._rewound_to is None else min(self._rewound_to, rewound_to)
         self._store.flush()
         incidents = self._store.watched_incidents(self._chain_id)
         if not incidents:
+            self._rewound_to = None
             return
         responses = {incident.id: self._store.responses(incident.id) for incident in incidents}
-        if rewound_to is not None:
-            await self._reverify(responses, rewound_to)
+        if self._rewound_to is not None:
+            await self._reverify(responses, self._rewound_to)
+            self._rewound_to = None
             responses = {incident.id: self._store.responses(incident.id) for incident in incidents}
         by_action: dict[str, list[Incident]] = defaultdict(list)
         for incident in incidents:
@@ -138,12 +143,7 @@ class Reconciler:
                 if (record.status != ResponseStatus.MINED or record.tx_hash is None
                         or record.block_number is None or record.block_number < rewound_to):
                     continue
-                try:
-                    receipt = await self._rpc.receipt(record.tx_hash)
-                except ChainError as exc:
-                    self._log.error("could not re-check a response after a reorganisation", error=exc.message,
-                                    tx_hash=record.tx_hash)
-                    continue
+                receipt = await self._rpc.receipt(record.tx_hash)  # a ChainError keeps the rewind for next poll
                 if receipt is None:
                     self._store.record_orphaned(incident_id, record.action, record.tx_hash, record.block_number)
                     self._log.error("a reorganisation ORPHANED the response: sending it again",
