@@ -183,7 +183,7 @@ def test_the_module_refuses_a_guardian_key_that_is_not_registered(chain, guardia
         finally:
             await guardian.close()
 
-    with pytest.raises(NotAuthorised, match="not registered on the module"):
+    with pytest.raises(NotAuthorised, match="NOT a registered guardian of the module"):
         asyncio.run(start_with_stranger())
 
 
