@@ -227,7 +227,9 @@ def test_the_daemon_loop_pauses_a_live_drain_and_stops_cleanly(chain, guardian_c
             for _ in range(3):
                 await asyncio.to_thread(drain_slice, w3, world, ALICE, tokens(100_000))
             for _ in range(200):
-                if is_paused(w3, world):
+                # Sync web3 through a thread: web3 shares one threading lock between its sync and async session
+                # caches, so a sync call on the event loop can deadlock with the daemon's async requests.
+                if await asyncio.to_thread(is_paused, w3, world):
                     break
                 await asyncio.sleep(0.05)
         finally:
