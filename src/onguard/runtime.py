@@ -44,6 +44,7 @@ RESTART_WINDOW = 60.0
 RESTART_DELAY = 1.0
 DRAIN_TIMEOUT = 30.0
 HEARTBEAT_SECONDS = 60.0
+FIRST_HEARTBEAT_SECONDS = 5.0
 START_BLOCK_SLACK = 64  # blocks a configured start_block may lie beyond the head (an endpoint a little behind)
 PREFLIGHT_EVERY_BLOCKS = 50  # the whole preflight again, while running: can the guardian still act?
 CANNOT_ACT = "guardian-cannot-act"  # the incident a failed preflight opens while the daemon runs
@@ -334,9 +335,11 @@ class Guardian:
             await self.heads.wait(stop, timeout=wait)
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
+        wait = FIRST_HEARTBEAT_SECONDS  # soon after start, so `onguard status` shows a running daemon early
         while not stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+            wait = HEARTBEAT_SECONDS
             if stop.is_set():
                 return
             self._log_heartbeat()
@@ -380,13 +383,15 @@ class Guardian:
         health = self.chain_health
         endpoints = {e.label: "ok" if e.healthy else f"failing x{e.consecutive_failures}"
                      for e in (health.endpoints if health else self.transport.health())}
+        mempool = "off" if self.mempool is None else "live" if self.mempool.live else "DOWN"
+        self.store.record_heartbeat({"block": self.source.last_committed, "mempool": mempool,
+                                     "responses_under_way": len(self._responses)})
         self._log.info("watching", block=self.source.last_committed, head=health.head if health else None,
                        lag=health.lag if health else None, new_heads=self.heads.mode.value,
                        endpoints=endpoints,
                        problems=list(health.problems(max_lag=self.config.chain.max_lag)) if health else [],
                        responses_under_way=len(self._responses),
-                       mempool=("off" if self.mempool is None else "live" if self.mempool.live else "DOWN"),
-                       unsaved_writes=self.store.unsaved_writes or None)
+                       mempool=mempool, unsaved_writes=self.store.unsaved_writes or None)
 
     async def _watch_chain(self, stop: asyncio.Event) -> None:
         """Looks at the chain every few seconds and says loudly, every time, what is wrong with it."""

@@ -392,3 +392,17 @@ def test_an_incident_opened_while_the_database_is_full_is_saved_when_it_takes_wr
     assert store.flush()
     assert [(r.action, r.status) for r in store.responses(incident.id)] == [("pause_vault", "claimed")]
     assert store.incident(incident.id).policy_id == "other-policy"
+
+
+def test_the_daemons_last_heartbeat_is_kept_for_status(db_path: Path) -> None:
+    store = IncidentStore(db_path)
+    assert store.last_heartbeat() is None
+    store.record_heartbeat({"block": 7, "mempool": "live", "responses_under_way": 0})
+    store.record_heartbeat({"block": 9, "mempool": "DOWN", "responses_under_way": 1})
+    store.close()
+    reopened = IncidentStore(db_path)
+    try:
+        beat = reopened.last_heartbeat()
+        assert beat is not None and beat["block"] == 9 and beat["mempool"] == "DOWN" and beat["at"]
+    finally:
+        reopened.close()

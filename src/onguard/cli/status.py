@@ -34,9 +34,16 @@ def handle(args: argparse.Namespace) -> int:
             print("last block    none yet (the daemon has not handled a block on this chain)")
         else:
             print(f"last block    {checkpoint[0]} (handled at {checkpoint[1]})")
+        heartbeat = store.last_heartbeat()
+        if heartbeat is not None:
+            print(f"daemon        last heartbeat {heartbeat['at']}: block {heartbeat.get('block')}, mempool "
+                  f"source {heartbeat.get('mempool')}, {heartbeat.get('responses_under_way', 0)} response(s) under way")
+            attention += heartbeat.get("mempool") == "DOWN"
         incidents = store.incidents()
         needing = [i for i in incidents if i.status in (IncidentStatus.OPEN, IncidentStatus.FAILED)]
-        print(f"incidents     {len(incidents)} in all; {len(needing)} open or failed")
+        watched = [i for i in incidents if i.status == IncidentStatus.SAFE]
+        print(f"incidents     {len(incidents)} in all; {len(needing)} open or failed; {len(watched)} safe and still "
+              "watched (resolve them with `onguard incidents resolve`)")
         for incident in needing:
             attention += incident.status == IncidentStatus.FAILED
             print(f"  #{incident.id} {incident.status.upper():<6} {incident.policy_id} at block "

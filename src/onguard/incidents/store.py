@@ -329,6 +329,16 @@ class IncidentStore:
                                (source, chain_id)).fetchone()
         return (row["block_number"], row["block_hash"]) if row else None
 
+    def record_heartbeat(self, details: Mapping[str, Any]) -> None:
+        """What the running daemon last said about itself (mempool source live, responses under way), for
+        `onguard status` to show with the daemon's time."""
+        self._execute("heartbeat", "INSERT OR REPLACE INTO meta VALUES ('heartbeat', ?)",
+                      (_json({"at": now(), **details}),))
+
+    def last_heartbeat(self) -> Mapping[str, Any] | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='heartbeat'").fetchone()
+        return json.loads(row[0]) if row else None
+
     def checkpoint_row(self, source: str, chain_id: int) -> tuple[int, str] | None:
         """The checkpointed block and when it was written."""
         row = self._db.execute("SELECT block_number, updated_at FROM checkpoints WHERE source=? AND chain_id=?",
