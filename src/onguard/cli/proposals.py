@@ -14,14 +14,16 @@ from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 
 from onguard.cli.common import add_config_argument
-from onguard.cli.signing import add_key_arguments, confirm, connect, describe, load_signer
+from onguard.cli.signing import add_key_arguments, confirm, connect, describe, exhausts, ladder_effects, ladders, \
+    load_signer
 from onguard.chain.abi import FunctionAbi
 from onguard.config import Config, WatchedContract, load_config
-from onguard.errors import InputError
+from onguard.errors import ChainError, InputError, OnguardError
 from onguard.incidents.audit import AuditKind, AuditLog
 from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
 from onguard.safe.chain import SafeOnChain, SafeState
+from onguard.safe.ladder import Ladder
 from onguard.safe.tx import SafeTxData, encode_signatures, parse_signatures, sign
 from onguard.units import parse_address
 
@@ -39,7 +41,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     create.add_argument("--purpose", required=True, help="why: shown to every signer")
     create.add_argument("--incident", type=int, help="the incident this proposal belongs to")
     create.add_argument("--by", default=None, help="who proposes it (default: the login name)")
-    create.add_argument("--nonce", type=int, help="the Safe nonce (default: the Safe's current nonce)")
+    create.add_argument("--nonce", type=int, help="the Safe nonce (default: the next one after the pending "
+                                                  "proposals, from the Safe's live nonce)")
+    create.add_argument("--force", action="store_true",
+                        help="create it even though executing it would leave a pre-signed action with no "
+                             "pre-signature for the next nonce")
     create.set_defaults(handler=handle_create)
     actions.add_parser("list", help="every proposal").set_defaults(handler=handle_list)
     for name, handler, text in (("show", handle_show, "decode, simulate and show the Safe tx hash"),
@@ -52,6 +58,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         sub.add_argument("id", type=int)
         if name in ("sign", "execute"):
             add_key_arguments(sub)
+        if name == "execute":
+            sub.add_argument("--force", action="store_true",
+                             help="execute it even though it spends the last pre-signed nonce of an action")
         if name == "reject":
             sub.add_argument("--reason", default="rejected by an operator")
         if name == "export":
@@ -150,15 +159,45 @@ def handle_create(args: argparse.Namespace, s: _Session) -> int:
             s.store.incident(args.incident)
         except LookupError:
             raise InputError(f"no incident with id {args.incident}", field="--incident") from None
-    nonce = args.nonce if args.nonce is not None else s.safe.retrieve_state().nonce
+    state = s.safe.retrieve_state()
+    nonce = _place(s, state, args.nonce)
+    now = ladders(s.config, s.txs, state, s.safe)
+    _refuse_exhausting(now, nonce, args.force, "create it")
     tx = SafeTxData.call(s.config.safe.address, s.config.chain.chain_id, to, data, nonce)
     by = args.by or getpass.getuser()
     record = s.txs.add(TxKind.PROPOSAL, tx, purpose=args.purpose, proposer=by, incident_id=args.incident)
     s.audit.append(AuditKind.PROPOSAL, by, {"proposal": record.id, "purpose": args.purpose,
                                            "incident_id": args.incident, "safe_tx_hash": record.safe_tx_hash,
                                            "to": tx.to, "data": tx.data, "nonce": nonce})
-    print(f"proposal {record.id} created: Safe tx {record.safe_tx_hash} at nonce {nonce}")
+    print(f"proposal {record.id} created: Safe tx {record.safe_tx_hash} at nonce {nonce}"
+          + (f" (the Safe is at {state.nonce}; proposals queued before it)" if nonce > state.nonce else ""))
+    for line in ladder_effects(now, nonce):
+        print(line)
     return 0
+
+
+def _place(s: _Session, state: SafeState, asked: int | None) -> int:
+    """The nonce of a new proposal: the one asked for (never a spent one), else the next after the pending
+    proposals still ahead of the Safe, as Safe{Wallet} queues them."""
+    if asked is not None:
+        if asked < state.nonce:
+            raise InputError(f"nonce {asked} is spent (the Safe is at {state.nonce}): a proposal for it could never "
+                             "execute", field="--nonce", hint=f"leave --nonce out, or give {state.nonce} or later")
+        return asked
+    queued = [r.tx.nonce for r in s.txs.list(TxKind.PROPOSAL, TxStatus.PENDING) if r.tx.nonce >= state.nonce]
+    return max(queued) + 1 if queued else state.nonce
+
+
+def _refuse_exhausting(now: dict[str, Ladder], nonce: int, force: bool, doing: str) -> None:
+    """A routine transaction that would leave a protected emergency action with no pre-signed transaction for the
+    nonce after it is refused unless forced: the protocol would silently lose its pause."""
+    emptied = exhausts(now, nonce)
+    if emptied and not force:
+        raise OnguardError(
+            f"executing a Safe transaction at nonce {nonce} spends the last pre-signed nonce of "
+            f"{', '.join(emptied)}: afterwards the daemon could not execute it",
+            hint=f"extend the ladder first (`onguard presign {emptied[0]} --depth K` by the owners), or {doing} "
+                 "anyway with --force")
 
 
 def _address(value: str, field: str) -> str:
@@ -174,11 +213,28 @@ def handle_list(args: argparse.Namespace, s: _Session) -> int:
     if not records:
         print("no proposals")
         return 0
+    live = _live_nonce(s)
     print(f"{'ID':>4}  {'NONCE':>5}  {'STATUS':<9}  {'SIGS':>4}  {'INCIDENT':>8}  PURPOSE")
     for r in records:
-        print(f"{r.id:>4}  {r.tx.nonce:>5}  {r.status:<9}  {len(r.signatures):>4}  {r.incident_id or '-':>8}  "
-              f"{r.purpose}")
+        print(f"{r.id:>4}  {r.tx.nonce:>5}  {_shown_status(r, live):<9}  {len(r.signatures):>4}  "
+              f"{r.incident_id or '-':>8}  {r.purpose}")
+    if live is None:
+        print("(no node: whether pending proposals' nonces are spent is not known)")
     return 0
+
+
+def _live_nonce(s: _Session) -> int | None:
+    try:
+        return s.safe.retrieve_state().nonce
+    except ChainError:
+        return None
+
+
+def _shown_status(record: SafeTxRecord, live: int | None) -> str:
+    """A pending proposal whose nonce the Safe has used (by another transaction) can never execute: "spent"."""
+    if record.status == TxStatus.PENDING and live is not None and record.tx.nonce < live:
+        return "spent"
+    return record.status
 
 
 def _summary(s: _Session, record: SafeTxRecord) -> SafeState:
@@ -187,6 +243,9 @@ def _summary(s: _Session, record: SafeTxRecord) -> SafeState:
     print(f"  proposed by  {record.proposer} at {record.created_at}"
           + (f" for incident {record.incident_id}" if record.incident_id else "") + f"; status {record.status}")
     print("\n".join(describe(s.config, record.tx, state, record)))
+    if record.status == TxStatus.PENDING and record.tx.nonce >= state.nonce:
+        for line in ladder_effects(ladders(s.config, s.txs, state, s.safe), record.tx.nonce):
+            print(line)
     views = _change_views(s.config, record.tx)
     ok, error, before, after = s.safe.simulate_call(record.tx, [(c.address, f.selector) for c, f in views])
     print(f"  simulation   {'succeeds' if ok else f'REVERTS: {error}'} (as the Safe, on the current state)")
@@ -258,6 +317,7 @@ def handle_execute(args: argparse.Namespace, s: _Session) -> int:
     if len(valid) < state.threshold:
         raise InputError(f"{len(valid)} valid owner signature(s), the Safe needs {state.threshold}",
                          hint=f"more owners run `onguard proposals sign {record.id}`")
+    _refuse_exhausting(ladders(s.config, s.txs, state, s.safe), record.tx.nonce, args.force, "execute it")
     relayer = load_signer(args)
     problem = s.safe.simulate(record.tx, valid, relayer.address)
     if problem is not None:

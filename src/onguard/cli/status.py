@@ -12,7 +12,10 @@ from onguard.chain.health import ChainHealth, ChainWatch
 from onguard.chain.transport import Role, Transport
 from onguard.config import Config, load_config
 from onguard.incidents.blocklog import BlockLog
-from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
+from onguard.cli.signing import ladders, presigned_actions
+from onguard.errors import OnguardError
+from onguard.incidents.safetxs import SafeTxStore
+from onguard.safe.chain import SafeOnChain
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.sources.blocks import SOURCE_NAME
 
@@ -57,29 +60,36 @@ def handle(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _presigned(config, store: IncidentStore) -> int:  # type: ignore[no-untyped-def]
-    """Pre-signed actions: ready, or STALE (the Safe's nonce moved: the daemon recorded it). 1 when any is stale."""
-    records = SafeTxStore(store).list(TxKind.PRESIGNED)
-    names = [a.name for a in config.actions.values() if a.via == "presigned"] + sorted(
-        {r.action for r in records if r.action} - {a.name for a in config.actions.values() if a.via == "presigned"})
+def _presigned(config: Config, store: IncidentStore) -> int:
+    """Pre-signed actions against the Safe's live nonce, read from the chain (the daemon may be down): each
+    ready with how many routine transactions it survives, or STALE when it has no threshold pre-signature for the
+    live nonce. 1 when any is stale or the Safe cannot be read."""
+    names = presigned_actions(config)
+    if not names:
+        return 0
+    try:
+        safe = SafeOnChain(config.chain.rpc_url, config.safe.address)
+        state = safe.retrieve_state()
+        now = ladders(config, SafeTxStore(store), state, safe)
+    except OnguardError as exc:
+        print(f"presigned     CANNOT READ THE SAFE: {exc.message}; whether {', '.join(names)} can be executed is "
+              "unknown")
+        return 1
     stale = 0
-    for name in names:
-        mine = [r for r in records if r.action == name]
-        pending = [r for r in mine if r.status == TxStatus.PENDING]
-        latest = mine[-1] if mine else None
-        if pending:
-            best = max(pending, key=lambda r: len(r.signatures))
-            print(f"presigned     {name}: {len(best.signatures)} signature(s) for nonce {best.tx.nonce} "
-                  f"(Safe tx {best.safe_tx_hash[:18]}…)")
-        elif latest is not None and latest.status == TxStatus.STALE:
-            stale += 1
-            print(f"presigned     {name}: STALE — signed for nonce {latest.tx.nonce}, {latest.note}; "
-                  "owners must re-sign (`onguard presign`)")
-        elif latest is not None and latest.status == TxStatus.EXECUTED:
-            print(f"presigned     {name}: executed in {latest.tx_hash}")
-        else:
-            stale += 1
-            print(f"presigned     {name}: NOT SIGNED — the daemon cannot execute it (`onguard presign {name}`)")
+    for name, ladder in now.items():
+        if ladder.protected:
+            tail = ("the next Safe transaction exhausts it: extend it (`onguard presign "
+                    f"{name} --depth K`)" if ladder.depth == 1 else
+                    f"{ladder.depth - 1} routine Safe transaction(s) can execute before it must be re-signed")
+            print(f"presigned     {name}: ready for the Safe's nonce {state.nonce}, pre-signed through nonce "
+                  f"{ladder.top} ({tail})")
+            continue
+        stale += 1
+        signed = sorted(ladder.spent | ladder.partial | ladder.rungs)
+        what = (f"signed for nonce(s) {', '.join(map(str, signed))}" if signed else "never signed")
+        print(f"presigned     {name}: STALE — no pre-signature with {state.threshold} owners for the Safe's "
+              f"nonce {state.nonce} ({what}); the daemon cannot execute it: owners run `onguard presign {name} "
+              "--depth K`")
     return 1 if stale else 0
 
 

@@ -15,10 +15,12 @@ from safe_eth.safe.safe import SafeV141
 from web3.exceptions import Web3Exception
 
 from onguard.errors import ChainError, InputError
-from onguard.safe.tx import KNOWN_MULTISEND_CALL_ONLY, MULTISEND_CALL_ONLY, OwnerSignature, SafeTxData, \
-    SignatureKind, exec_calldata
+from onguard.safe.tx import KNOWN_MULTISEND_CALL_ONLY, MULTISEND_CALL_ONLY, SAFE_VERSION, OwnerSignature, \
+    SafeTxData, SignatureKind, exec_calldata
 
 RECEIPT_TIMEOUT = 120
+# The versions whose Safe tx hash (EIP-712 domain with chainId) and execTransaction onguard's encoding matches.
+SUPPORTED_VERSIONS = ("1.3.0", "1.4.1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,7 @@ class SafeState:
     nonce: int
     threshold: int
     owners: tuple[str, ...]
+    version: str = SAFE_VERSION
 
     def is_owner(self, address: str) -> bool:
         return address.lower() in {o.lower() for o in self.owners}
@@ -47,13 +50,24 @@ class SafeOnChain:
                              hint="check chain.rpc_url and safe.address") from None
 
     def chain_id(self) -> int:
-        return int(self.w3.eth.chain_id)
+        try:
+            return int(self.w3.eth.chain_id)
+        except (Web3Exception, ValueError, OSError) as exc:
+            raise ChainError(f"no answer from the node: {type(exc).__name__}",
+                             hint="check chain.rpc_url, or work offline from a file that carries the Safe's state "
+                                  "(`onguard proposals export` writes one)") from None
 
     def retrieve_state(self) -> SafeState:
         functions = self.contract.functions
+        version = str(self._read("VERSION", functions.VERSION()))
+        if version not in SUPPORTED_VERSIONS:
+            raise InputError(f"the Safe {self.address} is version {version}; onguard signs for Safe "
+                             f"{' and '.join(SUPPORTED_VERSIONS)} only (older versions hash transactions "
+                             "differently)", field="safe.address",
+                             hint="upgrade the Safe (Safe{Wallet} offers the migration), or use another Safe")
         return SafeState(address=self.address, nonce=int(self._read("nonce", functions.nonce())),
                          threshold=int(self._read("threshold", functions.getThreshold())),
-                         owners=tuple(self._read("owners", functions.getOwners())))
+                         owners=tuple(self._read("owners", functions.getOwners())), version=version)
 
     def is_approved(self, owner: str, safe_tx_hash: bytes) -> bool:
         return int(self._read("approvedHashes", self.contract.functions.approvedHashes(owner, safe_tx_hash))) == 1

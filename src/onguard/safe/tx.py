@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
@@ -13,6 +14,7 @@ from eth_abi.exceptions import DecodingError
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
+from safe_eth.eth.eip712 import eip712_encode
 from safe_eth.safe.multi_send import MultiSend, MultiSendOperation, MultiSendTx
 from safe_eth.safe.safe_signature import SafeSignature, SafeSignatureType
 from safe_eth.safe.safe_tx import SafeTx
@@ -102,6 +104,26 @@ class SafeTxData:
         return bytes(self._safe_eth().safe_tx_hash)
 
     @property
+    def typed_data(self) -> dict[str, Any]:
+        """The EIP-712 typed data whose hash is the Safe tx hash, as JSON-ready values: what eth_signTypedData_v4,
+        `cast wallet sign --data` and hardware wallets take (numbers as decimal strings, bytes as 0x hex)."""
+        structured = self._safe_eth().eip712_structured_data
+        message = {field["name"]: _json_value(structured["message"][field["name"]])
+                   for field in structured["types"]["SafeTx"]}
+        return {"types": structured["types"], "primaryType": "SafeTx",
+                "domain": dict(structured["domain"]), "message": message}  # chainId a number, as wallets expect
+
+    @property
+    def domain_hash(self) -> bytes:
+        """The EIP-712 domain separator (chain id, Safe address): what a hardware wallet shows as "domain hash"."""
+        return bytes(eip712_encode(self._safe_eth().eip712_structured_data)[1])
+
+    @property
+    def message_hash(self) -> bytes:
+        """The EIP-712 hash of the SafeTx struct: what a hardware wallet shows as "message hash"."""
+        return bytes(eip712_encode(self._safe_eth().eip712_structured_data)[2])
+
+    @property
     def safe_tx_hash_hex(self) -> str:
         return "0x" + self.safe_tx_hash.hex()
 
@@ -180,6 +202,35 @@ def parse_signatures(tx: SafeTxData, blob: bytes | str) -> list[OwnerSignature]:
         parsed.append(OwnerSignature(owner=to_checksum_address(item.owner), kind=kind,
                                      signature=bytes(item.signature)))
     return parsed
+
+
+def external_signature(tx: SafeTxData, raw: bytes | str, field: str = "--signature") -> OwnerSignature:
+    """One owner's signature made outside onguard (a hardware wallet, `cast wallet sign`, Safe{Wallet}) over this
+    tx: EIP-712 (v 27/28, or 0/1 as some devices return it) or eth_sign (v 31/32, the hash signed as a message).
+    The owner is who it recovers to; whether that is an owner of the Safe is the caller's check."""
+    try:
+        signature = HexBytes(raw)
+    except (ValueError, TypeError):
+        raise InputError("not a hex signature", field=field, hint="expected 0x followed by 130 hex digits") from None
+    if len(signature) != 65:
+        raise InputError(f"a signature is 65 bytes (r, s, v), got {len(signature)}", field=field,
+                         hint="expected 0x followed by 130 hex digits, as `cast wallet sign --data` prints")
+    v = signature[64]
+    if v in (0, 1) and int.from_bytes(signature[32:64], "big") != 0:
+        signature = signature[:64] + bytes([v + 27])  # a device's recovery id: the same ECDSA signature
+    (parsed,) = parse_signatures(tx, signature)
+    if parsed.kind == SignatureKind.APPROVED:
+        raise InputError("this is an approved-hash slot, not a signature", field=field,
+                         hint="approve on chain with `--approve-hash` instead")
+    return parsed
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, int):
+        return str(value)
+    return value
 
 
 def encode_signatures(signatures: Iterable[OwnerSignature]) -> bytes:
