@@ -14,8 +14,8 @@ from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 
 from onguard.cli.common import add_config_argument
-from onguard.cli.signing import add_key_arguments, confirm, connect, describe, exhausts, ladder_effects, ladders, \
-    load_signer
+from onguard.cli.signing import accept_signature, add_external_signature_arguments, add_key_arguments, confirm, \
+    connect, describe, exhausts, given_signature, ladder_effects, ladders, load_signer, print_typed_data
 from onguard.chain.abi import FunctionAbi
 from onguard.config import Config, WatchedContract, load_config
 from onguard.errors import ChainError, InputError, OnguardError
@@ -58,6 +58,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         sub.add_argument("id", type=int)
         if name in ("sign", "execute"):
             add_key_arguments(sub)
+        if name == "sign":
+            add_external_signature_arguments(sub)
         if name == "execute":
             sub.add_argument("--force", action="store_true",
                              help="execute it even though it spends the last pre-signed nonce of an action")
@@ -277,23 +279,32 @@ def handle_show(args: argparse.Namespace, s: _Session) -> int:
 def handle_sign(args: argparse.Namespace, s: _Session) -> int:
     record = s.proposal(args.id)
     _check_chain(s, record)
+    if args.typed_data:
+        print_typed_data(record.tx)
+        return 0
     state = _summary(s, record)
     if record.status != TxStatus.PENDING:
         raise InputError(f"proposal {record.id} is {record.status}: nothing to sign")
     if record.tx.nonce < state.nonce:
         raise InputError(f"nonce {record.tx.nonce} is already used (the Safe is at {state.nonce}): this proposal "
                          "can never execute", hint="create it again at the current nonce")
-    account = load_signer(args)
-    if not state.is_owner(account.address):
-        raise InputError(f"{account.address} is not an owner of the Safe {state.address}: signature refused",
-                         hint="sign with one of its owners' keys: " + ", ".join(state.owners))
-    confirm(args, f"sign Safe tx {record.safe_tx_hash} as {account.address}?")
-    signature = sign(record.tx, account)
+    given = given_signature(args)
+    if given is not None:
+        signature = accept_signature(record.tx, given, state)
+        confirm(args, f"store this signature of Safe tx {record.safe_tx_hash} by {signature.owner}?")
+    else:
+        account = load_signer(args)
+        if not state.is_owner(account.address):
+            raise InputError(f"{account.address} is not an owner of the Safe {state.address}: signature refused",
+                             hint="sign with one of its owners' keys: " + ", ".join(state.owners))
+        confirm(args, f"sign Safe tx {record.safe_tx_hash} as {account.address}?")
+        signature = sign(record.tx, account)
     added = s.txs.add_signature(record, signature)
-    s.audit.append(AuditKind.SIGNATURE, account.address, {"proposal": record.id, "safe_tx_hash": record.safe_tx_hash,
-                                                         "signature_kind": signature.kind, "new": added})
+    s.audit.append(AuditKind.SIGNATURE, signature.owner, {"proposal": record.id, "safe_tx_hash": record.safe_tx_hash,
+                                                         "signature_kind": signature.kind, "new": added,
+                                                         "made_elsewhere": given is not None})
     count = len(s.txs.get(record.id).signatures)
-    print(f"{'signed' if added else 'already signed'} by {account.address}: {count} of {state.threshold}")
+    print(f"{'signed' if added else 'already signed'} by {signature.owner}: {count} of {state.threshold}")
     return 0
 
 

@@ -20,7 +20,7 @@ from onguard.errors import ConfigError, InputError, KeyLoadError
 from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind
 from onguard.safe.chain import SafeOnChain, SafeState
 from onguard.safe.ladder import Ladder, build_ladders
-from onguard.safe.tx import BatchCall, OwnerSignature, SafeTxData, external_signature
+from onguard.safe.tx import BatchCall, OwnerSignature, SafeTxData, SignatureKind, external_signature
 
 
 def add_key_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +62,14 @@ def accept_signature(tx: SafeTxData, given: tuple[str, str], state: SafeState) -
     owner of the Safe (one made for another nonce, chain or content recovers to a stranger)."""
     text, field = given
     signature = external_signature(tx, text, field)
+    if not state.is_owner(signature.owner) and signature.kind == SignatureKind.EOA:
+        # `cast wallet sign HASH`, a wallet's personal_sign: the hash signed as a message, v left at 27/28. The Safe
+        # takes that as eth_sign with v + 4; accepted only if it then recovers to an owner.
+        as_eth_sign = external_signature(tx, signature.signature[:64] + bytes([signature.signature[64] + 4]), field)
+        if state.is_owner(as_eth_sign.owner):
+            print(f"  note         a signature of the hash as a message (eth_sign): stored with v + 4, as the Safe "
+                  "reads it")
+            signature = as_eth_sign
     if not state.is_owner(signature.owner):
         raise InputError(f"the signature recovers to {signature.owner}, not an owner of the Safe {state.address}: "
                          "made over other typed data (another nonce, chain, Safe or content) or by another key",
