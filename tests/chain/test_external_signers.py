@@ -17,7 +17,7 @@ from onguard.incidents.store import IncidentStore
 
 from .helpers import is_paused
 from .test_proposals import as_signer, create_unpause, load_db, paused, run  # noqa: F401 (paused: fixture)
-from .test_presigned import config_path, presign, safe_nonce  # noqa: F401 (config_path: fixture)
+from .test_presigned import config_path, safe_nonce  # noqa: F401 (config_path: fixture)
 
 pytestmark = pytest.mark.chain
 
