@@ -7,6 +7,7 @@ stale (exit 1)."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from eth_abi import encode as abi_encode
@@ -120,3 +121,11 @@ def test_a_depth_3_ladder_survives_two_routine_transactions_and_the_pause_is_min
     assert code == 1
     assert f"pause_vault: STALE — no pre-signature with {multisig.threshold} owners for the Safe's nonce {start + 3}" \
         in out
+    code, out, _ = run(capsys, "status", "--config", config, "--json")
+    report = json.loads(out)
+    assert code == 1 and report["needsAttention"]
+    assert report["presigned"]["safeNonce"] == start + 3
+    assert report["presigned"]["actions"]["pause_vault"] == {
+        "ready": False, "depth": 0, "through": None, "signedNonces": [], "partialNonces": [],
+        "spentNonces": [start, start + 1]}  # voided by the routine transactions; start + 2 the daemon executed
+    assert any("pause_vault has no valid pre-signature" in reason for reason in report["reasons"])
