@@ -250,3 +250,66 @@ def test_a_safe_1_3_0_signs_and_executes_and_an_older_safe_is_refused(multisig, 
     code, _, err = run(capsys, "proposals", "--config", str(old_config), "create", "--to", old, "--data", "0x",
                        "--purpose", "x")
     assert code == 2 and "version 1.1.1" in err and "safe.address" in err and "Traceback" not in err
+
+
+def test_a_nested_safe_owner_approves_through_its_own_safe_transaction_and_the_proposal_executes(
+        multisig, paused, capsys, monkeypatch, tmp_path):  # noqa: F811
+    """The parent Safe gets a Safe as a further owner (2 of its own owners). The parent's proposal is approved by
+    one EOA owner and by the nested Safe, which runs approveHash through onguard configured for it: the approval
+    batch onguard writes is imported, signed and executed there, then recorded on the parent with --approved-by."""
+    from safe_eth.eth.contracts import get_safe_V1_4_1_contract
+    from safe_eth.safe.safe import SafeV141
+
+    from onguard.demo.world import exec_as_owners
+
+    world = multisig.chain.world
+    client = EthereumClient(world.rpc_url)
+    deployer = dev_account(Roles.DEPLOYER)
+    first, second, third = multisig.owners[:3]
+    singleton = SafeV141.deploy_contract(client, deployer).contract_address
+    factory = ProxyFactoryV141.deploy_contract(client, deployer).contract_address
+    setup = get_safe_V1_4_1_contract(client.w3, NULL_ADDRESS).encode_abi(
+        "setup", [[second.address, third.address], 2, NULL_ADDRESS, b"", NULL_ADDRESS, NULL_ADDRESS, 0,
+                  NULL_ADDRESS])
+    created = ProxyFactoryV141(factory, client).deploy_proxy_contract_with_nonce(  # type: ignore[abstract]
+        deployer, singleton, initializer=bytes.fromhex(setup[2:]), salt_nonce=11)
+    client.w3.eth.wait_for_transaction_receipt(created.tx_hash, timeout=30)
+    nested = created.contract_address
+    parent = client.w3.eth.contract(address=world.safe, abi=get_safe_V1_4_1_contract(client.w3).abi)
+    indexes = tuple(i for i in range(20) if dev_account(i).address in world.owners)[:2]
+    exec_as_owners(client, world.safe, world.safe, parent.encode_abi("addOwnerWithThreshold", [nested, 2]), indexes)
+    assert nested in SafeOnChain(world.rpc_url, world.safe).retrieve_state().owners
+
+    config = str(paused)
+    assert run(capsys, "proposals", "--config", config, "create", "--contract", "vault", "--call", "unpause()",
+               "--purpose", "unpause, approved by the treasury Safe")[0] == 0
+    assert run(capsys, "proposals", "--config", config, "sign", "1", *as_signer(monkeypatch, first))[0] == 0
+    code, _, err = run(capsys, "proposals", "--config", config, "sign", "1", "--approved-by", nested)
+    assert code == 2 and "has not approved" in err and "approval-batch" in err
+    batch = tmp_path / "approve.json"
+    code, out, err = run(capsys, "proposals", "--config", config, "approval-batch", "1", "--owner-safe", nested,
+                         "--out", str(batch))
+    assert code == 0, err
+
+    # onguard, configured for the nested Safe, runs the approval as one of its own proposals.
+    base = write_config(world, tmp_path / "nested", key_env=GUARDIAN_KEY_ENV)
+    base.write_text(base.read_text().replace(f'address = "{world.safe}"', f'address = "{nested}"'))
+    nested_config = str(base)
+    code, out, err = run(capsys, "proposals", "--config", nested_config, "import", str(batch), "--by", "treasury")
+    assert code == 0, err
+    code, out, _ = run(capsys, "proposals", "--config", nested_config, "show", "1")
+    parent_hash = SafeTxStore(IncidentStore(load_db(paused))).get(1).safe_tx_hash
+    assert f"to           {world.safe}" in out and parent_hash[2:] in out  # approveHash(the parent's Safe tx hash)
+    assert "simulation   succeeds" in out
+    for owner in (second, third):
+        assert run(capsys, "proposals", "--config", nested_config, "sign", "1", *as_signer(monkeypatch, owner))[0] == 0
+    code, _, err = run(capsys, "proposals", "--config", nested_config, "execute", "1",
+                       *as_signer(monkeypatch, RELAYER))
+    assert code == 0, err
+
+    code, out, err = run(capsys, "proposals", "--config", config, "sign", "1", "--approved-by", nested)
+    assert code == 0, err
+    assert f"signed by {nested}: 2 of 2" in out
+    code, _, err = run(capsys, "proposals", "--config", config, "execute", "1", *as_signer(monkeypatch, RELAYER))
+    assert code == 0, err
+    assert not is_paused(multisig.chain.w3, world)

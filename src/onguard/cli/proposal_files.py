@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from eth_utils import to_checksum_address
 from safe_eth.eth import EthereumNetwork
 from safe_eth.safe.api import SafeAPIException, TransactionServiceApi
 from safe_eth.safe.safe_tx import SafeTx
@@ -21,8 +22,8 @@ from onguard.cli.proposal_session import ProposalSession, SafeView, create_propo
 from onguard.errors import ChainError, InputError
 from onguard.incidents.audit import AuditKind
 from onguard.incidents.safetxs import SafeTxRecord, TxKind, TxStatus
-from onguard.safe.interop import ImportedTx, SafeSnapshot, export_tx, is_tx_builder_batch, parse_service_tx, \
-    parse_tx_builder, read_json
+from onguard.safe.interop import ImportedTx, SafeSnapshot, approval_batch, export_tx, is_tx_builder_batch, \
+    parse_service_tx, parse_tx_builder, read_json
 from onguard.safe.tx import SAFE_VERSION, SafeTxData, SignatureKind, encode_signatures
 
 
@@ -45,6 +46,13 @@ def register(actions: argparse._SubParsersAction) -> None:  # type: ignore[type-
     push.add_argument("--service", required=True, metavar="URL",
                       help="the service's base URL, e.g. https://safe-transaction-mainnet.safe.global")
     push.set_defaults(handler=handle_push)
+    batch = actions.add_parser("approval-batch", help="write, as a Transaction Builder batch, the approveHash call "
+                                                      "by which a contract owner (a nested Safe) approves it")
+    batch.add_argument("id", type=int)
+    batch.add_argument("--owner-safe", metavar="ADDRESS", help="the nested Safe that will run it (recorded in the "
+                                                                "file, so it is not run by another Safe)")
+    batch.add_argument("--out", type=Path, required=True, help="the batch file to write")
+    batch.set_defaults(handler=handle_approval_batch)
     pull = actions.add_parser("pull", help="bring in the Safe's pending transactions (and confirmations) from a "
                                            "Safe Transaction Service")
     pull.add_argument("--service", required=True, metavar="URL", help="the service's base URL")
@@ -70,6 +78,26 @@ def handle_export(args: argparse.Namespace, s: ProposalSession) -> int:
     if snapshot is None:
         print("note: no node and no recorded state: the file does not carry the Safe's state, so it cannot be "
               "reviewed offline", file=sys.stderr)
+    return 0
+
+
+@session
+def handle_approval_batch(args: argparse.Namespace, s: ProposalSession) -> int:
+    record = s.proposal(args.id)
+    owner_safe = None
+    if args.owner_safe:
+        try:
+            owner_safe = to_checksum_address(args.owner_safe)
+        except ValueError:
+            raise InputError(f"{args.owner_safe!r} is not an address", field="--owner-safe") from None
+    batch = approval_batch(record.tx, owner_safe)
+    try:
+        args.out.write_text(json.dumps(batch, indent=2) + "\n")
+    except OSError as exc:
+        raise InputError(f"cannot write: {exc.strerror}", file=str(args.out), field="--out") from None
+    print(f"written to {args.out}: approveHash({record.safe_tx_hash}) on the Safe {record.tx.safe}; once the owner "
+          f"Safe has executed it, `onguard proposals sign {record.id} --approved-by "
+          f"{owner_safe or 'OWNER_SAFE'}` records the approval")
     return 0
 
 

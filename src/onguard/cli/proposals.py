@@ -22,7 +22,7 @@ from onguard.errors import ChainError, InputError
 from onguard.incidents.audit import AuditKind
 from onguard.incidents.safetxs import SafeTxRecord, TxKind, TxStatus
 from onguard.safe.chain import SafeState
-from onguard.safe.tx import CALL, OwnerSignature, SafeTxData, sign
+from onguard.safe.tx import CALL, OwnerSignature, SafeTxData, approved_hash, sign
 from onguard.units import parse_address
 
 
@@ -59,6 +59,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
             add_external_signature_arguments(sub)
         if name == "show":
             _add_json(sub)
+        if name == "sign":
+            sub.add_argument("--approved-by", metavar="OWNER",
+                             help="record the approval of an owner that approved the hash on chain (approveHash), "
+                                  "e.g. a nested Safe: checked on chain")
         if name == "execute":
             sub.add_argument("--force", action="store_true",
                              help="execute it even though it spends the last pre-signed nonce of an action")
@@ -257,12 +261,31 @@ def handle_sign(args: argparse.Namespace, s: ProposalSession) -> int:
     if record.tx.nonce < state.nonce:
         raise InputError(f"nonce {record.tx.nonce} is already used (the Safe is at {state.nonce}): this proposal "
                          "can never execute", hint="create it again at the current nonce")
-    signature = _signature(args, record, state, f"Safe tx {record.safe_tx_hash}")
+    if args.approved_by:
+        signature = _approval_on_chain(s, record, state, args.approved_by)
+    else:
+        signature = _signature(args, record, state, f"Safe tx {record.safe_tx_hash}")
     _store_signature(s, record, signature, made_elsewhere=given_signature(args) is not None)
     count = len(s.txs.get(record.id).signatures)
     print(f"signed by {signature.owner}: {count} of {state.threshold}"
           + ("" if view.live else f" (owners checked against the Safe's state {view.source})"))
     return 0
+
+
+def _approval_on_chain(s: ProposalSession, record: SafeTxRecord, state: SafeState, owner: str) -> OwnerSignature:
+    """An owner (a contract such as a nested Safe, or an EOA) that called approveHash on the Safe: its slot holds
+    no signature, the Safe reads approvedHashes; stored only once that is so on chain."""
+    owner = _address(owner, "--approved-by")
+    if not state.is_owner(owner):
+        raise InputError(f"{owner} is not an owner of the Safe {state.address}", field="--approved-by",
+                         hint="owners: " + ", ".join(state.owners))
+    if not s.safe.is_approved(owner, record.tx.safe_tx_hash):
+        raise InputError(f"{owner} has not approved Safe tx {record.safe_tx_hash} on chain (yet)",
+                         field="--approved-by",
+                         hint=f"the owner calls approveHash({record.safe_tx_hash}) on the Safe; for a nested Safe, "
+                              f"`onguard proposals approval-batch {record.id} --out FILE` writes that call as a "
+                              "Transaction Builder batch for Safe{Wallet} or `onguard proposals import`")
+    return approved_hash(owner)
 
 
 def _signature(args: argparse.Namespace, record: SafeTxRecord, state: SafeState, what: str) -> OwnerSignature:

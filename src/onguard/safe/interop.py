@@ -225,6 +225,21 @@ def export_tx(tx: SafeTxData, signatures: Sequence[OwnerSignature], purpose: str
     return payload
 
 
+def approval_batch(tx: SafeTxData, owner_safe: str | None) -> dict[str, Any]:
+    """A Transaction Builder batch with one call, approveHash(this tx's hash) on its Safe: how an owner that is
+    itself a Safe approves (through Safe{Wallet}, or onguard configured for that Safe)."""
+    return {"version": "1.0", "chainId": str(tx.chain_id), "createdAt": 0,
+            "meta": {"name": f"approve Safe tx {tx.safe_tx_hash_hex} of the Safe {tx.safe}",
+                     "description": f"nonce {tx.nonce} of {tx.safe}; check the hash against the proposal before "
+                                    "signing", "txBuilderVersion": "1.16.5",
+                     **({"createdFromSafeAddress": owner_safe} if owner_safe else {})},
+            "transactions": [{"to": tx.safe, "value": "0", "data": None,
+                              "contractMethod": {"inputs": [{"internalType": "bytes32", "name": "hashToApprove",
+                                                             "type": "bytes32"}],
+                                                 "name": "approveHash", "payable": False},
+                              "contractInputsValues": {"hashToApprove": tx.safe_tx_hash_hex}}]}
+
+
 def parse_tx_builder(item: Mapping[str, Any], file: str, chain_id: int, safe: str) -> tuple[list[BatchCall], str]:
     """A Transaction Builder batch file's calls (raw `data`, or `contractMethod` + `contractInputsValues` encoded
     as the Transaction Builder does) and its name: (calls, purpose)."""
