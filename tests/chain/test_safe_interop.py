@@ -179,9 +179,12 @@ def test_push_pull_and_export_through_a_local_transaction_service(multisig, paus
     (record,) = SafeTxStore(IncidentStore(load_db(Path(other)))).list(TxKind.PROPOSAL)
     assert record.safe_tx_hash == listed["safeTxHash"]
     assert run(capsys, "proposals", "--config", other, "sign", str(record.id), *as_signer(monkeypatch, second))[0] == 0
-    code, _, err = run(capsys, "proposals", "--config", other, "execute", str(record.id), *as_signer(monkeypatch, RELAYER))
+    code, _, err = run(capsys, "proposals", "--config", other, "execute", str(record.id),
+                       *as_signer(monkeypatch, RELAYER))
     assert code == 0, err
     assert not is_paused(multisig.chain.w3, world)
+    code, _, err = run(capsys, "proposals", "--config", other, "pull", "--service", "safe.example")
+    assert code == 2 and "--service" in err and "not an http(s) URL" in err
     # The service is gone: a clear error, exit 1.
     code, _, err = run(capsys, "proposals", "--config", other, "pull", "--service", service.url)
     assert code == 1 and "no answer from the Safe Transaction Service" in err

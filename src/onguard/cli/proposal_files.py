@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import requests
 from eth_utils import to_checksum_address
@@ -182,6 +183,10 @@ def _check_signatures(s: ProposalSession, imported: ImportedTx, view: SafeView, 
 
 
 def _service(s: ProposalSession, url: str) -> TransactionServiceApi:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise InputError(f"{url!r} is not an http(s) URL", field="--service",
+                         hint="the service's base URL, e.g. https://safe-transaction-mainnet.safe.global")
     return TransactionServiceApi(EthereumNetwork(s.config.chain.chain_id), base_url=url.rstrip("/"))
 
 
