@@ -266,6 +266,11 @@ def _done_when(entry: Table, contracts: Mapping[str, WatchedContract], own_contr
     source = entry.get("done_when", str, hint="a condition over views, e.g. \"paused()\" or "
                                               "\"pool.paused() and pool.getPaused(usdc)\"")
     try:
-        return compile_done_when(source, contracts, own_contract)
+        condition = compile_done_when(source, contracts, own_contract)
     except ExpressionError as exc:
         raise entry.fail("done_when", exc.message, exc.hint) from None
+    if not condition.reads:
+        # A constant "done" would never act; a constant "not done" would pause a paused protocol again and again.
+        raise entry.fail("done_when", f"{source.strip()!r} reads nothing from the chain",
+                         "write a view of the protocol that tells it is in the safe state, e.g. \"paused()\"")
+    return condition

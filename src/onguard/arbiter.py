@@ -1,4 +1,5 @@
-"""The arbiter: turns findings into decisions — one incident per tripped condition, cooldowns, dry-run."""
+"""The arbiter: turns findings into decisions — one incident per tripped condition, cooldowns, dry-run. The check
+for an open incident and the opening (with its response claims) are one database transaction."""
 
 from __future__ import annotations
 
@@ -27,24 +28,25 @@ class Arbiter:
 
     def decide(self, finding: Finding) -> Decision:
         policy = finding.policy
-        latest = self._store.latest_incident(self._chain_id, policy.id)
-        if latest is not None and finding.block_time - latest.opened_block_time < policy.cooldown:
-            self._store.record_seen_again(latest.id, finding.block_number, finding.evidence)
-            self._log.info("policy tripped again: joined the open incident, no new response",
-                           policy_id=policy.id, incident_id=latest.id, block=finding.block_number)
-            self._record(finding, latest, opened=False, actions=())
-            return Decision(finding=finding, incident=latest, opened=False, actions=())
         if policy.dry_run:
             status = IncidentStatus.DRY_RUN
         elif policy.alert_only:
             status = IncidentStatus.ALERTED
         else:
             status = IncidentStatus.OPEN
-        incident = self._store.open_incident(
-            chain_id=self._chain_id, policy_id=policy.id, severity=policy.severity.value, title=finding.summary,
-            dry_run=policy.dry_run, block=finding.block_number, block_time=finding.block_time,
-            evidence={"verdict": finding.verdict.value, "path": "block", **finding.evidence}, status=status)
         actions = () if policy.dry_run else policy.response
+        incident, opened = self._store.open_or_join(
+            chain_id=self._chain_id, policy_id=policy.id, cooldown=policy.cooldown, severity=policy.severity.value,
+            title=finding.summary, dry_run=policy.dry_run, block=finding.block_number,
+            block_time=finding.block_time, evidence={"verdict": finding.verdict.value, "path": "block",
+                                                     **finding.evidence},
+            status=status, actions=actions, seen=finding.evidence)
+        if not opened:
+            # The reconciler keeps a joined incident's actions in effect; nothing new is decided here.
+            self._log.info("policy tripped again: joined the open incident", policy_id=policy.id,
+                           incident_id=incident.id, block=finding.block_number)
+            self._record(finding, incident, opened=False, actions=())
+            return Decision(finding=finding, incident=incident, opened=False, actions=())
         self._log.warning("policy tripped: incident opened", policy_id=policy.id, incident_id=incident.id,
                           severity=policy.severity.value, block=finding.block_number, summary=finding.summary,
                           actions=list(actions) or None, dry_run=policy.dry_run or None)
@@ -52,6 +54,10 @@ class Arbiter:
         return Decision(finding=finding, incident=incident, opened=True, actions=actions)
 
     def _record(self, finding: Finding, incident: Incident, *, opened: bool, actions: tuple[str, ...]) -> None:
+        self._store.durably("audit decision",
+                            lambda: self._append(finding, incident, opened=opened, actions=actions))
+
+    def _append(self, finding: Finding, incident: Incident, *, opened: bool, actions: tuple[str, ...]) -> None:
         self._audit.append(AuditKind.DECISION, "daemon", {
             "chain_id": self._chain_id, "policy_id": finding.policy.id, "incident_id": incident.id,
             "opened": opened, "actions": list(actions), "block": finding.block_number,

@@ -83,6 +83,9 @@ class ResponseSettings:
     bump_factor: Fraction       # each replacement multiplies both fees by this (nodes want >= 1.1)
     endpoints: tuple[Endpoint, ...]
     public_fallback_after: float | None  # with private endpoints: also send publicly after this; None: never
+    block_path_min_tip: int = 10 * 10**9  # wei: the least tip of a pause decided on a mined block (a drain is on)
+    retry_backoff: float = 2.0            # seconds before a failed response is tried again, doubled each time …
+    retry_backoff_max: float = 30.0       # … up to this, for as long as the incident is not safe
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,7 +380,19 @@ def _response(table: Table | None, rpc_url: str) -> ResponseSettings:
         bump_factor=bump_factor,
         endpoints=endpoints,
         public_fallback_after=public_fallback_after,
+        # The default floor never exceeds a lower fee ceiling; one written in the file must fit under it.
+        block_path_min_tip=table.parsed("block_path_min_tip", parse_amount, default=min(10 * 10**9, max_fee)),
+        retry_backoff=table.parsed("retry_backoff", parse_duration, default=2.0),
+        retry_backoff_max=table.parsed("retry_backoff_max", parse_duration, default=30.0),
     )
+    if settings.retry_backoff <= 0:
+        raise table.fail("retry_backoff", "must be above zero", "e.g. \"2s\": the first wait before a retry")
+    if settings.retry_backoff_max < settings.retry_backoff:
+        raise table.fail("retry_backoff_max", "is below retry_backoff",
+                         "the longest wait between retries, e.g. \"30s\"")
+    if settings.block_path_min_tip > settings.max_fee_per_gas:
+        raise table.fail("block_path_min_tip", "is above max_fee_per_gas",
+                         "the block-path tip floor must fit under the fee ceiling")
     table.finish()
     return settings
 

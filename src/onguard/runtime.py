@@ -1,11 +1,14 @@
-"""The supervised daemon: wires source → engine → arbiter → responder, loops over blocks, shuts down cleanly."""
+"""The supervised daemon: wires source → engine → arbiter → responders (one life cycle, a reconciler keeping every
+open incident's actions in effect), runs its tasks under supervision, shuts down cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 
 from asyncio_throttle import Throttler
 from eth_account.signers.local import LocalAccount
@@ -17,26 +20,39 @@ from onguard.chain.simulate import Simulator
 from onguard.chain.transport import Transport
 from onguard.chain.view import BatchStateReader
 from onguard.config import Config
-from onguard.errors import ChainError, ChainUnavailable, ConfigError
+from onguard.errors import ChainError, ChainUnavailable, ConfigError, OnguardError
 from onguard.incidents.audit import AuditLog, record_config
-from onguard.incidents.store import IncidentStore
+from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
 from onguard.policies.engine import PolicyEngine
 from onguard.policies.loader import Policy, load_policies
 from onguard.policies.model import EvaluationFailure
-from onguard.responders.fees import Threat
-from onguard.responders.module import ModuleResponder
-from onguard.responders.presigned import PresignedResponder
+from onguard.preflight import PreflightReport, run_preflight
+from onguard.responders.fees import PendingTips, Threat
+from onguard.responders.lifecycle import ResponseLifecycle
+from onguard.responders.module import ModulePath
+from onguard.responders.presigned import PresignedPath
+from onguard.responders.reconciler import Reconciler
 from onguard.sources.blocks import BlockSource, block_observation
 from onguard.sources.heads import HeadFollower
 from onguard.sources.mempool import MempoolSource, PendingTransaction
 
 MAX_BACKOFF = 10.0
+MAX_RESTARTS = 5          # deaths of one task within RESTART_WINDOW before the daemon halts
+RESTART_WINDOW = 60.0
+RESTART_DELAY = 1.0
 DRAIN_TIMEOUT = 30.0
 HEARTBEAT_SECONDS = 60.0
 START_BLOCK_SLACK = 64  # blocks a configured start_block may lie beyond the head (an endpoint a little behind)
+PREFLIGHT_EVERY_BLOCKS = 50  # the whole preflight again, while running: can the guardian still act?
+CANNOT_ACT = "guardian-cannot-act"  # the incident a failed preflight opens while the daemon runs
+CANNOT_ACT_COOLDOWN = 3600.0
 WARM_UP_LIMIT = 5_000  # blocks; a window in seconds counts one block a second, the most a chain can have
+
+
+class DaemonHalted(OnguardError):
+    """A daemon task kept dying: the daemon stops rather than run without it."""
 
 
 class Guardian:
@@ -55,8 +71,14 @@ class Guardian:
         self.engine = PolicyEngine(policies)
         self.reader = BatchStateReader(self.rpc)
         self.arbiter = Arbiter(self.store, chain_id)
-        self.responder = ModuleResponder(self.rpc, config, account, self.store)
-        self.presigned = PresignedResponder(self.rpc, config, account, self.store)
+        self.tips = PendingTips()
+        self.module_path = ModulePath(self.rpc, config, account)
+        self.responder = ResponseLifecycle(
+            self.rpc, config, account, self.store,
+            paths={"module": self.module_path,
+                   "presigned": PresignedPath(self.rpc, config, account, self.store)},
+            tips=self.tips, spawn=self._spawn)
+        self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response)
         self.simulator = Simulator(self.rpc) if config.mempool.simulate else None
         self.head: BlockObservation | None = None  # the newest block handled: pending findings are dated at it
         self._simulations = asyncio.Semaphore(config.mempool.max_concurrent_simulations)
@@ -68,6 +90,9 @@ class Guardian:
         self.watch = ChainWatch(self.transport, self.source.history, chain_id, stall_after=config.chain.stall_after)
         self.chain_health: ChainHealth | None = None  # the latest look at the chain (run() refreshes it)
         self._responses: set[asyncio.Task[None]] = set()
+        self.mempool: MempoolSource | None = None
+        self._halted: str | None = None
+        self.preflight: PreflightReport | None = None  # the latest preflight (start, then every few blocks)
         self.ready = asyncio.Event()  # set once start() has checked everything and the loop is about to begin
         self._log = get_logger(component="guardian", chain_id=chain_id)
 
@@ -81,12 +106,15 @@ class Guardian:
                                                            "or fix chain.chain_id")
         await self._check_chain_identity()
         self._record_config()
+        report = await self._preflight()
+        if not report.ok:
+            raise report.refusal()
         await self.responder.prepare()
-        await self.presigned.prepare()
+        self.module_path.use_gas_limits(report.gas_limits)
         await self._warm_up()
         self.head = block_observation(await self.rpc.block(await self.rpc.head()), actual)
-        for record in self.store.unfinished_responses():
-            self._spawn(self._responder_for(record.action).resume(record))
+        # Whatever a crash interrupted or a failure left undone is compared with the chain and put in effect.
+        await self.reconciler.reconcile()
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
                        resume_after_block=self.source.last_committed)
         self.ready.set()
@@ -111,7 +139,13 @@ class Guardian:
     def _record_config(self) -> None:
         """Audits what the daemon runs with: an entry on the first start and whenever a file changed since."""
         files = [self.config.path, *sorted(self.config.policies_dir.glob("*.toml"))]
-        entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files)
+        try:
+            entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files)
+        except sqlite3.OperationalError as exc:
+            # A full disk must not stop the guardian from starting: it can still pause.
+            self._log.critical("the configuration could not be audited: the database refuses writes",
+                               error=str(exc))
+            return
         if entry is not None and not entry.details["first"]:
             self._log.warning("configuration changed since the last start", changed=entry.details["changed"],
                               audit_seq=entry.seq)
@@ -139,30 +173,38 @@ class Guardian:
             scratch.close()
 
     async def step(self) -> list[Decision]:
+        """Handles every block up to the head, then compares every open incident with the chain and acts."""
         decisions: list[Decision] = []
         poll = await self.source.next_batches()
         if poll.rewound_to is not None:
             self.engine.forget_from(poll.rewound_to)
         for batch in poll.batches:
+            self.tips.forget(tx.hash for tx in batch.transactions)
             result = await self.engine.evaluate(batch, self.reader)
             self._record_failures(result.failures)
             for finding in result.findings:
                 decision = self.arbiter.decide(finding)
                 decisions.append(decision)
                 for action in decision.actions:
-                    self._spawn(self._responder_for(action).respond(decision.incident.id, action))
+                    self.responder.respond(decision.incident.id, action)
             self.source.commit(batch)
             self.head = batch.block
         if poll.batches:
             await self.responder.on_block(poll.batches[-1].block)
-            await self.presigned.on_block(poll.batches[-1].block)
+        if poll.batches or poll.rewound_to is not None or self.reconciler.retry_due():
+            await self.reconciler.reconcile(rewound_to=poll.rewound_to)
         return decisions
 
     async def on_pending(self, pending: PendingTransaction) -> None:
-        """The pre-emption path: judge a pending transaction and, if it trips a policy, race it with a pause."""
+        """The pre-emption path: judge a pending transaction and, if it trips a policy, race it with a pause. Every
+        pending transaction to a watched contract also sets the price a pause must beat (see PendingTips)."""
         head = self.head
         if head is None:
             return
+        threat = Threat.of(pending.hash, pending.raw, head.base_fee or 0, pending.seen_at)
+        if pending.observation is not None:
+            self.tips.add(threat)
+            self.responder.outbid_all(threat)
         try:
             async with self._simulations, self._throttle:
                 result = await asyncio.wait_for(
@@ -177,33 +219,29 @@ class Guardian:
                             error=exc.message)
             return
         self._record_failures(result.failures)
-        threat = Threat.of(pending.hash, pending.raw, head.base_fee or 0, pending.seen_at)
         for finding in result.findings:
             decision = self.arbiter.decide(finding)
             self.store.add_timeline(decision.incident.id, "decided", {
                 "path": "mempool", "threat_tx": pending.hash,
                 "decided_ms": round((time.perf_counter() - pending.seen_at) * 1000, 2)})
             for action in decision.actions:
-                self._spawn(self._responder_for(action).respond(decision.incident.id, action, threat))
+                self.responder.respond(decision.incident.id, action, threat)
             if not decision.opened:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):
-                        self._spawn(self.responder.outbid(action, threat))
+                        self.responder.respond(decision.incident.id, action, threat)
 
     def mempool_source(self) -> MempoolSource | None:
-        """The pending-transaction source the config asks for (None when off, or when no policy would judge
-        what it delivers). Replays build theirs here too, so they follow pending transactions as the daemon does."""
+        """The pending-transaction source the config asks for (None when off). Without call or simulate policies it
+        still prices block-path pauses above what is pending to the watched contracts. Replays build theirs here
+        too, so they follow pending transactions as the daemon does."""
         if not self.config.mempool.enabled:
             return None
         if not self.engine.watches_pending:
-            self._log.warning("mempool source not started: no call or simulate policy judges pending transactions")
-            return None
+            self._log.info("mempool source started for block-path pricing only: no call or simulate policy judges "
+                           "pending transactions")
         return MempoolSource(self.config.mempool.ws_url, self.rpc, self.config.chain.chain_id,
                              self.config.contracts, ignore_senders=[self.account.address])
-
-    def _responder_for(self, action: str) -> ModuleResponder | PresignedResponder:
-        """Each action's configured path (`via`): the module, or the owners' pre-signed Safe transaction."""
-        return self.presigned if self.presigned.handles(action) else self.responder
 
     def _record_failures(self, failures: list[EvaluationFailure]) -> None:
         for failure in failures:
@@ -231,16 +269,54 @@ class Guardian:
                 task.cancel()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """The daemon: the block loop, the mempool source and the heartbeat in one task group, each supervised
+        (a task that dies is logged and restarted; one that keeps dying halts the daemon loudly)."""
         await self.start()
-        mempool = None
-        source = self.mempool_source()
-        if source is not None:
-            mempool = asyncio.create_task(source.run(self.on_pending, stop))
-        watchers = [asyncio.create_task(self.heads.run(stop)), asyncio.create_task(self._watch_chain(stop))]
+        tasks: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {
+            "block-loop": self._block_loop, "new-heads": self.heads.run, "chain-watch": self._watch_chain,
+            "heartbeat": self._heartbeat, "preflight": self._preflight_loop}
+        self.mempool = self.mempool_source()
+        if self.mempool is not None:
+            source = self.mempool
+            tasks["mempool"] = lambda stop: source.run(self.on_pending, stop)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, body in tasks.items():
+                    group.create_task(self._supervised(name, body, stop))
+        finally:
+            self._log.info("stopping: finishing responses under way", pending=len(self._responses))
+            await self.drain_responses()
+        if self._halted is not None:
+            raise DaemonHalted(self._halted, hint="see the critical log lines above; the daemon's state is saved, "
+                                                  "restart it once the cause is fixed")
+
+    async def _supervised(self, name: str, body: Callable[[asyncio.Event], Awaitable[None]],
+                          stop: asyncio.Event) -> None:
+        deaths: deque[float] = deque()
+        while not stop.is_set():
+            try:
+                await body(stop)
+                if not stop.is_set():
+                    raise RuntimeError("returned while the daemon runs")
+                return
+            except Exception as exc:  # noqa: BLE001 - supervision: every death is logged and handled
+                deaths.append(time.monotonic())
+                while deaths and deaths[0] < time.monotonic() - RESTART_WINDOW:
+                    deaths.popleft()
+                if len(deaths) > MAX_RESTARTS:
+                    self._halted = f"the daemon task {name} died {len(deaths)} times in {RESTART_WINDOW:.0f}s: {exc!r}"
+                    self._log.critical("a daemon task keeps dying: HALTING the daemon", task=name, error=repr(exc))
+                    stop.set()
+                    return
+                self._log.critical("a daemon task died: restarting it", task=name, error=repr(exc),
+                                   exc_info=exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=RESTART_DELAY)
+
+    async def _block_loop(self, stop: asyncio.Event) -> None:
         backoff = self.config.chain.poll_interval
         # With a subscription the loop wakes on each new head; this bounds the wait if one is ever missed.
         longest_wait = max(self.config.chain.poll_interval, 1.0)
-        next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         while not stop.is_set():
             wait = longest_wait
             if self._on_another_chain():
@@ -249,9 +325,6 @@ class Guardian:
             try:
                 await self.step()
                 backoff = self.config.chain.poll_interval
-                if time.monotonic() >= next_heartbeat:
-                    next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
-                    self._heartbeat()
             except ChainUnavailable as exc:
                 self._log.error("chain unreachable: retrying", error=exc.message, retry_in=round(backoff, 2))
                 wait, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF)
@@ -259,11 +332,43 @@ class Guardian:
                 self._log.error("chain error: retrying", error=exc.message, retry_in=round(backoff, 2))
                 wait, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF)
             await self.heads.wait(stop, timeout=wait)
-        self._log.info("stopping: finishing responses under way", pending=len(self._responses))
-        await asyncio.gather(*watchers, return_exceptions=True)
-        if mempool is not None:
-            await mempool
-        await self.drain_responses()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
+            if stop.is_set():
+                return
+            self._log_heartbeat()
+
+    async def _preflight(self) -> PreflightReport:
+        self.preflight = await run_preflight(self.config, self.account.address, self.rpc, store=self.store)
+        return self.preflight
+
+    async def _preflight_loop(self, stop: asyncio.Event) -> None:
+        """Every PREFLIGHT_EVERY_BLOCKS handled blocks, checks again that every action can still be taken (a role
+        revoked, the module disabled, the key drained, a pre-signature voided): if not, an incident of its own."""
+        last = self.source.last_committed or 0
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(self.config.chain.poll_interval, 1.0))
+            handled = self.source.last_committed or 0
+            if stop.is_set() or handled < last + PREFLIGHT_EVERY_BLOCKS or self._responses:
+                continue  # never compete with a response under way for the node
+            last = handled
+            report = await self._preflight()
+            self.module_path.use_gas_limits(report.gas_limits)
+            if not report.ok:
+                self._cannot_act(report)
+
+    def _cannot_act(self, report: PreflightReport) -> None:
+        incident, opened = self.store.open_or_join(
+            chain_id=self.config.chain.chain_id, policy_id=CANNOT_ACT, cooldown=CANNOT_ACT_COOLDOWN,
+            severity="critical", title=f"the guardian can no longer act: {report.summary()}", dry_run=False,
+            block=report.block, block_time=int(time.time()), evidence={"preflight": report.to_json()},
+            status=IncidentStatus.FAILED, actions=(), seen={"preflight": report.summary()})
+        self._log.critical("preflight FAILED while running: the guardian can no longer act; fix it now",
+                           incident_id=incident.id, new_incident=opened, failures=report.summary())
 
     def _on_another_chain(self) -> bool:
         """Every read endpoint serves another chain: its blocks must not move the checkpoint (_watch_chain says
@@ -271,7 +376,7 @@ class Guardian:
         health = self.chain_health
         return health is not None and health.wrong_chain is not None and health.head is None
 
-    def _heartbeat(self) -> None:
+    def _log_heartbeat(self) -> None:
         health = self.chain_health
         endpoints = {e.label: "ok" if e.healthy else f"failing x{e.consecutive_failures}"
                      for e in (health.endpoints if health else self.transport.health())}
@@ -279,7 +384,9 @@ class Guardian:
                        lag=health.lag if health else None, new_heads=self.heads.mode.value,
                        endpoints=endpoints,
                        problems=list(health.problems(max_lag=self.config.chain.max_lag)) if health else [],
-                       responses_under_way=len(self._responses))
+                       responses_under_way=len(self._responses),
+                       mempool=("off" if self.mempool is None else "live" if self.mempool.live else "DOWN"),
+                       unsaved_writes=self.store.unsaved_writes or None)
 
     async def _watch_chain(self, stop: asyncio.Event) -> None:
         """Looks at the chain every few seconds and says loudly, every time, what is wrong with it."""
@@ -306,6 +413,5 @@ class Guardian:
 
     async def close(self) -> None:
         await self.responder.close()
-        await self.presigned.close()
         await self.transport.close()
         self.store.close()

@@ -59,7 +59,7 @@ def test_run_pauses_a_drain_logs_json_and_stops_on_ctrl_c(chain, guardian_config
 
     listing = subprocess.run([*ONGUARD, "incidents", "--config", str(guardian_config), "list"],
                              capture_output=True, text=True, env=env)
-    assert listing.returncode == 0 and "vault-drain" in listing.stdout and "mitigated" in listing.stdout
+    assert listing.returncode == 0 and "vault-drain" in listing.stdout and "safe" in listing.stdout
     shown = subprocess.run([*ONGUARD, "incidents", "--config", str(guardian_config), "show", "1"],
                            capture_output=True, text=True, env=env)
     assert shown.returncode == 0
@@ -109,10 +109,12 @@ def test_demo_pauses_the_vault_and_exits_zero(tmp_path: Path):
     # Act 2: the one-transaction exploit is beaten in the mempool, in the same block.
     assert "0: pause, 1: exploit" in result.stdout
     assert "exploit REVERTED; the vault kept 700,000 of 700,000 dUSD" in result.stdout
-    # The kept database holds the incident, mitigated.
+    # The kept database holds both incidents: the drain's, resolved by the owners before they unpaused, and the
+    # exploit's, safe (the vault is paused) and still watched.
     listing = subprocess.run([*ONGUARD, "incidents", "--config", str(tmp_path / "onguard.toml"), "list"],
                              capture_output=True, text=True)
-    assert "mitigated" in listing.stdout
+    rows = [line.split() for line in listing.stdout.splitlines()[1:]]
+    assert sorted(row[4] for row in rows) == ["resolved", "safe"]
 
 
 def _alive(pid: int) -> bool:

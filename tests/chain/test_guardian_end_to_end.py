@@ -58,7 +58,7 @@ def test_drain_trips_the_policy_and_the_safe_module_pauses_the_vault(chain, guar
             assert [d.finding.policy.id for d in decisions] == ["vault-drain"]
             assert decisions[0].actions == ("pause_vault",)
             incident = guardian.store.incident(decisions[0].incident.id)
-            assert incident.status == IncidentStatus.MITIGATED
+            assert incident.status == IncidentStatus.SAFE
             assert int(incident.evidence["value"]) == tokens(300_000)
             assert int(incident.evidence["state"]["assets"]) == tokens(700_000)
             (response,) = guardian.store.responses(incident.id)
@@ -151,7 +151,7 @@ def test_a_vault_already_paused_is_not_paused_again(chain, guardian_config):
             assert decision.opened and all(not d.opened for d in joined)
             (response,) = guardian.store.responses(decision.incident.id)
             assert response.status == ResponseStatus.ALREADY_DONE and response.tx_hash is None
-            assert guardian.store.incident(decision.incident.id).status == IncidentStatus.MITIGATED
+            assert guardian.store.incident(decision.incident.id).status == IncidentStatus.SAFE
             assert w3.eth.get_transaction_count(GUARDIAN) == nonce_before
         finally:
             await guardian.close()
@@ -238,7 +238,7 @@ def test_the_daemon_loop_pauses_a_live_drain_and_stops_cleanly(chain, guardian_c
         assert is_paused(w3, world)
         store = IncidentStore(store_path)
         (incident,) = store.incidents()
-        assert incident.status == IncidentStatus.MITIGATED
+        assert incident.status == IncidentStatus.SAFE
         store.close()
 
     asyncio.run(scenario())
@@ -261,7 +261,7 @@ def test_a_response_interrupted_by_a_crash_is_finished_after_the_restart(chain, 
             await guardian.drain_responses()
             (response,) = guardian.store.responses(incident.id)
             assert response.status == ResponseStatus.MINED
-            assert guardian.store.incident(incident.id).status == IncidentStatus.MITIGATED
+            assert guardian.store.incident(incident.id).status == IncidentStatus.SAFE
         finally:
             await guardian.close()
 
@@ -327,7 +327,7 @@ condition = "value > 1"
             assert decision.actions == ("trip_breaker", "pause_vault")
             statuses = {r.action: r.status for r in guardian.store.responses(decision.incident.id)}
             assert statuses == {"trip_breaker": ResponseStatus.MINED, "pause_vault": ResponseStatus.MINED}
-            assert guardian.store.incident(decision.incident.id).status == IncidentStatus.MITIGATED
+            assert guardian.store.incident(decision.incident.id).status == IncidentStatus.SAFE
         finally:
             await guardian.close()
         assert contract(w3, "CircuitBreaker", world.breaker).functions.tripped().call()

@@ -193,7 +193,7 @@ def test_delta_drawdown_of_a_drain_trips_the_breaker_on_chain(chain, guardian_co
             assert decision.actions == ("trip_breaker",)
             (response,) = guardian.store.responses(decision.incident.id)
             assert (response.action, response.status) == ("trip_breaker", ResponseStatus.MINED)
-            assert guardian.store.incident(decision.incident.id).status == IncidentStatus.MITIGATED
+            assert guardian.store.incident(decision.incident.id).status == IncidentStatus.SAFE
         finally:
             await guardian.close()
 

@@ -246,17 +246,20 @@ def test_the_daemon_loop_itself_pre_empts_with_its_mempool_source(chain, guardia
         daemon = asyncio.create_task(guardian.run(stop))
         try:
             await asyncio.wait_for(guardian.ready.wait(), timeout=20)
-            w3.provider.make_request("evm_setAutomine", [False])
+            # Sync web3 calls go through a thread: web3 shares one threading lock between its sync and async
+            # session caches, so a sync call on the event loop can deadlock with the daemon's async requests.
+            await asyncio.to_thread(w3.provider.make_request, "evm_setAutomine", [False])
             await asyncio.sleep(0.5)  # the subscription is up
-            shares = vault.functions.balanceOf(ALICE).call()
-            attack = vault.functions.redeemFor(ALICE, ATTACKER, shares).transact({"from": ATTACKER, "gas": 500_000})
+            shares = await asyncio.to_thread(vault.functions.balanceOf(ALICE).call)
+            attack = await asyncio.to_thread(vault.functions.redeemFor(ALICE, ATTACKER, shares).transact,
+                                             {"from": ATTACKER, "gas": 500_000})
             deadline = time.monotonic() + 5
             pause = None
             while pause is None and time.monotonic() < deadline:
                 pause = next((r.tx_hash for i in guardian.store.incidents() for r in guardian.store.responses(i.id)
                               if r.tx_hash), None)
                 await asyncio.sleep(0.02)
-            w3.provider.make_request("evm_mine", [])
+            await asyncio.to_thread(w3.provider.make_request, "evm_mine", [])
             await asyncio.sleep(0.3)
             return attack.to_0x_hex(), pause
         finally:

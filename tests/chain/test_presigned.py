@@ -81,7 +81,7 @@ def test_presigned_pause_is_executed_by_the_daemon(multisig, config_path, monkey
             incident_id = await trip(multisig, guardian)
             (response,) = guardian.store.responses(incident_id)
             assert response.status == ResponseStatus.MINED, response
-            assert guardian.store.incident(incident_id).status == IncidentStatus.MITIGATED
+            assert guardian.store.incident(incident_id).status == IncidentStatus.SAFE
             tx = w3.eth.get_transaction(response.tx_hash)
             # The relayer is the guardian key, the call goes to the Safe (execTransaction), not the module.
             assert tx["from"] == GUARDIAN.address and tx["to"] == world.safe
@@ -90,7 +90,10 @@ def test_presigned_pause_is_executed_by_the_daemon(multisig, config_path, monkey
             audit = AuditLog(guardian.store)
             kinds = [e.kind for e in audit.entries()]
             assert kinds.count(AuditKind.SIGNATURE) == multisig.threshold
-            assert AuditKind.DECISION in kinds and kinds[-1] == AuditKind.EXECUTION and AuditKind.CONFIG in kinds
+            assert AuditKind.DECISION in kinds and AuditKind.CONFIG in kinds
+            # The execution, then the incident's move to the safe state (every status change is audited).
+            assert kinds[-2:] == [AuditKind.EXECUTION, "incident-status"]
+            assert list(audit.entries())[-1].details["to"] == IncidentStatus.SAFE
             assert audit.verify()[1] is None
         finally:
             await guardian.close()

@@ -309,6 +309,8 @@ def test_bad_calls_name_their_field(write_toml: WriteToml, data: dict[str, Any],
     ("pool.setPoolPause(true)", "is not a view"),
     ("pool.paused() and", "expected a value, but the expression ends here"),
     ("pool.paused(", "missing ')'"),
+    ("true", "'true' reads nothing from the chain"),
+    ("1 == 1", "reads nothing from the chain"),
 ])
 def test_bad_done_when_names_its_field(write_toml: WriteToml, data: dict[str, Any], done_when: str,
                                        message: str) -> None:

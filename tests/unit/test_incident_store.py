@@ -127,9 +127,9 @@ def test_unknown_incident_raises_lookup_error(store: IncidentStore) -> None:
 
 def test_set_status_and_add_timeline(store: IncidentStore) -> None:
     incident_id = open_one(store)
-    store.set_status(incident_id, IncidentStatus.MITIGATED)
+    store.set_status(incident_id, IncidentStatus.SAFE)
     store.add_timeline(incident_id, "note", {"by": "operator"})
-    assert store.incident(incident_id).status == "mitigated"
+    assert store.incident(incident_id).status == "safe"
     assert store.timeline(incident_id)[-1].kind == "note"
     assert store.timeline(incident_id)[-1].detail == {"by": "operator"}
 
@@ -239,3 +239,156 @@ def test_unwritable_database_path_is_a_config_error(tmp_path: Path) -> None:
         IncidentStore(blocker / "onguard.db")
     assert caught.value.field == "state.database"
     assert "cannot open the state database" in str(caught.value)
+
+
+# ---- open-or-join, statuses, response transactions, degraded writes ----
+
+
+def open_or_join(store: IncidentStore, block_time: int, **overrides: object):  # type: ignore[no-untyped-def]
+    fields: dict[str, object] = dict(chain_id=31337, policy_id="vault-drain", cooldown=3600.0, severity="critical",
+                                     title="drain", dry_run=False, block=100, block_time=block_time,
+                                     evidence={"value": 1}, status=IncidentStatus.OPEN, actions=("pause_vault",))
+    fields.update(overrides)
+    return store.open_or_join(**fields)  # type: ignore[arg-type]
+
+
+def test_open_or_join_opens_with_claims_then_joins_within_the_cooldown(store: IncidentStore) -> None:
+    incident, opened = open_or_join(store, 1_000)
+    assert opened and [(r.action, r.status) for r in store.responses(incident.id)] == [("pause_vault", "claimed")]
+    joined, opened_again = open_or_join(store, 1_500, block=105)
+    assert (joined.id, opened_again) == (incident.id, False)
+    assert joined.last_seen_block == 105
+    assert [e.kind for e in store.timeline(incident.id)] == ["detected", "tripped-again"]
+
+
+def test_a_resolved_incident_is_never_joined(store: IncidentStore) -> None:
+    incident, _ = open_or_join(store, 1_000)
+    store.set_status(incident.id, IncidentStatus.RESOLVED, actor="alice", reason="owners unpaused after the fix")
+    again, opened = open_or_join(store, 1_001)
+    assert opened and again.id != incident.id
+
+
+def test_two_writers_racing_to_open_make_one_incident(db_path: Path) -> None:
+    import threading
+
+    one, two = IncidentStore(db_path), IncidentStore(db_path)
+    try:
+        # The first writer is opening an incident (its transaction not committed yet) when the second checks.
+        one.db.execute("BEGIN IMMEDIATE")
+        one.db.execute("INSERT INTO incidents (chain_id, policy_id, severity, status, title, dry_run, opened_at, "
+                       "opened_block, opened_block_time, last_seen_at, last_seen_block, evidence) "
+                       "VALUES (31337, 'vault-drain', 'critical', 'open', 'drain', 0, 'now', 100, 1000, 'now', 100, "
+                       "'{}')")
+        checking = threading.Event()
+        two.db.set_trace_callback(lambda statement: checking.set())
+        result: list = []
+        second = threading.Thread(target=lambda: result.append(open_or_join(two, 1_000)))
+        second.start()
+        assert checking.wait(timeout=10)
+        one.db.execute("COMMIT")
+        second.join(timeout=10)
+        two.db.set_trace_callback(None)
+        (incident, opened), = result
+        assert opened is False  # it waited for the first writer and joined its incident
+        assert len(one.incidents()) == 1
+    finally:
+        one.close()
+        two.close()
+
+
+def test_every_status_change_is_in_the_timeline_and_the_audit_log(store: IncidentStore) -> None:
+    from onguard.incidents.audit import AuditLog
+
+    incident_id = open_one(store)
+    assert store.set_status(incident_id, IncidentStatus.SAFE, reason="paused() holds") is True
+    assert store.set_status(incident_id, IncidentStatus.SAFE) is False  # no change, no entry
+    store.set_status(incident_id, IncidentStatus.RESOLVED, actor="alice", reason="fixed and unpaused")
+    changes = [e.detail for e in store.timeline(incident_id) if e.kind == "status"]
+    assert [(c["from"], c["to"], c["by"]) for c in changes] == [("open", "safe", "daemon"),
+                                                               ("safe", "resolved", "alice")]
+    audit = [(e.kind, e.actor, e.details["to"], e.details["reason"]) for e in AuditLog(store).entries()]
+    assert audit == [("incident-status", "daemon", "safe", "paused() holds"),
+                     ("incident-status", "alice", "resolved", "fixed and unpaused")]
+    assert [i.id for i in store.watched_incidents(31337)] == []
+
+
+def test_response_transactions_round_trip_per_sender_and_action(store: IncidentStore) -> None:
+    from onguard.incidents.store import ResponseTx
+
+    sent = ResponseTx(action="pause_vault", incident_id=1, sender="0xG", nonce=7, tx_hash="0x01",
+                      max_fee_per_gas=2 * 10**30, max_priority_fee_per_gas=10**9, raw=b"\x02\xf8")
+    store.record_response_tx(sent)
+    store.record_response_tx(ResponseTx(action="trip_breaker", incident_id=1, sender="0xG", nonce=8,
+                                        tx_hash="0x02", max_fee_per_gas=1, max_priority_fee_per_gas=1, raw=b""))
+    assert store.response_txs("0xG", "pause_vault") == [sent]
+    assert [tx.nonce for tx in store.response_txs("0xG")] == [7, 8]
+    assert store.response_txs("0xOther") == []
+
+
+def test_outcome_and_orphaned_responses_are_recorded(store: IncidentStore) -> None:
+    from onguard.incidents.store import Outcome
+
+    incident_id = open_one(store)
+    store.claim_response(incident_id, "pause_vault")
+    store.update_response(incident_id, "pause_vault", ResponseStatus.MINED, tx_hash="0xaa", block_number=9)
+    store.record_outcome(incident_id, "pause_vault", Outcome.CONTAINED, {"harm_before": ["0x01"], "loss": 10**24})
+    (record,) = store.responses(incident_id)
+    assert (record.outcome, record.outcome_detail) == (Outcome.CONTAINED, {"harm_before": ["0x01"],
+                                                                           "loss": 10**24})
+    store.record_orphaned(incident_id, "pause_vault", "0xaa", 9)
+    (record,) = store.responses(incident_id)
+    assert (record.status, record.orphaned, record.outcome, record.block_number) == ("orphaned", 1, None, None)
+
+
+def test_a_schema_1_database_is_migrated_and_mitigated_becomes_safe(db_path: Path) -> None:
+    import sqlite3
+
+    store = IncidentStore(db_path)
+    incident_id = open_one(store)
+    store.close()
+    raw = sqlite3.connect(db_path)
+    raw.execute("DROP TABLE response_txs")
+    raw.execute("ALTER TABLE responses DROP COLUMN outcome")
+    raw.execute("UPDATE incidents SET status='mitigated'")
+    raw.commit()
+    raw.close()
+    reopened = IncidentStore(db_path)
+    try:
+        assert reopened.incident(incident_id).status == IncidentStatus.SAFE
+        assert reopened.response_txs("0xG") == []
+    finally:
+        reopened.close()
+
+
+def test_writes_a_full_database_refuses_are_kept_and_replayed_in_order(store: IncidentStore) -> None:
+    incident_id = open_one(store)
+    store.claim_response(incident_id, "pause_vault")
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count={pages}")  # SQLite now answers "database or disk is full"
+    for n in range(200):
+        store.add_timeline(incident_id, "note", {"n": n, "pad": "x" * 400})
+        store.save_checkpoint("blocks", 31337, n, f"0x{n:02x}")
+    store.update_response(incident_id, "pause_vault", ResponseStatus.MINED, tx_hash="0xfeed", block_number=12)
+    assert store.unsaved_writes > 0  # the disk refused: nothing raised, the writes wait in memory
+    store.db.execute(f"PRAGMA max_page_count={pages * 100}")  # space returns
+    assert store.flush() is True and store.unsaved_writes == 0
+    notes = [e.detail["n"] for e in store.timeline(incident_id) if e.kind == "note"]
+    assert notes == list(range(200))  # every one, in order
+    assert store.checkpoint("blocks", 31337) == (199, "0xc7")
+    assert store.responses(incident_id)[0].status == ResponseStatus.MINED
+
+
+def test_an_incident_opened_while_the_database_is_full_is_saved_when_it_takes_writes(store: IncidentStore) -> None:
+    open_one(store)
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count={pages}")
+    for n in range(100):  # fill what room is left
+        store.add_timeline(1, "note", {"pad": "x" * 400})
+    incident, opened = open_or_join(store, 5_000, policy_id="other-policy")
+    assert opened and store.incident(incident.id).policy_id == "other-policy"  # known in memory
+    joined, opened_again = open_or_join(store, 5_001, policy_id="other-policy")
+    assert (joined.id, opened_again) == (incident.id, False)
+    store.db.execute(f"PRAGMA max_page_count={pages * 100}")
+    assert store.flush()
+    assert [(r.action, r.status) for r in store.responses(incident.id)] == [("pause_vault", "claimed")]
+    assert store.incident(incident.id).policy_id == "other-policy"

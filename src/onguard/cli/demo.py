@@ -20,11 +20,12 @@ from onguard.config import load_config
 from onguard.demo import preempt
 from onguard.demo.attack import Attacker, AttackOutcome, drain_plan
 from onguard.demo.world import TOKEN, Roles, World, artifact, build_world, dev_account, write_config
-from onguard.incidents.store import Incident, IncidentStore
+from onguard.incidents.store import Incident, IncidentStatus, IncidentStore
 from onguard.runtime import Guardian
 
 GUARDIAN_KEY_ENV = "ONGUARD_DEMO_GUARDIAN_KEY"
 BLOCK_TIME = 1
+DRAIN_WINDOW_PASSED = 6  # blocks: more than the vault-drain policy's 5-block window
 ATTEMPTS_AFTER_PAUSE = 2
 
 
@@ -102,13 +103,33 @@ async def play(config_path: Path, world: World) -> DemoResult:
 
 async def second_act(world: World, store_path: Path) -> preempt.RaceResult:
     sync_w3 = Web3(Web3.HTTPProvider(world.rpc_url))
-    say("an hour later the Safe's owners unpause the vault: a 2-of-3 multisig transaction, never automatic")
+    say("an hour later the owners resolve the incident (`onguard incidents resolve`) and unpause the vault: a 2-of-3 "
+        "multisig transaction, never automatic")
+    # An hour of blocks: the drain leaves the policy's window, so the policy is quiet when the incident ends.
+    await asyncio.to_thread(sync_w3.provider.make_request, "anvil_mine", [hex(DRAIN_WINDOW_PASSED)])
+    await asyncio.sleep(2 * BLOCK_TIME)  # the guardian has seen those blocks
+    await asyncio.to_thread(_resolve_open_incidents, store_path)
     await asyncio.to_thread(preempt.unpause_by_owners, sync_w3, world)
     say("an exploit contract is armed: in ONE transaction it will push the oracle price up and borrow all the cash")
     exploit = await asyncio.to_thread(preempt.arm_exploit, sync_w3, world)
     await asyncio.sleep(2 * BLOCK_TIME)  # the guardian has seen those blocks
     say("mining is held; the exploit enters the mempool")
     return await asyncio.to_thread(preempt.race, sync_w3, world, exploit, store_path)
+
+
+def _resolve_open_incidents(store_path: Path) -> None:
+    """What the owners do before unpausing; otherwise the guardian, keeping the incident's pause, pauses again."""
+    store = IncidentStore(store_path)
+    try:
+        for incident in store.watched_incidents(incident_chain_id(store)):
+            store.set_status(incident.id, IncidentStatus.RESOLVED, actor="owners (demo)",
+                             reason="drain stopped; redeemFor fixed; the owners unpause")
+    finally:
+        store.close()
+
+
+def incident_chain_id(store: IncidentStore) -> int:
+    return next((i.chain_id for i in store.incidents(limit=1)), 0)
 
 
 async def attack(w3: AsyncWeb3, world: World) -> list[AttackOutcome]:

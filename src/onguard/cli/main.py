@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import onguard
 from onguard import __version__
-from onguard.cli import audit, demo, incidents, keystore, module, policies, preflight, presign, proposals, replay, \
-    run, status
+from onguard.cli import audit, demo, incidents, keystore, module, notify, policies, preflight, presign, proposals, \
+    replay, run, status
 from onguard.cli.common import Exit, accept_shared_options_everywhere, add_global_config_argument, resolve_config
 from onguard.errors import OnguardError
 from onguard.log import configure_logging
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     module.register(commands)
     preflight.register(commands)
     replay.register(commands)
+    notify.register(commands)
     accept_shared_options_everywhere(parser)
     return parser
 

@@ -1,9 +1,11 @@
-"""The fee strategy of a response: outbid the threatening transaction so the pause is ordered first, bump a
-pause that is not mined, and never pay past the configured ceiling."""
+"""The fee strategy of a response: outbid the threatening transaction so the pause is ordered first (on the block
+path: the richest transaction pending to the watched contracts), bump a pause that is not mined, and never pay
+past the configured ceiling."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -40,8 +42,11 @@ def effective_tip(raw: Mapping[str, Any], base_fee: int) -> int:
     return max(0, int(raw.get("gasPrice", 0)) - base_fee)
 
 
-def initial_fees(settings: ResponseSettings, base_fee: int, threat: Threat | None) -> Fees:
-    tip = settings.priority_fee
+def initial_fees(settings: ResponseSettings, base_fee: int, threat: Threat | None,
+                 min_tip: int | None = None) -> Fees:
+    """The first fees of a response: at least `min_tip` (default: the configured priority fee), outbidding
+    `threat` when there is one."""
+    tip = settings.priority_fee if min_tip is None else max(settings.priority_fee, min_tip)
     cap = 2 * base_fee
     if threat is not None:
         tip = max(tip, int(threat.effective_tip * settings.outbid_factor) + settings.outbid_margin)
@@ -84,3 +89,27 @@ def _capped(settings: ResponseSettings, headroom: int, tip: int) -> Fees:
 
 def _ceil(value: Fraction) -> int:
     return -(-value.numerator // value.denominator)
+
+
+class PendingTips:
+    """The pending transactions to the watched contracts (fed by the mempool source), so a pause decided on a
+    mined block is priced above whatever may be the drain's next slice. Forgets what is mined or older than the
+    horizon."""
+
+    def __init__(self, horizon: float = 60.0) -> None:
+        self._horizon = horizon
+        self._pending: dict[str, tuple[Threat, float]] = {}   # hash → (its fees, when added: monotonic)
+
+    def add(self, threat: Threat) -> None:
+        self._pending[threat.tx_hash.lower()] = (threat, time.monotonic())
+
+    def forget(self, tx_hashes: Iterable[str]) -> None:
+        for tx_hash in tx_hashes:
+            self._pending.pop(tx_hash.lower(), None)
+
+    def highest(self) -> Threat | None:
+        """The pending transaction paying the most (by effective tip, then fee cap), or None."""
+        horizon = time.monotonic() - self._horizon
+        self._pending = {h: entry for h, entry in self._pending.items() if entry[1] >= horizon}
+        threats = [threat for threat, _ in self._pending.values()]
+        return max(threats, key=lambda t: (t.effective_tip, t.max_fee), default=None)

@@ -1,0 +1,473 @@
+"""One response life cycle for every path: price, sign, store, send to every endpoint (private first, public
+fallback), watch, bump, replace at the same nonce, outbid the threat, and record what the chain shows. The paths
+(the guardian module, owners' pre-signed Safe transactions) differ only in the transaction they build.
+
+Each action has at most one campaign under way, whichever incidents want it (they join it): one pause per action,
+never two. The nonce, fees and hash of every transaction are stored before it is sent, so after a restart the
+same nonce is replaced with higher fees instead of a second pause queueing behind a stuck one. A campaign that
+fails is recorded as failed and may be started again (the reconciler does, with back-off)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+
+from onguard.chain.rpc import Rpc
+from onguard.config import Config
+from onguard.errors import ChainError
+from onguard.incidents.store import (
+    IncidentStatus,
+    IncidentStore,
+    Outcome,
+    ResponseStatus,
+    ResponseTx,
+)
+from onguard.log import get_logger
+from onguard.observations import BlockObservation
+from onguard.responders.actions import PreparedAction, is_done, prepare_action
+from onguard.responders.fees import Fees, PendingTips, Threat, bumped, initial_fees, outbid
+from onguard.responders.outcome import Landing, classify, evidence_transactions, harmful_transactions
+
+RECEIPT_POLL = 0.05
+IN_EFFECT = (ResponseStatus.MINED, ResponseStatus.ALREADY_DONE)
+
+
+class ResponseImpossible(Exception):
+    """The path cannot build the transaction now (e.g. no pre-signature for the Safe's nonce)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltTx:
+    """What a path makes of a prepared action: where the guardian key sends it, with what, and notes to record."""
+
+    to: str
+    data: bytes
+    gas_limit: int
+    note: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TxPath(Protocol):
+    via: str
+
+    async def prepare(self, actions: Sequence[PreparedAction]) -> None: ...
+
+    async def on_block(self, block: BlockObservation) -> None: ...
+
+    async def build(self, action: PreparedAction) -> BuiltTx: ...
+
+    def on_mined(self, action: str, incident_ids: Sequence[int], tx_hash: str, block: int, built: BuiltTx) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Campaign:
+    """One action's response under way: the incidents it serves, the nonce it holds, every hash sent at it."""
+
+    action: str
+    incidents: list[int]
+    threat: Threat | None            # the richest threat it must get ahead of (None: nothing pending known)
+    path: str                        # "mempool" (racing a pending threat) or "block"
+    raced: list[str] = field(default_factory=list)   # every threat hash it was priced against
+    nonce: int | None = None
+    fees: Fees | None = None
+    hashes: list[str] = field(default_factory=list)
+    built: BuiltTx | None = None
+    sent_at: float = 0.0
+    public_sent: bool = False
+
+
+class NotInEffect(Exception):
+    """The campaign ended without the action in effect (not mined in time, or reverted)."""
+
+
+class ResponseLifecycle:
+    def __init__(self, rpc: Rpc, config: Config, account: LocalAccount, store: IncidentStore,
+                 paths: Mapping[str, TxPath], tips: PendingTips,
+                 spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        self._rpc = rpc
+        self._config = config
+        self._settings = config.response
+        self._account = account
+        self._store = store
+        self._paths = paths
+        self._tips = tips
+        self._spawn = spawn
+        self._prepared = {name: prepare_action(config, action) for name, action in config.actions.items()}
+        self._watched = [c.address for c in config.contracts.values()]
+        self._private = [Rpc(e.url) for e in config.response.endpoints if e.private]
+        self._public = [Rpc(e.url) for e in config.response.endpoints if not e.private]
+        self._campaigns: dict[str, Campaign] = {}
+        self.failures = 0   # campaigns that ended without the action in effect, since start
+        self._nothing_to_settle: set[tuple[str, int | None]] = set()
+        self._next_nonce: int | None = None
+        self._base_fee = 0
+        self._send_lock = asyncio.Lock()  # one guardian key, one nonce sequence
+        self._log = get_logger(component="responder", chain_id=config.chain.chain_id, guardian=account.address)
+
+    @property
+    def prepared(self) -> Mapping[str, PreparedAction]:
+        return self._prepared
+
+    def in_flight(self, action: str) -> bool:
+        return action in self._campaigns
+
+    def knows(self, action: str) -> bool:
+        return action in self._prepared
+
+    async def prepare(self) -> None:
+        """Each path checks what it needs on chain and prepares its transactions; the nonce and base fee are read."""
+        for via, path in self._paths.items():
+            await path.prepare([p for p in self._prepared.values() if p.via == via])
+        self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
+        self._base_fee = await self._rpc.latest_base_fee()
+        self._log.info("responses prepared", actions=sorted(self._prepared), nonce=self._next_nonce,
+                       private_endpoints=len(self._private), public_endpoints=len(self._public))
+
+    async def on_block(self, block: BlockObservation) -> None:
+        """Keeps the hot path's inputs current: the base fee, the paths' reads, the nonce when nothing is out."""
+        if block.base_fee is not None:
+            self._base_fee = block.base_fee
+        for path in self._paths.values():
+            await path.on_block(block)
+        if not self._campaigns and not self._send_lock.locked():
+            self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
+
+    async def is_done(self, action: str) -> bool:
+        return await is_done(self._rpc, self._prepared[action])
+
+    async def close(self) -> None:
+        for path in self._paths.values():
+            await path.close()
+        for endpoint in (*self._private, *self._public):
+            await endpoint.close()
+
+    # ---- starting, joining, outbidding ----
+
+    def respond(self, incident_id: int, action: str, threat: Threat | None = None) -> None:
+        """Puts `action` in effect for the incident: joins the campaign under way for it (outbidding `threat`
+        if it pays more), or starts one. Synchronous, so two trips in one breath make one campaign."""
+        if action not in self._prepared:
+            self._log.error("an incident names an action that is not configured; nothing sent",
+                            incident_id=incident_id, action=action)
+            return
+        campaign = self._campaigns.get(action)
+        if campaign is not None:
+            if incident_id not in campaign.incidents:
+                campaign.incidents.append(incident_id)
+                self._store.add_timeline(incident_id, "response-shared",
+                                         {"action": action, "with_incident": campaign.incidents[0],
+                                          "tx_hash": campaign.hashes[-1] if campaign.hashes else None})
+                if campaign.hashes:
+                    self._store.update_response(incident_id, action, ResponseStatus.SENT,
+                                                tx_hash=campaign.hashes[-1])
+            if threat is not None:
+                self._spawn(self._outbid(campaign, threat))
+            return
+        path = "mempool" if threat is not None else "block"
+        campaign = Campaign(action=action, incidents=[incident_id], threat=threat or self._tips.highest(),
+                            path=path)
+        self._campaigns[action] = campaign
+        self._spawn(self._run(campaign))
+
+    def outbid_all(self, threat: Threat) -> None:
+        """A transaction pending to a watched contract: every pause under way must be ordered before it."""
+        for campaign in list(self._campaigns.values()):
+            self._spawn(self._outbid(campaign, threat))
+
+    async def _outbid(self, campaign: Campaign, threat: Threat) -> None:
+        async with self._send_lock:
+            if campaign.fees is None:  # not priced yet: it will be priced against the richest threat
+                if campaign.threat is None or threat.effective_tip > campaign.threat.effective_tip:
+                    campaign.threat = threat
+                return
+            if self._campaigns.get(campaign.action) is not campaign:
+                return  # settled meanwhile
+            fees = outbid(self._settings, campaign.fees, self._base_fee, threat)
+            if fees is None:
+                return
+            self._log.warning("a richer transaction is pending: replacing the pause in flight",
+                              action=campaign.action, threat_tx=threat.tx_hash, tip=fees.max_priority_fee_per_gas)
+            campaign.threat = threat
+            campaign.raced.append(threat.tx_hash)
+            await self._replace(campaign, fees)
+
+    async def settle_unrecorded(self, action: str, incident_ids: Sequence[int]) -> None:
+        """The action holds but these incidents' responses say otherwise (sent before a crash and mined while the
+        daemon was down, or mined after a campaign gave up): record what the chain shows — ours mined, or nothing
+        of ours needed."""
+        stored = self._store.response_txs(self._account.address, action)
+        nonce = stored[-1].nonce if stored else None
+        if action in self._campaigns or (action, nonce) in self._nothing_to_settle:
+            return
+        for tx in reversed([tx for tx in stored if tx.nonce == nonce]):
+            receipt = await self._rpc.receipt(tx.tx_hash)
+            if receipt is not None and receipt["status"] == 1:
+                incident = self._store.incident(incident_ids[0])
+                path = "mempool" if incident.evidence.get("path") == "mempool" else "block"
+                campaign = Campaign(action=action, incidents=list(incident_ids), threat=None, path=path)
+                self._log.warning("a response sent earlier is mined: recording it", action=action,
+                                  tx_hash=tx.tx_hash, incidents=list(incident_ids))
+                await self._settle(campaign, receipt)
+                return
+        for incident_id in incident_ids:
+            if any(r.action == action and r.status == ResponseStatus.CLAIMED
+                   for r in self._store.responses(incident_id)):
+                self._store.update_response(incident_id, action, ResponseStatus.ALREADY_DONE)
+        if nonce is None or nonce < await self._rpc.nonce(self._account.address, "latest"):
+            self._nothing_to_settle.add((action, nonce))  # final: none of ours at that nonce can be mined now
+
+    # ---- one campaign ----
+
+    async def _run(self, campaign: Campaign) -> None:
+        log = self._log.bind(action=campaign.action, incidents=campaign.incidents)
+        try:
+            await self._carry_out(campaign)
+        except (ChainError, ResponseImpossible, NotInEffect) as exc:
+            self._failed(campaign, getattr(exc, "message", None) or str(exc))
+        except Exception:
+            log.exception("response crashed: the protocol may NOT be in the safe state")
+            self._failed(campaign, "internal error (see the log)")
+            raise
+        finally:
+            if self._campaigns.get(campaign.action) is campaign:
+                del self._campaigns[campaign.action]
+
+    async def _carry_out(self, campaign: Campaign) -> None:
+        prepared = self._prepared[campaign.action]
+        if await self.is_done(campaign.action):
+            for incident_id in campaign.incidents:
+                self._store.update_response(incident_id, campaign.action, ResponseStatus.ALREADY_DONE)
+                self.refresh_status(incident_id, reason="already in the safe state: nothing sent")
+            self._log.info("protocol already in the safe state: nothing sent", action=campaign.action)
+            return
+        stored = await self._unmined(campaign.action)
+        if campaign.threat is not None and campaign.threat.tx_hash not in campaign.raced:
+            campaign.raced.append(campaign.threat.tx_hash)
+        campaign.built = await self._paths[prepared.via].build(prepared)
+        min_tip = self._settings.block_path_min_tip if campaign.path == "block" else None
+        async with self._send_lock:
+            fees = initial_fees(self._settings, self._base_fee, campaign.threat, min_tip)
+            if stored is not None:
+                # Ours is still pending at this nonce (sent before a restart, or re-broadcast after a reorg):
+                # replace it, never queue a second pause behind it.
+                campaign.nonce = stored[0].nonce
+                campaign.hashes.extend(tx.tx_hash for tx in stored)
+                floor = bumped(self._settings, Fees(max_fee_per_gas=stored[-1].max_fee_per_gas,
+                                                    max_priority_fee_per_gas=stored[-1].max_priority_fee_per_gas))
+                if floor is not None:
+                    fees = Fees(max_fee_per_gas=max(fees.max_fee_per_gas, floor.max_fee_per_gas),
+                                max_priority_fee_per_gas=max(fees.max_priority_fee_per_gas,
+                                                             floor.max_priority_fee_per_gas))
+            else:
+                if self._next_nonce is None:
+                    self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
+                campaign.nonce = self._next_nonce
+            campaign.fees = fees
+            tx_hash, signed_at = await self._sign_store_send(campaign)
+            if stored is None:
+                self._next_nonce = campaign.nonce + 1
+        broadcast_at = time.perf_counter()
+        timings = _timings(campaign.threat if campaign.path == "mempool" else None,
+                           signed=signed_at, broadcast=broadcast_at)
+        for incident_id in campaign.incidents:
+            self._store.update_response(incident_id, campaign.action, ResponseStatus.SENT, tx_hash=tx_hash)
+            self._store.add_timeline(incident_id, "response-broadcast", {
+                "action": campaign.action, "tx_hash": tx_hash, "nonce": campaign.nonce, "path": campaign.path,
+                "tip": fees.max_priority_fee_per_gas, "max_fee": fees.max_fee_per_gas,
+                "replaces": stored[-1].tx_hash if stored else None,
+                "endpoints": "private" if self._private else "public", **campaign.built.note,
+                "threat_tx": campaign.threat.tx_hash if campaign.threat else None, **timings})
+        self._log.warning("response sent", action=campaign.action, incidents=campaign.incidents, tx_hash=tx_hash,
+                          nonce=campaign.nonce, tip=fees.max_priority_fee_per_gas,
+                          replaces=stored[-1].tx_hash if stored else None, **timings)
+        receipt = await self._watch(campaign)
+        await self._settle(campaign, receipt)
+
+    async def _unmined(self, action: str) -> list[ResponseTx] | None:
+        """The transactions stored for the action's latest nonce, when that nonce is not mined yet."""
+        stored = self._store.response_txs(self._account.address, action)
+        if not stored:
+            return None
+        nonce = stored[-1].nonce
+        if nonce < await self._rpc.nonce(self._account.address, "latest"):
+            return None
+        return [tx for tx in stored if tx.nonce == nonce]
+
+    async def _sign_store_send(self, campaign: Campaign, endpoints: list[Rpc] | None = None) -> tuple[str, float]:
+        assert campaign.built is not None and campaign.fees is not None and campaign.nonce is not None
+        signed = self._account.sign_transaction({
+            "chainId": self._config.chain.chain_id, "to": campaign.built.to, "data": campaign.built.data,
+            "value": 0, "gas": campaign.built.gas_limit, "nonce": campaign.nonce, "type": 2,
+            "maxPriorityFeePerGas": campaign.fees.max_priority_fee_per_gas,
+            "maxFeePerGas": campaign.fees.max_fee_per_gas})
+        signed_at = time.perf_counter()
+        tx_hash = HexBytes(signed.hash).to_0x_hex()
+        self._store.record_response_tx(ResponseTx(
+            action=campaign.action, incident_id=campaign.incidents[0], sender=self._account.address,
+            nonce=campaign.nonce, tx_hash=tx_hash, max_fee_per_gas=campaign.fees.max_fee_per_gas,
+            max_priority_fee_per_gas=campaign.fees.max_priority_fee_per_gas, raw=bytes(signed.raw_transaction)))
+        campaign.hashes.append(tx_hash)
+        first = endpoints or self._private or self._public
+        await send_everywhere(first, signed.raw_transaction)
+        campaign.sent_at = campaign.sent_at or time.perf_counter()
+        if endpoints is None and self._private and self._public and self._settings.public_fallback_after == 0:
+            await send_everywhere(self._public, signed.raw_transaction, required=False)
+            campaign.public_sent = True
+        return tx_hash, signed_at
+
+    async def _replace(self, campaign: Campaign, fees: Fees) -> None:
+        """Same nonce, higher fees (the caller holds the send lock)."""
+        campaign.fees = fees
+        tx_hash, _ = await self._sign_store_send(campaign)
+        for incident_id in campaign.incidents:
+            self._store.add_timeline(incident_id, "response-replaced",
+                                     {"action": campaign.action, "tx_hash": tx_hash, "nonce": campaign.nonce,
+                                      "tip": fees.max_priority_fee_per_gas, "max_fee": fees.max_fee_per_gas})
+
+    async def _watch(self, campaign: Campaign) -> Any:
+        """Waits for one of the campaign's transactions to be mined, replacing it when it lingers."""
+        deadline = time.monotonic() + self._settings.receipt_timeout
+        next_bump = time.monotonic() + self._settings.bump_after
+        fallback = self._settings.public_fallback_after
+        while time.monotonic() < deadline:
+            for tx_hash in reversed(campaign.hashes):
+                receipt = await self._rpc.receipt(tx_hash)
+                if receipt is not None:
+                    return receipt
+            if (self._private and self._public and not campaign.public_sent and fallback is not None
+                    and time.perf_counter() - campaign.sent_at >= fallback):
+                self._log.warning("not mined through the private endpoints: sending publicly too",
+                                  action=campaign.action)
+                campaign.public_sent = True
+                async with self._send_lock:
+                    await self._sign_store_send(campaign, endpoints=self._public)
+            if time.monotonic() >= next_bump:
+                next_bump = time.monotonic() + self._settings.bump_after
+                if not await self.is_done(campaign.action):  # done: ours is about to show, or someone else's did
+                    async with self._send_lock:
+                        fees = bumped(self._settings, campaign.fees) if campaign.fees else None
+                        if fees is not None:
+                            self._log.warning("response not mined yet: replacing it with higher fees",
+                                              action=campaign.action, tip=fees.max_priority_fee_per_gas)
+                            await self._replace(campaign, fees)
+            await asyncio.sleep(RECEIPT_POLL)
+        raise NotInEffect(f"not mined within {self._settings.receipt_timeout}s (still pending at nonce "
+                          f"{campaign.nonce}: the next attempt replaces it)")
+
+    async def _settle(self, campaign: Campaign, receipt: Any) -> None:
+        tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
+        block, gas, index = int(receipt["blockNumber"]), int(receipt["gasUsed"]), int(receipt["transactionIndex"])
+        if receipt["status"] != 1:
+            for incident_id in campaign.incidents:
+                self._store.update_response(incident_id, campaign.action, ResponseStatus.REVERTED,
+                                            tx_hash=tx_hash, block_number=block, gas_used=gas)
+            if await self.is_done(campaign.action):
+                self._log.warning("response reverted, but the action holds (done by someone else)",
+                                  action=campaign.action, tx_hash=tx_hash)
+                for incident_id in campaign.incidents:
+                    self.refresh_status(incident_id, reason="the action holds (ours reverted)")
+                return
+            raise NotInEffect(f"reverted in block {block} ({tx_hash})")
+        if campaign.built is not None:  # None: a transaction sent before a restart, found mined afterwards
+            self._paths[self._prepared[campaign.action].via].on_mined(campaign.action, campaign.incidents, tx_hash,
+                                                                      block, campaign.built)
+        pause = Landing(block=block, index=index)
+        included = ({"included_ms": round((time.perf_counter() - campaign.threat.seen_at) * 1000, 2)}
+                    if campaign.path == "mempool" and campaign.threat else {})
+        for incident_id in campaign.incidents:
+            orphaned = next((r.orphaned for r in self._store.responses(incident_id)
+                             if r.action == campaign.action), 0)
+            self._store.update_response(incident_id, campaign.action, ResponseStatus.MINED, tx_hash=tx_hash,
+                                        block_number=block, gas_used=gas)
+            self._store.add_timeline(incident_id, "response-included", {
+                "action": campaign.action, "tx_hash": tx_hash, "block": block, "position": index, **included})
+            if campaign.path == "mempool" and campaign.threat is not None:
+                await self._record_race(incident_id, pause, campaign.threat)
+            await self._record_outcome(incident_id, campaign, pause, orphaned=orphaned > 0)
+            self.refresh_status(incident_id, reason=f"{campaign.action} mined in block {block}")
+        self._log.warning("response mined: the action is in effect", action=campaign.action, tx_hash=tx_hash,
+                          block=block, position=index, gas_used=gas)
+
+    async def _record_outcome(self, incident_id: int, campaign: Campaign, pause: Landing, *, orphaned: bool) -> None:
+        incident = self._store.incident(incident_id)
+        seeds = evidence_transactions(incident.evidence) | {h.lower() for h in campaign.raced}
+        for entry in self._store.timeline(incident_id):  # later trips name the harm as the chain has it now
+            if entry.kind == "tripped-again":
+                seeds |= evidence_transactions(entry.detail)
+        try:
+            harmful = await harmful_transactions(self._rpc, self._watched, seeds, pause)
+        except ChainError as exc:
+            self._log.error("could not read where the harm landed: outcome not recorded", error=exc.message,
+                            incident_id=incident_id)
+            return
+        record = classify(pause, harmful, evidence=incident.evidence, path=str(incident.evidence.get("path")),
+                          tripped_at=incident.opened_block, orphaned=orphaned)
+        self._store.record_outcome(incident_id, campaign.action, record.outcome, record.detail)
+        log = self._log.warning if record.detail["landed"] == Outcome.STOPPED_BEFORE_ATTACK else self._log.error
+        log("response outcome", incident_id=incident_id, action=campaign.action, outcome=str(record.outcome),
+            **record.detail)
+
+    async def _record_race(self, incident_id: int, pause: Landing, threat: Threat) -> None:
+        """Whether the pause landed before the pending transaction it raced."""
+        attack = await self._rpc.receipt(threat.tx_hash)
+        if attack is None:
+            first, where = True, "not mined yet"
+        else:
+            theirs = (int(attack["blockNumber"]), int(attack["transactionIndex"]))
+            first, where = (pause.block, pause.index) < theirs, f"block {theirs[0]} position {theirs[1]}"
+            where += ", reverted" if attack["status"] != 1 else ", succeeded"
+        self._store.add_timeline(incident_id, "race", {"threat_tx": threat.tx_hash, "pause_first": first,
+                                                       "pause": f"block {pause.block} position {pause.index}",
+                                                       "threat": where})
+
+    def _failed(self, campaign: Campaign, error: str) -> None:
+        self.failures += 1
+        for incident_id in campaign.incidents:
+            self._store.update_response(incident_id, campaign.action, ResponseStatus.FAILED, error=error)
+            self._store.record_outcome(incident_id, campaign.action, Outcome.FAILED, {"error": error})
+            self.refresh_status(incident_id, reason=error)
+        self._log.critical("response FAILED: the protocol is NOT in the safe state; the guardian tries again "
+                           "with back-off — act by hand if it persists", action=campaign.action,
+                           incidents=campaign.incidents, error=error)
+
+    def refresh_status(self, incident_id: int, reason: str) -> None:
+        """SAFE when every response of the incident is in effect, FAILED when one failed, OPEN otherwise.
+        (The reconciler re-checks `done_when` on chain every block and corrects this when the chain moves.)"""
+        statuses = [r.status for r in self._store.responses(incident_id)]
+        if self._store.incident(incident_id).status == IncidentStatus.RESOLVED:
+            return
+        if statuses and all(s in IN_EFFECT for s in statuses):
+            status = IncidentStatus.SAFE
+        elif any(s in (ResponseStatus.FAILED, ResponseStatus.REVERTED) for s in statuses):
+            status = IncidentStatus.FAILED
+        else:
+            status = IncidentStatus.OPEN
+        self._store.set_status(incident_id, status, reason=reason)
+
+
+async def send_everywhere(endpoints: list[Rpc], raw: bytes, required: bool = True) -> str:
+    """Sends to every endpoint at once; the first acceptance wins. Fails only if every endpoint refused."""
+    results = await asyncio.gather(*(endpoint.send_raw(raw) for endpoint in endpoints), return_exceptions=True)
+    accepted = [r for r in results if isinstance(r, str)]
+    if accepted or not required:
+        return accepted[0] if accepted else ""
+    errors = "; ".join(str(getattr(r, "message", r)) for r in results)
+    raise ChainError(f"every endpoint refused the response: {errors}")
+
+
+def _timings(threat: Threat | None, **stages: float) -> dict[str, float]:
+    """Milliseconds from the threat's arrival to each stage (nothing when there is no pending threat)."""
+    if threat is None:
+        return {}
+    return {f"{name}_ms": round((at - threat.seen_at) * 1000, 2) for name, at in stages.items()}
