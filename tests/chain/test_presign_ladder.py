@@ -68,6 +68,10 @@ def test_a_depth_3_ladder_survives_two_routine_transactions_and_the_pause_is_min
     code, out, _ = run(capsys, "status", "--config", config)
     assert f"pause_vault: ready for the Safe's nonce {start}, pre-signed through nonce {start + 2}" in out
     assert "2 routine Safe transaction(s) can execute" in out
+    code, out, _ = run(capsys, "presign", "--config", config, "--status", "--json")
+    ladder = json.loads(out)
+    assert code == 0 and not ladder["needsAttention"] and ladder["safeNonce"] == start
+    assert ladder["actions"]["pause_vault"]["signedNonces"] == [start, start + 1, start + 2]
 
     # Two routine proposals: queued at consecutive nonces, the second warned that it leaves only the last rung.
     code, out, err = routine(multisig, capsys, config)
@@ -121,6 +125,8 @@ def test_a_depth_3_ladder_survives_two_routine_transactions_and_the_pause_is_min
     assert code == 1
     assert f"pause_vault: STALE — no pre-signature with {multisig.threshold} owners for the Safe's nonce {start + 3}" \
         in out
+    code, out, _ = run(capsys, "presign", "--config", config, "--status")
+    assert code == 1 and "pause_vault: STALE" in out
     code, out, _ = run(capsys, "status", "--config", config, "--json")
     report = json.loads(out)
     assert code == 1 and report["needsAttention"]

@@ -5,8 +5,10 @@ signatures (never the key) are stored for the daemon to execute the one for the 
 from __future__ import annotations
 
 import argparse
+import json
 
 from onguard.cli.common import add_config_argument
+from onguard.cli.status import Report, presigned_section
 from onguard.cli.signing import accept_signature, add_external_signature_arguments, add_key_arguments, confirm, \
     connect, describe, given_signature, load_signer, print_typed_data
 from onguard.actions import ActionSettings
@@ -24,7 +26,11 @@ MAX_DEPTH = 32
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("presign", help="pre-sign an emergency action's Safe transaction")
     add_config_argument(parser)
-    parser.add_argument("action", help="a configured [actions.NAME]")
+    parser.add_argument("action", nargs="?", help="a configured [actions.NAME]")
+    parser.add_argument("--status", action="store_true",
+                        help="show each pre-signed action's ladder against the Safe's live nonce instead (exit 1 "
+                             "when one has no valid pre-signature)")
+    parser.add_argument("--json", action="store_true", help="with --status: one JSON document")
     parser.add_argument("--depth", type=int, default=1,
                         help="sign for the Safe's next K nonces (default 1): K-1 routine Safe transactions can then "
                              "execute and the action still can")
@@ -40,6 +46,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.status:
+        return _status(config, as_json=args.json)
+    if args.action is None:
+        raise InputError("say which action to pre-sign", field="ACTION",
+                         hint=f"configured actions: {', '.join(config.actions) or 'none'}; or --status")
     action = _action(config, args.action)
     (call,) = action.calls  # the config allows one call per pre-signed action
     safe = connect(config)
@@ -85,6 +96,21 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _status(config: Config, *, as_json: bool) -> int:
+    store = IncidentStore(config.database)
+    try:
+        report = Report()
+        presigned_section(config, store, report)
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps({"needsAttention": bool(report.reasons), "reasons": report.reasons,
+                          **report.doc["presigned"]}, indent=2))
+    else:
+        print("\n".join(report.lines) or "no action has via = \"presigned\"")
+    return 1 if report.reasons else 0
 
 
 def _action(config: Config, name: str) -> ActionSettings:

@@ -30,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.set_defaults(handler=handle)
 
 
-class _Report:
+class Report:
     """Lines for a human and the same facts as JSON; each reason for a human's attention counted once."""
 
     def __init__(self) -> None:
@@ -48,7 +48,7 @@ class _Report:
 def handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = IncidentStore(config.database)
-    report = _Report()
+    report = Report()
     try:
         checkpoint = store.checkpoint_row(SOURCE_NAME, config.chain.chain_id)
         report.say(f"database      {config.database}")
@@ -80,7 +80,7 @@ def handle(args: argparse.Namespace) -> int:
             report.say("evaluation    every policy evaluated at every block handled")
         report.doc["evaluationFailures"] = [{"policy": f.policy_id, "blocks": f.count, "lastBlock": f.last_block,
                                              "lastAt": f.last_at, "message": f.last_message} for f in failures]
-        _presigned(config, store, report)
+        presigned_section(config, store, report)
         _chain(config, store, checkpoint[0] if checkpoint else None, report)
     finally:
         store.close()
@@ -92,7 +92,7 @@ def handle(args: argparse.Namespace) -> int:
     return 1 if report.reasons else 0
 
 
-def _presigned(config: Config, store: IncidentStore, report: _Report) -> None:
+def presigned_section(config: Config, store: IncidentStore, report: Report) -> None:
     """Pre-signed actions against the Safe's live nonce, read from the chain (the daemon may be down): each
     ready with how many routine transactions it survives, or STALE when it has no threshold pre-signature for the
     live nonce. A reason for attention when any is stale or the Safe cannot be read."""
@@ -130,7 +130,7 @@ def _presigned(config: Config, store: IncidentStore, report: _Report) -> None:
                    "--depth K`")
 
 
-def _chain(config: Config, store: IncidentStore, checkpoint: int | None, report: _Report) -> None:
+def _chain(config: Config, store: IncidentStore, checkpoint: int | None, report: Report) -> None:
     """The chain as the read endpoints show it now: a reason for attention when the guardian is blind, behind or
     on another chain."""
     health = asyncio.run(_look(config, store, checkpoint))
