@@ -53,6 +53,7 @@ def handle(args: argparse.Namespace) -> int:
                          hint=f"configured actions: {', '.join(config.actions) or 'none'}; or --status")
     action = _action(config, args.action)
     (call,) = action.calls  # the config allows one call per pre-signed action
+    _check_arguments(args)  # before any chain access: bad arguments need no node to be told
     safe = connect(config)
     state = safe.retrieve_state()
     nonces = _nonces(args, state)
@@ -121,22 +122,28 @@ def _action(config: Config, name: str) -> ActionSettings:
     return action
 
 
-def _nonces(args: argparse.Namespace, state: SafeState) -> list[int]:
+def _check_arguments(args: argparse.Namespace) -> None:
     if not 1 <= args.depth <= MAX_DEPTH:
         raise InputError(f"--depth {args.depth} is out of range", field="--depth",
                          hint=f"1 to {MAX_DEPTH}: how many routine Safe transactions (plus one) may execute before "
                               "the owners pre-sign again")
+    if args.nonce is not None and args.depth != 1:
+        raise InputError("--nonce signs one nonce; --depth signs several from the live one", field="--nonce",
+                         hint="give one of them")
+    if args.depth > 1 and (args.signature or args.signature_file or args.typed_data):
+        raise InputError("a signature made elsewhere covers one nonce", field="--depth",
+                         hint="run once per nonce with --nonce N (--typed-data, then --signature)")
+    if (args.signature or args.signature_file) and args.approve_hash:
+        raise InputError("--approve-hash sends a transaction from the owner's key; --signature brings a signature "
+                         "made elsewhere", field="--approve-hash", hint="give one of them")
+
+
+def _nonces(args: argparse.Namespace, state: SafeState) -> list[int]:
     if args.nonce is not None:
-        if args.depth != 1:
-            raise InputError("--nonce signs one nonce; --depth signs several from the live one", field="--nonce",
-                             hint="give one of them")
         if args.nonce < state.nonce:
             raise InputError(f"nonce {args.nonce} is spent (the Safe is at {state.nonce}): a signature for it could "
                              "never execute", field="--nonce", hint=f"use {state.nonce} or later")
         return [args.nonce]
-    if args.depth > 1 and (args.signature or args.signature_file or args.typed_data):
-        raise InputError("a signature made elsewhere covers one nonce", field="--depth",
-                         hint="run once per nonce with --nonce N (--typed-data, then --signature)")
     return list(range(state.nonce, state.nonce + args.depth))
 
 
