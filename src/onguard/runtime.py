@@ -114,7 +114,7 @@ class Guardian:
         await self._warm_up()
         self.head = block_observation(await self.rpc.block(await self.rpc.head()), actual)
         # Whatever a crash interrupted or a failure left undone is compared with the chain and put in effect.
-        await self.reconciler.reconcile()
+        await self.reconciler.reconcile(head=self.head.number)
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
                        resume_after_block=self.source.last_committed)
         self.ready.set()
@@ -192,7 +192,7 @@ class Guardian:
         if poll.batches:
             await self.responder.on_block(poll.batches[-1].block)
         if poll.batches or poll.rewound_to is not None or self.reconciler.retry_due():
-            await self.reconciler.reconcile(rewound_to=poll.rewound_to)
+            await self.reconciler.reconcile(head=self.head.number if self.head else None, rewound_to=poll.rewound_to)
         return decisions
 
     async def on_pending(self, pending: PendingTransaction) -> None:

@@ -13,6 +13,7 @@ from onguard.chain.keys import load_guardian_account
 from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import Roles, dev_account, write_config
+from onguard.errors import NotAuthorised
 from onguard.incidents.audit import AuditKind, AuditLog
 from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStatus, ResponseStatus
@@ -102,23 +103,24 @@ def test_presigned_pause_is_executed_by_the_daemon(multisig, config_path, monkey
     assert is_paused(w3, world) and safe_nonce(multisig) == nonce + 1
 
 
-def test_below_threshold_the_daemon_fails_loudly_and_sends_nothing(multisig, config_path, monkeypatch):
+def test_below_threshold_the_daemon_refuses_to_start_and_sends_nothing(multisig, config_path, monkeypatch):
+    """Preflight: an action whose pre-signature lacks the threshold is named at start (exit 2), before any trip."""
     for owner in multisig.owners[: multisig.threshold - 1]:
         assert presign(config_path, owner, monkeypatch) == 0
+    sent_before = multisig.chain.w3.eth.get_transaction_count(GUARDIAN.address)
 
     async def scenario() -> None:
-        guardian = await started(config_path)
+        config = load_config(config_path)
+        guardian = Guardian(config, load_guardian_account(config.guardian_key))
         try:
-            sent_before = multisig.chain.w3.eth.get_transaction_count(GUARDIAN.address)
-            incident_id = await trip(multisig, guardian)
-            (response,) = guardian.store.responses(incident_id)
-            assert response.status == ResponseStatus.FAILED and "signatures" in response.error
-            assert guardian.store.incident(incident_id).status == IncidentStatus.FAILED
-            assert multisig.chain.w3.eth.get_transaction_count(GUARDIAN.address) == sent_before
+            with pytest.raises(NotAuthorised, match=r"pre-signed \[pause_vault\]: no pre-signature with "
+                                                    rf"{multisig.threshold} owners' signatures"):
+                await guardian.start()
         finally:
             await guardian.close()
 
     asyncio.run(scenario())
+    assert multisig.chain.w3.eth.get_transaction_count(GUARDIAN.address) == sent_before
     assert not is_paused(multisig.chain.w3, multisig.chain.world)
 
 
@@ -131,7 +133,8 @@ def test_the_pre_signed_path_needs_no_module(multisig, config_path, monkeypatch)
                                                                  'done_when = "tripped()"\nvia = "presigned"\n'))
     assert load_config(config_path).safe.guardian_module is None
     for owner in multisig.owners[: multisig.threshold]:
-        assert presign(config_path, owner, monkeypatch) == 0
+        for action in ("pause_vault", "trip_breaker"):  # preflight wants every action pre-signed
+            assert presign(config_path, owner, monkeypatch, action=action) == 0
 
     async def scenario() -> None:
         guardian = await started(config_path)

@@ -123,6 +123,52 @@ def test_a_reorg_that_orphans_the_pause_is_answered_by_sending_it_again(chain, g
     asyncio.run(scenario())
 
 
+def test_anvil_reorg_dropping_the_pause_block_is_answered_by_sending_it_again(chain, guardian_config):
+    w3, world = chain.w3, chain.world
+
+    async def scenario() -> None:
+        guardian = await started(guardian_config)
+        try:
+            chain.mine(1)  # anvil reorganises only blocks mined after the fork point
+            start, nonce = w3.eth.block_number, w3.eth.get_transaction_count(GUARDIAN)
+            drains = [drain_slice(w3, world, ALICE, tokens(100_000))["transactionHash"].to_0x_hex()
+                      for _ in range(3)]
+            (decision,) = await guardian.step()
+            await guardian.drain_responses()
+            first_incident = decision.incident.id
+            (first,) = guardian.store.responses(first_incident)
+            # The pause's block is replaced by an empty one (the drain stays); the block source had not read that
+            # block yet, so this reorganisation is no rewind for it.
+            rpc(w3, "anvil_reorg", 1, [])
+            assert not is_paused(w3, world) and _receipt_gone(w3, first.tx_hash)
+            # Anvil 1.7.1's anvil_reorg on a fork leaves the module's record of the orphaned execution in place
+            # (getAction's lastExecuted keeps the orphaned block's time while paused() is back to false), so the
+            # module's cooldown would refuse the re-sent pause: let the hour pass, as a real reorg would undo it.
+            # (An hour of chain time also ends the policy's cooldown: the next trip opens a second incident.)
+            rpc(w3, "evm_increaseTime", 3600)
+            chain.mine(1)
+
+            def recorded() -> bool:
+                (response,) = guardian.store.responses(first_incident)
+                return response.status == ResponseStatus.MINED and response.orphaned == 1
+
+            await until(lambda: is_paused(w3, world) and recorded(), "paused again, and recorded",
+                        step=guardian.step)
+            await guardian.drain_responses()
+            (response,) = guardian.store.responses(first_incident)
+            assert response.outcome == Outcome.ORPHANED_RESENT and response.tx_hash != first.tx_hash
+            assert sorted(response.outcome_detail["harm_before"]) == sorted(drains)
+            assert w3.eth.get_transaction_receipt(response.tx_hash)["status"] == 1
+            assert all(r.tx_hash == response.tx_hash for i in guardian.store.incidents()
+                       for r in guardian.store.responses(i.id))  # every incident names the one live pause
+            assert w3.eth.get_transaction_count(GUARDIAN) == nonce + 1
+            assert len(effective_pauses(w3, world, start)) == 1
+        finally:
+            await guardian.close()
+
+    asyncio.run(scenario())
+
+
 def _receipt_gone(w3: Web3, tx_hash: str) -> bool:
     try:
         return w3.eth.get_transaction_receipt(tx_hash) is None

@@ -50,6 +50,7 @@ class BlockLog:
     """One chain's handled blocks and identity in the store's database."""
 
     def __init__(self, store: IncidentStore, chain_id: int, *, keep: int = HISTORY_BLOCKS) -> None:
+        self._store = store
         self._db = store.db
         self._db.executescript(_SCHEMA)
         self.chain_id = chain_id
@@ -58,11 +59,14 @@ class BlockLog:
     # ---- handled blocks ----
 
     def record(self, number: int, block_hash: str) -> None:
-        """Remembers a handled block (replacing what was recorded at that height) and forgets the oldest."""
-        self._db.execute("INSERT INTO handled_blocks VALUES (?, ?, ?) ON CONFLICT (chain_id, number) "
-                         "DO UPDATE SET hash=excluded.hash", (self.chain_id, number, block_hash))
-        self._db.execute("DELETE FROM handled_blocks WHERE chain_id=? AND number<=?",
-                         (self.chain_id, number - self.keep))
+        """Remembers a handled block (replacing what was recorded at that height) and forgets the oldest. A
+        database that refuses the write (full disk) does not stop the daemon: the store keeps it for later."""
+        def write() -> None:
+            self._db.execute("INSERT INTO handled_blocks VALUES (?, ?, ?) ON CONFLICT (chain_id, number) "
+                             "DO UPDATE SET hash=excluded.hash", (self.chain_id, number, block_hash))
+            self._db.execute("DELETE FROM handled_blocks WHERE chain_id=? AND number<=?",
+                             (self.chain_id, number - self.keep))
+        self._store.durably("handled block", write)
 
     def hash_at(self, number: int) -> str | None:
         row = self._db.execute("SELECT hash FROM handled_blocks WHERE chain_id=? AND number=?",
@@ -78,19 +82,21 @@ class BlockLog:
         """Forgets the blocks above `number` and returns them, oldest first."""
         rows = self._db.execute("SELECT number, hash FROM handled_blocks WHERE chain_id=? AND number>? "
                                 "ORDER BY number", (self.chain_id, number)).fetchall()
-        self._db.execute("DELETE FROM handled_blocks WHERE chain_id=? AND number>?", (self.chain_id, number))
+        self._store.durably("forget orphaned blocks", lambda: self._db.execute(
+            "DELETE FROM handled_blocks WHERE chain_id=? AND number>?", (self.chain_id, number)))
         return tuple(BlockRef(n, h) for n, h in rows)
 
     # ---- reorganisations ----
 
     def record_reorg(self, reorg: Reorg) -> Reorg:
-        cursor = self._db.execute(
+        cursor = self._store.durably("reorganisation", lambda: self._db.execute(
             "INSERT INTO reorgs (chain_id, ancestor_number, ancestor_hash, orphaned, exhausted, noticed_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (self.chain_id, reorg.ancestor.number if reorg.ancestor else None,
              reorg.ancestor.hash if reorg.ancestor else None,
-             json.dumps([[b.number, b.hash] for b in reorg.orphaned]), int(reorg.exhausted), now()))
-        return Reorg(self.chain_id, reorg.ancestor, reorg.orphaned, reorg.exhausted, id=cursor.lastrowid)
+             json.dumps([[b.number, b.hash] for b in reorg.orphaned]), int(reorg.exhausted), now())))
+        return Reorg(self.chain_id, reorg.ancestor, reorg.orphaned, reorg.exhausted,
+                     id=cursor.lastrowid if cursor is not None else None)
 
     def reorgs(self, after_id: int = 0) -> list[Reorg]:
         """The reorganisations noticed on this chain with an id above `after_id`, oldest first."""
@@ -109,5 +115,5 @@ class BlockLog:
 
     def record_genesis(self, genesis_hash: str) -> None:
         """Records the genesis hash the first time; an existing record is never overwritten."""
-        self._db.execute("INSERT OR IGNORE INTO chain_identity VALUES (?, ?, ?)",
-                         (self.chain_id, genesis_hash, now()))
+        self._store.durably("chain identity", lambda: self._db.execute(
+            "INSERT OR IGNORE INTO chain_identity VALUES (?, ?, ?)", (self.chain_id, genesis_hash, now())))

@@ -20,6 +20,9 @@ from onguard.log import get_logger
 from onguard.responders.lifecycle import IN_EFFECT, ResponseLifecycle
 
 
+RECENT_BLOCKS = 64  # mined responses this close to the head are re-checked every poll
+
+
 class Step(StrEnum):
     """What the reconciler does for one action this poll."""
 
@@ -79,9 +82,11 @@ class Reconciler:
         return self._rewound_to is not None or self._lifecycle.failures != self._failures_seen or any(
             retry.at <= now and not self._lifecycle.in_flight(action) for action, retry in self._retries.items())
 
-    async def reconcile(self, *, rewound_to: int | None = None) -> None:
+    async def reconcile(self, *, head: int | None = None, rewound_to: int | None = None) -> None:
         """One comparison of every watched incident with the chain, acting where they differ. `rewound_to`: the
-        first block the block source re-reads after a reorganisation (every receipt from there on is re-checked)."""
+        first block the block source re-reads after a reorganisation (every receipt from there on is re-checked);
+        `head`: the newest block handled (responses mined in the RECENT_BLOCKS before it are re-checked too: a
+        reorganisation of blocks the source had not read yet is no rewind for it)."""
         self._failures_seen = self._lifecycle.failures
         if rewound_to is not None:
             self._rewound_to = rewound_to if self._rewound_to is None else min(self._rewound_to, rewound_to)
@@ -91,8 +96,10 @@ class Reconciler:
             self._rewound_to = None
             return
         responses = {incident.id: self._store.responses(incident.id) for incident in incidents}
-        if self._rewound_to is not None:
-            await self._reverify(responses, self._rewound_to)
+        recent = None if head is None else max(head - RECENT_BLOCKS, 0)
+        since = min((b for b in (self._rewound_to, recent) if b is not None), default=None)
+        if since is not None:
+            await self._reverify(responses, since)
             self._rewound_to = None
             responses = {incident.id: self._store.responses(incident.id) for incident in incidents}
         by_action: dict[str, list[Incident]] = defaultdict(list)
@@ -104,6 +111,11 @@ class Reconciler:
             if not self._lifecycle.knows(action):
                 continue
             holds[action] = await self._lifecycle.is_done(action)
+            if not holds[action] and not self._lifecycle.in_flight(action):
+                # Recorded as mined, yet the action does not hold: was ours dropped by a reorganisation?
+                await self._reverify({i.id: responses[i.id] for i in wanting}, 0, action=action)
+                for incident in wanting:
+                    responses[incident.id] = self._store.responses(incident.id)
             self._act(action, wanting, holds[action], responses)
             unrecorded = [i.id for i in wanting if any(r.action == action and r.status not in IN_EFFECT
                                                        for r in responses[i.id])]
@@ -136,10 +148,13 @@ class Reconciler:
         for incident in wanting:
             self._lifecycle.respond(incident.id, action)
 
-    async def _reverify(self, responses: dict[int, list[ResponseRecord]], rewound_to: int) -> None:
-        """Every mined response at or after the first block re-read after a reorganisation: still on chain?"""
+    async def _reverify(self, responses: dict[int, list[ResponseRecord]], rewound_to: int,
+                        action: str | None = None) -> None:
+        """Every mined response (of `action`) at or after `rewound_to`: still on the chain, in the same block?"""
         for incident_id, records in responses.items():
             for record in records:
+                if action is not None and record.action != action:
+                    continue
                 if (record.status != ResponseStatus.MINED or record.tx_hash is None
                         or record.block_number is None or record.block_number < rewound_to):
                     continue
