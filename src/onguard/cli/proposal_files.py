@@ -151,7 +151,8 @@ def import_tx(s: ProposalSession, imported: ImportedTx, file: str, source: str) 
     view = s.view(snapshot=snapshot)
     unchecked = _check_signatures(s, imported, view, file)
     record = s.txs.by_hash(TxKind.PROPOSAL, imported.tx.safe_tx_hash_hex) or s.txs.add(
-        TxKind.PROPOSAL, imported.tx, purpose=imported.purpose, proposer=f"import:{source}")
+        TxKind.PROPOSAL, imported.tx, purpose=imported.purpose,
+        proposer=f"{imported.proposer} via {source}" if imported.proposer else f"import:{source}")
     if imported.snapshot is not None:
         s.txs.record_snapshot(record, imported.snapshot, source)
     added = [sig.owner for sig in imported.signatures if s.txs.add_signature(record, sig)]

@@ -46,6 +46,7 @@ class ImportedTx:
     purpose: str
     snapshot: SafeSnapshot | None
     executed_in: str | None     # the service says it was executed (in this transaction)
+    proposer: str | None        # who proposed it to the service (an owner or a delegate)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -140,8 +141,9 @@ def parse_service_tx(item: Mapping[str, Any], file: str, chain_id: int, safe: st
                           hint=f"the fields hash to {tx.safe_tx_hash_hex} on chain {chain_id}")
     own = item.get(OWN_FIELD) if isinstance(item.get(OWN_FIELD), dict) else {}
     return ImportedTx(tx=tx, signatures=tuple(_signatures(item, fields, tx)), purpose=_purpose(item, own),
-                      snapshot=_snapshot(own, file), executed_in=item.get("transactionHash") if item.get(
-                          "isExecuted") else None)
+                      snapshot=_snapshot(own, file),
+                      executed_in=item.get("transactionHash") if item.get("isExecuted") else None,
+                      proposer=fields.address("proposer") if item.get("proposer") else None)
 
 
 def _signatures(item: Mapping[str, Any], fields: _Fields, tx: SafeTxData) -> list[OwnerSignature]:
