@@ -265,9 +265,9 @@ def handle_sign(args: argparse.Namespace, s: ProposalSession) -> int:
         signature = _approval_on_chain(s, record, state, args.approved_by)
     else:
         signature = _signature(args, record, state, f"Safe tx {record.safe_tx_hash}")
-    _store_signature(s, record, signature, made_elsewhere=given_signature(args) is not None)
+    added = _store_signature(s, record, signature, made_elsewhere=given_signature(args) is not None)
     count = len(s.txs.get(record.id).signatures)
-    print(f"signed by {signature.owner}: {count} of {state.threshold}"
+    print(f"{'signed' if added else 'already signed'} by {signature.owner}: {count} of {state.threshold}"
           + ("" if view.live else f" (owners checked against the Safe's state {view.source})"))
     return 0
 
@@ -307,8 +307,6 @@ def _store_signature(s: ProposalSession, record: SafeTxRecord, signature: OwnerS
     added = s.txs.add_signature(record, signature)
     s.audit.append(AuditKind.SIGNATURE, signature.owner, {"proposal": record.id, "safe_tx_hash": record.safe_tx_hash,
                                                          "signature_kind": signature.kind, "new": added, **details})
-    if not added:
-        print(f"already signed by {signature.owner}")
     return added
 
 
