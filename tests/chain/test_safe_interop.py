@@ -316,3 +316,55 @@ def test_a_nested_safe_owner_approves_through_its_own_safe_transaction_and_the_p
     code, _, err = run(capsys, "proposals", "--config", config, "execute", "1", *as_signer(monkeypatch, RELAYER))
     assert code == 0, err
     assert not is_paused(multisig.chain.w3, world)
+
+
+def test_a_nested_safe_owner_signs_off_chain_through_eip_1271_and_the_proposal_executes(
+        multisig, paused, capsys, monkeypatch):  # noqa: F811
+    """The nested Safe has Safe's CompatibilityFallbackHandler: its two owners sign a SafeMessage of the parent's
+    transaction with `sign --for-safe`; with one of them the parent does not count it, with both it executes."""
+    from safe_eth.eth.contracts import get_compatibility_fallback_handler_V1_4_1_contract, get_safe_V1_4_1_contract
+    from safe_eth.safe.safe import SafeV141
+
+    from onguard.demo.world import exec_as_owners
+
+    world = multisig.chain.world
+    client = EthereumClient(world.rpc_url)
+    w3 = client.w3
+    deployer = dev_account(Roles.DEPLOYER)
+    first, second, third = multisig.owners[:3]
+    handler_contract = get_compatibility_fallback_handler_V1_4_1_contract(w3)
+    sent = w3.eth.send_transaction({"from": deployer.address, "data": handler_contract.bytecode})
+    handler = w3.eth.wait_for_transaction_receipt(sent, timeout=30)["contractAddress"]
+    singleton = SafeV141.deploy_contract(client, deployer).contract_address
+    factory = ProxyFactoryV141.deploy_contract(client, deployer).contract_address
+    setup = get_safe_V1_4_1_contract(w3, NULL_ADDRESS).encode_abi(
+        "setup", [[second.address, third.address], 2, NULL_ADDRESS, b"", handler, NULL_ADDRESS, 0, NULL_ADDRESS])
+    created = ProxyFactoryV141(factory, client).deploy_proxy_contract_with_nonce(  # type: ignore[abstract]
+        deployer, singleton, initializer=bytes.fromhex(setup[2:]), salt_nonce=13)
+    w3.eth.wait_for_transaction_receipt(created.tx_hash, timeout=30)
+    nested = created.contract_address
+    parent = w3.eth.contract(address=world.safe, abi=get_safe_V1_4_1_contract(w3).abi)
+    indexes = tuple(i for i in range(20) if dev_account(i).address in world.owners)[:2]
+    exec_as_owners(client, world.safe, world.safe, parent.encode_abi("addOwnerWithThreshold", [nested, 2]), indexes)
+
+    config = str(paused)
+    assert run(capsys, "proposals", "--config", config, "create", "--contract", "vault", "--call", "unpause()",
+               "--purpose", "unpause, vouched for by the treasury Safe")[0] == 0
+    assert run(capsys, "proposals", "--config", config, "sign", "1", *as_signer(monkeypatch, first))[0] == 0
+    code, out, err = run(capsys, "proposals", "--config", config, "sign", "1", "--for-safe", nested,
+                         *as_signer(monkeypatch, second))
+    assert code == 0, err
+    assert f"signed for the owner Safe {nested} by {second.address}: 1 of its 2 signature(s)" in out
+    # Half of the nested Safe's owners: the nested Safe refuses, the parent counts one signature.
+    code, _, err = run(capsys, "proposals", "--config", config, "execute", "1", *as_signer(monkeypatch, RELAYER))
+    assert code == 2 and "1 valid owner signature(s), the Safe needs 2" in err
+    code, _, err = run(capsys, "proposals", "--config", config, "sign", "1", "--for-safe", nested,
+                       *as_signer(monkeypatch, first))
+    assert code == 2 and "not an owner of the owner Safe" in err
+    code, out, err = run(capsys, "proposals", "--config", config, "sign", "1", "--for-safe", nested,
+                         *as_signer(monkeypatch, third))
+    assert code == 0, err
+    assert "2 of its 2 signature(s); its signature is complete" in out
+    code, _, err = run(capsys, "proposals", "--config", config, "execute", "1", *as_signer(monkeypatch, RELAYER))
+    assert code == 0, err
+    assert not is_paused(multisig.chain.w3, world)

@@ -43,3 +43,30 @@ def test_bad_signatures_are_refused_naming_the_field(raw, message):
     with pytest.raises(InputError) as caught:
         external_signature(TX, raw, field="--signature")
     assert message in caught.value.message and caught.value.field == "--signature"
+
+
+def test_a_contract_owners_slot_points_at_its_payload_after_every_slot():
+    from onguard.safe.tx import OwnerSignature, encode_signatures
+
+    low, high = sorted((Account.create(), Account.create()), key=lambda a: int(a.address, 16))
+    contract = "0x" + "ff" * 20  # sorts last
+    payload = b"\x07" * 130
+    blob = encode_signatures([OwnerSignature(contract, SignatureKind.CONTRACT, payload), sign(TX, high),
+                              sign(TX, low)])
+    assert blob[:65] == sign(TX, low).signature and blob[65:130] == sign(TX, high).signature
+    slot = blob[130:195]
+    assert slot[:32] == bytes.fromhex("ff" * 20).rjust(32, b"\0") and slot[64] == 0
+    offset = int.from_bytes(slot[32:64], "big")
+    assert offset == 195 and int.from_bytes(blob[offset: offset + 32], "big") == 130
+    assert blob[offset + 32:] == payload
+
+
+def test_the_nested_safe_message_hash_is_the_eip712_hash_of_a_safe_message_of_the_preimage():
+    from onguard.safe.tx import nested_message_hash, nested_message_typed_data
+
+    owner_safe = "0x" + "33" * 20
+    typed = nested_message_typed_data(owner_safe, TX)
+    signable = encode_typed_data(full_message=typed)
+    assert keccak(b"\x19\x01" + signable.header + signable.body) == nested_message_hash(owner_safe, TX)
+    assert typed["message"]["message"] == "0x" + TX.preimage.hex()
+    assert keccak(TX.preimage) == TX.safe_tx_hash

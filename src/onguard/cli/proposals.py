@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import sys
 from typing import Any
 
 from eth_abi import decode as abi_decode
@@ -21,8 +22,9 @@ from onguard.config import Config, WatchedContract
 from onguard.errors import ChainError, InputError
 from onguard.incidents.audit import AuditKind
 from onguard.incidents.safetxs import SafeTxRecord, TxKind, TxStatus
-from onguard.safe.chain import SafeState
-from onguard.safe.tx import CALL, OwnerSignature, SafeTxData, approved_hash, sign
+from onguard.safe.chain import SafeOnChain, SafeState
+from onguard.safe.tx import CALL, OwnerSignature, SafeTxData, SignatureKind, approved_hash, encode_signatures, \
+    external_signature_over, nested_message_hash, nested_message_typed_data, parse_signatures_over, sign
 from onguard.units import parse_address
 
 
@@ -60,6 +62,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         if name == "show":
             _add_json(sub)
         if name == "sign":
+            sub.add_argument("--for-safe", metavar="OWNER_SAFE",
+                             help="sign as an owner of OWNER_SAFE, a Safe that owns this one: its owners' "
+                                  "signatures become its EIP-1271 signature (it needs Safe's "
+                                  "CompatibilityFallbackHandler)")
             sub.add_argument("--approved-by", metavar="OWNER",
                              help="record the approval of an owner that approved the hash on chain (approveHash), "
                                   "e.g. a nested Safe: checked on chain")
@@ -251,6 +257,8 @@ def handle_show(args: argparse.Namespace, s: ProposalSession) -> int:
 def handle_sign(args: argparse.Namespace, s: ProposalSession) -> int:
     record = s.proposal(args.id)
     _check_chain(s, record)
+    if args.for_safe:
+        return _sign_for_owner_safe(args, s, record)
     if args.typed_data:
         print_typed_data(record.tx)
         return 0
@@ -269,6 +277,53 @@ def handle_sign(args: argparse.Namespace, s: ProposalSession) -> int:
     count = len(s.txs.get(record.id).signatures)
     print(f"{'signed' if added else 'already signed'} by {signature.owner}: {count} of {state.threshold}"
           + ("" if view.live else f" (owners checked against the Safe's state {view.source})"))
+    return 0
+
+
+def _sign_for_owner_safe(args: argparse.Namespace, s: ProposalSession, record: SafeTxRecord) -> int:
+    """One owner of a Safe that owns this one signs the SafeMessage by which that Safe vouches for the transaction
+    (EIP-1271); its owners' signatures accumulate into the Safe's one contract signature, which execTransaction
+    checks by asking it."""
+    owner_safe = _address(args.for_safe, "--for-safe")
+    signed_hash = nested_message_hash(owner_safe, record.tx)
+    if args.typed_data:
+        print(json.dumps(nested_message_typed_data(owner_safe, record.tx), indent=2))
+        print(f"message hash 0x{signed_hash.hex()} (a SafeMessage of {owner_safe}, vouching for Safe tx "
+              f"{record.safe_tx_hash})", file=sys.stderr)
+        return 0
+    view, _ = _review(s, record)
+    state = view.state
+    if record.status != TxStatus.PENDING or record.tx.nonce < state.nonce:
+        raise InputError(f"proposal {record.id} cannot execute any more: nothing to sign")
+    if not state.is_owner(owner_safe):
+        raise InputError(f"{owner_safe} is not an owner of the Safe {state.address}", field="--for-safe",
+                         hint="owners: " + ", ".join(state.owners))
+    inner_state = SafeOnChain(s.config.chain.rpc_url, owner_safe).retrieve_state()
+    given = given_signature(args)
+    if given is not None:
+        signature = external_signature_over(signed_hash, given[0], given[1])
+    else:
+        account = load_signer(args)
+        signed = account.unsafe_sign_hash(signed_hash)
+        signature = OwnerSignature(owner=account.address, kind=SignatureKind.EOA,
+                                   signature=signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big")
+                                   + bytes([signed.v]))
+    if not inner_state.is_owner(signature.owner):
+        raise InputError(f"{signature.owner} is not an owner of the owner Safe {owner_safe}", field="--for-safe",
+                         hint="its owners: " + ", ".join(inner_state.owners))
+    confirm(args, f"sign for the owner Safe {owner_safe} as {signature.owner}?")
+    held = next((x for x in record.signatures if x.owner.lower() == owner_safe.lower()
+                 and x.kind == SignatureKind.CONTRACT), None)
+    inner = {x.owner.lower(): x for x in (parse_signatures_over(signed_hash, held.signature) if held else [])}
+    inner[signature.owner.lower()] = signature
+    s.txs.replace_signature(record, OwnerSignature(owner=owner_safe, kind=SignatureKind.CONTRACT,
+                                                   signature=encode_signatures(inner.values())))
+    s.audit.append(AuditKind.SIGNATURE, signature.owner, {"proposal": record.id, "safe_tx_hash": record.safe_tx_hash,
+                                                         "signature_kind": SignatureKind.CONTRACT,
+                                                         "for_safe": owner_safe})
+    print(f"signed for the owner Safe {owner_safe} by {signature.owner}: {len(inner)} of its "
+          f"{inner_state.threshold} signature(s)"
+          + ("; its signature is complete" if len(inner) >= inner_state.threshold else ""))
     return 0
 
 

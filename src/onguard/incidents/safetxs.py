@@ -126,6 +126,14 @@ class SafeTxStore:
                                                                     "signature_kind": signature.kind})
         return added
 
+    def replace_signature(self, record: SafeTxRecord, signature: OwnerSignature) -> None:
+        """A contract owner's signature grows as its own owners sign: the newer payload replaces the older."""
+        self._db.execute("INSERT OR REPLACE INTO safe_signatures VALUES (?,?,?,?,?)",
+                         (record.id, signature.owner, signature.kind, signature.hex, now()))
+        if record.incident_id is not None:
+            self._store.add_timeline(record.incident_id, "signed", {"proposal": record.id, "owner": signature.owner,
+                                                                    "signature_kind": signature.kind})
+
     def set_status(self, record: SafeTxRecord, status: str, *, tx_hash: str | None = None,
                    block_number: int | None = None, note: str | None = None) -> None:
         self._db.execute("UPDATE safe_txs SET status=?, tx_hash=COALESCE(?, tx_hash), "

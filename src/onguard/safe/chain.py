@@ -8,7 +8,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
+from eth_utils import function_signature_to_4byte_selector
 from hexbytes import HexBytes
 from safe_eth.eth import EthereumClient
 from safe_eth.safe.safe import SafeV141
@@ -19,6 +21,8 @@ from onguard.safe.tx import KNOWN_MULTISEND_CALL_ONLY, MULTISEND_CALL_ONLY, SAFE
     SafeTxData, SignatureKind, exec_calldata
 
 RECEIPT_TIMEOUT = 120
+_IS_VALID_SIGNATURE = function_signature_to_4byte_selector("isValidSignature(bytes,bytes)")
+_EIP1271_LEGACY_MAGIC = bytes.fromhex("20c13b0b")
 # The versions whose Safe tx hash (EIP-712 domain with chainId) and execTransaction onguard's encoding matches.
 SUPPORTED_VERSIONS = ("1.3.0", "1.4.1")
 
@@ -74,15 +78,29 @@ class SafeOnChain:
 
     def check_signatures(self, tx: SafeTxData, signatures: Iterable[OwnerSignature],
                          state: SafeState) -> list[OwnerSignature]:
-        """The signatures that count now: from current owners, approved hashes actually approved on chain."""
+        """The signatures that count now: from current owners, approved hashes actually approved on chain, a
+        contract owner's signature only if the contract accepts it (EIP-1271)."""
         valid = []
         for signature in signatures:
             if not state.is_owner(signature.owner):
                 continue
             if signature.kind == SignatureKind.APPROVED and not self.is_approved(signature.owner, tx.safe_tx_hash):
                 continue
+            if signature.kind == SignatureKind.CONTRACT and not self.contract_accepts(signature, tx):
+                continue
             valid.append(signature)
         return valid
+
+    def contract_accepts(self, signature: OwnerSignature, tx: SafeTxData) -> bool:
+        """Asks the contract owner, as the Safe will in execTransaction: isValidSignature(preimage, payload) must
+        return the EIP-1271 magic value of Safe's legacy interface (a nested Safe answers through its
+        CompatibilityFallbackHandler; a missing handler or too few of its owners' signatures revert)."""
+        data = _IS_VALID_SIGNATURE + abi_encode(["bytes", "bytes"], [tx.preimage, signature.signature])
+        try:
+            answer = self.w3.eth.call({"to": self.w3.to_checksum_address(signature.owner), "data": HexBytes(data)})
+        except (Web3Exception, ValueError):
+            return False
+        return bytes(answer[:4]) == _EIP1271_LEGACY_MAGIC
 
     def has_code(self, address: str) -> bool:
         try:

@@ -170,7 +170,8 @@ def _confirmation(item: Any, fields: _Fields | None, parent: _Fields, index: int
         return approved_hash(owner)
     if kind == "CONTRACT_SIGNATURE":
         raise fields.fail("signatureType", f"{owner} signed as a contract (EIP-1271): not supported for import",
-                          hint="have the contract owner approve the hash on chain (approveHash) instead")
+                          hint="its owners sign here with `onguard proposals sign ID --for-safe OWNER_SAFE`, or it "
+                               "approves the hash on chain (approveHash)")
     try:
         (signature,) = parse_signatures(tx, str(fields.get("signature")))
     except (InputError, ValueError) as exc:
