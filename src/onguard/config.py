@@ -86,6 +86,7 @@ class ResponseSettings:
     block_path_min_tip: int = 10 * 10**9  # wei: the least tip of a pause decided on a mined block (a drain is on)
     retry_backoff: float = 2.0            # seconds before a failed response is tried again, doubled each time …
     retry_backoff_max: float = 30.0       # … up to this, for as long as the incident is not safe
+    send_timeout: float = 2.0             # seconds a send endpoint gets to accept a response transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +309,7 @@ def _database(root: Table) -> str:
 # Sane ranges for [response] and [mempool]: a value outside one is a typo or a misread unit, not a tuning choice.
 GWEI = 10**9
 RECEIPT_TIMEOUT = (1.0, 3600.0)
+SEND_TIMEOUT = (0.1, 30.0)
 MAX_FEE_PER_GAS = (GWEI, 100_000 * GWEI)
 OUTBID_FACTOR = (Fraction(1), Fraction(10))
 BUMP_FACTOR = (Fraction(11, 10), Fraction(10))
@@ -384,6 +386,9 @@ def _response(table: Table | None, rpc_url: str) -> ResponseSettings:
         block_path_min_tip=table.parsed("block_path_min_tip", parse_amount, default=min(10 * 10**9, max_fee)),
         retry_backoff=table.parsed("retry_backoff", parse_duration, default=2.0),
         retry_backoff_max=table.parsed("retry_backoff_max", parse_duration, default=30.0),
+        send_timeout=_ranged(table, "send_timeout", parse_duration, 2.0, *SEND_TIMEOUT, _seconds,
+                             "e.g. \"2s\": a send endpoint slower than this is skipped (private ones for the "
+                             "public ones)"),
     )
     if settings.retry_backoff <= 0:
         raise table.fail("retry_backoff", "must be above zero", "e.g. \"2s\": the first wait before a retry")

@@ -167,7 +167,7 @@ id = "huge-mint"
 description = "A mint of more than 1,000,000 tokens: ten times what the team ever mints at once"
 kind = "call"
 severity = "critical"
-response = ["pause_token", "revoke_minter"]
+response = ["freeze_token"]
 [match]
 contract = "token"
 function = "mint"
@@ -177,19 +177,20 @@ where = "args.amount > 1_000_000e18"
 
 
 def token_actions(minter: str) -> str:
-    """Pause, and cut the compromised minter off. Two actions, so two module transactions: the daemon's module
-    responder refuses an action of several calls until it sends them with the module's executeBatch."""
+    """Pause, and cut the compromised minter off: one action of two calls, sent in one transaction through the
+    module's executeBatch (all or nothing, in order)."""
     return f"""
-[actions.pause_token]
-contract = "token"
-call = "pause()"
-done_when = "paused()"
+[actions.freeze_token]
+done_when = "token.paused() and not token.hasRole(keccak256:MINTER_ROLE, {minter})"
 
-[actions.revoke_minter]
+[[actions.freeze_token.calls]]
 contract = "token"
-call = "revokeRole(bytes32,address)"
+function = "pause()"
+
+[[actions.freeze_token.calls]]
+contract = "token"
+function = "revokeRole(bytes32,address)"
 args = ["keccak256:MINTER_ROLE", "{minter}"]
-done_when = "not hasRole(keccak256:MINTER_ROLE, {minter})"
 """
 
 
@@ -211,9 +212,9 @@ def test_token_a_compromised_minters_pending_huge_mint_is_beaten(protocols: Prot
         return token.functions.mint(ATTACKER, 10**9 * TOKEN).transact(
             {"from": world.minter, "gas": 200_000}).to_0x_hex()
 
-    outcome = race(w3, token_config(protocols, tmp_path), huge_mint, responses=2)
+    outcome = race(w3, token_config(protocols, tmp_path), huge_mint)
 
-    assert_response_first(outcome, "huge-mint", responses=2)
+    assert_response_first(outcome, "huge-mint")
     assert token.functions.paused().call() is True
     assert token.functions.hasRole(token.functions.MINTER_ROLE().call(), world.minter).call() is False
     assert token.functions.totalSupply().call() == supply

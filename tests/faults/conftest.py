@@ -8,6 +8,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import structlog
 
+from onguard.demo.world import Roles, dev_account
+
+from ..conftest import GUARDIAN_KEY_ENV
 from .proxy import FaultProxy
 
 
@@ -31,3 +34,9 @@ def _reset_structlog() -> Iterator[None]:
     test, or later tests log to a closed file."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registered guardian key, where the configs written here say it is."""
+    monkeypatch.setenv(GUARDIAN_KEY_ENV, dev_account(Roles.GUARDIAN).key.to_0x_hex())

@@ -6,8 +6,6 @@ new heads arrive by subscription, and by polling when there is no WebSocket."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,61 +13,15 @@ import structlog
 from structlog.testing import capture_logs
 
 from onguard.chain.anvil import start_anvil
-from onguard.chain.keys import load_guardian_account
 from onguard.cli.main import main
 from onguard.config import load_config
-from onguard.demo.world import Roles, dev_account, write_config
 from onguard.runtime import Guardian
 from onguard.sources.heads import HeadMode
 
-from ..conftest import GUARDIAN_KEY_ENV
+from .daemon import configure, running, until
 from .proxy import Mode
 
 pytestmark = pytest.mark.chain
-
-LIMIT = 60.0  # seconds: a bound on waiting for a condition, only so a broken build fails instead of hanging
-
-
-def configure(chain, tmp_path: Path, rpc_url: str, **chain_fields: str) -> Path:
-    """The demo world's onguard.toml with rpc_url and further [chain] fields (TOML values, as written)."""
-    path = write_config(chain.world.at(rpc_url), tmp_path, key_env=GUARDIAN_KEY_ENV, poll_interval="50ms")
-    extra = "".join(f"{key} = {value}\n" for key, value in chain_fields.items())
-    path.write_text(path.read_text().replace('start_block = "latest"\n', f'start_block = "latest"\n{extra}', 1))
-    return path
-
-
-@pytest.fixture
-def key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The registered guardian key, where the configs written here say it is."""
-    monkeypatch.setenv(GUARDIAN_KEY_ENV, dev_account(Roles.GUARDIAN).key.to_0x_hex())
-
-
-async def until(condition: Callable[[], Any], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + LIMIT
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.02)
-
-
-async def running(config_path: Path, body: Callable[[Guardian], Any]) -> Guardian:
-    """Runs the daemon on config_path around `body(guardian)`, then stops it cleanly."""
-    config = load_config(config_path)
-    guardian = Guardian(config, load_guardian_account(config.guardian_key))
-    stop = asyncio.Event()
-    daemon = asyncio.create_task(guardian.run(stop))
-    try:
-        await until(lambda: guardian.ready.is_set() or daemon.done(), "the daemon started")
-        if daemon.done():
-            daemon.result()
-        await body(guardian)
-    finally:
-        stop.set()
-        await asyncio.wait_for(daemon, LIMIT)
-        await guardian.close()
-    return guardian
-
 
 def events(logs: list[dict[str, Any]], text: str, *levels: str) -> list[dict[str, Any]]:
     return [e for e in logs if text in e["event"] and (not levels or e["log_level"] in levels)]

@@ -105,8 +105,10 @@ class ResponseLifecycle:
         self._spawn = spawn
         self._prepared = {name: prepare_action(config, action) for name, action in config.actions.items()}
         self._watched = [c.address for c in config.contracts.values()]
-        self._private = [Rpc(e.url) for e in config.response.endpoints if e.private]
-        self._public = [Rpc(e.url) for e in config.response.endpoints if not e.private]
+        # A send endpoint gets send_timeout to accept: a hung builder must not hold the pause back.
+        timeout = config.response.send_timeout
+        self._private = [Rpc(e.url, request_timeout=timeout) for e in config.response.endpoints if e.private]
+        self._public = [Rpc(e.url, request_timeout=timeout) for e in config.response.endpoints if not e.private]
         self._campaigns: dict[str, Campaign] = {}
         self.failures = 0   # campaigns that ended without the action in effect, since start
         self._nothing_to_settle: set[tuple[str, int | None]] = set()
@@ -318,12 +320,24 @@ class ResponseLifecycle:
             nonce=campaign.nonce, tx_hash=tx_hash, max_fee_per_gas=campaign.fees.max_fee_per_gas,
             max_priority_fee_per_gas=campaign.fees.max_priority_fee_per_gas, raw=bytes(signed.raw_transaction)))
         campaign.hashes.append(tx_hash)
-        first = endpoints or self._private or self._public
-        await send_everywhere(first, signed.raw_transaction)
+        raw = signed.raw_transaction
+        if endpoints is not None or not (self._private and self._public):
+            await send_everywhere(endpoints or self._private or self._public, raw)
+        else:
+            try:
+                await send_everywhere(self._private, raw)
+            except ChainError as exc:
+                # Better seen by the attacker than not sent at all: every private endpoint failed, go public now.
+                self._log.error("no private endpoint took the response: sending it publicly now",
+                                action=campaign.action, error=exc.message)
+                await send_everywhere(self._public, raw)
+                campaign.public_sent = True
+            else:
+                # Public at once when asked; and a replacement follows an earlier version into the public pool.
+                if self._settings.public_fallback_after == 0 or campaign.public_sent:
+                    await send_everywhere(self._public, raw, required=False)
+                    campaign.public_sent = True
         campaign.sent_at = campaign.sent_at or time.perf_counter()
-        if endpoints is None and self._private and self._public and self._settings.public_fallback_after == 0:
-            await send_everywhere(self._public, signed.raw_transaction, required=False)
-            campaign.public_sent = True
         return tx_hash, signed_at
 
     async def _replace(self, campaign: Campaign, fees: Fees) -> None:
