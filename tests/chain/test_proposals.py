@@ -99,13 +99,26 @@ def load_db(config: Path) -> Path:
 
 
 def test_a_non_owner_signature_and_a_used_nonce_are_refused(multisig, paused, capsys, monkeypatch):
-    create_unpause(capsys, paused, "--nonce", "0")  # nonce 0 was spent when the Safe was set up
+    # nonce 0 was spent when the Safe was set up: create refuses it outright.
+    code, _, err = run(capsys, "proposals", "--config", str(paused), "create", "--contract", "vault", "--call",
+                       "unpause()", "--purpose", "long spent", "--nonce", "0")
+    assert code == 2 and "--nonce: nonce 0 is spent" in err and "Traceback" not in err
+    create_unpause(capsys, paused)
+    code, out, _ = run(capsys, "proposals", "--config", str(paused), "list")
+    assert "pending" in out
+    # Another Safe transaction spends the proposal's nonce: signing it is refused, list says spent.
+    world = multisig.chain.world
+    client = EthereumClient(world.rpc_url)
+    vault = contract(client.w3, "Vault", world.vault)
+    indexes = tuple(i for i in range(20) if dev_account(i).address in world.owners)[: multisig.threshold]
+    exec_as_owners(client, world.safe, world.vault, vault.encode_abi("unpause", []), indexes)
     code, _, err = run(capsys, "proposals", "--config", str(paused), "sign", "1",
                        *as_signer(monkeypatch, multisig.owners[0]))
-    assert code == 2 and "nonce 0 is already used" in err
-    create_unpause_at_current = run(capsys, "proposals", "--config", str(paused), "create", "--contract", "vault",
-                                    "--call", "unpause()", "--purpose", "again")
-    assert create_unpause_at_current[0] == 0
+    assert code == 2 and "is already used" in err
+    code, out, _ = run(capsys, "proposals", "--config", str(paused), "list")
+    assert "spent" in out and "pending" not in out
+    assert run(capsys, "proposals", "--config", str(paused), "create", "--contract", "vault", "--call", "pause()",
+               "--purpose", "again")[0] == 0
     code, _, err = run(capsys, "proposals", "--config", str(paused), "sign", "2",
                        *as_signer(monkeypatch, dev_account(Roles.ATTACKER)))
     assert code == 2 and "is not an owner of the Safe" in err and "Traceback" not in err

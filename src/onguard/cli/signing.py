@@ -16,10 +16,11 @@ from eth_account.signers.local import LocalAccount
 from onguard.chain.abi import ContractAbi
 from onguard.chain.module import module_abi, safe_abi
 from onguard.config import Config
-from onguard.errors import ConfigError, KeyLoadError
-from onguard.incidents.safetxs import SafeTxRecord
+from onguard.errors import ConfigError, InputError, KeyLoadError
+from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind
 from onguard.safe.chain import SafeOnChain, SafeState
-from onguard.safe.tx import BatchCall, SafeTxData
+from onguard.safe.ladder import Ladder, build_ladders
+from onguard.safe.tx import BatchCall, OwnerSignature, SafeTxData, SignatureKind, external_signature
 
 
 def add_key_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,61 @@ def add_key_arguments(parser: argparse.ArgumentParser) -> None:
                         help="environment variable holding the keystore password (prompted when omitted)")
     parser.add_argument("--key-env", metavar="VAR", help="environment variable holding the signer's private key")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def add_external_signature_arguments(parser: argparse.ArgumentParser) -> None:
+    """A signature made elsewhere (hardware wallet through `cast wallet sign --ledger`, Safe{Wallet}, another
+    machine), and the typed data to make it from."""
+    parser.add_argument("--typed-data", action="store_true",
+                        help="print the EIP-712 typed data (JSON, for `cast wallet sign --data` or a hardware "
+                             "wallet) and stop: nothing is signed or stored")
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument("--signature", metavar="0x…", help="an owner's signature made elsewhere over the printed "
+                                                          "typed data (EIP-712, or eth_sign with v+4)")
+    given.add_argument("--signature-file", metavar="FILE", type=Path,
+                       help="a file holding such a signature (0x… hex, as `cast wallet sign` prints it)")
+
+
+def given_signature(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(hex, field) of a signature made elsewhere, or None when a key signs here."""
+    if args.signature:
+        return args.signature.strip(), "--signature"
+    if args.signature_file:
+        try:
+            return args.signature_file.read_text().strip(), f"{args.signature_file}: --signature-file"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the signature file: {exc.strerror if isinstance(exc, OSError) else exc}",
+                             file=str(args.signature_file), field="--signature-file") from None
+    return None
+
+
+def accept_signature(tx: SafeTxData, given: tuple[str, str], state: SafeState) -> OwnerSignature:
+    """A signature made elsewhere, checked before it is stored: it must recover, over this very transaction, to an
+    owner of the Safe (one made for another nonce, chain or content recovers to a stranger)."""
+    text, field = given
+    signature = external_signature(tx, text, field)
+    if not state.is_owner(signature.owner) and signature.kind == SignatureKind.EOA:
+        # `cast wallet sign HASH`, a wallet's personal_sign: the hash signed as a message, v left at 27/28. The Safe
+        # takes that as eth_sign with v + 4; accepted only if it then recovers to an owner.
+        as_eth_sign = external_signature(tx, signature.signature[:64] + bytes([signature.signature[64] + 4]), field)
+        if state.is_owner(as_eth_sign.owner):
+            print(f"  note         a signature of the hash as a message (eth_sign): stored with v + 4, as the Safe "
+                  "reads it")
+            signature = as_eth_sign
+    if not state.is_owner(signature.owner):
+        raise InputError(f"the signature recovers to {signature.owner}, not an owner of the Safe {state.address}: "
+                         "made over other typed data (another nonce, chain, Safe or content) or by another key",
+                         field=field, hint=f"sign exactly the typed data printed by --typed-data (Safe tx hash "
+                                           f"{tx.safe_tx_hash_hex}) with an owner's key")
+    return signature
+
+
+def print_typed_data(tx: SafeTxData) -> None:
+    """The typed data on standard output (JSON only, so it can be piped to a file); the hashes on stderr."""
+    print(json.dumps(tx.typed_data, indent=2))
+    print(f"domain hash  0x{tx.domain_hash.hex()}\nmessage hash 0x{tx.message_hash.hex()}\n"
+          f"Safe tx hash {tx.safe_tx_hash_hex}\nsign it with e.g. `cast wallet sign --ledger --data --from-file "
+          "FILE`, then pass the signature with --signature 0x…", file=sys.stderr)
 
 
 def load_signer(args: argparse.Namespace) -> LocalAccount:
@@ -131,7 +187,9 @@ def describe(config: Config, tx: SafeTxData, state: SafeState, record: SafeTxRec
              *describe_call(config, tx),
              f"  nonce        {tx.nonce} (the Safe is at {state.nonce})"
              + ("   USED: this nonce is spent" if tx.nonce < state.nonce else ""),
-             f"  Safe tx hash {tx.safe_tx_hash_hex}   <- compare it on your signing device"]
+             f"  domain hash  0x{tx.domain_hash.hex()}   <- a hardware wallet shows these two",
+             f"  message hash 0x{tx.message_hash.hex()}",
+             f"  Safe tx hash {tx.safe_tx_hash_hex}   <- Safe{{Wallet}} and the Transaction Service show this one"]
     if record is not None:
         signers = ", ".join(f"{s.owner} ({s.kind})" for s in record.signatures) or "none"
         lines.append(f"  signatures   {len(record.signatures)} of {state.threshold}: {signers}")
@@ -146,3 +204,27 @@ def confirm(args: argparse.Namespace, question: str) -> None:
                            hint="review the summary above, then run again with --yes")
     if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
         raise KeyLoadError("not confirmed: nothing signed")
+
+
+def presigned_actions(config: Config) -> list[str]:
+    return [a.name for a in config.actions.values() if a.via == "presigned"]
+
+
+def ladders(config: Config, txs: SafeTxStore, state: SafeState, safe: SafeOnChain | None) -> dict[str, Ladder]:
+    """Every pre-signed action's ladder from the live state (approved hashes checked on chain when a node is
+    there)."""
+    approved = safe.is_approved if safe is not None else None
+    return build_ladders(presigned_actions(config), txs.list(TxKind.PRESIGNED), state.nonce, state.threshold,
+                         state.owners, approved)
+
+
+def ladder_effects(ladders_now: dict[str, Ladder], nonce: int) -> list[str]:
+    """What executing a routine transaction at `nonce` does to each pre-signed action, one line each."""
+    return [f"  pre-signed   {effect}" for ladder in ladders_now.values()
+            if (effect := ladder.effect_of_executing(nonce)) is not None]
+
+
+def exhausts(ladders_now: dict[str, Ladder], nonce: int) -> list[str]:
+    """The protected actions a transaction at `nonce` would leave with no pre-signed transaction."""
+    return [name for name, ladder in ladders_now.items()
+            if ladder.protected and ladder.remaining_after(nonce) == 0]

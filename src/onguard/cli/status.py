@@ -7,108 +7,164 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+from typing import Any
 
 from onguard.chain.health import ChainHealth, ChainWatch
 from onguard.chain.transport import Role, Transport
+from onguard.cli.signing import ladders, presigned_actions
 from onguard.config import Config, load_config
+from onguard.errors import OnguardError
 from onguard.incidents.blocklog import BlockLog
-from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
+from onguard.incidents.safetxs import SafeTxStore
 from onguard.incidents.store import IncidentStatus, IncidentStore
+from onguard.safe.chain import SafeOnChain
 from onguard.sources.blocks import SOURCE_NAME
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser("status", help="health of the guardian, from its database")
+    parser = commands.add_parser("status", help="health of the guardian, from its database and the chain")
     parser.add_argument("--config", default="onguard.toml", help="path to onguard.toml (default: ./onguard.toml)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON document on standard output (needsAttention, reasons, every section)")
     parser.set_defaults(handler=handle)
+
+
+class Report:
+    """Lines for a human and the same facts as JSON; each reason for a human's attention counted once."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.doc: dict[str, Any] = {}
+        self.reasons: list[str] = []
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+
+    def attention(self, reason: str) -> None:
+        self.reasons.append(reason)
 
 
 def handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = IncidentStore(config.database)
+    report = Report()
     try:
-        attention = 0
         checkpoint = store.checkpoint_row(SOURCE_NAME, config.chain.chain_id)
-        print(f"database      {config.database}")
+        report.say(f"database      {config.database}")
+        report.doc["database"] = str(config.database)
         if checkpoint is None:
-            print("last block    none yet (the daemon has not handled a block on this chain)")
+            report.say("last block    none yet (the daemon has not handled a block on this chain)")
         else:
-            print(f"last block    {checkpoint[0]} (handled at {checkpoint[1]})")
+            report.say(f"last block    {checkpoint[0]} (handled at {checkpoint[1]})")
+        report.doc["lastBlock"] = {"number": checkpoint[0], "handledAt": checkpoint[1]} if checkpoint else None
         heartbeat = store.last_heartbeat()
+        report.doc["daemon"] = dict(heartbeat) if heartbeat else None
         if heartbeat is not None:
-            print(f"daemon        last heartbeat {heartbeat['at']}: block {heartbeat.get('block')}, mempool "
-                  f"source {heartbeat.get('mempool')}, {heartbeat.get('responses_under_way', 0)} response(s) under way")
-            attention += heartbeat.get("mempool") == "DOWN"
+            report.say(f"daemon        last heartbeat {heartbeat['at']}: block {heartbeat.get('block')}, mempool "
+                       f"source {heartbeat.get('mempool')}, {heartbeat.get('responses_under_way', 0)} response(s) "
+                       "under way")
+            if heartbeat.get("mempool") == "DOWN":
+                report.attention("the daemon's mempool source was DOWN at its last heartbeat")
         incidents = store.incidents()
         needing = [i for i in incidents if i.status in (IncidentStatus.OPEN, IncidentStatus.FAILED)]
         watched = [i for i in incidents if i.status == IncidentStatus.SAFE]
-        print(f"incidents     {len(incidents)} in all; {len(needing)} open or failed; {len(watched)} safe and still "
-              "watched (resolve them with `onguard incidents resolve`)")
+        report.say(f"incidents     {len(incidents)} in all; {len(needing)} open or failed; {len(watched)} safe and "
+                   "still watched (resolve them with `onguard incidents resolve`)")
         for incident in needing:
-            attention += incident.status == IncidentStatus.FAILED
-            print(f"  #{incident.id} {incident.status.upper():<6} {incident.policy_id} at block "
-                  f"{incident.opened_block}: {incident.title}")
+            if incident.status == IncidentStatus.FAILED:
+                report.attention(f"incident #{incident.id} FAILED")
+            report.say(f"  #{incident.id} {incident.status.upper():<6} {incident.policy_id} at block "
+                       f"{incident.opened_block}: {incident.title}")
+        report.doc["incidents"] = {"total": len(incidents), "safeAndWatched": [i.id for i in watched], "openOrFailed": [
+            {"id": i.id, "status": str(i.status), "policy": i.policy_id, "block": i.opened_block, "title": i.title}
+            for i in needing]}
         failures = store.evaluation_failures()
         if failures:
-            attention += 1
-            print("EVALUATION FAILURES (these policies were NOT checked at those blocks)")
+            report.attention("evaluation failures")
+            report.say("EVALUATION FAILURES (these policies were NOT checked at those blocks)")
             for failure in failures:
-                print(f"  {failure.policy_id}: {failure.count} block(s), last at block {failure.last_block} "
-                      f"({failure.last_at}): {failure.last_message}")
+                report.say(f"  {failure.policy_id}: {failure.count} block(s), last at block {failure.last_block} "
+                           f"({failure.last_at}): {failure.last_message}")
         else:
-            print("evaluation    every policy evaluated at every block handled")
-        attention += _presigned(config, store)
-        attention += _chain(config, store, checkpoint[0] if checkpoint else None)
-        return 1 if attention else 0
+            report.say("evaluation    every policy evaluated at every block handled")
+        report.doc["evaluationFailures"] = [{"policy": f.policy_id, "blocks": f.count, "lastBlock": f.last_block,
+                                             "lastAt": f.last_at, "message": f.last_message} for f in failures]
+        presigned_section(config, store, report)
+        _chain(config, store, checkpoint[0] if checkpoint else None, report)
     finally:
         store.close()
+    if args.json:
+        print(json.dumps({"needsAttention": bool(report.reasons), "reasons": report.reasons, **report.doc},
+                         indent=2))
+    else:
+        print("\n".join(report.lines))
+    return 1 if report.reasons else 0
 
 
-def _presigned(config, store: IncidentStore) -> int:  # type: ignore[no-untyped-def]
-    """Pre-signed actions: ready, or STALE (the Safe's nonce moved: the daemon recorded it). 1 when any is stale."""
-    records = SafeTxStore(store).list(TxKind.PRESIGNED)
-    names = [a.name for a in config.actions.values() if a.via == "presigned"] + sorted(
-        {r.action for r in records if r.action} - {a.name for a in config.actions.values() if a.via == "presigned"})
-    stale = 0
-    for name in names:
-        mine = [r for r in records if r.action == name]
-        pending = [r for r in mine if r.status == TxStatus.PENDING]
-        latest = mine[-1] if mine else None
-        if pending:
-            best = max(pending, key=lambda r: len(r.signatures))
-            print(f"presigned     {name}: {len(best.signatures)} signature(s) for nonce {best.tx.nonce} "
-                  f"(Safe tx {best.safe_tx_hash[:18]}…)")
-        elif latest is not None and latest.status == TxStatus.STALE:
-            stale += 1
-            print(f"presigned     {name}: STALE — signed for nonce {latest.tx.nonce}, {latest.note}; "
-                  "owners must re-sign (`onguard presign`)")
-        elif latest is not None and latest.status == TxStatus.EXECUTED:
-            print(f"presigned     {name}: executed in {latest.tx_hash}")
-        else:
-            stale += 1
-            print(f"presigned     {name}: NOT SIGNED — the daemon cannot execute it (`onguard presign {name}`)")
-    return 1 if stale else 0
+def presigned_section(config: Config, store: IncidentStore, report: Report) -> None:
+    """Pre-signed actions against the Safe's live nonce, read from the chain (the daemon may be down): each
+    ready with how many routine transactions it survives, or STALE when it has no threshold pre-signature for the
+    live nonce. A reason for attention when any is stale or the Safe cannot be read."""
+    names = presigned_actions(config)
+    report.doc["presigned"] = {}
+    if not names:
+        return
+    try:
+        safe = SafeOnChain(config.chain.rpc_url, config.safe.address)
+        state = safe.retrieve_state()
+        now = ladders(config, SafeTxStore(store), state, safe)
+    except OnguardError as exc:
+        report.attention("the Safe cannot be read")
+        report.say(f"presigned     CANNOT READ THE SAFE: {exc.message}; whether {', '.join(names)} can be executed "
+                   "is unknown")
+        report.doc["presigned"] = {"error": exc.message}
+        return
+    report.doc["presigned"] = {"safeNonce": state.nonce, "threshold": state.threshold, "actions": {
+        name: {"ready": ladder.protected, "depth": ladder.depth, "through": ladder.top,
+               "signedNonces": sorted(ladder.rungs), "partialNonces": sorted(ladder.partial),
+               "spentNonces": sorted(ladder.spent)} for name, ladder in now.items()}}
+    for name, ladder in now.items():
+        if ladder.protected:
+            tail = ("the next Safe transaction exhausts it: extend it (`onguard presign "
+                    f"{name} --depth K`)" if ladder.depth == 1 else
+                    f"{ladder.depth - 1} routine Safe transaction(s) can execute before it must be re-signed")
+            report.say(f"presigned     {name}: ready for the Safe's nonce {state.nonce}, pre-signed through nonce "
+                       f"{ladder.top} ({tail})")
+            continue
+        report.attention(f"{name} has no valid pre-signature for the Safe's nonce {state.nonce}")
+        signed = sorted(ladder.spent | ladder.partial | ladder.rungs)
+        what = (f"signed for nonce(s) {', '.join(map(str, signed))}" if signed else "never signed")
+        report.say(f"presigned     {name}: STALE — no pre-signature with {state.threshold} owners for the Safe's "
+                   f"nonce {state.nonce} ({what}); the daemon cannot execute it: owners run `onguard presign {name} "
+                   "--depth K`")
 
 
-def _chain(config: Config, store: IncidentStore, checkpoint: int | None) -> int:
-    """The chain as the read endpoints show it now. 1 when the guardian is blind, behind or on another chain."""
+def _chain(config: Config, store: IncidentStore, checkpoint: int | None, report: Report) -> None:
+    """The chain as the read endpoints show it now: a reason for attention when the guardian is blind, behind or
+    on another chain."""
     health = asyncio.run(_look(config, store, checkpoint))
     if health.head is not None:
         lag = f", {health.lag} block(s) after the last handled" if health.lag is not None else ""
         recorded = BlockLog(store, config.chain.chain_id).genesis()
         genesis = f", genesis {health.genesis[:12]}… as recorded" if health.genesis and recorded else ""
-        print(f"chain         head {health.head}{lag} (chain id {config.chain.chain_id}{genesis})")
+        report.say(f"chain         head {health.head}{lag} (chain id {config.chain.chain_id}{genesis})")
+    endpoints = []
     for endpoint in health.endpoints:
         if endpoint.role != Role.READ:
             continue
+        endpoints.append({"label": endpoint.label, "healthy": endpoint.healthy, "head": endpoint.last_head,
+                          "latencyMs": endpoint.latency_ms, "error": endpoint.last_error})
         if endpoint.healthy:
-            print(f"endpoint      {endpoint.label}: ok, head {endpoint.last_head}, {endpoint.latency_ms} ms")
+            report.say(f"endpoint      {endpoint.label}: ok, head {endpoint.last_head}, {endpoint.latency_ms} ms")
         else:
-            print(f"endpoint      {endpoint.label}: FAILING — {endpoint.last_error}")
+            report.say(f"endpoint      {endpoint.label}: FAILING — {endpoint.last_error}")
     problems = health.problems(max_lag=config.chain.max_lag)
     for problem in problems:
-        print(problem)
-    return 1 if problems else 0
+        report.say(problem)
+        report.attention(problem)
+    report.doc["chain"] = {"head": health.head, "lag": health.lag, "chainId": config.chain.chain_id,
+                           "endpoints": endpoints, "problems": list(problems)}
 
 
 async def _look(config: Config, store: IncidentStore, checkpoint: int | None) -> ChainHealth:

@@ -3,10 +3,12 @@ proposals, linked to incidents (whose timelines say proposed, signed by whom, ex
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 
 from onguard.incidents.store import IncidentStore, now
+from onguard.safe.interop import SafeSnapshot
 from onguard.safe.tx import OwnerSignature, SafeTxData
 
 _SCHEMA = """
@@ -46,6 +48,16 @@ CREATE TABLE IF NOT EXISTS safe_signatures (
     added_at TEXT NOT NULL,
     PRIMARY KEY (safe_tx_id, owner)
 );
+CREATE TABLE IF NOT EXISTS safe_tx_snapshots (
+    safe_tx_id INTEGER PRIMARY KEY REFERENCES safe_txs (id),
+    chain_id INTEGER NOT NULL,
+    nonce INTEGER NOT NULL,
+    threshold INTEGER NOT NULL,
+    owners TEXT NOT NULL,
+    version TEXT NOT NULL,
+    source TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
 """
 
 
@@ -57,7 +69,7 @@ class TxKind:
 class TxStatus:
     PENDING = "pending"      # collecting signatures, or holding them until needed
     EXECUTED = "executed"
-    REJECTED = "rejected"    # by an operator: never to be executed
+    REJECTED = "rejected"    # a rejection (zero-value Safe tx to itself) spent its nonce: never to be executed
     STALE = "stale"          # the Safe's nonce moved past it: its signatures are void
 
 
@@ -114,6 +126,14 @@ class SafeTxStore:
                                                                     "signature_kind": signature.kind})
         return added
 
+    def replace_signature(self, record: SafeTxRecord, signature: OwnerSignature) -> None:
+        """A contract owner's signature grows as its own owners sign: the newer payload replaces the older."""
+        self._db.execute("INSERT OR REPLACE INTO safe_signatures VALUES (?,?,?,?,?)",
+                         (record.id, signature.owner, signature.kind, signature.hex, now()))
+        if record.incident_id is not None:
+            self._store.add_timeline(record.incident_id, "signed", {"proposal": record.id, "owner": signature.owner,
+                                                                    "signature_kind": signature.kind})
+
     def set_status(self, record: SafeTxRecord, status: str, *, tx_hash: str | None = None,
                    block_number: int | None = None, note: str | None = None) -> None:
         self._db.execute("UPDATE safe_txs SET status=?, tx_hash=COALESCE(?, tx_hash), "
@@ -122,6 +142,21 @@ class SafeTxStore:
         if record.incident_id is not None and status in (TxStatus.EXECUTED, TxStatus.REJECTED):
             self._store.add_timeline(record.incident_id, status, {"proposal": record.id, "tx_hash": tx_hash,
                                                                   "block": block_number, "note": note})
+
+    def record_snapshot(self, record: SafeTxRecord, snapshot: SafeSnapshot, source: str) -> None:
+        """The Safe's state a file carried with this transaction: what offline review and signing go by."""
+        self._db.execute("INSERT OR REPLACE INTO safe_tx_snapshots VALUES (?,?,?,?,?,?,?,?)",
+                         (record.id, snapshot.chain_id, snapshot.nonce, snapshot.threshold,
+                          json.dumps(list(snapshot.owners)), snapshot.version, source, now()))
+
+    def snapshot(self, record: SafeTxRecord) -> tuple[SafeSnapshot, str, str] | None:
+        """(state, where it came from, when) as recorded with this transaction, if a file carried one."""
+        row = self._db.execute("SELECT * FROM safe_tx_snapshots WHERE safe_tx_id=?", (record.id,)).fetchone()
+        if row is None:
+            return None
+        return (SafeSnapshot(chain_id=row["chain_id"], nonce=row["nonce"], threshold=row["threshold"],
+                             owners=tuple(json.loads(row["owners"])), version=row["version"]),
+                row["source"], row["recorded_at"])
 
     def get(self, record_id: int) -> SafeTxRecord:
         row = self._db.execute("SELECT * FROM safe_txs WHERE id=?", (record_id,)).fetchone()

@@ -8,17 +8,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
+from eth_utils import function_signature_to_4byte_selector
 from hexbytes import HexBytes
 from safe_eth.eth import EthereumClient
 from safe_eth.safe.safe import SafeV141
 from web3.exceptions import Web3Exception
 
 from onguard.errors import ChainError, InputError
-from onguard.safe.tx import KNOWN_MULTISEND_CALL_ONLY, MULTISEND_CALL_ONLY, OwnerSignature, SafeTxData, \
-    SignatureKind, exec_calldata
+from onguard.safe.tx import KNOWN_MULTISEND_CALL_ONLY, MULTISEND_CALL_ONLY, SAFE_VERSION, OwnerSignature, \
+    SafeTxData, SignatureKind, exec_calldata
 
 RECEIPT_TIMEOUT = 120
+_IS_VALID_SIGNATURE = function_signature_to_4byte_selector("isValidSignature(bytes,bytes)")
+_EIP1271_LEGACY_MAGIC = bytes.fromhex("20c13b0b")
+# The versions whose Safe tx hash (EIP-712 domain with chainId) and execTransaction onguard's encoding matches.
+SUPPORTED_VERSIONS = ("1.3.0", "1.4.1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +33,7 @@ class SafeState:
     nonce: int
     threshold: int
     owners: tuple[str, ...]
+    version: str = SAFE_VERSION
 
     def is_owner(self, address: str) -> bool:
         return address.lower() in {o.lower() for o in self.owners}
@@ -47,28 +54,53 @@ class SafeOnChain:
                              hint="check chain.rpc_url and safe.address") from None
 
     def chain_id(self) -> int:
-        return int(self.w3.eth.chain_id)
+        try:
+            return int(self.w3.eth.chain_id)
+        except (Web3Exception, ValueError, OSError) as exc:
+            raise ChainError(f"no answer from the node: {type(exc).__name__}",
+                             hint="check chain.rpc_url, or work offline from a file that carries the Safe's state "
+                                  "(`onguard proposals export` writes one)") from None
 
     def retrieve_state(self) -> SafeState:
         functions = self.contract.functions
+        version = str(self._read("VERSION", functions.VERSION()))
+        if version not in SUPPORTED_VERSIONS:
+            raise InputError(f"the Safe {self.address} is version {version}; onguard signs for Safe "
+                             f"{' and '.join(SUPPORTED_VERSIONS)} only (older versions hash transactions "
+                             "differently)", field="safe.address",
+                             hint="upgrade the Safe (Safe{Wallet} offers the migration), or use another Safe")
         return SafeState(address=self.address, nonce=int(self._read("nonce", functions.nonce())),
                          threshold=int(self._read("threshold", functions.getThreshold())),
-                         owners=tuple(self._read("owners", functions.getOwners())))
+                         owners=tuple(self._read("owners", functions.getOwners())), version=version)
 
     def is_approved(self, owner: str, safe_tx_hash: bytes) -> bool:
         return int(self._read("approvedHashes", self.contract.functions.approvedHashes(owner, safe_tx_hash))) == 1
 
     def check_signatures(self, tx: SafeTxData, signatures: Iterable[OwnerSignature],
                          state: SafeState) -> list[OwnerSignature]:
-        """The signatures that count now: from current owners, approved hashes actually approved on chain."""
+        """The signatures that count now: from current owners, approved hashes actually approved on chain, a
+        contract owner's signature only if the contract accepts it (EIP-1271)."""
         valid = []
         for signature in signatures:
             if not state.is_owner(signature.owner):
                 continue
             if signature.kind == SignatureKind.APPROVED and not self.is_approved(signature.owner, tx.safe_tx_hash):
                 continue
+            if signature.kind == SignatureKind.CONTRACT and not self.contract_accepts(signature, tx):
+                continue
             valid.append(signature)
         return valid
+
+    def contract_accepts(self, signature: OwnerSignature, tx: SafeTxData) -> bool:
+        """Asks the contract owner, as the Safe will in execTransaction: isValidSignature(preimage, payload) must
+        return the EIP-1271 magic value of Safe's legacy interface (a nested Safe answers through its
+        CompatibilityFallbackHandler; a missing handler or too few of its owners' signatures revert)."""
+        data = _IS_VALID_SIGNATURE + abi_encode(["bytes", "bytes"], [tx.preimage, signature.signature])
+        try:
+            answer = self.w3.eth.call({"to": self.w3.to_checksum_address(signature.owner), "data": HexBytes(data)})
+        except (Web3Exception, ValueError):
+            return False
+        return bytes(answer[:4]) == _EIP1271_LEGACY_MAGIC
 
     def has_code(self, address: str) -> bool:
         try:

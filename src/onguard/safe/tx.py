@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
@@ -13,6 +14,7 @@ from eth_abi.exceptions import DecodingError
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
+from safe_eth.eth.eip712 import eip712_encode, eip712_encode_hash
 from safe_eth.safe.multi_send import MultiSend, MultiSendOperation, MultiSendTx
 from safe_eth.safe.safe_signature import SafeSignature, SafeSignatureType
 from safe_eth.safe.safe_tx import SafeTx
@@ -37,6 +39,7 @@ class SignatureKind:
     EOA = "eoa"            # ECDSA over the Safe tx hash (v 27/28)
     APPROVED = "approved"  # the owner called approveHash(hash) on the Safe (v 1): no signature bytes of their own
     ETH_SIGN = "eth_sign"  # ECDSA over the eth_sign-prefixed hash (v 31/32)
+    CONTRACT = "contract"  # EIP-1271: a contract owner (a nested Safe) vouches; the bytes are its own signatures
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,31 @@ class SafeTxData:
         return bytes(self._safe_eth().safe_tx_hash)
 
     @property
+    def typed_data(self) -> dict[str, Any]:
+        """The EIP-712 typed data whose hash is the Safe tx hash, as JSON-ready values: what eth_signTypedData_v4,
+        `cast wallet sign --data` and hardware wallets take (numbers as decimal strings, bytes as 0x hex)."""
+        structured = self._safe_eth().eip712_structured_data
+        message = {field["name"]: _json_value(structured["message"][field["name"]])
+                   for field in structured["types"]["SafeTx"]}
+        return {"types": structured["types"], "primaryType": "SafeTx",
+                "domain": dict(structured["domain"]), "message": message}  # chainId a number, as wallets expect
+
+    @property
+    def preimage(self) -> bytes:
+        """0x1901 ‖ domain separator ‖ SafeTx struct hash: the data a contract owner's isValidSignature is given."""
+        return bytes(self._safe_eth().safe_tx_hash_preimage)
+
+    @property
+    def domain_hash(self) -> bytes:
+        """The EIP-712 domain separator (chain id, Safe address): what a hardware wallet shows as "domain hash"."""
+        return bytes(eip712_encode(self._safe_eth().eip712_structured_data)[1])
+
+    @property
+    def message_hash(self) -> bytes:
+        """The EIP-712 hash of the SafeTx struct: what a hardware wallet shows as "message hash"."""
+        return bytes(eip712_encode(self._safe_eth().eip712_structured_data)[2])
+
+    @property
     def safe_tx_hash_hex(self) -> str:
         return "0x" + self.safe_tx_hash.hex()
 
@@ -141,7 +169,7 @@ def decode_multisend(to: str, data: bytes) -> tuple[BatchCall, ...] | None:
 class OwnerSignature:
     owner: str     # checksummed; for ECDSA, the address the signature recovers to over this tx's hash
     kind: str
-    signature: bytes  # 65 bytes, r ‖ s ‖ v as the Safe reads them
+    signature: bytes  # 65 bytes, r ‖ s ‖ v as the Safe reads them; for CONTRACT, the contract's own payload
 
     @property
     def hex(self) -> str:
@@ -165,6 +193,11 @@ def approved_hash(owner: str) -> OwnerSignature:
 def parse_signatures(tx: SafeTxData, blob: bytes | str) -> list[OwnerSignature]:
     """Splits concatenated signatures and names each one's owner over THIS tx's hash: a signature made for
     another chain, Safe, nonce or content recovers to some other address. Contract signatures are refused."""
+    return parse_signatures_over(tx.safe_tx_hash, blob)
+
+
+def parse_signatures_over(signed_hash: bytes, blob: bytes | str) -> list[OwnerSignature]:
+    """parse_signatures over any hash a Safe checks signatures on (a Safe tx hash, a nested Safe's message)."""
     raw = HexBytes(blob)
     if len(raw) == 0 or len(raw) % 65:
         raise InputError(f"signatures must be a whole number of 65-byte signatures, got {len(raw)} bytes",
@@ -172,7 +205,7 @@ def parse_signatures(tx: SafeTxData, blob: bytes | str) -> list[OwnerSignature]:
     kinds = {SafeSignatureType.EOA: SignatureKind.EOA, SafeSignatureType.APPROVED_HASH: SignatureKind.APPROVED,
              SafeSignatureType.ETH_SIGN: SignatureKind.ETH_SIGN}
     parsed = []
-    for item in SafeSignature.parse_signature(raw, tx.safe_tx_hash):
+    for item in SafeSignature.parse_signature(raw, signed_hash):
         kind = kinds.get(item.signature_type)
         if kind is None:
             raise InputError(f"{item.signature_type.name} signatures are not supported", field="signature",
@@ -182,10 +215,70 @@ def parse_signatures(tx: SafeTxData, blob: bytes | str) -> list[OwnerSignature]:
     return parsed
 
 
+def external_signature(tx: SafeTxData, raw: bytes | str, field: str = "--signature") -> OwnerSignature:
+    """One owner's signature made outside onguard (a hardware wallet, `cast wallet sign`, Safe{Wallet}) over this
+    tx: EIP-712 (v 27/28, or 0/1 as some devices return it) or eth_sign (v 31/32, the hash signed as a message).
+    The owner is who it recovers to; whether that is an owner of the Safe is the caller's check."""
+    return external_signature_over(tx.safe_tx_hash, raw, field)
+
+
+def external_signature_over(signed_hash: bytes, raw: bytes | str, field: str = "--signature") -> OwnerSignature:
+    """external_signature over any hash a Safe checks signatures on."""
+    try:
+        signature = HexBytes(raw)
+    except (ValueError, TypeError):
+        raise InputError("not a hex signature", field=field, hint="expected 0x followed by 130 hex digits") from None
+    if len(signature) != 65:
+        raise InputError(f"a signature is 65 bytes (r, s, v), got {len(signature)}", field=field,
+                         hint="expected 0x followed by 130 hex digits, as `cast wallet sign --data` prints")
+    v = signature[64]
+    if v in (0, 1) and int.from_bytes(signature[32:64], "big") != 0:
+        signature = signature[:64] + bytes([v + 27])  # a device's recovery id: the same ECDSA signature
+    (parsed,) = parse_signatures_over(signed_hash, signature)
+    if parsed.kind == SignatureKind.APPROVED:
+        raise InputError("this is an approved-hash slot, not a signature", field=field,
+                         hint="approve on chain with `--approve-hash` instead")
+    return parsed
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
 def encode_signatures(signatures: Iterable[OwnerSignature]) -> bytes:
-    """Concatenated in ascending owner order, one per owner: Safe v1.4.1 rejects any other order (GS026)."""
+    """Concatenated in ascending owner order, one per owner: Safe v1.4.1 rejects any other order (GS026). A
+    contract owner's slot is r = its address, s = where its payload starts, v = 0; the payloads (length ‖ bytes)
+    follow every 65-byte slot."""
     by_owner = {s.owner.lower(): s for s in signatures}
-    return b"".join(by_owner[owner].signature for owner in sorted(by_owner, key=lambda a: int(a, 16)))
+    ordered = [by_owner[owner] for owner in sorted(by_owner, key=lambda a: int(a, 16))]
+    slots, payloads = b"", b""
+    for signature in ordered:
+        if signature.kind != SignatureKind.CONTRACT:
+            slots += signature.signature
+            continue
+        offset = 65 * len(ordered) + len(payloads)
+        slots += bytes.fromhex(signature.owner[2:]).rjust(32, b"\0") + offset.to_bytes(32, "big") + b"\0"
+        payloads += len(signature.signature).to_bytes(32, "big") + signature.signature
+    return slots + payloads
+
+
+def nested_message_typed_data(owner_safe: str, tx: SafeTxData) -> dict[str, Any]:
+    """What the owners of a Safe that owns tx.safe sign for it to vouch for tx (EIP-1271 through Safe's
+    CompatibilityFallbackHandler): a SafeMessage in the owner Safe's domain whose message is tx's preimage."""
+    return {"types": {"EIP712Domain": [{"name": "chainId", "type": "uint256"},
+                                       {"name": "verifyingContract", "type": "address"}],
+                      "SafeMessage": [{"name": "message", "type": "bytes"}]},
+            "primaryType": "SafeMessage",
+            "domain": {"chainId": tx.chain_id, "verifyingContract": to_checksum_address(owner_safe)},
+            "message": {"message": "0x" + tx.preimage.hex()}}
+
+
+def nested_message_hash(owner_safe: str, tx: SafeTxData) -> bytes:
+    return bytes(eip712_encode_hash(nested_message_typed_data(owner_safe, tx)))
 
 
 EXEC_TRANSACTION = "execTransaction(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address,bytes)"
