@@ -76,9 +76,10 @@ def handle(args: argparse.Namespace) -> int:
                 report.attention(f"incident #{incident.id} FAILED")
             report.say(f"  #{incident.id} {incident.status.upper():<6} {incident.policy_id} at block "
                        f"{incident.opened_block}: {incident.title}")
-        report.doc["incidents"] = {"total": len(incidents), "safeAndWatched": [i.id for i in watched], "openOrFailed": [
-            {"id": i.id, "status": str(i.status), "policy": i.policy_id, "block": i.opened_block, "title": i.title}
-            for i in needing]}
+        report.doc["incidents"] = {
+            "total": len(incidents), "safeAndWatched": [i.id for i in watched],
+            "openOrFailed": [{"id": i.id, "status": str(i.status), "policy": i.policy_id, "block": i.opened_block,
+                              "title": i.title} for i in needing]}
         failures = store.evaluation_failures()
         if failures:
             report.attention("evaluation failures")
