@@ -169,6 +169,57 @@ def test_anvil_reorg_dropping_the_pause_block_is_answered_by_sending_it_again(ch
     asyncio.run(scenario())
 
 
+def test_a_reorg_fourteen_blocks_deep_re_including_the_drain_and_not_the_pause_is_answered(chain, guardian_config):
+    """The issue's case: the daemon had read and committed the pause's block and ten more; a reorganisation 14
+    blocks deep brings a chain with the same three drain slices and no pause. The block source walks back to the
+    common ancestor (deeper than any fixed window), the reconciler re-checks every receipt from there, finds the
+    pause orphaned and sends it again at the same nonce; the record says so. (The new chain is made with
+    evm_revert and re-mined blocks: Anvil 1.7.1's anvil_reorg on a fork leaves some of the orphaned state.)"""
+    w3, world = chain.w3, chain.world
+
+    async def scenario() -> None:
+        guardian = await started(guardian_config)
+        try:
+            start, nonce = w3.eth.block_number, w3.eth.get_transaction_count(GUARDIAN)
+            fork_point = rpc(w3, "evm_snapshot")
+            for _ in range(3):
+                drain_slice(w3, world, ALICE, tokens(100_000))
+            (decision,) = await guardian.step()
+            await guardian.drain_responses()
+            (first,) = guardian.store.responses(decision.incident.id)
+            assert first.status == ResponseStatus.MINED and is_paused(w3, world)
+            chain.mine(10)
+            await guardian.step()
+            assert guardian.source.last_committed == w3.eth.block_number == start + 14
+            rpc(w3, "evm_revert", fork_point)
+            for _ in range(3):
+                drain_slice(w3, world, ALICE, tokens(100_000))
+            chain.mine(12)  # the new chain outgrows the old one: 15 blocks past the common ancestor
+            assert not is_paused(w3, world) and _receipt_gone(w3, first.tx_hash)
+
+            def recorded() -> bool:
+                (response,) = guardian.store.responses(decision.incident.id)
+                return response.status == ResponseStatus.MINED and response.orphaned == 1
+
+            await until(lambda: is_paused(w3, world) and recorded(), "paused again, and recorded",
+                        step=guardian.step)
+            await guardian.drain_responses()
+            (response,) = guardian.store.responses(decision.incident.id)
+            assert response.outcome == Outcome.ORPHANED_RESENT and response.tx_hash != first.tx_hash
+                        # The pause was re-sent before the new chain's drain blocks were judged again: the harm is the trip's
+            # (the evidence's transactions were orphaned with the pause), measured by the evidence's value.
+            assert response.outcome_detail["landed"] == Outcome.CONTAINED
+            assert response.outcome_detail["loss"] == tokens(300_000)
+            assert w3.eth.get_transaction_receipt(response.tx_hash)["status"] == 1
+            assert w3.eth.get_transaction_count(GUARDIAN) == nonce + 1  # the orphaned nonce, used again
+            assert len(effective_pauses(w3, world, start)) == 1
+            assert guardian.store.incident(decision.incident.id).status == IncidentStatus.SAFE
+        finally:
+            await guardian.close()
+
+    asyncio.run(scenario())
+
+
 def _receipt_gone(w3: Web3, tx_hash: str) -> bool:
     try:
         return w3.eth.get_transaction_receipt(tx_hash) is None

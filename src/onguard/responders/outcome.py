@@ -73,7 +73,7 @@ def classify(pause: Landing, harmful: Iterable[HarmfulTx], *, evidence: Mapping[
                               "after_pause_reverted": sum(not h.succeeded for h in after)}
     if unnamed_harm:
         detail["harm_before_note"] = (f"the policy tripped on block {tripped_at} before the pause; its evidence "
-                                      "names no transaction")
+                                      "names no transaction on the canonical chain")
     if landed == Outcome.CONTAINED:
         loss = next((evidence[k] for k in _LOSS_KEYS if k in evidence), None)
         if loss is not None:
