@@ -28,7 +28,7 @@ def pauses_executed(w3: Web3, module: str) -> int:
                                 "topics": [ACTION_EXECUTED]}))
 
 
-def drain_until_paused(chain, guardian) -> None:
+def drain_until_paused(chain, config_path: Path) -> None:
     async def body(_guardian) -> None:
         for _ in range(3):  # 300,000 of 1,000,000 over three blocks: vault-drain trips
             await asyncio.to_thread(drain_slice, chain.w3, chain.world, ALICE, tokens(100_000))
@@ -36,7 +36,7 @@ def drain_until_paused(chain, guardian) -> None:
         incident_safe = lambda: any(i.status == IncidentStatus.SAFE for i in _guardian.store.incidents())  # noqa: E731
         await until(incident_safe, "the incident recorded as safe")
 
-    asyncio.run(running(guardian, body))
+    asyncio.run(running(config_path, body))
 
 
 def assert_one_true_pause(chain, config_path: Path) -> None:
@@ -78,4 +78,25 @@ def test_a_drain_is_paused_with_the_private_send_endpoint_faulty(chain, tmp_path
         f'\n[[response.endpoints]]\nurl = "{proxy.url}"\nprivate = true\n'
         f'\n[[response.endpoints]]\nurl = "{chain.node.rpc_url}"\nprivate = false\n'))
     drain_until_paused(chain, config_path)
+    assert_one_true_pause(chain, config_path)
+
+
+def test_a_drain_while_the_only_node_is_unreachable_is_paused_when_it_comes_back(chain, tmp_path, fault_proxy,
+                                                                                key_in_env):
+    """The daemon's one endpoint goes away (as a node restarting) while the drain is mined; when it is back, the
+    daemon reads every block it missed, trips, and pauses: nothing was skipped while it was blind."""
+    proxy = fault_proxy(chain.node.rpc_url)
+    config_path = configure(chain, tmp_path, proxy.url, request_timeout='"500ms"')
+
+    async def body(guardian) -> None:
+        proxy.set_mode(Mode.DROP)
+        for _ in range(3):
+            await asyncio.to_thread(drain_slice, chain.w3, chain.world, ALICE, tokens(100_000))
+        assert not is_paused(chain.w3, chain.world)
+        proxy.set_mode(Mode.PASS)
+        await until(lambda: is_paused(chain.w3, chain.world), "the vault paused")
+        await until(lambda: any(i.status == IncidentStatus.SAFE for i in guardian.store.incidents()),
+                    "the incident recorded as safe")
+
+    asyncio.run(running(config_path, body))
     assert_one_true_pause(chain, config_path)

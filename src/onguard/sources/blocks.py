@@ -74,7 +74,11 @@ class BlockSource:
         if self._end_block is not None:
             head = min(head, self._end_block)
         if self._last is None:
-            first = head if self._start_block is None else self._start_block
+            if self._start_block is None:
+                # "latest" is decided once: a first poll that fails must not move the start past blocks mined
+                # while the node was unreachable.
+                self._start_block = head
+            first = self._start_block
             self._log.info("no checkpoint: starting", block=first)
         else:
             first = self._last[0] + 1
