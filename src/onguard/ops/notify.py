@@ -94,6 +94,10 @@ class Notifier:
         return cls(channels, settings.routes, retry=settings.retry, queue_size=settings.queue_size,
                    on_failure=on_failure, on_delivered=on_delivered, hold_while=hold_while, hold_limit=hold_limit)
 
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self._channels)
+
     def channels_for(self, notice: Notice) -> list[str]:
         """Every channel some route sends this notice to, each once, in the order routes name them."""
         names: dict[str, None] = {}
