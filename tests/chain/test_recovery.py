@@ -6,6 +6,7 @@ paused at once; the post-incident report tells the story."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 
@@ -126,6 +127,13 @@ channels = ["pager"]
     finally:
         loop.run_until_complete(guardian.close())
         loop.close()
+
+    capsys.readouterr()  # the guardian's log lines
+    code = main(["status", "--config", str(guardian_config), "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert status["guardian"] == load_guardian_account(config.guardian_key).address
+    assert status["preflight"]["ok"] is True and status["chain"]["head"] == w3.eth.block_number
+    assert status["incidents"]["total"] == 2 and status["attention"] == [] and code == 0
 
     report = tmp_path / "report.md"
     cli(capsys, "incidents", "--config", str(guardian_config), "report", str(incident_id), "--out", str(report))
