@@ -115,7 +115,7 @@ def _timeline_section(timeline: list[TimelineEntry]) -> str:
 
 
 def _people_section(timeline: list[TimelineEntry], audit: list[Any]) -> str:
-    people = [(e.at, e.kind, str(e.detail.get("by", "-")), str(e.detail.get("reason") or e.detail.get("to") or ""))
+    people = [(e.at, e.kind, str(e.detail.get("by", "-")), _what(e.detail))
               for e in timeline if e.kind in _PEOPLE and e.detail.get("by") not in (None, "daemon")]
     owners = [(e.at, e.kind, e.actor, _owner_detail(e.details)) for e in audit if e.kind in _OWNER_AUDIT]
     lines = ["## What people and the signers did\n"]
@@ -124,6 +124,12 @@ def _people_section(timeline: list[TimelineEntry], audit: list[Any]) -> str:
     lines.append(_table(("at", "what", "who", "detail"), owners) if owners else
                  "No proposal, signature or execution linked to this incident.\n")
     return "\n".join(lines)
+
+
+def _what(detail: Mapping[str, Any]) -> str:
+    if "proposal" in detail:
+        return f"proposal {detail['proposal']}: " + "; ".join(map(str, detail.get("calls", [])))
+    return str(detail.get("reason") or detail.get("to") or "")
 
 
 def _owner_detail(details: Mapping[str, Any]) -> str:
