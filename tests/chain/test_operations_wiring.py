@@ -170,4 +170,7 @@ def test_an_attack_is_paused_first_then_people_are_told_and_the_metrics_show_it(
                    if line.startswith('onguard_policy_evaluations_total{policy="vault-drain"}')]
     assert evaluations and float(evaluations[0].split()[-1]) > 0
     assert "onguard_preflight_ok 1.0" in scrape
+    balance = [line for line in scrape.splitlines() if line.startswith("onguard_guardian_balance_ether{")]
+    floor = [line for line in scrape.splitlines() if line.startswith("onguard_guardian_balance_floor_ether{")]
+    assert balance and floor and float(balance[0].split()[-1]) > float(floor[0].split()[-1]) > 0
     assert "decision" in audited and "notification-failed" not in audited  # every notice arrived

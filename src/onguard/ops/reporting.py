@@ -125,6 +125,8 @@ class GuardianOps:
 
     def preflight(self, report: PreflightReport) -> None:
         self.metrics.preflight(report.ok, None if report.ok else report.summary())
+        if report.guardian is not None and report.balance_wei is not None:
+            self.metrics.guardian_balance(report.guardian, report.balance_wei, report.balance_floor_wei)
 
     def cannot_act(self, incident_id: int, report: PreflightReport) -> None:
         self.service.publish(Notice(
