@@ -13,7 +13,14 @@ from typing import Any, TypeVar
 from onguard.actions import ActionSettings, Via, parse_action
 from onguard.chain.abi import ContractAbi, load_abi
 from onguard.errors import ConfigError, InputError
-from onguard.ops.settings import MetricsSettings, NotificationSettings, parse_metrics, parse_notifications
+from onguard.ops.settings import (
+    DashboardSettings,
+    MetricsSettings,
+    NotificationSettings,
+    parse_dashboard,
+    parse_metrics,
+    parse_notifications,
+)
 from onguard.tomlfields import Table, read_toml
 from onguard.units import parse_address, parse_amount, parse_duration
 
@@ -113,6 +120,7 @@ class Config:
     mempool: MempoolSettings
     notifications: NotificationSettings = field(default_factory=lambda: parse_notifications(None))
     metrics: MetricsSettings = field(default_factory=lambda: parse_metrics(None))
+    dashboard: DashboardSettings = field(default_factory=lambda: parse_dashboard(None))
 
     def contract_at(self, address: str) -> WatchedContract | None:
         wanted = address.lower()
@@ -142,6 +150,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         mempool=_mempool(root.table("mempool", required=False)),
         notifications=parse_notifications(root.table("notifications", required=False)),
         metrics=parse_metrics(root.table("metrics", required=False)),
+        dashboard=parse_dashboard(root.table("dashboard", required=False)),
     )
     root.finish()
     _module_needed(root, config.safe, config.actions)

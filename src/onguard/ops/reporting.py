@@ -14,6 +14,7 @@ from onguard.config import Config
 from onguard.incidents.audit import AuditKind, AuditLog
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.log import get_logger
+from onguard.ops.dashboard import Dashboard
 from onguard.ops.metrics import PendingResult, Stage
 from onguard.ops.notice import Notice, NoticeKind
 from onguard.ops.notify import DeliveryFailure
@@ -29,8 +30,10 @@ _EVIDENCE_LIMIT = 12
 class GuardianOps:
     """The daemon's one operations collaborator: the Operations service plus the translation of domain events."""
 
-    def __init__(self, service: Operations, store: IncidentStore, chain_id: int) -> None:
+    def __init__(self, service: Operations, store: IncidentStore, chain_id: int,
+                 dashboard: Dashboard | None = None) -> None:
         self.service = service
+        self.dashboard = dashboard
         self.metrics = service.metrics
         self._store = store
         self._chain_id = chain_id
@@ -50,14 +53,22 @@ class GuardianOps:
         service = Operations.build(config.notifications, config.metrics, chain_id=config.chain.chain_id,
                                    mempool_required=mempool_required, on_failure=[audit_failure],
                                    hold_while=hold_while)
-        return cls(service, store, config.chain.chain_id)
+        dashboard = None
+        if config.dashboard.enabled:
+            dashboard = Dashboard(config.dashboard, store, chain_id=config.chain.chain_id,
+                                  readiness=service.readiness, snapshot=service.metrics.snapshot)
+        return cls(service, store, config.chain.chain_id, dashboard)
 
     async def start(self, *, policies: Mapping[str, str], actions: list[str]) -> None:
         channels = list(self.service.notifier.channel_names) if self.service.notifier is not None else []
         self.metrics.declare(policies=policies, actions=actions, channels=channels)
         await self.service.start()
+        if self.dashboard is not None:
+            await self.dashboard.start(policies)
 
     async def stop(self) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         await self.service.stop()
 
     def heartbeat(self) -> None:
