@@ -14,13 +14,15 @@ from aiohttp import web
 
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
+from onguard.demo.world import contract
 from onguard.incidents.audit import AuditLog
 from onguard.incidents.store import Incident, IncidentStatus
 from onguard.ops.channels import sign
 from onguard.runtime import Guardian
 from tests.unit.receivers import HttpReceiver, SmtpReceiver
 
-from .helpers import ALICE, drain_slice, is_paused, tokens
+from .helpers import ALICE, ATTACKER, drain_slice, is_paused, tokens
+from .test_preemption import preemption_config
 
 pytestmark = pytest.mark.chain
 
@@ -174,3 +176,55 @@ def test_an_attack_is_paused_first_then_people_are_told_and_the_metrics_show_it(
     floor = [line for line in scrape.splitlines() if line.startswith("onguard_guardian_balance_floor_ether{")]
     assert balance and floor and float(balance[0].split()[-1]) > float(floor[0].split()[-1]) > 0
     assert "decision" in audited and "notification-failed" not in audited  # every notice arrived
+
+
+def test_the_mempool_path_counts_judged_transactions_and_times_every_stage(chain, guardian_config: Path,
+                                                                            tmp_path: Path) -> None:
+    """A pending drain with mining held: the guardian judges it, pauses, and the metrics show the pending
+    transaction judged, the trip, and one observation of each stage, seen → decided → … → included."""
+    w3, world = chain.w3, chain.world
+    vault = contract(w3, "Vault", world.vault)
+    config_path = preemption_config(chain, tmp_path)
+
+    def attack() -> str:
+        shares = vault.functions.balanceOf(ALICE).call()
+        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
+            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
+
+    async def scenario() -> dict[str, float]:
+        config = load_config(config_path)
+        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        stop = asyncio.Event()
+        try:
+            await guardian.start()
+            await guardian.step()
+            w3.provider.make_request("evm_setAutomine", [False])
+            source = guardian.mempool_source()
+            assert source is not None
+            listening = asyncio.create_task(source.run(guardian.on_pending, stop))
+            await until(lambda: source.live, "the pending-transaction subscription is up")
+            await asyncio.to_thread(attack)
+            await until(lambda: any(e.kind == "response-broadcast" for i in guardian.store.incidents()
+                                    for e in guardian.store.timeline(i.id)), "the pause is broadcast")
+            w3.provider.make_request("evm_mine", [])
+            await guardian.drain_responses(timeout=WAIT_LIMIT)
+            stop.set()
+            await listening
+            registry = guardian.ops.metrics.registry
+            sample = registry.get_sample_value
+            return {
+                "judged": sample("onguard_pending_transactions_total", {"result": "judged"}) or 0,
+                "trips": sample("onguard_policy_trips_total", {"policy": "vault-cash-guard",
+                                                               "severity": "critical"}) or 0,
+                **{stage: sample("onguard_stage_seconds_count", {"stage": stage}) or 0
+                   for stage in ("decided", "signed", "broadcast", "included")},
+                "mined": sample("onguard_responses_total", {"action": "pause_vault", "outcome": "mined"}) or 0,
+            }
+        finally:
+            stop.set()
+            w3.provider.make_request("evm_setAutomine", [True])
+            await guardian.close()
+
+    counted = asyncio.run(scenario())
+    assert counted["judged"] >= 1 and counted["trips"] == 1 and counted["mined"] == 1
+    assert (counted["decided"], counted["signed"], counted["broadcast"], counted["included"]) == (1, 1, 1, 1)
