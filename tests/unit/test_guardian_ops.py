@@ -7,6 +7,7 @@ delivery path is tested against real receivers in test_notifications.py and test
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from conftest import base_config_data, to_toml
 
 from onguard.arbiter import Decision
 from onguard.config import load_config
+from onguard.errors import ConfigError
 from onguard.incidents.audit import AuditLog
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.ops.metrics import Metrics
@@ -122,3 +124,18 @@ def test_a_notice_that_reaches_no_one_is_appended_to_the_audit_log(store: Incide
     asyncio.run(ops.stop())  # never started: what is queued is recorded as not delivered
     [entry] = [e for e in AuditLog(store).entries() if e.kind == "notification-failed"]
     assert (entry.details["channel"], entry.details["kind"], entry.details["attempts"]) == ("hook", "test", 0)
+
+
+def test_a_metrics_port_already_taken_is_a_config_error_naming_the_field(store: IncidentStore, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        data = base_config_data()
+        data["metrics"] = {"port": taken.getsockname()[1]}
+        path = tmp_path / "onguard.toml"
+        path.write_text(to_toml(data))
+        ops = GuardianOps.build(load_config(path), store, mempool_required=False)
+        with pytest.raises(ConfigError) as caught:
+            asyncio.run(ops.start(policies={}, actions=[]))
+    assert caught.value.field == "metrics.port" and "cannot listen" in caught.value.message

@@ -11,6 +11,7 @@ from typing import Any
 from onguard.arbiter import Decision
 from onguard.chain.health import ChainHealth
 from onguard.config import Config
+from onguard.errors import ConfigError
 from onguard.incidents.audit import AuditKind, AuditLog
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.log import get_logger
@@ -62,9 +63,18 @@ class GuardianOps:
     async def start(self, *, policies: Mapping[str, str], actions: list[str]) -> None:
         channels = list(self.service.notifier.channel_names) if self.service.notifier is not None else []
         self.metrics.declare(policies=policies, actions=actions, channels=channels)
-        await self.service.start()
+        try:
+            await self.service.start()
+        except OSError as exc:  # before any chain work: a daemon nobody can probe is refused, loudly
+            raise ConfigError(f"the metrics endpoint cannot listen: {exc.strerror or exc}", field="metrics.port",
+                              hint="pick a free port (or host), or stop what holds it") from None
         if self.dashboard is not None:
-            await self.dashboard.start(policies)
+            try:
+                await self.dashboard.start(policies)
+            except OSError as exc:
+                await self.service.stop()
+                raise ConfigError(f"the dashboard cannot listen: {exc.strerror or exc}", field="dashboard.port",
+                                  hint="pick a free port (or host), or stop what holds it") from None
 
     async def stop(self) -> None:
         if self.dashboard is not None:
