@@ -81,7 +81,8 @@ class Guardian:
         self.responder = ResponseLifecycle(
             self.rpc, config, account, self.store,
             paths={"module": self.module_path,
-                   "presigned": PresignedPath(self.rpc, config, account, self.store)},
+                   "presigned": PresignedPath(self.rpc, config, account, self.store,
+                                              on_stale=self.ops.presigned_stale)},
             tips=self.tips, spawn=self._spawn, observer=self.ops)
         self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response)
         self.simulator = Simulator(self.rpc) if config.mempool.simulate else None

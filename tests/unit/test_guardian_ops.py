@@ -139,3 +139,11 @@ def test_a_metrics_port_already_taken_is_a_config_error_naming_the_field(store: 
         with pytest.raises(ConfigError) as caught:
             asyncio.run(ops.start(policies={}, actions=[]))
     assert caught.value.field == "metrics.port" and "cannot listen" in caught.value.message
+
+
+def test_a_voided_pre_signature_pages_as_a_guardian_that_cannot_act(store: IncidentStore) -> None:
+    ops, recorder = ops_over(store)
+    ops.presigned_stale("pause_vault", 4, 5)
+    [notice] = recorder.published
+    assert (notice.kind, notice.severity) == (NoticeKind.GUARDIAN_CANNOT_ACT, Severity.CRITICAL)
+    assert "onguard presign pause_vault" in notice.summary and notice.details["safe_nonce"] == 5

@@ -156,6 +156,14 @@ class GuardianOps:
             incident_id=incident_id, details={"block": report.block,
                                               "failures": [f.check.value for f in report.failures]}))
 
+    def presigned_stale(self, action: str, signed_nonce: int, safe_nonce: int) -> None:
+        self.service.publish(Notice(
+            kind=NoticeKind.GUARDIAN_CANNOT_ACT, severity=Severity.CRITICAL, chain_id=self._chain_id,
+            title=f"the pre-signed {action} is void",
+            summary=(f"The Safe's nonce moved to {safe_nonce}: the owners' pre-signature of {action} (nonce "
+                     f"{signed_nonce}) can no longer be executed. Owners must sign again (`onguard presign {action}`)."),
+            details={"action": action, "signed_nonce": signed_nonce, "safe_nonce": safe_nonce}))
+
     def chain_seen(self, health: ChainHealth, mempool_live: bool | None) -> None:
         if health.head is not None:
             self.metrics.chain_polled(health.head)
