@@ -71,7 +71,6 @@ class Guardian:
             policies = load_policies(config.policies_dir, config.contracts, config.actions)
         chain_id = config.chain.chain_id
         self.engine = PolicyEngine(policies)
-        config.notifications.check_policies(set(self.engine.policy_ids))
         self.ops = GuardianOps.build(config, self.store, mempool_required=config.mempool.enabled,
                                      hold_while=lambda: self.responder.sending())
         self.reader = BatchStateReader(self.rpc)
