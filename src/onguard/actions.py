@@ -15,6 +15,9 @@ An action is one or more calls made in order in one transaction:
     contract = "pool"
     function = "setReservePause(address,bool)"
     args = ["usdc", true]
+
+`undo` (optional) is the way back, made by the Safe's owners, never by the guardian: `undo = "unpause()"` on the
+action's own contract, or [[actions.NAME.undo]] tables shaped like [[calls]]. `onguard recover` proposes it.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class ActionSettings:
     calls: tuple[ActionCall, ...]
     done_when: DoneCondition
     via: Via = Via.MODULE
+    undo: tuple[ActionCall, ...] = ()  # the owners' way back (unpause), proposed by `onguard recover`
 
     @property
     def text(self) -> str:
@@ -163,8 +167,36 @@ def parse_action(name: str, entry: Table, contracts: Mapping[str, WatchedContrac
     if via == Via.PRESIGNED and len(calls) > 1:
         raise entry.fail("via", f"a pre-signed action makes one call, this one makes {len(calls)}",
                          "use via = \"module\" for several calls in one transaction, or split the action")
+    undo = _undo(entry, contracts, own_contract=next(iter(touched)) if len(touched) == 1 else None)
     entry.finish()
-    return ActionSettings(name=name, calls=calls, done_when=done_when, via=via)
+    return ActionSettings(name=name, calls=calls, done_when=done_when, via=via, undo=undo)
+
+
+def _undo(entry: Table, contracts: Mapping[str, WatchedContract], own_contract: str | None) -> tuple[ActionCall, ...]:
+    """The optional way back: `undo = "unpause()"` on the action's own contract, or [[undo]] tables."""
+    if not entry.has("undo"):
+        return ()
+    value = entry.get("undo", (str, list), hint=f"\"unpause()\", or [[{entry.field_name('undo')}]] tables: "
+                                               f"{_CALL_FIELDS_HINT}")
+    if isinstance(value, str):
+        if own_contract is None:
+            raise entry.fail("undo", "this action calls several contracts: say which one each undo call is on",
+                             f"write [[{entry.field_name('undo')}]] tables: {_CALL_FIELDS_HINT}")
+        # Read like the short form of calls, so that a mistake names the field the user wrote: ….undo
+        prefix = entry.field_name("undo").rpartition(".")[0]
+        table = Table({"contract": own_contract, "undo": value}, file=entry.file, prefix=prefix, error=ConfigError)
+        return (_call(table, "undo", contracts),)
+    if not value:
+        raise entry.fail("undo", "is empty", "leave it out, or give the calls that undo the action")
+    calls = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise entry.fail(f"undo[{index}]", f"expected a table, got {item!r}",
+                             f"write [[{entry.field_name('undo')}]] tables: {_CALL_FIELDS_HINT}")
+        table = Table(item, file=entry.file, prefix=entry.field_name(f"undo[{index}]"), error=ConfigError)
+        calls.append(_call(table, "function", contracts))
+        table.finish()
+    return tuple(calls)
 
 
 def _calls(entry: Table, contracts: Mapping[str, WatchedContract]) -> tuple[ActionCall, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
@@ -13,6 +13,14 @@ from typing import Any, TypeVar
 from onguard.actions import ActionSettings, Via, parse_action
 from onguard.chain.abi import ContractAbi, load_abi
 from onguard.errors import ConfigError, InputError
+from onguard.ops.settings import (
+    DashboardSettings,
+    MetricsSettings,
+    NotificationSettings,
+    parse_dashboard,
+    parse_metrics,
+    parse_notifications,
+)
 from onguard.tomlfields import Table, read_toml
 from onguard.units import parse_address, parse_amount, parse_duration
 
@@ -111,6 +119,9 @@ class Config:
     database: Path
     response: ResponseSettings
     mempool: MempoolSettings
+    notifications: NotificationSettings = field(default_factory=lambda: parse_notifications(None))
+    metrics: MetricsSettings = field(default_factory=lambda: parse_metrics(None))
+    dashboard: DashboardSettings = field(default_factory=lambda: parse_dashboard(None))
 
     def contract_at(self, address: str) -> WatchedContract | None:
         wanted = address.lower()
@@ -138,6 +149,9 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         database=_resolve(base, _database(root)),
         response=_response(root.table("response", required=False), rpc_url=data.get("chain", {}).get("rpc_url")),
         mempool=_mempool(root.table("mempool", required=False)),
+        notifications=parse_notifications(root.table("notifications", required=False)),
+        metrics=parse_metrics(root.table("metrics", required=False)),
+        dashboard=parse_dashboard(root.table("dashboard", required=False)),
     )
     root.finish()
     _module_needed(root, config.safe, config.actions)

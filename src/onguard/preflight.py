@@ -66,6 +66,9 @@ class PreflightReport:
     results: tuple[CheckResult, ...]
     gas_estimates: Mapping[str, int]   # per action simulated successfully: eth_estimateGas of its transaction
     gas_limits: Mapping[str, int]      # the estimate x GAS_HEADROOM: what a response should carry
+    guardian: str | None = None        # the account that pays for responses
+    balance_wei: int | None = None     # its balance at `block`
+    balance_floor_wei: int | None = None  # what K responses cost at the fee ceiling (None: not known yet)
 
     @property
     def ok(self) -> bool:
@@ -115,6 +118,8 @@ class _Preflight:
         self.state = BatchStateReader(rpc)
         self.results: list[CheckResult] = []
         self.estimates: dict[str, int] = {}
+        self.balance: int | None = None
+        self.floor: int | None = None
         self.module_deployed = False
 
     def _module(self) -> ModuleReader:
@@ -138,7 +143,8 @@ class _Preflight:
         await self.check_balance(responses)
         return PreflightReport(block=block, results=tuple(self.results),
                                gas_estimates=MappingProxyType(dict(self.estimates)),
-                               gas_limits=MappingProxyType({a: g * GAS_HEADROOM for a, g in self.estimates.items()}))
+                               gas_limits=MappingProxyType({a: g * GAS_HEADROOM for a, g in self.estimates.items()}),
+                               guardian=self.guardian, balance_wei=self.balance, balance_floor_wei=self.floor)
 
     async def check_targets(self) -> None:
         """A call to an address without code succeeds and does nothing: every target must hold a contract."""
@@ -298,7 +304,7 @@ class _Preflight:
     # ---- paying for it ----
 
     async def check_balance(self, responses: int) -> None:
-        balance = int(await raw_read(self.rpc, "eth_getBalance", self.guardian, "latest"), 16)
+        balance = self.balance = int(await raw_read(self.rpc, "eth_getBalance", self.guardian, "latest"), 16)
         if not self.estimates:
             self.add(Check.BALANCE, balance > 0, f"the guardian key {self.guardian} holds {_eth(balance)} ETH; no "
                                                  "action was simulated successfully, so what a response costs is not "
@@ -306,7 +312,7 @@ class _Preflight:
             return
         gas = max(self.estimates.values()) * GAS_HEADROOM
         ceiling = self.config.response.max_fee_per_gas
-        needed = responses * gas * ceiling
+        needed = self.floor = responses * gas * ceiling
         self.add(Check.BALANCE, balance >= needed,
                  f"the guardian key {self.guardian} holds {_eth(balance)} ETH; {responses} responses of {gas} gas at "
                  f"the fee ceiling {ceiling / 1e9:g} gwei cost {_eth(needed)} ETH",

@@ -25,6 +25,8 @@ from onguard.incidents.audit import AuditLog, record_config
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
+from onguard.ops.metrics import PendingResult
+from onguard.ops.reporting import GuardianOps
 from onguard.policies.engine import PolicyEngine
 from onguard.policies.loader import Policy, load_policies
 from onguard.policies.model import EvaluationFailure
@@ -70,6 +72,8 @@ class Guardian:
             policies = load_policies(config.policies_dir, config.contracts, config.actions)
         chain_id = config.chain.chain_id
         self.engine = PolicyEngine(policies)
+        self.ops = GuardianOps.build(config, self.store, mempool_required=config.mempool.enabled,
+                                     hold_while=lambda: self.responder.sending())
         self.reader = BatchStateReader(self.rpc)
         self.arbiter = Arbiter(self.store, chain_id)
         self.tips = PendingTips()
@@ -77,8 +81,9 @@ class Guardian:
         self.responder = ResponseLifecycle(
             self.rpc, config, account, self.store,
             paths={"module": self.module_path,
-                   "presigned": PresignedPath(self.rpc, config, account, self.store)},
-            tips=self.tips, spawn=self._spawn)
+                   "presigned": PresignedPath(self.rpc, config, account, self.store,
+                                              on_stale=self.ops.presigned_stale)},
+            tips=self.tips, spawn=self._spawn, observer=self.ops)
         self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response)
         self.simulator = Simulator(self.rpc) if config.mempool.simulate else None
         self.head: BlockObservation | None = None  # the newest block handled: pending findings are dated at it
@@ -181,6 +186,7 @@ class Guardian:
             self.engine.forget_from(poll.rewound_to)
         for batch in poll.batches:
             self.tips.forget(tx.hash for tx in batch.transactions)
+            seen_at = time.perf_counter()
             result = await self.engine.evaluate(batch, self.reader)
             self._record_failures(result.failures)
             for finding in result.findings:
@@ -188,8 +194,11 @@ class Guardian:
                 decisions.append(decision)
                 for action in decision.actions:
                     self.responder.respond(decision.incident.id, action)
+                self.ops.decided(decision, seen_at, path="block")
+            self.ops.evaluated(result)
             self.source.commit(batch)
             self.head = batch.block
+            self.ops.block_handled(batch.block.number, self.chain_health.head if self.chain_health else None)
         if poll.batches:
             await self.responder.on_block(poll.batches[-1].block)
         if poll.batches or poll.rewound_to is not None or self.reconciler.retry_due():
@@ -214,11 +223,14 @@ class Guardian:
         except TimeoutError:
             self._log.warning("pending transaction not judged in time: left to the block path", tx=pending.hash,
                               timeout=self.config.mempool.simulation_timeout)
+            self.ops.pending_judged(PendingResult.TIMED_OUT)
             return
         except ChainError as exc:
             self._log.error("pending transaction could not be judged: left to the block path", tx=pending.hash,
                             error=exc.message)
+            self.ops.pending_judged(PendingResult.FAILED)
             return
+        self.ops.pending_judged(PendingResult.JUDGED)
         self._record_failures(result.failures)
         for finding in result.findings:
             decision = self.arbiter.decide(finding)
@@ -231,6 +243,7 @@ class Guardian:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):
                         self.responder.respond(decision.incident.id, action, threat)
+            self.ops.decided(decision, pending.seen_at, path="mempool")
 
     def mempool_source(self) -> MempoolSource | None:
         """The pending-transaction source the config asks for (None when off). Without call or simulate policies it
@@ -272,6 +285,13 @@ class Guardian:
     async def run(self, stop: asyncio.Event) -> None:
         """The daemon: the block loop, the mempool source and the heartbeat in one task group, each supervised
         (a task that dies is logged and restarted; one that keeps dying halts the daemon loudly)."""
+        await self.ops.start(policies=self.engine.severities, actions=list(self.config.actions))
+        try:
+            await self._run(stop)
+        finally:
+            await self.ops.stop()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         await self.start()
         tasks: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {
             "block-loop": self._block_loop, "new-heads": self.heads.run, "chain-watch": self._watch_chain,
@@ -343,9 +363,11 @@ class Guardian:
             if stop.is_set():
                 return
             self._log_heartbeat()
+            self.ops.heartbeat()
 
     async def _preflight(self) -> PreflightReport:
         self.preflight = await run_preflight(self.config, self.account.address, self.rpc, store=self.store)
+        self.ops.preflight(self.preflight)
         return self.preflight
 
     async def _preflight_loop(self, stop: asyncio.Event) -> None:
@@ -372,6 +394,8 @@ class Guardian:
             status=IncidentStatus.FAILED, actions=(), seen={"preflight": report.summary()})
         self._log.critical("preflight FAILED while running: the guardian can no longer act; fix it now",
                            incident_id=incident.id, new_incident=opened, failures=report.summary())
+        if opened:
+            self.ops.cannot_act(incident.id, report)
 
     def _on_another_chain(self) -> bool:
         """Every read endpoint serves another chain: its blocks must not move the checkpoint (_watch_chain says
@@ -404,6 +428,7 @@ class Guardian:
                 self._log.critical("chain health check failed", error=f"{type(exc).__name__}: {exc}")
             else:
                 self.chain_health = health
+                self.ops.chain_seen(health, None if self.mempool is None else self.mempool.live)
                 problems = health.problems(max_lag=self.config.chain.max_lag)
                 for problem in problems:
                     serious = health.blind or health.wrong_chain or health.behind_checkpoint

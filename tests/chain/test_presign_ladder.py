@@ -134,4 +134,4 @@ def test_a_depth_3_ladder_survives_two_routine_transactions_and_the_pause_is_min
     assert report["presigned"]["actions"]["pause_vault"] == {
         "ready": False, "depth": 0, "through": None, "signedNonces": [], "partialNonces": [],
         "spentNonces": [start, start + 1]}  # voided by the routine transactions; start + 2 the daemon executed
-    assert any("pause_vault has no valid pre-signature" in reason for reason in report["reasons"])
+    assert any("pause_vault has no valid pre-signature" in reason for reason in report["attention"])

@@ -289,3 +289,18 @@ def test_run_with_a_bad_action_is_an_input_error(write_toml: WriteToml, config_d
     assert err.startswith(f"error: {path}: {field}: {message}"), err
     assert "  hint: " in err
     assert "Traceback" not in err
+
+
+def test_run_refuses_a_notification_route_naming_a_policy_that_is_not_there(
+        write_toml: WriteToml, config_data: dict[str, Any], policy_data: dict[str, Any],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config_data["notifications"] = {"channels": {"hook": {"type": "webhook", "url_env": "H", "secret_env": "S"}},
+                                    "routes": [{"channels": ["hook"], "policies": ["vault-drian"]}]}
+    config_path = write_toml(config_data)
+    write_toml(dict(policy_data, enabled=False), "policies/drain.toml")  # disabled, but there: not the problem
+
+    code, _, err = run_cli(capsys, "run", "--config", str(config_path))
+
+    assert code == 2
+    assert f"{config_path}: notifications.routes[0].policies: no policy 'vault-drian' is loaded" in err
+    assert "hint: loaded policies: " in err and "Traceback" not in err

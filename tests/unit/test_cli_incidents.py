@@ -76,3 +76,59 @@ def test_resolving_twice_is_refused(db: Path, capsys) -> None:
     assert main(["incidents", "--db", str(db), "resolve", "1", "--reason", "done"]) == 0
     assert main(["incidents", "--db", str(db), "resolve", "1", "--reason", "again"]) == 2
     assert "already resolved" in capsys.readouterr().err
+
+
+def test_ack_and_note_record_who_and_why_in_the_timeline_and_the_audit_log(db: Path, capsys) -> None:
+    assert main(["incidents", "--db", str(db), "ack", "1", "--reason", "looking at the vault", "--by", "bob"]) == 0
+    assert main(["incidents", "--db", str(db), "note", "1", "the oracle was fed a stale price", "--by", "carol"]) == 0
+    assert "acknowledged by bob" in capsys.readouterr().out
+    store = IncidentStore(db)
+    try:
+        assert store.incident(1).status == IncidentStatus.SAFE  # an acknowledgement changes no status
+        kinds = {e.kind: e.detail for e in store.timeline(1)}
+        assert kinds["acknowledged"] == {"by": "bob", "reason": "looking at the vault"}
+        assert kinds["note"] == {"by": "carol", "reason": "the oracle was fed a stale price"}
+        audited = [(e.kind, e.actor, e.details["incident_id"]) for e in AuditLog(store).entries()][-2:]
+        assert audited == [("incident-acknowledged", "bob", 1), ("incident-note", "carol", 1)]
+    finally:
+        store.close()
+    assert main(["incidents", "--db", str(db), "show", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "acked     by bob" in out
+    assert "race      pause FIRST: pause at block 21 position 0" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ack", "1", "--reason", " "], "the text is empty"),
+    (["note", "7", "x"], "no incident with id 7"),
+])
+def test_ack_and_note_refuse_bad_input_with_exit_2(db: Path, capsys, argv: list[str], message: str) -> None:
+    assert main(["incidents", "--db", str(db), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_second_ack_is_refused_naming_the_first(db: Path, capsys) -> None:
+    assert main(["incidents", "--db", str(db), "ack", "1", "--reason", "mine", "--by", "bob"]) == 0
+    assert main(["incidents", "--db", str(db), "ack", "1", "--reason", "mine too", "--by", "eve"]) == 2
+    assert "acknowledged by bob" in capsys.readouterr().err
+
+
+def test_the_report_holds_the_stages_the_race_the_outcome_and_what_people_did(db: Path, tmp_path: Path,
+                                                                               capsys) -> None:
+    main(["incidents", "--db", str(db), "ack", "1", "--reason", "on it", "--by", "bob"])
+    main(["incidents", "--db", str(db), "resolve", "1", "--reason", "root cause fixed", "--by", "alice"])
+    out = tmp_path / "report.md"
+    assert main(["incidents", "--db", str(db), "report", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# Incident 1: pending drain")
+    assert "| decided | 12.5 |" in text and "| included | 1012.0 |" in text
+    assert "pause FIRST: pause at block 21 position 0" in text
+    assert "| pause_vault | mined | " + TX in text
+    assert "Lost: nothing — the pause landed before any harmful transaction" in text
+    assert "| acknowledged | bob | on it |" in text and "| status | alice | root cause fixed |" in text
+    assert "`onguard recover ID` prepares one" in text
+
+
+def test_a_report_to_an_unwritable_path_is_exit_2(db: Path, tmp_path: Path, capsys) -> None:
+    assert main(["incidents", "--db", str(db), "report", "1", "--out", str(tmp_path / "no" / "dir" / "r.md")]) == 2
+    assert "--out" in capsys.readouterr().err

@@ -1,16 +1,24 @@
-"""`onguard incidents list | show ID | resolve ID`: what the guardian saw and did, from its database, and the
-human's word that an incident is over (the guardian stops keeping its actions in effect)."""
+"""`onguard incidents list | show ID | ack ID | note ID | resolve ID | report ID`: what the guardian saw and did,
+from its database; a person's acknowledgement, notes and word that an incident is over (the guardian stops keeping
+its actions in effect), each audited and told to the notification channels; the post-incident report."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
+from pathlib import Path
 
 from onguard.cli.common import add_config_argument
-from onguard.config import load_config
-from onguard.errors import InputError
+from onguard.config import Config, load_config
+from onguard.errors import ConfigError, InputError
+from onguard.incidents.handling import ACKNOWLEDGED, acknowledge, add_note
+from onguard.incidents.report import build_report, race_lines
 from onguard.incidents.store import Incident, IncidentStatus, IncidentStore
+from onguard.ops.notify import deliver_now
+from onguard.ops.reporting import status_notice
+from onguard.policies.model import Severity
 
 # What the timeline shows of each entry's detail, in this order.
 _SHOWN = ("block", "action", "path", "tx_hash", "nonce", "tip", "replaces", "gas_used", "error", "proposal", "owner",
@@ -38,11 +46,32 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     resolve.add_argument("--reason", required=True, help="why it is over (recorded in the audit log)")
     resolve.add_argument("--by", default=None, help="who resolves it (default: the login name)")
     resolve.set_defaults(handler=handle_resolve)
+    ack = actions.add_parser("ack", help="take an incident in hand (who, why; audited; pages are acknowledged)")
+    ack.add_argument("id", type=int)
+    ack.add_argument("--reason", required=True, help="what you are doing about it")
+    ack.add_argument("--by", default=None, help="who (default: the login name)")
+    ack.set_defaults(handler=handle_ack)
+    note = actions.add_parser("note", help="add a note to an incident's timeline (audited)")
+    note.add_argument("id", type=int)
+    note.add_argument("text", help="what was found or done")
+    note.add_argument("--by", default=None, help="who (default: the login name)")
+    note.set_defaults(handler=handle_note)
+    report = actions.add_parser("report", help="write the post-incident report (Markdown)")
+    report.add_argument("id", type=int)
+    report.add_argument("--out", type=Path, default=None, help="the file to write (default: print it)")
+    report.set_defaults(handler=handle_report)
 
 
 def _store(args: argparse.Namespace) -> IncidentStore:
     path = args.db or load_config(args.config).database
     return IncidentStore(path)
+
+
+def _config(args: argparse.Namespace) -> Config | None:
+    """The config when there is one (with --db alone there may be none: nobody is notified then)."""
+    if args.db and not Path(args.config).exists():
+        return None
+    return load_config(args.config)
 
 
 def handle_list(args: argparse.Namespace) -> int:
@@ -75,6 +104,11 @@ def handle_show(args: argparse.Namespace) -> int:
     if stages:
         print("  stages    " + "  ".join(f"{name} {value} ms" for name, value in stages)
               + "  (from the threat's arrival)")
+    for line in race_lines(timeline):
+        print(f"  race      {line}")
+    acked = next((e for e in timeline if e.kind == ACKNOWLEDGED), None)
+    if acked is not None:
+        print(f"  acked     by {acked.detail.get('by')} at {acked.at}: {acked.detail.get('reason')}")
     print("  timeline")
     for entry in timeline:
         detail = ", ".join(f"{k}={entry.detail[k]}" for k in _SHOWN if entry.detail.get(k) not in (None, "", []))
@@ -108,8 +142,73 @@ def handle_resolve(args: argparse.Namespace) -> int:
     store.set_status(incident.id, IncidentStatus.RESOLVED, actor=actor, reason=reason)
     store.close()
     print(f"incident {incident.id} resolved by {actor}: the guardian no longer keeps its actions in effect.")
-    print("  unpausing is the owners' multisig transaction; a new trip opens a new incident and pauses again.")
+    print("  unpausing is the owners' multisig transaction (`onguard recover ID` prepares it); a new trip opens a "
+          "new incident and pauses again.")
+    _tell(args, incident, "resolved", by=actor, reason=reason)
     return 0
+
+
+def handle_ack(args: argparse.Namespace) -> int:
+    store = _store(args)
+    incident = _incident(store, args.id)
+    actor = args.by or getpass.getuser()
+    try:
+        acknowledge(store, incident, by=actor, reason=args.reason)
+    finally:
+        store.close()
+    print(f"incident {incident.id} acknowledged by {actor}. The guardian still keeps its actions in effect until "
+          "it is resolved.")
+    _tell(args, incident, ACKNOWLEDGED, by=actor, reason=args.reason.strip())
+    return 0
+
+
+def handle_note(args: argparse.Namespace) -> int:
+    store = _store(args)
+    incident = _incident(store, args.id)
+    actor = args.by or getpass.getuser()
+    try:
+        add_note(store, incident, by=actor, text=args.text)
+    finally:
+        store.close()
+    print(f"note added to incident {incident.id} by {actor}")
+    return 0
+
+
+def handle_report(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        _incident(store, args.id)
+        text = build_report(store, args.id)
+    finally:
+        store.close()
+    if args.out is None:
+        print(text)
+        return 0
+    try:
+        args.out.write_text(text)
+    except OSError as exc:
+        raise InputError(f"cannot write {args.out}: {exc.strerror}", field="--out",
+                         hint="give a writable path") from None
+    print(f"report for incident {args.id} written to {args.out}")
+    return 0
+
+
+def _tell(args: argparse.Namespace, incident: Incident, status: str, *, by: str, reason: str) -> None:
+    """Tells the channels the routes choose (PagerDuty acknowledges or resolves the page). What a person did is
+    recorded whatever happens here: a channel that cannot be reached is reported, not an error."""
+    config = _config(args)
+    if config is None or not config.notifications.enabled:
+        return
+    notice = status_notice(incident.id, incident.policy_id, Severity(incident.severity), incident.title, status,
+                           by=by, reason=reason, chain_id=incident.chain_id)
+    try:
+        told, failures = asyncio.run(deliver_now(config.notifications, notice))
+    except ConfigError as exc:
+        print(f"  NOT notified: {exc.message} ({exc.hint})" if exc.hint else f"  NOT notified: {exc.message}")
+        return
+    failed = {failure.channel: failure.reason for failure in failures}
+    for channel in told:
+        print(f"  {channel}: {'NOT notified: ' + failed[channel] if channel in failed else 'notified'}")
 
 
 def _incident(store: IncidentStore, incident_id: int) -> Incident:

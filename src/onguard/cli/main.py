@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import onguard
 from onguard import __version__
 from onguard.cli import audit, demo, incidents, keystore, module, notify, policies, preflight, presign, proposals, \
-    replay, run, status
+    recover, replay, run, status
 from onguard.cli.common import Exit, accept_shared_options_everywhere, add_global_config_argument, resolve_config
 from onguard.errors import OnguardError
 from onguard.log import configure_logging
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     preflight.register(commands)
     replay.register(commands)
     notify.register(commands)
+    recover.register(commands)
     accept_shared_options_everywhere(parser)
     return parser
 

@@ -32,6 +32,8 @@ def handle(args: argparse.Namespace) -> int:
         print(f"error: {len(check.errors)} invalid policy file(s): the guardian does not start with a policy "
               "it cannot evaluate", file=sys.stderr)
         return 2
+    # A route naming a policy that is not there is a typo that would silence a page (a disabled one is there).
+    config.notifications.check_policies({policy.common.id for policy in check.policies})
     policies = [policy for policy in check.policies if policy.common.enabled]
     account = load_guardian_account(config.guardian_key)
     with daemon_lock(config.database):

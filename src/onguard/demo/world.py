@@ -240,11 +240,13 @@ abi = {abi("GuardianModule")}
 contract = "vault"
 call = "pause()"
 done_when = "paused()"
+undo = "unpause()"          # the owners' way back, proposed by `onguard recover`
 
 [actions.trip_breaker]
 contract = "breaker"
 call = "trip()"
 done_when = "tripped()"
+undo = "reset()"
 
 [policies]
 dir = {json.dumps(str(policies_dir))}

@@ -52,6 +52,10 @@ class AuditKind:
     SIGNATURE = "signature"
     EXECUTION = "execution"
     REJECTION = "rejection"
+    NOTIFICATION_FAILED = "notification-failed"  # a notice reached no one on a channel (ops.notify.DeliveryFailure)
+    INCIDENT_ACK = "incident-acknowledged"       # a person took an incident in hand (`onguard incidents ack`)
+    INCIDENT_NOTE = "incident-note"              # a person's note on an incident (`onguard incidents note`)
+    RECOVERY = "recovery"                        # `onguard recover` proposed the way back (unpause, reset)
 
 
 @dataclass(frozen=True, slots=True)

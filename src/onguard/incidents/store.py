@@ -209,6 +209,9 @@ class IncidentStore:
         self._backlog: list[tuple[str, Callable[[], object]]] = []
         self._unsaved_incidents: dict[int, Incident] = {}  # opened while the database refused writes
         self._statuses: dict[int, IncidentStatus] = {}  # as last set here, for while writes are held in memory
+        # Called after each status change with (incident id, the change's detail); must not block (the daemon's
+        # operations publish a notice here).
+        self.status_listeners: list[Callable[[int, Mapping[str, Any]], None]] = []
         self._log = get_logger(component="store", database=str(self.path))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -460,6 +463,8 @@ class IncidentStore:
                 _insert_timeline(db, incident_id, "status", detail)
         self.durably(f"status {status}", write)
         self.durably("audit incident-status", lambda: self._audit_status(incident_id, detail, actor))
+        for listener in self.status_listeners:
+            listener(incident_id, detail)
         return True
 
     def _audit_status(self, incident_id: int, detail: Mapping[str, Any], actor: str) -> None:

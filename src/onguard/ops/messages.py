@@ -25,7 +25,7 @@ PAGERDUTY_SEVERITIES = {
     Severity.CRITICAL: "critical", Severity.HIGH: "error", Severity.MEDIUM: "warning",
     Severity.LOW: "info", Severity.INFO: "info",
 }
-# Only these statuses move the page: "mitigated" (the pause is in effect) still needs a person, so it stays open.
+# Only these statuses move the page: "safe" (the pause is in effect) still needs a person, so it stays open.
 PAGERDUTY_STATUS_ACTIONS = {"acknowledged": "acknowledge", "resolved": "resolve"}
 
 

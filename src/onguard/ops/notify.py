@@ -94,6 +94,10 @@ class Notifier:
         return cls(channels, settings.routes, retry=settings.retry, queue_size=settings.queue_size,
                    on_failure=on_failure, on_delivered=on_delivered, hold_while=hold_while, hold_limit=hold_limit)
 
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self._channels)
+
     def channels_for(self, notice: Notice) -> list[str]:
         """Every channel some route sends this notice to, each once, in the order routes name them."""
         names: dict[str, None] = {}
@@ -219,3 +223,15 @@ class Notifier:
             except Exception as exc:  # a broken hook must not stop deliveries
                 self._log.error("notification hook failed", hook=getattr(hook, "__qualname__", repr(hook)),
                                 error=repr(exc))
+
+
+async def deliver_now(settings: NotificationSettings, notice: Notice, *,
+                      timeout: float = DEFAULT_STOP_TIMEOUT) -> tuple[list[str], list[DeliveryFailure]]:
+    """Outside the daemon (a command a person runs): delivers one notice to the channels its routes choose and
+    returns them with the failures (ConfigError when a channel's secret is missing from the environment)."""
+    notifier = Notifier.from_settings(settings)
+    channels = notifier.channels_for(notice)
+    notifier.start()
+    notifier.publish(notice)
+    await notifier.stop(timeout)
+    return channels, list(notifier.failures)

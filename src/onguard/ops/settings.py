@@ -327,3 +327,46 @@ def parse_metrics(table: Table | None) -> MetricsSettings:
         raise table.fail("stale_after", "must be more than 0")
     table.finish()
     return settings
+
+
+DEFAULT_DASHBOARD_PORT = 9479
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSettings:
+    enabled: bool
+    host: str
+    port: int
+    token_env: str | None  # the environment variable holding the token a viewer must present (None: no token)
+    refresh: float         # seconds between the page's reloads
+
+
+def parse_dashboard(table: Table | None) -> DashboardSettings:
+    """Reads [dashboard]; None (no section) leaves it off; a section turns it on unless it says enabled = false."""
+    present = table is not None
+    if table is None:
+        table = Table({}, file="", prefix="dashboard", error=ConfigError)
+    for key in ("token", "password"):
+        if table.has(key):
+            raise table.fail(key, "secrets are never written in onguard.toml",
+                             "put it in an environment variable and name it: token_env = \"ONGUARD_DASHBOARD_TOKEN\"")
+    token_env = table.get("token_env", str, default=None)
+    if token_env is not None and not ENV_NAME.match(token_env):
+        raise table.fail("token_env", f"{token_env!r} is not an environment variable name")
+    settings = DashboardSettings(
+        enabled=table.get("enabled", bool, default=present),
+        host=table.get("host", str, default="127.0.0.1",
+                       hint="the address to listen on; 127.0.0.1 keeps it on this machine"),
+        port=table.get("port", int, default=DEFAULT_DASHBOARD_PORT),
+        token_env=token_env,
+        refresh=table.parsed("refresh", parse_duration, default=5.0),
+    )
+    if not 0 <= settings.port < 65536:
+        raise table.fail("port", f"{settings.port} is not a TCP port", "0 picks a free port (tests)")
+    if settings.refresh <= 0:
+        raise table.fail("refresh", "must be more than 0")
+    if settings.enabled and not is_loopback(settings.host) and token_env is None:
+        raise table.fail("host", f"{settings.host} is reachable from other machines and no token_env is set",
+                         "keep host = \"127.0.0.1\", or set token_env so viewers must present a token")
+    table.finish()
+    return settings

@@ -26,6 +26,7 @@ from onguard.policies.reads import ReadSpec
 class EngineResult:
     findings: list[Finding] = field(default_factory=list)
     failures: list[EvaluationFailure] = field(default_factory=list)
+    evaluated: list[str] = field(default_factory=list, compare=False)  # each evaluation's policy (for metrics)
 
 
 class _Delayed:
@@ -121,6 +122,7 @@ class PolicyEngine:
 
     @staticmethod
     def _collect(result: EngineResult, evaluator: Any, block: int, judge: Any) -> None:
+        result.evaluated.append(evaluator.common.id)
         try:
             finding = judge()
         except (OnguardError, ArithmeticError, KeyError, TypeError, ValueError) as exc:
@@ -133,6 +135,11 @@ class PolicyEngine:
     @property
     def policy_ids(self) -> list[str]:
         return [slot.evaluator.common.id for slot in self._slots]
+
+    @property
+    def severities(self) -> dict[str, str]:
+        """Policy id → severity, for the metrics declared at start."""
+        return {slot.evaluator.common.id: slot.evaluator.common.severity.value for slot in self._slots}
 
     @property
     def history_blocks(self) -> int:

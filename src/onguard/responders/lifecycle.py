@@ -30,6 +30,7 @@ from onguard.incidents.store import (
 )
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
+from onguard.ops.metrics import Stage
 from onguard.responders.actions import PreparedAction, is_done, prepare_action
 from onguard.responders.fees import Fees, PendingTips, Threat, bumped, initial_fees, outbid
 from onguard.responders.outcome import Landing, classify, evidence_transactions, harmful_transactions
@@ -54,6 +55,16 @@ class BuiltTx:
     data: bytes
     gas_limit: int
     note: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ResponseObserver(Protocol):
+    """Told of each stage's duration and each campaign's outcome (the daemon's operations: metrics, notices).
+    Called after the transaction is on the wire; must never block."""
+
+    def stage(self, stage: Stage, seconds: float) -> None: ...
+
+    def response_outcome(self, incident_ids: list[int], action: str, status: str,
+                         detail: Mapping[str, Any]) -> None: ...
 
 
 class TxPath(Protocol):
@@ -85,6 +96,7 @@ class Campaign:
     built: BuiltTx | None = None
     sent_at: float = 0.0
     public_sent: bool = False
+    decided_at: float = field(default_factory=time.perf_counter)  # when the campaign was started (decided)
 
 
 class NotInEffect(Exception):
@@ -94,7 +106,8 @@ class NotInEffect(Exception):
 class ResponseLifecycle:
     def __init__(self, rpc: Rpc, config: Config, account: LocalAccount, store: IncidentStore,
                  paths: Mapping[str, TxPath], tips: PendingTips,
-                 spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, None]], None],
+                 observer: ResponseObserver | None = None) -> None:
         self._rpc = rpc
         self._config = config
         self._settings = config.response
@@ -103,6 +116,7 @@ class ResponseLifecycle:
         self._paths = paths
         self._tips = tips
         self._spawn = spawn
+        self._observer = observer
         self._prepared = {name: prepare_action(config, action) for name, action in config.actions.items()}
         self._watched = [c.address for c in config.contracts.values()]
         # A send endpoint gets send_timeout to accept: a hung builder must not hold the pause back.
@@ -123,6 +137,10 @@ class ResponseLifecycle:
 
     def in_flight(self, action: str) -> bool:
         return action in self._campaigns
+
+    def sending(self) -> bool:
+        """A response is under way and not on the wire yet (notifications hold their deliveries meanwhile)."""
+        return any(not campaign.hashes for campaign in self._campaigns.values())
 
     def knows(self, action: str) -> bool:
         return action in self._prepared
@@ -252,6 +270,7 @@ class ResponseLifecycle:
                 self._store.update_response(incident_id, campaign.action, ResponseStatus.ALREADY_DONE)
                 self.refresh_status(incident_id, reason="already in the safe state: nothing sent")
             self._log.info("protocol already in the safe state: nothing sent", action=campaign.action)
+            self._tell_outcome(campaign, ResponseStatus.ALREADY_DONE, {"sent": False})
             return
         stored = await self._unmined(campaign.action)
         if campaign.threat is not None and campaign.threat.tx_hash not in campaign.raced:
@@ -280,6 +299,7 @@ class ResponseLifecycle:
             if stored is None:
                 self._next_nonce = campaign.nonce + 1
         broadcast_at = time.perf_counter()
+        self._tell_stages((Stage.SIGNED, signed_at - campaign.decided_at), (Stage.BROADCAST, broadcast_at - signed_at))
         timings = _timings(campaign.threat if campaign.path == "mempool" else None,
                            signed=signed_at, broadcast=broadcast_at)
         for incident_id in campaign.incidents:
@@ -391,12 +411,16 @@ class ResponseLifecycle:
                                   action=campaign.action, tx_hash=tx_hash)
                 for incident_id in campaign.incidents:
                     self.refresh_status(incident_id, reason="the action holds (ours reverted)")
+                self._tell_outcome(campaign, ResponseStatus.REVERTED, {"tx_hash": tx_hash, "block": block,
+                                                                       "action_holds": True})
                 return
             raise NotInEffect(f"reverted in block {block} ({tx_hash})")
         if campaign.built is not None:  # None: a transaction sent before a restart, found mined afterwards
             self._paths[self._prepared[campaign.action].via].on_mined(campaign.action, campaign.incidents, tx_hash,
                                                                       block, campaign.built)
         pause = Landing(block=block, index=index)
+        if campaign.sent_at:
+            self._tell_stages((Stage.INCLUDED, time.perf_counter() - campaign.sent_at))
         included = ({"included_ms": round((time.perf_counter() - campaign.threat.seen_at) * 1000, 2)}
                     if campaign.path == "mempool" and campaign.threat else {})
         for incident_id in campaign.incidents:
@@ -412,6 +436,8 @@ class ResponseLifecycle:
             self.refresh_status(incident_id, reason=f"{campaign.action} mined in block {block}")
         self._log.warning("response mined: the action is in effect", action=campaign.action, tx_hash=tx_hash,
                           block=block, position=index, gas_used=gas)
+        self._tell_outcome(campaign, ResponseStatus.MINED, {"tx_hash": tx_hash, "block": block, "position": index,
+                                                            "gas_used": gas})
 
     async def _record_outcome(self, incident_id: int, campaign: Campaign, pause: Landing, *, orphaned: bool) -> None:
         incident = self._store.incident(incident_id)
@@ -454,6 +480,20 @@ class ResponseLifecycle:
         self._log.critical("response FAILED: the protocol is NOT in the safe state; the guardian tries again "
                            "with back-off — act by hand if it persists", action=campaign.action,
                            incidents=campaign.incidents, error=error)
+        self._tell_outcome(campaign, ResponseStatus.FAILED, {"error": error})
+
+    def _tell_stages(self, *stages: tuple[Stage, float]) -> None:
+        if self._observer is not None:
+            for stage, seconds in stages:
+                self._observer.stage(stage, seconds)
+
+    def _tell_outcome(self, campaign: Campaign, status: ResponseStatus, detail: Mapping[str, Any]) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer.response_outcome(list(campaign.incidents), campaign.action, str(status), detail)
+        except Exception:  # noqa: BLE001 - telling people must never break the response's own bookkeeping
+            self._log.exception("could not report the response outcome", action=campaign.action)
 
     def refresh_status(self, incident_id: int, reason: str) -> None:
         """SAFE when every response of the incident is in effect, FAILED when one failed, OPEN otherwise.

@@ -5,7 +5,7 @@ block, says so at error level and records it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -28,8 +28,12 @@ GAS_HEADROOM = 60_000
 class PresignedPath:
     via = "presigned"
 
-    def __init__(self, rpc: Rpc, config: Config, account: LocalAccount, store: IncidentStore) -> None:
+    def __init__(self, rpc: Rpc, config: Config, account: LocalAccount, store: IncidentStore,
+                 on_stale: Callable[[str, int, int], None] | None = None) -> None:
+        """`on_stale(action, signed_nonce, safe_nonce)`: told once per pre-signature the Safe's nonce voided (the
+        daemon's operations page someone: the guardian can no longer take that action)."""
         self._rpc = rpc
+        self._on_stale = on_stale
         self._config = config
         self._account = account
         self._txs = SafeTxStore(store)
@@ -131,6 +135,8 @@ class PresignedPath:
                                 "are void; owners must re-sign (`onguard presign`)", action=record.action,
                                 presigned=record.id, signed_nonce=record.tx.nonce, safe_nonce=nonce,
                                 safe_tx_hash=record.safe_tx_hash)
+                if self._on_stale is not None and record.action:
+                    self._on_stale(record.action, record.tx.nonce, nonce)
 
     def _usable(self, action: str) -> tuple[SafeTxRecord, list[OwnerSignature]] | None:
         """The pre-signed transaction for `action` at the current nonce with the most owners' signatures, if it
