@@ -220,7 +220,13 @@ class ResponseLifecycle:
                               action=campaign.action, threat_tx=threat.tx_hash, tip=fees.max_priority_fee_per_gas)
             campaign.threat = threat
             campaign.raced.append(threat.tx_hash)
-            await self._replace(campaign, fees)
+            try:
+                await self._replace(campaign, fees)
+            except ChainError as exc:
+                # Most often the pause was mined a moment ago ("nonce too low"): the campaign's watch settles it
+                # from its receipt. Otherwise the watch bumps it as usual; nothing here is lost.
+                self._log.info("the pause in flight could not be replaced; its watch goes on",
+                               action=campaign.action, error=exc.message)
 
     async def settle_unrecorded(self, action: str, incident_ids: Sequence[int]) -> None:
         """The action holds but these incidents' responses say otherwise (sent before a crash and mined while the
