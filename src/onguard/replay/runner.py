@@ -180,18 +180,17 @@ def fetch_originals(scenario: Scenario) -> Originals:
     assert url is not None and fork_block is not None  # the scenario reader refuses tx steps without them
     found: dict[str, OriginalTx] = {}
     for step in steps:
+        # A one-shot replay's steps are its --tx options; a file's are fields of the file.
+        file, where = (None, "--tx") if step.field.startswith("--") else (str(scenario.path), f"{step.field}.tx")
         raw = _json_rpc(url, "eth_getTransactionByHash", [step.tx_hash])
-        if raw is None:
-            raise ScenarioError(f"transaction {step.tx_hash} is not known to {url}", file=str(scenario.path),
-                                field=f"{step.field}.tx", hint="copy the hash from the chain the fork source "
-                                                               "serves (a pending or dropped one cannot be replayed)")
-        if raw.get("blockNumber") is None:
-            raise ScenarioError(f"transaction {step.tx_hash} is not mined", file=str(scenario.path),
-                                field=f"{step.field}.tx", hint="only mined transactions can be replayed")
+        if raw is None or raw.get("blockNumber") is None:
+            raise ScenarioError(f"transaction {step.tx_hash} is not mined on {url}", file=file, field=where,
+                                hint="copy the hash from the chain the fork source serves (a pending or dropped "
+                                     "one cannot be replayed)")
         tx = _original(raw)
         if tx.block != fork_block + 1:
             raise ScenarioError(f"transaction {step.tx_hash} is in block {tx.block}, not the one after the fork "
-                                f"block {fork_block}", file=str(scenario.path), field="fork.block",
+                                f"block {fork_block}", file=file, field="fork.block" if file else "--block",
                                 hint=f"fork at block {tx.block - 1} (the state it started from)")
         found[tx.hash] = tx
     block = _json_rpc(url, "eth_getBlockByNumber", [hex(fork_block + 1), True])

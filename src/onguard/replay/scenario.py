@@ -563,7 +563,7 @@ def one_shot_scenario(config: Path, fork_url: str, block: int, hashes: list[str]
     for index, tx_hash in enumerate(hashes):
         if not _TX_HASH.match(tx_hash):
             raise ScenarioError(f"{tx_hash!r} is not a transaction hash", field=where, hint="0x and 64 hex digits")
-        steps.append(Step(field=f"attack[{index}]", sender="", contract=None, function=None, deploy=None, args=(),
+        steps.append(Step(field=f"--tx[{index}]", sender="", contract=None, function=None, deploy=None, args=(),
                           alias=None, gas=0, block=0, tx_hash=tx_hash.lower()))
     known = {*team.contracts, *ALWAYS_KNOWN}
     for kind, names in (("--holder", holders), ("--token", tokens)):
