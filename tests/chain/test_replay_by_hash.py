@@ -75,7 +75,22 @@ def test_an_exploit_mined_on_the_base_chain_is_replayed_by_hash_with_the_teams_c
     # 500,000 at risk, not 400,000: alice's deposit earlier in the block was replayed before the exploit.
     assert report["at_risk_usd"] == 500_000 and report["lost_usd"] == 0
     assert f"block {attack['block']} position {response['position']}: before every attack transaction" in out
-    assert "tripped      vault-cash-guard" in (tmp_path / "out.md").read_text()
+    markdown = (tmp_path / "out.md").read_text()
+    assert "tripped      vault-cash-guard" in markdown
+    # The auditor's evidence: the exploit's trace with its revert reason decoded by the Vault's ABI, the pause's
+    # trace through the module, the vault's balance unchanged, the chart linked, the versions and the fork.
+    traces = {t["label"].split()[0]: t for t in report["traces"]}
+    assert traces["--tx[0]"]["revert_reason"] == "EnforcedPause()" and not traces["--tx[0]"]["succeeded"]
+    assert traces["--tx[0]"]["calls"][0]["target"] == "vault" and traces["--tx[0]"]["calls"][0]["function"] == "redeemFor"
+    assert [c["function"] for c in traces["pause"]["calls"]][-1] == "pause" and traces["pause"]["succeeded"]
+    (change,) = report["balances"]
+    assert change["holder"] == "vault" and change["token"] == "dUSD" and change["before"] == change["after"]
+    assert report["chart"] and (tmp_path / report["chart"]).stat().st_size > 0
+    assert f"]({report['chart']})" in markdown
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["onguard"] and report["anvil_version"].startswith("anvil")
+    assert report["fork_source"] == f"{base.rpc_url} at block {block - 1}" and report["fork_block"] == block - 1
+    assert list(report["policy_files"]) == [str(policies / "vault-cash-guard.toml")]
 
 
 def test_an_unknown_hash_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import time
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from dataclasses import replace
 from pathlib import Path
 
 from onguard.chain.rpc import Rpc
@@ -16,6 +18,7 @@ from onguard.config import Config, load_config
 from onguard.errors import InputError, OnguardError
 from onguard.log import configure_logging
 from onguard.policies.loader import load_policies
+from onguard.replay.chart import holdings_chart
 from onguard.replay.recording import record
 from onguard.replay.report import (
     as_json,
@@ -89,8 +92,8 @@ def _one(scenario: Scenario, args: argparse.Namespace) -> int:
         raise  # the scenario names something the chain does not have: the file is to fix (exit 2)
     except OnguardError as exc:
         report = failed_report(scenario, scenario.path, exc)
+    (report,) = _write(args, [report])
     print(detail(report))
-    _write(args, [report])
     return exit_code([report])
 
 
@@ -179,10 +182,10 @@ def _folder(folder: Path, args: argparse.Namespace) -> int:
         print(f"[{index}/{len(scenarios)}] {scenario.path.name}: {report.outcome}, expectation {verdict}"
               + (f" ({report.error})" if report.error else "") + f" ({_elapsed(started)} elapsed)",
               file=sys.stderr, flush=True)
+    reports = _write(args, reports)
     print(table(reports))
     print()
     print("\n".join(figure_lines(figures(reports))))
-    _write(args, reports)
     for error in bad_files:
         print(error.render(), file=sys.stderr)
     return Exit.BAD_INPUT if bad_files else exit_code(reports)
@@ -193,8 +196,19 @@ def _elapsed(started: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _write(args: argparse.Namespace, reports: list[ReplayReport]) -> None:
+def _write(args: argparse.Namespace, reports: list[ReplayReport]) -> list[ReplayReport]:
+    """Writes the reports asked for; with --report, each scenario's chart beside it (linked from it)."""
     if args.report:
+        reports = [_charted(report, args.report, index) for index, report in enumerate(reports, start=1)]
         args.report.write_text(markdown(reports))
     if args.json:
         args.json.write_text(as_json(reports))
+    return reports
+
+
+def _charted(report: ReplayReport, markdown_path: Path, index: int) -> ReplayReport:
+    slug = re.sub(r"[^a-z0-9]+", "-", Path(report.file).stem.lower()).strip("-") or f"scenario-{index}"
+    chart = markdown_path.with_name(f"{markdown_path.stem}-{index:02d}-{slug}.png")
+    if not holdings_chart(report, chart):
+        return report
+    return replace(report, chart=chart.name)

@@ -16,6 +16,7 @@ with the guardian watching.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import tempfile
 import time
@@ -32,6 +33,7 @@ from typing import Any
 import rlp
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
+from safe_eth.eth.contracts import get_safe_V1_4_1_contract
 from web3 import Web3
 
 from onguard.chain.abi import ContractAbi
@@ -42,6 +44,7 @@ from onguard.errors import ChainUnavailable, InputError, OnguardError, PolicyErr
 from onguard.incidents.store import IncidentStore, ResponseStatus
 from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.loader import load_policies, load_policy
+from onguard.replay.evidence import BalanceChange, Decoder, HoldingsPoint, TxTrace, trace
 from onguard.replay.heads import ReplayHeads
 from onguard.replay.scenario import Scenario, ScenarioError, Step
 from onguard.replay.world import ERC20_ABI, Deployment, dev_key, forge_artifact
@@ -117,6 +120,14 @@ class ReplayReport:
     saved_usd: float              # at risk - lost
     gas_used: int                 # by the guardian's responses
     error: str | None = None
+    traces: tuple[TxTrace, ...] = ()            # the attack's and the pauses' transactions, call by call
+    balances: tuple[BalanceChange, ...] = ()    # per holder and token, from before the attack to the end
+    holdings: tuple[HoldingsPoint, ...] = ()    # the holders' value, block by block, with the guardian watching
+    fork_source: str = ""
+    fork_block: int | None = None
+    anvil_version: str | None = None
+    policy_files: Mapping[str, str] = field(default_factory=dict)  # path -> sha256 of the policies it ran
+    chart: str | None = None                    # the holdings chart's file, once written
 
     @property
     def lead_ms(self) -> float | None:
@@ -137,7 +148,8 @@ def failed_report(scenario: Scenario | None, path: Path, error: OnguardError) ->
         modelled_on=scenario.modelled_on if scenario else None, benign=scenario.benign if scenario else False,
         expect=scenario.expect if scenario else "?", outcome="error", expectation_held=False, trips=(), responses=(),
         attack_txs=(), first_attack_block=None, held_before_usd=0.0, at_risk_usd=0.0, lost_usd=0.0, saved_usd=0.0,
-        gas_used=0, error=error.render().removeprefix("error: "))
+        gas_used=0, error=error.render().removeprefix("error: "),
+        fork_source=scenario.fork.source if scenario else "", fork_block=scenario.fork.block if scenario else None)
 
 
 def replay(scenario: Scenario) -> ReplayReport:
@@ -413,10 +425,10 @@ class _Replay:
     def head(self) -> int:
         return int(self.rpc("eth_blockNumber", []), 16)
 
-    def balances(self) -> dict[tuple[str, str], int]:
+    def balances(self, block: int | str = "latest") -> dict[tuple[str, str], int]:
         """(holder, token) -> balance, in the token's base units, for every holder and token that counts."""
         return {(holder, token): int(self.contract(token, ERC20_ABI).functions.balanceOf(
-                    self.address_of(holder)).call())
+                    self.address_of(holder)).call(block_identifier=block))
                 for token in self.scenario.tokens for holder in self.scenario.holders}
 
     def token_info(self) -> dict[str, tuple[str, int]]:
@@ -476,11 +488,51 @@ class _Replay:
                                   store=IncidentStore(config.database), heads=heads,
                                   on_judged=lambda pending: judged.add(pending.hash))
         try:
+            before, first_block = self.balances(), self.head()
             attack_txs, first_visible = await self.play(_Watching(guardian, heads, judged))
             lost = Fraction(0) if scenario.benign else max(held_before - self.holdings(), Fraction(0))
-            return self.report(guardian, attack_txs, first_visible, held_before, at_risk, lost)
+            report = self.report(guardian, attack_txs, first_visible, held_before, at_risk, lost)
+            return replace(report, **self.evidence(report, before, first_block, config))
         finally:
             await guardian.close()
+
+    def evidence(self, report: ReplayReport, before: Mapping[tuple[str, str], int], first_block: int,
+                 config: Config) -> dict[str, Any]:
+        """Traces, balance changes, holdings block by block, and what the replay ran on."""
+        decoder = self.decoder(config)
+        traces = [self.trace(decoder, f"{t.step} {t.call}", t.tx_hash) for t in report.attack_txs]
+        for response in report.responses:  # a pause that was mined, succeeded or reverted (never one dropped)
+            if response.tx_hash and self.rpc("eth_getTransactionReceipt", [response.tx_hash]) is not None:
+                traces.append(self.trace(decoder, f"pause {response.action}", response.tx_hash))
+        info = self.token_info()
+        after = self.balances()
+        changes = tuple(BalanceChange(holder=holder, address=self.address_of(holder), token=info[token][0],
+                                      decimals=info[token][1], before=before[holder, token],
+                                      after=after[holder, token]) for holder, token in before)
+        holdings = tuple(HoldingsPoint(block=b, usd=_usd(self.value_of(self.balances(b))))
+                         for b in range(first_block, self.head() + 1))
+        policies = self.scenario.policies or tuple(sorted(config.policies_dir.glob("*.toml")))
+        return {"traces": tuple(traces), "balances": changes, "holdings": holdings,
+                "fork_source": self.scenario.fork.source, "fork_block": self.scenario.fork.block,
+                "anvil_version": str(self.rpc("web3_clientVersion", [])),
+                "policy_files": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in policies}}
+
+    def decoder(self, config: Config) -> Decoder:
+        named: dict[str, tuple[str, Any]] = {}
+        if config.safe.guardian_module:
+            named[config.safe.guardian_module] = ("module", forge_artifact("GuardianModule")["abi"])
+        named[config.safe.address] = ("safe", get_safe_V1_4_1_contract(self.w3).abi)
+        for name, address in self.addresses.items():
+            named[address] = (name, self.abis.get(name) or named.get(address, (name, None))[1])
+        for alias, (address, artifact_name) in self.aliases.items():
+            named[address] = (alias, forge_artifact(artifact_name)["abi"])
+        return Decoder(named)
+
+    def trace(self, decoder: Decoder, label: str, tx_hash: str) -> TxTrace:
+        receipt = self.receipt(tx_hash)
+        output = self.rpc("debug_traceTransaction", [tx_hash, {"tracer": "callTracer"}])
+        return trace(output, decoder, label=label, tx_hash=tx_hash, block=int(receipt["blockNumber"]),
+                     position=int(receipt["transactionIndex"]))
 
     def config(self) -> Config:
         """The team's config pointed at the fork: the same contracts, actions and Safe, this chain's endpoints, a
