@@ -83,7 +83,7 @@ def row(report: ReplayReport) -> list[str]:
 
 HEADERS = ["scenario", "kind", "expected", "outcome", "held", "first trip", "lead", "saved of at risk", "gas"]
 # The terminal's table: the widest a cell may be, per column (details are in the report).
-NARROW = [("scenario", 30), ("outcome", 24), ("held", 4), ("first trip", 30), ("lead", 10), ("saved / at risk", 15)]
+NARROW = [("scenario", 26), ("outcome", 24), ("held", 4), ("first trip", 36), ("lead", 8), ("saved/risk", 11)]
 
 
 def narrow_row(report: ReplayReport) -> list[str]:
@@ -95,10 +95,14 @@ def narrow_row(report: ReplayReport) -> list[str]:
         trip = f"{first.policy_id} @{where}"
     value = "benign" if report.benign else f"{_k(report.saved_usd)}/{_k(report.at_risk_usd)}"
     outcome = report.outcome if report.error is None else "error"
-    return [report.scenario, outcome, "yes" if report.expectation_held else "NO", trip, _ms(report.lead_ms), value]
+    lead = report.lead_ms
+    short_lead = "-" if lead is None else f"{lead:.1f} ms" if lead < 1000 else f"{lead / 1000:.1f} s"
+    return [report.scenario, outcome, "yes" if report.expectation_held else "NO", trip, short_lead, value]
 
 
 def _k(value: float) -> str:
+    if value >= 1_000_000:
+        return f"${value / 1_000_000:,.1f}M"
     return f"${value / 1000:,.0f}k" if value >= 1000 else f"${value:,.0f}"
 
 
