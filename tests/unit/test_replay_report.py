@@ -34,7 +34,7 @@ def test_the_terminal_table_fits_120_columns_whatever_the_names() -> None:
     text = table([report("a scenario with a very long descriptive name indeed, longer than any column", "p" * 60),
                   report("short", "vault-cash-guard")])
     assert max(len(line) for line in text.splitlines()) <= 120
-    assert "short" in text and "vault-cash-guard @pending attack[12]" in text and "…" in text
+    assert "short" in text and "vault-cash-guard @attack[12]" in text and "…" in text
 
 
 def test_a_trace_names_contracts_functions_and_decodes_revert_reasons() -> None:

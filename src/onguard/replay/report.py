@@ -90,8 +90,9 @@ def narrow_row(report: ReplayReport) -> list[str]:
     trip = "-"
     if report.trips:
         first = report.trips[0]
-        where = f"pending {first.step}" if first.step is not None and first.path == "mempool" else (
-            "pending" if first.block_offset < 0 else f"+{first.block_offset}")
+        # "@attack[1]": on that step while it was pending; "@block+10": on a mined block, 10 after the first attack's
+        where = first.step if first.step is not None and first.path == "mempool" else (
+            "pending" if first.block_offset < 0 else f"block+{first.block_offset}")
         trip = f"{first.policy_id} @{where}"
     value = "benign" if report.benign else f"{_k(report.saved_usd)}/{_k(report.at_risk_usd)}"
     outcome = report.outcome if report.error is None else "error"
@@ -101,7 +102,7 @@ def narrow_row(report: ReplayReport) -> list[str]:
 
 
 def _k(value: float) -> str:
-    if value >= 1_000_000:
+    if value >= 999_500:
         return f"${value / 1_000_000:,.1f}M"
     return f"${value / 1000:,.0f}k" if value >= 1000 else f"${value:,.0f}"
 
