@@ -30,6 +30,29 @@ def demo_fixture():
     return module
 
 
+SCENARIO = """
+name = "the exploit, by hash"
+description = "alice's shares redeemed by the attacker, as mined on the base chain"
+modelled_on = "the base chain's own exploit transaction"
+expect = "stopped-before-inclusion"
+holders = ["vault"]
+tokens = ["asset"]
+
+[fork]
+rpc_url = "{url}"
+block = {block}
+
+[guardian]
+config = "team/onguard.toml"
+
+[prices]
+dUSD = 1
+
+[[attack]]
+tx = "{tx}"
+"""
+
+
 def mine_exploit_block(w3: Web3, world) -> tuple[str, int]:  # noqa: ANN001 (a demo World)
     """One block on the base chain: alice deposits 100,000 more, then the attacker redeems all her shares
     (500,000: the exploit depends on the deposit before it). Returns the exploit's hash and its block."""
@@ -62,7 +85,15 @@ def test_an_exploit_mined_on_the_base_chain_is_replayed_by_hash_with_the_teams_c
         code = main(["replay", "--fork-url", base.rpc_url, "--block", str(block - 1), "--tx", exploit,
                      "--config", str(config), "--holder", "vault", "--token", "asset", "--price", "dUSD=1",
                      "--json", str(tmp_path / "out.json"), "--report", str(tmp_path / "out.md")])
-    out = capsys.readouterr().out
+        out = capsys.readouterr().out
+        # The same transaction named in a scenario file, and a hash the fork source does not know.
+        scenario = tmp_path / "by-hash.toml"
+        scenario.write_text(SCENARIO.format(url=base.rpc_url, block=block - 1, tx=exploit))
+        assert main(["replay", str(scenario)]) == 0
+        assert "stopped-before-inclusion; expected stopped-before-inclusion: held" in capsys.readouterr().out
+        scenario.write_text(SCENARIO.format(url=base.rpc_url, block=block - 1, tx="0x" + "ab" * 32))
+        assert main(["replay", str(scenario)]) == 2
+        assert f"{scenario}: attack[0].tx: transaction 0x{'ab' * 32} is not mined" in capsys.readouterr().err
     assert code == 0, out
     (report,) = json.loads((tmp_path / "out.json").read_text())["scenarios"]
     assert report["outcome"] == "stopped-before-inclusion" and report["expectation_held"]

@@ -87,3 +87,24 @@ def test_the_replay_heads_are_idle_only_once_the_loop_has_handled_the_announced_
         return seen
 
     assert asyncio.run(scenario()) == ["step None", "step 7"]
+
+
+def test_the_replay_imports_no_protocol_and_runs_the_daemons_loop() -> None:
+    """Design rule: the demo world is a fixture, never on the replay's code path; the replay builds its guardian
+    with the daemon's composition root and runs Guardian.run, not a copy of the loop."""
+    import ast
+    from pathlib import Path
+
+    import onguard.replay
+
+    folder = Path(onguard.replay.__file__).parent
+    sources = [*folder.glob("*.py"), folder.parent / "cli" / "replay.py"]
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith("onguard.demo"), source
+            elif isinstance(node, ast.Import):
+                assert not any(alias.name.startswith("onguard.demo") for alias in node.names), source
+    runner = (folder / "runner.py").read_text()
+    assert "build_guardian(" in runner and "self.guardian.run(" in runner
+    assert ".step()" not in runner and ".on_pending(" not in runner and "write_text" not in runner
