@@ -214,3 +214,18 @@ def test_a_folder_gives_a_table_figures_and_reports(tmp_path: Path, capsys: pyte
     data = json.loads((tmp_path / "out.json").read_text())
     assert data["figures"]["stopped_before_inclusion"] == 1 and len(data["scenarios"]) == 3
     assert "| single-transaction drain |" in (tmp_path / "out.md").read_text()
+
+
+def test_without_self_defence_a_compromised_safe_is_missed_and_the_reverted_pause_says_why(tmp_path: Path) -> None:
+    # The corpus scenario minus its guardian-self-defence policy: the Safe disables the module, the drain trips
+    # vault-drain, and the pause the guardian sends reverts in the Safe (GS104: not an enabled module).
+    text = relocated((CORPUS / "compromised-safe.toml").read_text())
+    path = tmp_path / "no-self-defence.toml"
+    path.write_text(text.replace(f', "{CORPUS}/policies/guardian-self-defence.toml"', ""))
+    report = replay(load_scenario(path))
+    assert report.outcome == "missed" and not report.expectation_held
+    assert report.lost_usd == report.at_risk_usd == 400_000
+    (response,) = report.responses
+    assert response.status == "failed" and response.block is not None and "reverted" in (response.error or "")
+    (pause,) = [t for t in report.traces if t.label.startswith("pause")]
+    assert not pause.succeeded and pause.revert_reason == "GS104" and pause.block == response.block

@@ -154,8 +154,9 @@ def detail(report: ReplayReport) -> str:
         lines.append("tripped      nothing")
     for response in report.responses:
         gas = f", gas {response.gas_used:,}" if response.gas_used else ""
-        lines.append(f"response     {response.action}: {response.status}{gas}, sent {_ms(response.sent_ms)} after "
-                     f"the attack was first visible; {response.landed}")
+        why = f" ({response.error})" if response.error else ""
+        lines.append(f"response     {response.action}: {response.status}{why}{gas}, sent {_ms(response.sent_ms)} "
+                     f"after the attack was first visible; {response.landed}")
     attempts = len(report.attack_txs)
     succeeded = sum(t.succeeded for t in report.attack_txs)
     lines.append(f"transactions {attempts} of the scenario: {succeeded} succeeded, {attempts - succeeded} reverted")

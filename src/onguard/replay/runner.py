@@ -99,6 +99,7 @@ class ResponseOutcome:
     gas_used: int | None
     sent_ms: float | None         # after the attack was first visible: the response broadcast
     landed: str                   # where it landed relative to the attack, in words
+    error: str | None = None      # why it failed, as the responder recorded it (a reverted one: see its trace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -701,11 +702,15 @@ class _Replay:
                 sent_ms = None
                 if broadcast is not None:
                     sent_ms = broadcast.detail.get("broadcast_ms") or _since(first_visible, broadcast.at)
-                position = int(included.detail["position"]) if included else None
+                block, position = record.block_number, int(included.detail["position"]) if included else None
+                if position is None and record.tx_hash:  # a failed one may still be mined (reverted): say where
+                    receipt = self.rpc("eth_getTransactionReceipt", [record.tx_hash])
+                    if receipt is not None:
+                        block, position = int(receipt["blockNumber"], 16), int(receipt["transactionIndex"], 16)
                 responses.append(ResponseOutcome(
-                    action=record.action, status=record.status, tx_hash=record.tx_hash, block=record.block_number,
+                    action=record.action, status=record.status, tx_hash=record.tx_hash, block=block,
                     position=position, gas_used=record.gas_used, sent_ms=sent_ms,
-                    landed=_landed(record.block_number, position, attack_txs)))
+                    landed=_landed(block, position, attack_txs), error=record.error))
         mined = [(r.block, r.position) for r in responses if r.status == ResponseStatus.MINED and r.block is not None]
         if not trips:
             outcome = NO_TRIP
