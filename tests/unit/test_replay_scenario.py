@@ -191,3 +191,31 @@ def test_a_raw_calldata_step_needs_hex_of_whole_bytes_and_a_known_target(tmp_pat
             assert exc.field == ("attack[0].to" if "nowhere" in field else "attack[0].calldata")
         else:
             raise AssertionError(f"{field} was accepted")
+
+
+def test_the_one_shot_form_checks_hashes_holders_and_tokens(tmp_path: Path) -> None:
+    import importlib.util
+    import json
+
+    from onguard.demo.world import World
+    from onguard.replay.scenario import one_shot_scenario
+
+    spec = importlib.util.spec_from_file_location("demo_world_fixture", FIXTURE)
+    fixture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixture)
+    world = World.from_json(json.dumps({
+        "rpc_url": "http://x", "chain_id": 31337, "safe": "0x" + "11" * 20, "module": "0x" + "22" * 20,
+        "asset": "0x" + "33" * 20, "collateral": "0x" + "44" * 20, "oracle": "0x" + "55" * 20,
+        "breaker": "0x" + "66" * 20, "vault": "0x" + "77" * 20, "owners": [], "guardian": "0x" + "88" * 20}))
+    config = fixture.config_for(world, tmp_path)
+    tx = "0x" + "ab" * 32
+    scenario = one_shot_scenario(config, "http://127.0.0.1:1", 9, [tx], holders=("vault",), tokens=("asset",))
+    assert scenario.attack[0].tx_hash == tx and scenario.fork.block == 9 and scenario.config == config
+    assert scenario.policies is None and scenario.expect == "stopped" and "vault" in scenario.abis
+    for kwargs, field in (({"holders": ("nobody",)}, "--holder"), ({"tokens": ("0x12",)}, "--token")):
+        with pytest.raises(ScenarioError) as caught:
+            one_shot_scenario(config, "http://127.0.0.1:1", 9, [tx], **kwargs)
+        assert caught.value.field == field and caught.value.exit_code == 2
+    with pytest.raises(ScenarioError) as caught:
+        one_shot_scenario(config, "http://127.0.0.1:1", 9, ["0x1234"])
+    assert caught.value.field == "--tx"
