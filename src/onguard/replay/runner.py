@@ -49,7 +49,6 @@ from onguard.replay.heads import ReplayHeads
 from onguard.replay.scenario import Scenario, ScenarioError, Step
 from onguard.replay.world import ERC20_ABI, Deployment, dev_key, forge_artifact
 from onguard.runtime import Guardian, build_guardian
-from onguard.sources.mempool import PendingTransaction
 from onguard.units import parse_amount
 
 PROBE_TIMEOUT = 5.0        # seconds a fork source gets to answer before the scenario fails
@@ -490,7 +489,7 @@ class _Replay:
                                   on_judged=lambda pending: judged.add(pending.hash))
         try:
             before, first_block = self.balances(), self.head()
-            attack_txs, first_visible = await self.play(_Watching(guardian, heads, judged))
+            attack_txs, first_visible = await self.play(_Watching(guardian, heads, judged, self.policies))
             lost = Fraction(0) if scenario.benign else max(held_before - self.holdings(), Fraction(0))
             report = self.report(guardian, attack_txs, first_visible, held_before, at_risk, lost)
             return replace(report, **self.evidence(report, before, first_block, config))
@@ -580,7 +579,7 @@ class _Replay:
     async def play(self, watching: _Watching | None) -> tuple[list[AttackTx], float | None]:
         """Plays the attack steps, block by block; with a guardian, it watches and answers as the daemon would."""
         if watching is not None:
-            await watching.start(self)
+            await watching.start()
         try:
             if self.scenario.mining == "interval":
                 sent, first_visible = await self.play_interval(watching)
@@ -737,15 +736,16 @@ class _Watching:
     """The guardian running the daemon's loop (`Guardian.run`) while the replay plays, and the conditions the
     replay waits on. Every wait also fails at once if the daemon itself stopped (a refused preflight…)."""
 
-    def __init__(self, guardian: Guardian, heads: ReplayHeads | None, judged: set[str]) -> None:
+    def __init__(self, guardian: Guardian, heads: ReplayHeads | None, judged: set[str],
+                 policies: Mapping[str, Policy]) -> None:
         self.guardian = guardian
         self.heads = heads
         self.judged = judged
+        self.policies = policies
         self._stop = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
 
-    async def start(self, replay: _Replay) -> None:
-        self.replay = replay
+    async def start(self) -> None:
         self._running = asyncio.create_task(self.guardian.run(self._stop))
         await self.until(self.guardian.ready.is_set, "the guardian did not start")
         if self.heads is not None:
@@ -796,7 +796,7 @@ class _Watching:
         """An incident with an action decided and not yet sent (nor found already done, nor failed)."""
         store = self.guardian.store
         for incident in store.incidents():
-            policy = self.replay.policies.get(incident.policy_id)
+            policy = self.policies.get(incident.policy_id)
             if incident.dry_run or policy is None:
                 continue
             records = {r.action: r.status for r in store.responses(incident.id)}
