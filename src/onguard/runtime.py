@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from asyncio_throttle import Throttler
 from eth_account.signers.local import LocalAccount
@@ -37,7 +38,7 @@ from onguard.responders.module import ModulePath
 from onguard.responders.presigned import PresignedPath
 from onguard.responders.reconciler import Reconciler
 from onguard.sources.blocks import BlockSource, block_observation
-from onguard.sources.heads import HeadFollower
+from onguard.sources.heads import HeadFollower, HeadMode
 from onguard.sources.mempool import MempoolSource, PendingTransaction
 
 MAX_BACKOFF = 10.0
@@ -54,6 +55,18 @@ CANNOT_ACT_COOLDOWN = 3600.0
 WARM_UP_LIMIT = 5_000  # blocks; a window in seconds counts one block a second, the most a chain can have
 
 
+class HeadSource(Protocol):
+    """What wakes the block loop: the daemon follows the chain's new heads (HeadFollower); a replay announces each
+    block it has mined, and so decides when the guardian looks."""
+
+    @property
+    def mode(self) -> HeadMode: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    async def wait(self, stop: asyncio.Event, timeout: float) -> bool: ...
+
+
 class DaemonHalted(OnguardError):
     """A daemon task kept dying: the daemon stops rather than run without it."""
 
@@ -62,10 +75,15 @@ class Guardian:
     """One guardian over one chain. `step()` handles every block up to the head; `run()` loops until stopped."""
 
     def __init__(self, config: Config, account: LocalAccount, *, policies: Sequence[Policy] | None = None,
-                 store: IncidentStore | None = None) -> None:
+                 store: IncidentStore | None = None, transport: Transport | None = None,
+                 heads: HeadSource | None = None,
+                 on_judged: Callable[[PendingTransaction], None] | None = None) -> None:
+        """Collaborators not given are the daemon's own, built from the config (see build_guardian). A replay
+        gives its own `heads` (the clock of its loop: a head announced once the replay has mined it) and
+        `on_judged` (told once each pending transaction has been judged, so it mines only after that)."""
         self.config = config
         self.account = account
-        self.transport = Transport.from_config(config)
+        self.transport = transport or Transport.from_config(config)
         self.rpc = Rpc.over(self.transport)
         self.store = store or IncidentStore(config.database)
         if policies is None:
@@ -91,8 +109,9 @@ class Guardian:
         self._throttle = Throttler(rate_limit=config.mempool.simulations_per_second, period=1.0)
         self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
                                   start_block=config.chain.start_block, max_block_range=config.chain.max_block_range)
-        self.heads = HeadFollower(config.chain.ws_url, self.rpc, poll_interval=config.chain.poll_interval,
-                                  chain_id=chain_id)
+        self.heads: HeadSource = heads or HeadFollower(config.chain.ws_url, self.rpc,
+                                                       poll_interval=config.chain.poll_interval, chain_id=chain_id)
+        self._on_judged = on_judged
         self.watch = ChainWatch(self.transport, self.source.history, chain_id, stall_after=config.chain.stall_after)
         self.chain_health: ChainHealth | None = None  # the latest look at the chain (run() refreshes it)
         self._responses: set[asyncio.Task[None]] = set()
@@ -245,6 +264,13 @@ class Guardian:
                         self.responder.respond(decision.incident.id, action, threat)
             self.ops.decided(decision, pending.seen_at, path="mempool")
 
+    async def _judge_then_tell(self, pending: PendingTransaction) -> None:
+        try:
+            await self.on_pending(pending)
+        finally:
+            assert self._on_judged is not None
+            self._on_judged(pending)
+
     def mempool_source(self) -> MempoolSource | None:
         """The pending-transaction source the config asks for (None when off). Without call or simulate policies it
         still prices block-path pauses above what is pending to the watched contracts. Replays build theirs here
@@ -299,7 +325,8 @@ class Guardian:
         self.mempool = self.mempool_source()
         if self.mempool is not None:
             source = self.mempool
-            tasks["mempool"] = lambda stop: source.run(self.on_pending, stop)
+            handler = self.on_pending if self._on_judged is None else self._judge_then_tell
+            tasks["mempool"] = lambda stop: source.run(handler, stop)
         try:
             async with asyncio.TaskGroup() as group:
                 for name, body in tasks.items():
@@ -445,3 +472,15 @@ class Guardian:
         await self.responder.close()
         await self.transport.close()
         self.store.close()
+
+
+def build_guardian(config: Config, account: LocalAccount, *, policies: Sequence[Policy] | None = None,
+                   store: IncidentStore | None = None, heads: HeadSource | None = None,
+                   on_judged: Callable[[PendingTransaction], None] | None = None) -> Guardian:
+    """The composition root: the transport, store and policies of this config, wired into one Guardian. The
+    daemon calls it with the config alone; a replay adds its policies, a scratch store and its own head source."""
+    transport = Transport.from_config(config)
+    if policies is None:
+        policies = load_policies(config.policies_dir, config.contracts, config.actions)
+    return Guardian(config, account, policies=policies, store=store or IncidentStore(config.database),
+                    transport=transport, heads=heads, on_judged=on_judged)

@@ -3,6 +3,7 @@ state-file forks, and a fork source that is unreachable fails at once with the r
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -10,13 +11,34 @@ import pytest
 
 from onguard.chain.anvil import free_port, start_anvil
 from onguard.cli.main import main
-from onguard.demo.world import build_world
+from onguard.demo.world import World, build_world
 from onguard.replay.runner import STOPPED, STOPPED_BEFORE, ReplayFailed, replay
 from onguard.replay.scenario import load_scenario, scenario_files
 
 pytestmark = pytest.mark.chain
 
 CORPUS = Path(__file__).resolve().parents[1] / "scenarios"
+
+
+def demo_fixture():
+    """The corpus's demo-world fixture module (it writes the team's onguard.toml for a demo world)."""
+    spec = importlib.util.spec_from_file_location("demo_world_fixture", CORPUS / "fixtures" / "demo_world.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def relocated(text: str) -> str:
+    """A corpus scenario's text with its relative paths made absolute, to be written elsewhere."""
+    return (text.replace('"../../policies/', f'"{CORPUS.parent.parent}/policies/')
+            .replace('"policies/', f'"{CORPUS}/policies/').replace('"fixtures/', f'"{CORPUS}/fixtures/'))
+
+
+def on_a_fork_of(text: str, fork: str) -> str:
+    """The scenario on another fork source, with the team's onguard.toml (written next to it) instead of the
+    fixture."""
+    return relocated(text).replace(f'fixture = "{CORPUS}/fixtures/demo_world.py"', fork).replace(
+        "[guardian]\n", '[guardian]\nconfig = "onguard.toml"\n', 1)
 
 
 @pytest.mark.parametrize("path", scenario_files(CORPUS), ids=lambda p: p.stem)
@@ -123,10 +145,9 @@ def test_a_state_file_fork_replays_without_building_anything(tmp_path: Path) -> 
     with start_anvil("--dump-state", str(state)) as node:
         world = build_world(node.rpc_url)
     (tmp_path / "base.world.json").write_text(world.to_json())
-    text = (CORPUS / "single-tx-drain.toml").read_text()
-    text = text.replace('world = "demo"', 'state_file = "base.state.json"\nworld_file = "base.world.json"')
-    text = text.replace('"../../policies/', f'"{CORPUS.parent.parent}/policies/').replace(
-        '"policies/', f'"{CORPUS}/policies/')
+    demo_fixture().config_for(world, tmp_path)   # the team's own onguard.toml, as they wrote it
+    text = on_a_fork_of((CORPUS / "single-tx-drain.toml").read_text(),
+                        'state_file = "base.state.json"\naddresses = "base.world.json"')
     scenario_path = tmp_path / "from-state.toml"
     scenario_path.write_text(text)
     report = replay(load_scenario(scenario_path))
@@ -134,14 +155,14 @@ def test_a_state_file_fork_replays_without_building_anything(tmp_path: Path) -> 
 
 
 def unreachable_scenario(tmp_path: Path) -> Path:
-    (tmp_path / "world.json").write_text(json.dumps({
-        "rpc_url": "http://x", "chain_id": 1, "safe": "0x" + "11" * 20, "module": "0x" + "22" * 20,
+    world = World.from_json(json.dumps({
+        "rpc_url": "http://x", "chain_id": 31337, "safe": "0x" + "11" * 20, "module": "0x" + "22" * 20,
         "asset": "0x" + "33" * 20, "collateral": "0x" + "44" * 20, "oracle": "0x" + "55" * 20,
         "breaker": "0x" + "66" * 20, "vault": "0x" + "77" * 20, "owners": [], "guardian": "0x" + "88" * 20}))
-    text = (CORPUS / "single-tx-drain.toml").read_text().replace(
-        'world = "demo"', f'rpc_url = "http://127.0.0.1:{free_port()}"\nblock = 100\nworld_file = "world.json"')
-    text = text.replace('"../../policies/', f'"{CORPUS.parent.parent}/policies/').replace(
-        '"policies/', f'"{CORPUS}/policies/')
+    (tmp_path / "world.json").write_text(world.to_json())
+    demo_fixture().config_for(world, tmp_path)
+    text = on_a_fork_of((CORPUS / "single-tx-drain.toml").read_text(),
+                        f'rpc_url = "http://127.0.0.1:{free_port()}"\nblock = 100\naddresses = "world.json"')
     path = tmp_path / "unreachable.toml"
     path.write_text(text)
     return path
@@ -158,9 +179,8 @@ def test_the_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "expected stopped-before-inclusion: held" in capsys.readouterr().out
     # An expectation that does not hold: the role grant is stopped, not missed, so "no-trip" fails.
     wrong = tmp_path / "wrong.toml"
-    wrong.write_text((CORPUS / "role-grant.toml").read_text().replace(
-        'expect = "stopped-before-inclusion"', 'expect = "no-trip"').replace(
-        '"policies/', f'"{CORPUS}/policies/').replace('"../../policies/', f'"{CORPUS.parent.parent}/policies/'))
+    wrong.write_text(relocated((CORPUS / "role-grant.toml").read_text().replace(
+        'expect = "stopped-before-inclusion"', 'expect = "no-trip"')))
     assert main(["replay", str(wrong)]) == 1
     capsys.readouterr()
     bad = tmp_path / "bad" / "bad.toml"
@@ -168,25 +188,44 @@ def test_the_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     bad.write_text('name = "x"\n')
     assert main(["replay", str(bad.parent)]) == 2
     assert "bad.toml: description: is required" in capsys.readouterr().err
-    assert main(["replay", str(unreachable_scenario(tmp_path))]) == 1
-    assert "unreachable" in capsys.readouterr().err
+    # An error that prevents the run is not an expectation that failed: exit 3, with the reason.
+    assert main(["replay", str(unreachable_scenario(tmp_path))]) == 3
+    assert "unreachable" in capsys.readouterr().out
 
 
 def test_a_folder_gives_a_table_figures_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "corpus"
     folder.mkdir()
     for name in ("single-tx-drain.toml", "benign-oracle-move.toml"):
-        (folder / name).write_text((CORPUS / name).read_text().replace('"policies/', f'"{CORPUS}/policies/').replace(
-            '"../../policies/', f'"{CORPUS.parent.parent}/policies/'))
+        (folder / name).write_text(relocated((CORPUS / name).read_text()))
     unreachable = unreachable_scenario(tmp_path)
-    (folder / "zz-unreachable.toml").write_text(unreachable.read_text())
-    (folder / "world.json").write_text((tmp_path / "world.json").read_text())
+    # The team's files go in a sub-folder: every *.toml of the folder itself is a scenario.
+    (folder / "zz-unreachable.toml").write_text(unreachable.read_text().replace(
+        'config = "onguard.toml"', 'config = "team/onguard.toml"').replace('"world.json"', '"team/world.json"'))
+    (folder / "team").mkdir()
+    (folder / "team" / "world.json").write_text((tmp_path / "world.json").read_text())
+    (folder / "team" / "onguard.toml").write_text((tmp_path / "onguard.toml").read_text())
     code = main(["replay", str(folder), "--report", str(tmp_path / "out.md"), "--json", str(tmp_path / "out.json")])
     out, err = capsys.readouterr()
-    assert code == 1  # the unreachable one cannot hold its expectation
+    assert code == 3  # the unreachable one could not be played
     assert "[1/3] benign-oracle-move.toml" in err and "[3/3] zz-unreachable.toml: error" in err
     assert "attacks        2: 1 stopped before inclusion, 0 caught after inclusion, 1 missed" in out
     assert "benign         1: 0 false alarm(s)" in out
     data = json.loads((tmp_path / "out.json").read_text())
     assert data["figures"]["stopped_before_inclusion"] == 1 and len(data["scenarios"]) == 3
     assert "| single-transaction drain |" in (tmp_path / "out.md").read_text()
+
+
+def test_without_self_defence_a_compromised_safe_is_missed_and_the_reverted_pause_says_why(tmp_path: Path) -> None:
+    # The corpus scenario minus its guardian-self-defence policy: the Safe disables the module, the drain trips
+    # vault-drain, and the pause the guardian sends reverts in the Safe (GS104: not an enabled module).
+    text = relocated((CORPUS / "compromised-safe.toml").read_text())
+    path = tmp_path / "no-self-defence.toml"
+    path.write_text(text.replace(f', "{CORPUS}/policies/guardian-self-defence.toml"', ""))
+    report = replay(load_scenario(path))
+    assert report.outcome == "missed" and not report.expectation_held
+    assert report.lost_usd == report.at_risk_usd == 400_000
+    (response,) = report.responses
+    assert response.status == "failed" and response.block is not None and "reverted" in (response.error or "")
+    (pause,) = [t for t in report.traces if t.label.startswith("pause")]
+    assert not pause.succeeded and pause.revert_reason == "GS104" and pause.block == response.block

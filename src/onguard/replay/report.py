@@ -1,5 +1,6 @@
-"""Turns replay reports into what people read: one scenario in detail, a corpus table with its figures, Markdown
-and JSON."""
+"""Turns replay reports into what people read: one scenario in detail (trips, pauses and where they landed,
+traces with revert reasons, balance changes), a corpus table narrow enough for a 120-column terminal with its
+figures, Markdown (linking each scenario's chart) and JSON (with the versions and fork it ran on)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from onguard import __version__
+from onguard.replay.evidence import TxTrace, amount
 from onguard.replay.runner import NO_TRIP, STOPPED, STOPPED_BEFORE, ReplayReport
+
+TRACE_LINES = 25  # calls of one transaction shown in the detail (the JSON has them all, up to MAX_CALLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +82,40 @@ def row(report: ReplayReport) -> list[str]:
 
 
 HEADERS = ["scenario", "kind", "expected", "outcome", "held", "first trip", "lead", "saved of at risk", "gas"]
+# The terminal's table: the widest a cell may be, per column (details are in the report).
+NARROW = [("scenario", 26), ("outcome", 24), ("held", 4), ("first trip", 36), ("lead", 8), ("saved/risk", 11)]
+
+
+def narrow_row(report: ReplayReport) -> list[str]:
+    trip = "-"
+    if report.trips:
+        first = report.trips[0]
+        # "@attack[1]": on that step while it was pending; "@block+10": on a mined block, 10 after the first attack's
+        where = first.step if first.step is not None and first.path == "mempool" else (
+            "pending" if first.block_offset < 0 else f"block+{first.block_offset}")
+        trip = f"{first.policy_id} @{where}"
+    value = "benign" if report.benign else f"{_k(report.saved_usd)}/{_k(report.at_risk_usd)}"
+    outcome = report.outcome if report.error is None else "error"
+    lead = report.lead_ms
+    short_lead = "-" if lead is None else f"{lead:.1f} ms" if lead < 1000 else f"{lead / 1000:.1f} s"
+    return [report.scenario, outcome, "yes" if report.expectation_held else "NO", trip, short_lead, value]
+
+
+def _k(value: float) -> str:
+    if value >= 999_500:
+        return f"${value / 1_000_000:,.1f}M"
+    return f"${value / 1000:,.0f}k" if value >= 1000 else f"${value:,.0f}"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def table(reports: Sequence[ReplayReport]) -> str:
-    rows = [HEADERS, *(row(r) for r in reports)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))]
+    """At most 120 columns: long names are cut with "…" (the Markdown and JSON reports have them whole)."""
+    rows = [[h for h, _ in NARROW], *([_cut(c, w) for c, (_, w) in zip(narrow_row(r), NARROW, strict=True)]
+                                      for r in reports)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(NARROW))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -120,17 +154,39 @@ def detail(report: ReplayReport) -> str:
         lines.append("tripped      nothing")
     for response in report.responses:
         gas = f", gas {response.gas_used:,}" if response.gas_used else ""
-        lines.append(f"response     {response.action}: {response.status}{gas}, sent {_ms(response.sent_ms)} after "
-                     f"the attack was first visible; {response.landed}")
+        why = f" ({response.error})" if response.error else ""
+        lines.append(f"response     {response.action}: {response.status}{why}{gas}, sent {_ms(response.sent_ms)} "
+                     f"after the attack was first visible; {response.landed}")
     attempts = len(report.attack_txs)
     succeeded = sum(t.succeeded for t in report.attack_txs)
     lines.append(f"transactions {attempts} of the scenario: {succeeded} succeeded, {attempts - succeeded} reverted")
     if not report.benign:
         lines.append(f"value        at risk {usd(report.at_risk_usd)} (what the attack takes unopposed); lost "
                      f"{usd(report.lost_usd)}; saved {usd(report.saved_usd)}")
+    for change in report.balances:
+        lines.append(f"balance      {change.holder} {change.token}: {amount(change.before, change.decimals)} -> "
+                     f"{amount(change.after, change.decimals)} ({'+' if change.change > 0 else ''}"
+                     f"{amount(change.change, change.decimals)})")
+    for traced in report.traces:
+        lines += trace_lines(traced)
     lines.append(f"outcome      {report.outcome}; expected {report.expect}: "
                  f"{'held' if report.expectation_held else 'NOT held'}")
+    if report.chart:
+        lines.append(f"chart        {report.chart}")
     return "\n".join(lines)
+
+
+def trace_lines(traced: TxTrace) -> list[str]:
+    verdict = "succeeded" if traced.succeeded else f"REVERTED: {traced.revert_reason}"
+    lines = [f"trace        {traced.label}: {traced.tx_hash} block {traced.block} position {traced.position}, "
+             f"{verdict}"]
+    for call in traced.calls[:TRACE_LINES]:
+        value = f" value {call.value}" if call.value else ""
+        error = f"  -> reverted: {call.error}" if call.error else ""
+        lines.append(f"               {'  ' * call.depth}{call.kind} {call.target}.{call.function}{value}{error}")
+    if len(traced.calls) > TRACE_LINES:
+        lines.append(f"               … {len(traced.calls) - TRACE_LINES} more calls (in the JSON report)")
+    return lines
 
 
 def markdown(reports: Sequence[ReplayReport]) -> str:
@@ -140,10 +196,14 @@ def markdown(reports: Sequence[ReplayReport]) -> str:
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row(r)) + " |" for r in reports]
     out += ["", "```", *figure_lines(f), "```", "", "## Scenarios", ""]
     for report in reports:
+        out += [f"### {report.scenario}", ""]
+        if report.chart:
+            out += [f"![holdings of {report.scenario} over blocks]({report.chart})", ""]
         out += ["```", detail(report), "```", ""]
     return "\n".join(out)
 
 
 def as_json(reports: Sequence[ReplayReport]) -> str:
-    data: dict[str, Any] = {"figures": asdict(figures(reports)), "scenarios": [r.to_dict() for r in reports]}
+    data: dict[str, Any] = {"onguard": __version__, "figures": asdict(figures(reports)),
+                            "scenarios": [r.to_dict() for r in reports]}
     return json.dumps(data, indent=2, default=str)

@@ -1,9 +1,12 @@
-"""Plays one scenario on a fresh Anvil fork with the daemon's Guardian in-process, and reports what it did.
+"""Plays one scenario on a fresh Anvil fork with the daemon's own Guardian in-process, and reports what it did.
 
-The guardian is the daemon's own code (Guardian.start / step / on_pending, the MempoolSource, the module
-responder): only the clock differs. The daemon polls for blocks on a timer; the replay calls `step()` after each
-block it mines, and before mining a block waits until the guardian has judged every pending transaction of that
-block and sent whatever it decided to send, so a replay gives the same answer on a slow machine as on a fast one.
+The guardian is built by the daemon's composition root (`build_guardian`) from the team's config, pointed at the
+fork, and runs the daemon's own loop (`Guardian.run`). Only the clock differs: the replay's head source
+(ReplayHeads) announces each block once the replay has mined it, and the replay mines the next one only when the
+guardian has handled it, has judged every pending transaction of the block (the mempool source feeds
+`Guardian.on_pending` as in production) and has sent whatever it decided to send. So a replay gives the same answer
+on a slow machine as on a fast one. In interval mode the chain mines on its own clock and the guardian follows it
+exactly as the daemon does.
 
 Value at risk is measured, not guessed: after the setup the chain is snapshotted, the attack is played once with
 no guardian (what it takes unopposed is what was at risk), the chain is reverted, and the attack is played again
@@ -13,55 +16,54 @@ with the guardian watching.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import json
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import rlp
+from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
+from safe_eth.eth.contracts import get_safe_V1_4_1_contract
 from web3 import Web3
 
+from onguard.chain.abi import ContractAbi
 from onguard.chain.anvil import AnvilNode, start_anvil
-from onguard.config import load_config
-from onguard.demo.world import (
-    Roles,
-    World,
-    artifact,
-    build_world,
-    dev_account,
-    write_config,
-)
-from onguard.errors import ChainUnavailable, OnguardError, PolicyError
+from onguard.chain.keys import load_guardian_account
+from onguard.config import Config, Endpoint, WatchedContract, load_config
+from onguard.errors import ChainUnavailable, InputError, OnguardError, PolicyError
 from onguard.incidents.store import IncidentStore, ResponseStatus
-from onguard.paths import ARTIFACTS_DIR
 from onguard.policies.kinds.base import Policy, PolicyEnv
-from onguard.policies.loader import load_policy
-from onguard.replay.scenario import WORLD_CONTRACTS, Scenario, ScenarioError, Step
-from onguard.runtime import Guardian
-from onguard.sources.mempool import PendingTransaction
+from onguard.policies.loader import load_policies, load_policy
+from onguard.replay.evidence import BalanceChange, Decoder, HoldingsPoint, TxTrace, trace
+from onguard.replay.heads import ReplayHeads
+from onguard.replay.scenario import Scenario, ScenarioError, Step
+from onguard.replay.world import ERC20_ABI, Deployment, dev_key, forge_artifact
+from onguard.runtime import Guardian, build_guardian
 from onguard.units import parse_amount
 
-PROBE_TIMEOUT = 5.0        # seconds a fork source gets to answer eth_chainId before the scenario fails
+PROBE_TIMEOUT = 5.0        # seconds a fork source gets to answer before the scenario fails
 SETTLE_TIMEOUT = 15.0      # seconds allowed for the guardian to judge a block's transactions and send its response
 EXTRA_BLOCKS = 5           # at most this many blocks are mined after the scenario's own, for responses still out
-ACTOR_INDEX = {"attacker": Roles.ATTACKER, "alice": Roles.DEPOSITORS[0], "bob": Roles.DEPOSITORS[1],
-               "carol": Roles.DEPOSITORS[2], "updater": Roles.ORACLE_UPDATER, "deployer": Roles.DEPLOYER}
-WATCHED_TOKENS = ("asset", "collateral")   # the protocol's holdings: the vault's balances of these
+GAS_MONEY = 10**18         # an impersonated sender with less than this is given 100 ETH to pay for gas
 STOPPED_BEFORE, STOPPED, MISSED, NO_TRIP, FALSE_ALARM = (
     "stopped-before-inclusion", "stopped", "missed", "no-trip", "false-alarm")
 
 
 class ReplayFailed(OnguardError):
-    """The scenario could not be played to the end (its fork source is unreachable, a setup step reverted…)."""
+    """The scenario could not be played to the end (its fork source is unreachable, the guardian refused to
+    start…): no expectation was tested. Exit code 3."""
+
+    exit_code = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class ResponseOutcome:
     gas_used: int | None
     sent_ms: float | None         # after the attack was first visible: the response broadcast
     landed: str                   # where it landed relative to the attack, in words
+    error: str | None = None      # why it failed, as the responder recorded it (a reverted one: see its trace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,14 @@ class ReplayReport:
     saved_usd: float              # at risk - lost
     gas_used: int                 # by the guardian's responses
     error: str | None = None
+    traces: tuple[TxTrace, ...] = ()            # the attack's and the pauses' transactions, call by call
+    balances: tuple[BalanceChange, ...] = ()    # per holder and token, from before the attack to the end
+    holdings: tuple[HoldingsPoint, ...] = ()    # the holders' value, block by block, with the guardian watching
+    fork_source: str = ""
+    fork_block: int | None = None
+    anvil_version: str | None = None
+    policy_files: Mapping[str, str] = field(default_factory=dict)  # path -> sha256 of the policies it ran
+    chart: str | None = None                    # the holdings chart's file, once written
 
     @property
     def lead_ms(self) -> float | None:
@@ -137,77 +148,180 @@ def failed_report(scenario: Scenario | None, path: Path, error: OnguardError) ->
         modelled_on=scenario.modelled_on if scenario else None, benign=scenario.benign if scenario else False,
         expect=scenario.expect if scenario else "?", outcome="error", expectation_held=False, trips=(), responses=(),
         attack_txs=(), first_attack_block=None, held_before_usd=0.0, at_risk_usd=0.0, lost_usd=0.0, saved_usd=0.0,
-        gas_used=0, error=error.render().removeprefix("error: "))
+        gas_used=0, error=error.render().removeprefix("error: "),
+        fork_source=scenario.fork.source if scenario else "", fork_block=scenario.fork.block if scenario else None)
 
 
 def replay(scenario: Scenario) -> ReplayReport:
     """Plays the scenario on a fresh chain, stopped on every exit path."""
-    with tempfile.TemporaryDirectory(prefix="onguard-replay-") as folder, _start_fork(scenario) as (node, world):
-        return asyncio.run(_Replay(scenario, node, world, Path(folder)).run())
+    originals = fetch_originals(scenario)  # before any chain starts: an unknown hash is a bad scenario file
+    with tempfile.TemporaryDirectory(prefix="onguard-replay-") as folder, \
+            _ForkContext(scenario, Path(folder)) as (node, deployment):
+        return asyncio.run(_Replay(scenario, node, deployment, Path(folder), originals).run())
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalTx:
+    """A transaction of the fork source, to be sent again from its original sender."""
+
+    hash: str
+    sender: str
+    to: str | None
+    input: bytes
+    value: int
+    gas: int
+    block: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Originals:
+    """The transactions by hash of a scenario, and the ones of their block that came before them (replayed first,
+    as `cast run` does, so each starts from the state it started from)."""
+
+    by_hash: Mapping[str, OriginalTx] = field(default_factory=dict)
+    prelude: tuple[OriginalTx, ...] = ()          # before the first one: mined with the setup
+    before: Mapping[str, tuple[OriginalTx, ...]] = field(default_factory=dict)  # between two: sent just ahead
+
+
+def fetch_originals(scenario: Scenario) -> Originals:
+    steps = [s for s in (*scenario.setup, *scenario.attack) if s.tx_hash is not None]
+    if not steps:
+        return Originals()
+    url, fork_block = scenario.fork.rpc_url, scenario.fork.block
+    assert url is not None and fork_block is not None  # the scenario reader refuses tx steps without them
+    found: dict[str, OriginalTx] = {}
+    for step in steps:
+        # A one-shot replay's steps are its --tx options; a file's are fields of the file.
+        file, where = (None, "--tx") if step.field.startswith("--") else (str(scenario.path), f"{step.field}.tx")
+        raw = _json_rpc(url, "eth_getTransactionByHash", [step.tx_hash])
+        if raw is None or raw.get("blockNumber") is None:
+            raise ScenarioError(f"transaction {step.tx_hash} is not mined on {url}", file=file, field=where,
+                                hint="copy the hash from the chain the fork source serves (a pending or dropped "
+                                     "one cannot be replayed)")
+        tx = _original(raw)
+        if tx.block != fork_block + 1:
+            raise ScenarioError(f"transaction {step.tx_hash} is in block {tx.block}, not the one after the fork "
+                                f"block {fork_block}", file=file, field="fork.block" if file else "--block",
+                                hint=f"fork at block {tx.block - 1} (the state it started from)")
+        found[tx.hash] = tx
+    block = _json_rpc(url, "eth_getBlockByNumber", [hex(fork_block + 1), True])
+    ordered = sorted(found.values(), key=lambda t: t.position)
+    others = [_original(raw) for raw in block["transactions"] if raw["hash"].lower() not in found]
+    prelude = tuple(t for t in others if t.position < ordered[0].position)
+    before = {}
+    for previous, tx in zip(ordered, ordered[1:], strict=False):
+        before[tx.hash] = tuple(t for t in others if previous.position < t.position < tx.position)
+    return Originals(by_hash=MappingProxyType(found), prelude=prelude, before=MappingProxyType(before))
+
+
+def transaction_block(url: str, tx_hash: str) -> int:
+    """The block a transaction of the fork source was mined in."""
+    raw = _json_rpc(url, "eth_getTransactionByHash", [tx_hash])
+    if raw is None or raw.get("blockNumber") is None:
+        raise InputError(f"transaction {tx_hash} is not mined on {url}", field="--tx",
+                         hint="copy the hash from the chain the fork source serves")
+    return int(raw["blockNumber"], 16)
+
+
+def _original(raw: Mapping[str, Any]) -> OriginalTx:
+    return OriginalTx(hash=raw["hash"].lower(), sender=to_checksum_address(raw["from"]),
+                      to=to_checksum_address(raw["to"]) if raw.get("to") else None,
+                      input=bytes.fromhex(raw["input"][2:]), value=int(raw["value"], 16), gas=int(raw["gas"], 16),
+                      block=int(raw["blockNumber"], 16), position=int(raw["transactionIndex"], 16))
+
+
+def _json_rpc(url: str, method: str, params: list[Any]) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
+            answer = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ReplayFailed(f"the fork source {url} is unreachable ({reason})",
+                           hint="check fork.rpc_url (and that the node serves historical state at fork.block), "
+                                "or replay from a state file (fork.state_file) without any network") from None
+    if "error" in answer:
+        raise ReplayFailed(f"the fork source {url} refused {method}: {answer['error']}")
+    return answer.get("result")
 
 
 class _ForkContext:
-    def __init__(self, scenario: Scenario) -> None:
+    """A fresh Anvil for the scenario: the fixture's protocol built on it, or a state file, or a fork."""
+
+    def __init__(self, scenario: Scenario, folder: Path) -> None:
         self.scenario = scenario
+        self.folder = folder
         self.node: AnvilNode | None = None
 
-    def __enter__(self) -> tuple[AnvilNode, World]:
+    def __enter__(self) -> tuple[AnvilNode, Deployment]:
         fork = self.scenario.fork
-        if fork.world == "demo":
+        if fork.fixture is not None:
             self.node = start_anvil()
             try:
-                return self.node, build_world(self.node.rpc_url)
+                return self.node, fork.fixture.build(self.node.rpc_url, self.folder)
             except BaseException:
                 self.node.stop()
                 raise
-        world = World.from_json(fork.world_file.read_text()) if fork.world_file else None
-        if world is None:
-            raise ScenarioError("no world file", file=str(self.scenario.path), field="fork.world_file")
+        assert self.scenario.config is not None  # the scenario reader requires it without a fixture
+        chain_id = load_config(self.scenario.config).chain.chain_id
         if fork.rpc_url is not None:
-            _probe(fork.rpc_url)  # fail now with the reason, not after anvil's own retries
+            _json_rpc(fork.rpc_url, "eth_chainId", [])  # fail now with the reason, not after anvil's own retries
             args = ("--fork-url", fork.rpc_url, "--fork-block-number", str(fork.block))
         else:
             args = ("--load-state", str(fork.state_file))
         try:
-            self.node = start_anvil(*args)
+            self.node = start_anvil(*args, chain_id=chain_id)
         except ChainUnavailable as exc:
             raise ReplayFailed(f"the fork of {fork.source} could not be started: {exc.message}",
                                hint="check the fork source (a state file from anvil --dump-state, or a node "
                                     "that serves the block)") from None
-        return self.node, world.at(self.node.rpc_url)
+        return self.node, Deployment(config=self.scenario.config, addresses=fork.addresses)
 
     def __exit__(self, *exc: object) -> None:
         if self.node is not None:
             self.node.stop()
 
 
-def _start_fork(scenario: Scenario) -> _ForkContext:
-    return _ForkContext(scenario)
-
-
-def _probe(url: str) -> None:
-    request = urllib.request.Request(url, data=b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}',
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
-            json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ReplayFailed(f"the fork source {url} is unreachable ({reason})",
-                           hint="check fork.rpc_url (and that the node serves historical state at fork.block), "
-                                "or replay from a state file (fork.state_file) without any network") from None
-
-
 class _Replay:
-    def __init__(self, scenario: Scenario, node: AnvilNode, world: World, folder: Path) -> None:
+    def __init__(self, scenario: Scenario, node: AnvilNode, deployment: Deployment, folder: Path,
+                 originals: Originals) -> None:
         self.scenario = scenario
         self.node = node
-        self.world = world
         self.folder = folder
+        self.originals = originals
         self.w3 = Web3(Web3.HTTPProvider(node.rpc_url, request_kwargs={"timeout": 30}))
-        self.aliases: dict[str, tuple[str, str]] = {}   # name -> (address, artifact)
-        self.guardian_account = dev_account(Roles.GUARDIAN)
+        self.team_config = load_config(deployment.config)
+        self.abis: dict[str, tuple[dict[str, Any], ...]] = {
+            **{n: tuple(c.abi.raw) for n, c in self.team_config.contracts.items()}, **scenario.abis}
+        self.addresses = self._addresses(deployment)
+        self.aliases: dict[str, tuple[str, str]] = {}   # deployed by a step: name -> (address, artifact)
+        self.guardian_account = self._guardian_account()
         self.policies: dict[str, Policy] = {}
+
+    def _addresses(self, deployment: Deployment) -> dict[str, str]:
+        config = self.team_config
+        known: dict[str, str] = {"safe": config.safe.address}
+        if config.safe.guardian_module:
+            known["module"] = config.safe.guardian_module
+        known.update({n: c.address for n, c in config.contracts.items()})
+        known.update(deployment.addresses)
+        for name, account in self.scenario.accounts.items():
+            known[name] = dev_key(account).address if isinstance(account, int) else account
+        for name, contract in self.scenario.contracts.items():
+            address = contract.address or known.get(name)
+            if address is None:
+                raise ScenarioError(f"no address for the contract {name!r}", file=str(self.scenario.path),
+                                    field=f"contracts.{name}.address",
+                                    hint="give address = \"0x…\" (or name it in the fixture or addresses file)")
+            known[name] = address
+        return {n: to_checksum_address(a) for n, a in known.items()}
+
+    def _guardian_account(self) -> LocalAccount:
+        if self.scenario.guardian_key is not None:
+            return dev_key(self.scenario.guardian_key)
+        return load_guardian_account(self.team_config.guardian_key)
 
     # ---- chain helpers (synchronous web3: called through a thread while the guardian runs) ----
 
@@ -218,19 +332,16 @@ class _Replay:
         return response.get("result")
 
     def address_of(self, name: str) -> str:
-        if name in ACTOR_INDEX:
-            return dev_account(ACTOR_INDEX[name]).address
-        if name == "safe":
-            return self.world.safe
-        if name in WORLD_CONTRACTS:
-            return getattr(self.world, name)
         if name in self.aliases:
             return self.aliases[name][0]
+        if name in self.addresses:
+            return self.addresses[name]
         return to_checksum_address(name)
 
-    def contract(self, name: str) -> Any:
-        artifact_name = WORLD_CONTRACTS.get(name) or self.aliases[name][1]
-        return self.w3.eth.contract(address=self.address_of(name), abi=artifact(artifact_name)["abi"])
+    def contract(self, name: str, abi: Any = None) -> Any:
+        if abi is None:
+            abi = forge_artifact(self.aliases[name][1])["abi"] if name in self.aliases else self.abis[name]
+        return self.w3.eth.contract(address=self.address_of(name), abi=list(abi))
 
     def resolve(self, step: Step, text: str) -> Any:
         text = text.strip()
@@ -238,7 +349,7 @@ class _Replay:
         lowered = text.lower()
         if lowered in ("true", "false"):
             return lowered == "true"
-        if text in ACTOR_INDEX or text == "safe" or text in WORLD_CONTRACTS or text in self.aliases:
+        if text in self.aliases or text in self.addresses:
             return self.address_of(text)
         if text.startswith("0x") and len(text) == 42:
             return to_checksum_address(text)
@@ -246,30 +357,32 @@ class _Replay:
             return bytes.fromhex(text[2:])
         if text.startswith("keccak(") and text.endswith(")"):
             return keccak(text=text[7:-1].strip().strip("'\""))
-        if text.startswith("shares(") and text.endswith(")"):
-            return int(self.contract("vault").functions.balanceOf(self.resolve(step, text[7:-1])).call())
         if text.startswith("balance(") and text.endswith(")"):
             token, holder = (a.strip() for a in text[8:-1].split(",", 1))
-            return int(self.contract(token).functions.balanceOf(self.resolve(step, holder)).call())
+            return int(self.contract(token, ERC20_ABI).functions.balanceOf(self.resolve(step, holder)).call())
         try:
             return parse_amount(text)
         except ValueError:
             raise ScenarioError(f"cannot resolve the argument {text!r}", file=str(self.scenario.path),
                                 field=f"{step.field}.{where}",
-                                hint="an actor, a contract, a number like 400_000e18, an address, true/false, "
-                                     "shares(actor), balance(token, actor) or keccak('TEXT')") from None
+                                hint="an account, a contract, a number like 400_000e18, an address, true/false, "
+                                     "balance(token, holder) or keccak('TEXT')") from None
 
     def send(self, step: Step) -> str:
-        """Sends one step (an impersonated sender when it is not one of Anvil's keys); returns its hash."""
+        """Sends one step (from an impersonated sender unless it is one of Anvil's keys); returns its hash."""
+        if step.tx_hash is not None:
+            for earlier in self.originals.before.get(step.tx_hash, ()):
+                self.send_original(earlier)
+            return self.send_original(self.originals.by_hash[step.tx_hash])
         sender = self.address_of(step.sender)
         args = [self.resolve(step, a) for a in step.args]
-        tx = {"from": sender, "gas": step.gas}
+        tx = {"from": sender, "gas": step.gas, "value": step.value}
         try:
             if step.calldata is not None:
                 tx_hash = self.w3.eth.send_transaction({**tx, "to": self.address_of(step.to or ""),
                                                         "data": step.calldata})  # type: ignore[typeddict-item]
             elif step.deploy:
-                build = artifact(step.deploy)
+                build = forge_artifact(step.deploy)
                 nonce = self.w3.eth.get_transaction_count(sender, "pending")
                 address = to_checksum_address(keccak(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:])
                 factory = self.w3.eth.contract(abi=build["abi"], bytecode=build["bytecode"]["object"])
@@ -285,29 +398,60 @@ class _Replay:
                                 field=step.field, hint="check the arguments against the function's ABI") from None
         return tx_hash.to_0x_hex()
 
+    def send_original(self, tx: OriginalTx) -> str:
+        """The transaction as it was: its sender (impersonated), target, input, value and gas limit."""
+        self.rpc("anvil_impersonateAccount", [tx.sender])
+        fields: dict[str, Any] = {"from": tx.sender, "data": "0x" + tx.input.hex(), "value": hex(tx.value),
+                                  "gas": hex(tx.gas)}
+        if tx.to is not None:
+            fields["to"] = tx.to
+        return str(self.rpc("eth_sendTransaction", [fields]))
+
     def impersonate(self, steps: tuple[Step, ...]) -> None:
+        unlocked = {a.lower() for a in self.rpc("eth_accounts", [])}
         for step in steps:
-            if step.sender not in ACTOR_INDEX:
-                address = self.address_of(step.sender)
-                self.rpc("anvil_impersonateAccount", [address])
-                self.rpc("anvil_setBalance", [address, hex(10**20)])
+            if step.tx_hash is not None:
+                continue
+            address = self.address_of(step.sender)
+            if address.lower() in unlocked:
+                continue
+            self.rpc("anvil_impersonateAccount", [address])
+            if int(self.rpc("eth_getBalance", [address, "latest"]), 16) < GAS_MONEY:
+                self.rpc("anvil_setBalance", [address, hex(100 * GAS_MONEY)])
 
     def mine(self) -> None:
         self.rpc("evm_mine", [])
 
+    def head(self) -> int:
+        return int(self.rpc("eth_blockNumber", []), 16)
+
+    def balances(self, block: int | str = "latest") -> dict[tuple[str, str], int]:
+        """(holder, token) -> balance, in the token's base units, for every holder and token that counts."""
+        return {(holder, token): int(self.contract(token, ERC20_ABI).functions.balanceOf(
+                    self.address_of(holder)).call(block_identifier=block))
+                for token in self.scenario.tokens for holder in self.scenario.holders}
+
+    def token_info(self) -> dict[str, tuple[str, int]]:
+        """token -> (symbol, decimals)."""
+        info = {}
+        for token in self.scenario.tokens:
+            erc20 = self.contract(token, ERC20_ABI)
+            info[token] = (str(erc20.functions.symbol().call()), int(erc20.functions.decimals().call()))
+        return info
+
     def holdings(self) -> Fraction:
-        """The watched tokens the protocol holds (the vault's, and the scenario's other `holders`), in USD."""
+        """What the holders hold of the tokens that count, in USD."""
+        return self.value_of(self.balances())
+
+    def value_of(self, balances: Mapping[tuple[str, str], int]) -> Fraction:
+        info = self.token_info()
         total = Fraction(0)
-        for name in WATCHED_TOKENS:
-            token = self.contract(name)
-            symbol = token.functions.symbol().call()
+        for (_holder, token), balance in balances.items():
+            symbol, decimals = info[token]
             if symbol not in self.scenario.prices:
                 raise ScenarioError(f"no price for {symbol}, a token the protocol holds", file=str(self.scenario.path),
                                     field=f"prices.{symbol}", hint=f"add {symbol} = <USD per token> to [prices]")
-            decimals = int(token.functions.decimals().call())
-            for holder in self.scenario.holders:
-                balance = int(token.functions.balanceOf(self.address_of(holder)).call())
-                total += Fraction(balance, 10**decimals) * self.scenario.prices[symbol]
+            total += Fraction(balance, 10**decimals) * self.scenario.prices[symbol]
         return total
 
     def receipt(self, tx_hash: str) -> Any:
@@ -317,18 +461,17 @@ class _Replay:
 
     async def run(self) -> ReplayReport:
         scenario = self.scenario
-        policies = self.load_policies()  # before any chain work: a bad policy is bad input
-        self.policies = {p.common.id: p for p in policies}
+        self.config()  # before any chain work: a bad policy is bad input
         self.impersonate(scenario.setup + scenario.attack)
         self.rpc("evm_setAutomine", [True])
+        for original in self.originals.prelude:
+            self.receipt(self.send_original(original))
         for step in scenario.setup:
             receipt = self.receipt(self.send(step))
             if receipt["status"] != 1:
                 raise ScenarioError(f"setup step {step.text} reverted", file=str(scenario.path), field=step.field,
                                     hint="setup steps must succeed: they build the state the attack starts from")
-        if self.aliases:  # contracts the setup deployed are watched under their `as` names: at their addresses now
-            policies = self.load_policies()
-            self.policies = {p.common.id: p for p in policies}
+        config = self.config()  # contracts the setup deployed are watched under their `as` names, at their address
         held_before = self.holdings()
         at_risk = Fraction(0)
         if not scenario.benign:  # honest outflows are not losses: nothing is at risk in a benign scenario
@@ -339,17 +482,88 @@ class _Replay:
             if not self.rpc("evm_revert", [snapshot]):
                 raise ReplayFailed("the chain could not be reverted to the snapshot taken after the setup")
             self.aliases = aliases
-        guardian = Guardian(load_config(self.write_config()), self.guardian_account, policies=policies,
-                            store=IncidentStore(self.folder / "onguard.db"))
+        judged: set[str] = set()
+        heads = None if scenario.mining == "interval" else ReplayHeads()
+        guardian = build_guardian(config, self.guardian_account, policies=list(self.policies.values()),
+                                  store=IncidentStore(config.database), heads=heads,
+                                  on_judged=lambda pending: judged.add(pending.hash))
         try:
-            attack_txs, first_visible = await self.play(guardian)
+            before, first_block = self.balances(), self.head()
+            attack_txs, first_visible = await self.play(_Watching(guardian, heads, judged, self.policies))
             lost = Fraction(0) if scenario.benign else max(held_before - self.holdings(), Fraction(0))
-            return self.report(guardian, attack_txs, first_visible, held_before, at_risk, lost)
+            report = self.report(guardian, attack_txs, first_visible, held_before, at_risk, lost)
+            return replace(report, **self.evidence(report, before, first_block, config))
         finally:
             await guardian.close()
 
-    def load_policies(self) -> list[Policy]:
-        config = load_config(self.write_config())
+    def evidence(self, report: ReplayReport, before: Mapping[tuple[str, str], int], first_block: int,
+                 config: Config) -> dict[str, Any]:
+        """Traces, balance changes, holdings block by block, and what the replay ran on."""
+        decoder = self.decoder(config)
+        traces = [self.trace(decoder, f"{t.step} {t.call}", t.tx_hash) for t in report.attack_txs]
+        for response in report.responses:  # a pause that was mined, succeeded or reverted (never one dropped)
+            if response.tx_hash and self.rpc("eth_getTransactionReceipt", [response.tx_hash]) is not None:
+                traces.append(self.trace(decoder, f"pause {response.action}", response.tx_hash))
+        info = self.token_info()
+        after = self.balances()
+        changes = tuple(BalanceChange(holder=holder, address=self.address_of(holder), token=info[token][0],
+                                      decimals=info[token][1], before=before[holder, token],
+                                      after=after[holder, token]) for holder, token in before)
+        holdings = tuple(HoldingsPoint(block=b, usd=_usd(self.value_of(self.balances(b))))
+                         for b in range(first_block, self.head() + 1))
+        policies = self.scenario.policies or tuple(sorted(config.policies_dir.glob("*.toml")))
+        return {"traces": tuple(traces), "balances": changes, "holdings": holdings,
+                "fork_source": self.scenario.fork.source, "fork_block": self.scenario.fork.block,
+                "anvil_version": str(self.rpc("web3_clientVersion", [])),
+                "policy_files": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in policies}}
+
+    def decoder(self, config: Config) -> Decoder:
+        named: dict[str, tuple[str, Any]] = {}
+        if config.safe.guardian_module:
+            named[config.safe.guardian_module] = ("module", forge_artifact("GuardianModule")["abi"])
+        named[config.safe.address] = ("safe", get_safe_V1_4_1_contract(self.w3).abi)
+        for name, address in self.addresses.items():
+            named[address] = (name, self.abis.get(name) or named.get(address, (name, None))[1])
+        for alias, (address, artifact_name) in self.aliases.items():
+            named[address] = (alias, forge_artifact(artifact_name)["abi"])
+        return Decoder(named)
+
+    def trace(self, decoder: Decoder, label: str, tx_hash: str) -> TxTrace:
+        receipt = self.receipt(tx_hash)
+        output = self.rpc("debug_traceTransaction", [tx_hash, {"tracer": "callTracer"}])
+        return trace(output, decoder, label=label, tx_hash=tx_hash, block=int(receipt["blockNumber"]),
+                     position=int(receipt["transactionIndex"]))
+
+    def config(self) -> Config:
+        """The team's config pointed at the fork: the same contracts, actions and Safe, this chain's endpoints, a
+        scratch database, the scenario's mempool setting, and the contracts the scenario adds or deploys watched
+        by name. Loads the scenario's policies against it."""
+        team = self.team_config
+        chain_id = int(self.rpc("eth_chainId", []), 16)
+        extra = {name: WatchedContract(name=name, address=self.address_of(name), abi=ContractAbi.from_json(abi))
+                 for name, abi in self.abis.items() if name not in team.contracts and name in self.addresses}
+        for step in (*self.scenario.setup, *self.scenario.attack):
+            if step.deploy is None or step.alias is None:
+                continue
+            # Before the step has run, its address is a placeholder that lets the policies load.
+            address = self.aliases[step.alias][0] if step.alias in self.aliases else to_checksum_address(
+                keccak(text=f"onguard-replay:{step.alias}")[12:])
+            extra[step.alias] = WatchedContract(name=step.alias, address=address,
+                                                abi=ContractAbi.from_json(forge_artifact(step.deploy)["abi"]))
+        config = replace(
+            team, database=self.folder / "replay.db",
+            chain=replace(team.chain, rpc_url=self.node.rpc_url, rpc_urls=(), chain_id=chain_id, start_block=None,
+                          ws_url=self.node.ws_url if self.scenario.mining == "interval" else None),
+            response=replace(team.response, endpoints=(Endpoint(url=self.node.rpc_url, private=False),),
+                             public_fallback_after=None),
+            mempool=replace(team.mempool, enabled=self.scenario.mempool, ws_url=self.node.ws_url),
+            contracts=MappingProxyType({**team.contracts, **extra}))
+        self.policies = {p.common.id: p for p in self.load_policies(config)}
+        return config
+
+    def load_policies(self, config: Config) -> list[Policy]:
+        if self.scenario.policies is None:
+            return load_policies(config.policies_dir, config.contracts, config.actions)
         env = PolicyEnv(contracts=config.contracts, actions=config.actions)
         policies, seen = [], set()
         for path in self.scenario.policies:
@@ -362,169 +576,18 @@ class _Replay:
                 policies.append(policy)
         return policies
 
-    def write_config(self) -> Path:
-        """The demo world's onguard.toml, plus the Safe as a watched contract (call policies name it in
-        allow_from) and the mempool settings of the scenario."""
-        path = write_config(self.world, self.folder, key_env="ONGUARD_REPLAY_GUARDIAN_KEY",
-                            policies_dir=self.scenario.path.parent, database=self.folder / "onguard.db")
-        from safe_eth.safe.safe import get_safe_V1_4_1_contract
-
-        safe_abi = self.folder / "Safe.json"
-        safe_abi.write_text(json.dumps(get_safe_V1_4_1_contract(self.w3).abi))
-        extra = (f'\n[contracts.safe]\naddress = "{self.world.safe}"\nabi = {json.dumps(str(safe_abi))}\n'
-                 f'\n[contracts.collateral]\naddress = "{self.world.collateral}"\n'
-                 f'abi = {json.dumps(str(ARTIFACTS_DIR / "TestToken.sol" / "TestToken.json"))}\n'
-                 + self.deployed_contracts() +
-                 f'\n[mempool]\nenabled = {"true" if self.scenario.mempool else "false"}\n'
-                 f'ws_url = "{self.node.ws_url}"\n')
-        path.write_text(path.read_text() + extra)
-        return path
-
-    def deployed_contracts(self) -> str:
-        """[contracts.<as>] for every contract the setup deploys (ABI from its forge artifact), so a call policy can
-        watch it. Before the setup has run its address is not known yet: a placeholder lets the policies load."""
-        text = ""
-        for step in self.scenario.setup:
-            if step.deploy and step.alias:
-                address = self.aliases.get(step.alias, (None,))[0] or to_checksum_address(
-                    keccak(text=f"onguard-replay:{step.alias}")[12:])
-                abi = ARTIFACTS_DIR / f"{step.deploy}.sol" / f"{step.deploy}.json"
-                text += f'\n[contracts.{step.alias}]\naddress = "{address}"\nabi = {json.dumps(str(abi))}\n'
-        return text
-
-    async def play(self, guardian: Guardian | None) -> tuple[list[AttackTx], float | None]:
+    async def play(self, watching: _Watching | None) -> tuple[list[AttackTx], float | None]:
         """Plays the attack steps, block by block; with a guardian, it watches and answers as the daemon would."""
-        scenario = self.scenario
-        if scenario.mining == "interval":
-            return await self.play_interval(guardian)
-        manual = scenario.mining == "manual"
-        stop = asyncio.Event()
-        judged: set[str] = set()
-        listening: asyncio.Task[None] | None = None
-        sent: list[tuple[Step, str]] = []
-        first_visible: float | None = None
+        if watching is not None:
+            await watching.start()
         try:
-            if guardian is not None:
-                await guardian.start()
-                await guardian.step()
-                source = guardian.mempool_source()  # the daemon's own wiring
-                if source is not None:
-
-                    async def on_pending(pending: PendingTransaction) -> None:
-                        try:
-                            await guardian.on_pending(pending)
-                        finally:
-                            judged.add(pending.hash)
-
-                    listening = asyncio.create_task(source.run(on_pending, stop))
-                    await _until(lambda: source.live, "the mempool subscription did not come up")
-            await asyncio.to_thread(self.rpc, "evm_setAutomine", [not manual])
-            by_block: dict[int, list[Step]] = {}
-            for step in scenario.attack:
-                by_block.setdefault(step.block, []).append(step)
-            last = max(by_block) + scenario.after_blocks
-            offset = 0
-            # Past the scenario's blocks, a few more while a response is still out, so that it lands.
-            while offset <= last or (guardian is not None and self.responses_out(guardian)
-                                     and offset <= last + EXTRA_BLOCKS):
-                hashes = []
-                for step in by_block.get(offset, []):
-                    if first_visible is None:
-                        first_visible = time.time()
-                    tx_hash = await asyncio.to_thread(self.send, step)
-                    hashes.append(tx_hash)
-                    sent.append((step, tx_hash))
-                    if not manual and guardian is not None:
-                        # Automine: mined as sent; the guardian sees it as the daemon would, in a block.
-                        await asyncio.to_thread(self.receipt, tx_hash)
-                        await self.settle(guardian)
-                if manual and guardian is not None:
-                    if listening is not None:
-                        await _until(lambda hashes=hashes: all(h in judged for h in hashes),
-                                     "the guardian did not judge the pending transactions in time")
-                    await self.settle(guardian)   # a pause decided on a pending attack is now in the pool
-                if manual or not hashes:
-                    await asyncio.to_thread(self.mine)
-                    if guardian is not None:
-                        await self.settle(guardian)
-                offset += 1
-            if guardian is not None:
-                await guardian.drain_responses(timeout=SETTLE_TIMEOUT)
+            if self.scenario.mining == "interval":
+                sent, first_visible = await self.play_interval(watching)
+            else:
+                sent, first_visible = await self.play_blocks(watching)
         finally:
-            stop.set()
-            if listening is not None:
-                await listening
-            await asyncio.to_thread(self.rpc, "evm_setAutomine", [True])
-        txs = []
-        for step, tx_hash in sent:
-            receipt = await asyncio.to_thread(self.receipt, tx_hash)
-            txs.append(AttackTx(step=step.field, call=step.text, tx_hash=tx_hash, block=int(receipt["blockNumber"]),
-                                position=int(receipt["transactionIndex"]), succeeded=receipt["status"] == 1))
-        return txs, first_visible
-
-    async def play_interval(self, guardian: Guardian | None) -> tuple[list[AttackTx], float | None]:
-        """Interval mining: Anvil mines a block every `block_time` seconds on its own clock. The attack steps of
-        offset k are sent as soon as the chain reaches the k-th block after the interval began; the guardian runs
-        as the daemon runs it (a step every poll interval, pending transactions judged as they arrive), with no
-        waiting on it before a block: whatever it has not sent when Anvil mines is too late for that block."""
-        scenario = self.scenario
-        block_time = scenario.block_time or 1
-        stop = asyncio.Event()
-        tasks: list[asyncio.Task[None]] = []
-        sent: list[tuple[Step, str]] = []
-        first_visible: float | None = None
-
-        async def head() -> int:
-            return int(await asyncio.to_thread(lambda: self.w3.eth.block_number))
-
-        async def wait_for_block(number: int) -> None:
-            deadline = time.monotonic() + block_time * 3 + SETTLE_TIMEOUT
-            while await head() < number:
-                if time.monotonic() > deadline:
-                    raise ReplayFailed(f"the chain did not reach block {number} in interval mode")
-                await asyncio.sleep(0.02)
-
-        try:
-            if guardian is not None:
-                await guardian.start()
-                await guardian.step()
-                source = guardian.mempool_source()
-                if source is not None:
-                    tasks.append(asyncio.create_task(source.run(guardian.on_pending, stop)))
-                    await _until(lambda: source.live, "the mempool subscription did not come up")
-
-                async def daemon_loop() -> None:   # the daemon's block loop, at its own poll interval
-                    while not stop.is_set():
-                        await guardian.step()
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(stop.wait(), timeout=guardian.config.chain.poll_interval)
-
-                tasks.append(asyncio.create_task(daemon_loop()))
-            await asyncio.to_thread(self.rpc, "evm_setAutomine", [False])
-            start = await head()
-            await asyncio.to_thread(self.rpc, "evm_setIntervalMining", [block_time])
-            by_block: dict[int, list[Step]] = {}
-            for step in scenario.attack:
-                by_block.setdefault(step.block, []).append(step)
-            last = max(by_block) + scenario.after_blocks
-            offset = 0
-            while offset <= last or (guardian is not None and self.responses_out(guardian)
-                                     and offset <= last + EXTRA_BLOCKS):
-                # Offset k: sent once block start + k is mined, so they wait in the pool for block start + k + 1.
-                await wait_for_block(start + offset)
-                for step in by_block.get(offset, []):
-                    if first_visible is None:
-                        first_visible = time.time()
-                    sent.append((step, await asyncio.to_thread(self.send, step)))
-                offset += 1
-            await wait_for_block(start + offset)
-            if guardian is not None:
-                await guardian.step()
-                await guardian.drain_responses(timeout=SETTLE_TIMEOUT)
-        finally:
-            stop.set()
-            for task in tasks:
-                await task
+            if watching is not None:
+                await watching.stop()
             await asyncio.to_thread(self.rpc, "evm_setIntervalMining", [0])
             await asyncio.to_thread(self.rpc, "evm_setAutomine", [True])
         txs = []
@@ -534,28 +597,80 @@ class _Replay:
                                 position=int(receipt["transactionIndex"]), succeeded=receipt["status"] == 1))
         return txs, first_visible
 
-    async def settle(self, guardian: Guardian) -> None:
-        """Lets the guardian handle the blocks up to the head and send every response it decided on. Waits on
-        those conditions, not on a clock (the timeout only guards against a hang)."""
-        await guardian.step()
-        await _until(lambda: not self.responses_unsent(guardian), "the guardian's response was not sent in time")
+    def by_block(self) -> tuple[dict[int, list[Step]], int]:
+        by_block: dict[int, list[Step]] = {}
+        for step in self.scenario.attack:
+            by_block.setdefault(step.block, []).append(step)
+        return by_block, max(by_block) + self.scenario.after_blocks
 
-    def responses_unsent(self, guardian: Guardian) -> bool:
-        """An incident with an action decided and not yet sent (nor found already done, nor failed)."""
-        store = guardian.store
-        for incident in store.incidents():
-            policy = self.policies.get(incident.policy_id)
-            if incident.dry_run or policy is None:
-                continue
-            records = {r.action: r.status for r in store.responses(incident.id)}
-            if any(records.get(a, ResponseStatus.CLAIMED) == ResponseStatus.CLAIMED
-                   for a in policy.common.response if a in guardian.config.actions):
-                return True
-        return False
+    async def play_blocks(self, watching: _Watching | None) -> tuple[list[tuple[Step, str]], float | None]:
+        """Manual mining (one block per attack block, ordered by fee) or automine (each transaction mined as
+        sent). With a guardian: every block is announced to its loop and waited on."""
+        manual = self.scenario.mining == "manual"
+        sent: list[tuple[Step, str]] = []
+        first_visible: float | None = None
+        await asyncio.to_thread(self.rpc, "evm_setAutomine", [not manual])
+        by_block, last = self.by_block()
+        offset = 0
+        # Past the scenario's blocks, a few more while a response is still out, so that it lands.
+        while offset <= last or (watching is not None and watching.responses_out() and offset <= last + EXTRA_BLOCKS):
+            hashes = []
+            for step in by_block.get(offset, []):
+                if first_visible is None:
+                    first_visible = time.time()
+                tx_hash = await asyncio.to_thread(self.send, step)
+                hashes.append(tx_hash)
+                sent.append((step, tx_hash))
+                if not manual:
+                    await asyncio.to_thread(self.receipt, tx_hash)
+                    if watching is not None:
+                        await watching.settle(await asyncio.to_thread(self.head))
+            if manual and watching is not None:
+                await watching.judged_all(hashes)   # a pause decided on a pending attack is now in the pool
+            if manual or not hashes:
+                await asyncio.to_thread(self.mine)
+                if watching is not None:
+                    await watching.settle(await asyncio.to_thread(self.head))
+            offset += 1
+        return sent, first_visible
 
-    def responses_out(self, guardian: Guardian) -> bool:
-        return any(r.status == ResponseStatus.SENT for i in guardian.store.incidents()
-                   for r in guardian.store.responses(i.id))
+    async def play_interval(self, watching: _Watching | None) -> tuple[list[tuple[Step, str]], float | None]:
+        """Interval mining: Anvil mines a block every `block_time` seconds on its own clock. The attack steps of
+        offset k are sent as soon as the chain reaches the k-th block after the interval began; the guardian runs
+        as the daemon runs it (its own head follower, pending transactions judged as they arrive), with no
+        waiting on it before a block: whatever it has not sent when Anvil mines is too late for that block."""
+        block_time = self.scenario.block_time or 1
+        sent: list[tuple[Step, str]] = []
+        first_visible: float | None = None
+
+        async def wait_for_block(number: int) -> None:
+            deadline = time.monotonic() + block_time * 3 + SETTLE_TIMEOUT
+            while await asyncio.to_thread(self.head) < number:
+                if time.monotonic() > deadline:
+                    raise ReplayFailed(f"the chain did not reach block {number} in interval mode")
+                if watching is not None:
+                    watching.check()
+                await asyncio.sleep(0.02)
+
+        await asyncio.to_thread(self.rpc, "evm_setAutomine", [False])
+        start = await asyncio.to_thread(self.head)
+        await asyncio.to_thread(self.rpc, "evm_setIntervalMining", [block_time])
+        by_block, last = self.by_block()
+        offset = 0
+        while offset <= last or (watching is not None and watching.responses_out() and offset <= last + EXTRA_BLOCKS):
+            # Offset k: sent once block start + k is mined, so they wait in the pool for block start + k + 1.
+            await wait_for_block(start + offset)
+            for step in by_block.get(offset, []):
+                if first_visible is None:
+                    first_visible = time.time()
+                sent.append((step, await asyncio.to_thread(self.send, step)))
+            offset += 1
+        await wait_for_block(start + offset)
+        if watching is not None:
+            head = await asyncio.to_thread(self.head)
+            await watching.until(lambda: (watching.guardian.source.last_committed or 0) >= head,
+                                 "the guardian did not catch up with the chain")
+        return sent, first_visible
 
     # ---- the report ----
 
@@ -586,11 +701,15 @@ class _Replay:
                 sent_ms = None
                 if broadcast is not None:
                     sent_ms = broadcast.detail.get("broadcast_ms") or _since(first_visible, broadcast.at)
-                position = int(included.detail["position"]) if included else None
+                block, position = record.block_number, int(included.detail["position"]) if included else None
+                if position is None and record.tx_hash:  # a failed one may still be mined (reverted): say where
+                    receipt = self.rpc("eth_getTransactionReceipt", [record.tx_hash])
+                    if receipt is not None:
+                        block, position = int(receipt["blockNumber"], 16), int(receipt["transactionIndex"], 16)
                 responses.append(ResponseOutcome(
-                    action=record.action, status=record.status, tx_hash=record.tx_hash, block=record.block_number,
+                    action=record.action, status=record.status, tx_hash=record.tx_hash, block=block,
                     position=position, gas_used=record.gas_used, sent_ms=sent_ms,
-                    landed=_landed(record.block_number, position, attack_txs)))
+                    landed=_landed(block, position, attack_txs), error=record.error))
         mined = [(r.block, r.position) for r in responses if r.status == ResponseStatus.MINED and r.block is not None]
         if not trips:
             outcome = NO_TRIP
@@ -613,12 +732,82 @@ class _Replay:
             gas_used=sum(r.gas_used or 0 for r in responses))
 
 
-async def _until(condition: Callable[[], bool], failure: str, timeout: float = SETTLE_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise ReplayFailed(failure, hint="the machine may be overloaded; run the scenario again")
-        await asyncio.sleep(0.01)
+class _Watching:
+    """The guardian running the daemon's loop (`Guardian.run`) while the replay plays, and the conditions the
+    replay waits on. Every wait also fails at once if the daemon itself stopped (a refused preflight…)."""
+
+    def __init__(self, guardian: Guardian, heads: ReplayHeads | None, judged: set[str],
+                 policies: Mapping[str, Policy]) -> None:
+        self.guardian = guardian
+        self.heads = heads
+        self.judged = judged
+        self.policies = policies
+        self._stop = asyncio.Event()
+        self._running: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._running = asyncio.create_task(self.guardian.run(self._stop))
+        await self.until(self.guardian.ready.is_set, "the guardian did not start")
+        if self.heads is not None:
+            await self.until(self.heads.idle, "the guardian's block loop did not start")
+        mempool = self.guardian.mempool
+        if mempool is not None:
+            await self.until(lambda: mempool.live, "the mempool subscription did not come up")
+
+    async def settle(self, head: int) -> None:
+        """Announces the head to the block loop, waits until it has handled it, then until every response the
+        guardian decided on has been sent."""
+        assert self.heads is not None
+        self.heads.advance(head)
+        await self.until(self.heads.idle, "the guardian did not handle the block in time")
+        await self.until(lambda: not self.responses_unsent(), "the guardian's response was not sent in time")
+
+    async def judged_all(self, hashes: list[str]) -> None:
+        if self.guardian.mempool is not None:
+            await self.until(lambda: all(h in self.judged for h in hashes),
+                             "the guardian did not judge the pending transactions in time")
+        await self.until(lambda: not self.responses_unsent(), "the guardian's response was not sent in time")
+
+    async def stop(self) -> None:
+        if self._running is None:
+            return
+        if not self._running.done():
+            await self.guardian.drain_responses(timeout=SETTLE_TIMEOUT)
+        self._stop.set()
+        await self._running   # run() finishes responses under way, then returns (or raises why it stopped)
+
+    def check(self) -> None:
+        """Raises what stopped the daemon, if it stopped."""
+        if self._running is not None and self._running.done():
+            error = self._running.exception()
+            if error is not None:
+                raise error
+            raise ReplayFailed("the guardian stopped while the replay was playing")
+
+    async def until(self, condition: Callable[[], bool], failure: str, timeout: float = SETTLE_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            self.check()
+            if time.monotonic() > deadline:
+                raise ReplayFailed(failure, hint="the machine may be overloaded; run the scenario again")
+            await asyncio.sleep(0.01)
+
+    def responses_unsent(self) -> bool:
+        """An incident with an action decided and not yet sent (nor found already done, nor failed)."""
+        store = self.guardian.store
+        for incident in store.incidents():
+            policy = self.policies.get(incident.policy_id)
+            if incident.dry_run or policy is None:
+                continue
+            records = {r.action: r.status for r in store.responses(incident.id)}
+            if any(records.get(a, ResponseStatus.CLAIMED) == ResponseStatus.CLAIMED
+                   for a in policy.common.response if a in self.guardian.config.actions):
+                return True
+        return False
+
+    def responses_out(self) -> bool:
+        store = self.guardian.store
+        return any(r.status == ResponseStatus.SENT for i in store.incidents() for r in store.responses(i.id))
 
 
 def _since(start: float | None, at: str) -> float | None:
