@@ -139,6 +139,10 @@ def test_the_readme_set_up_on_a_balancer_vault_then_a_pending_drain_is_beaten(
     # 2. onguard.toml with the printed module, the Vault, the pause action and a policy.
     write_onguard_toml(protocols, tmp_path, safe, module)
 
+    code, out, err = onguard(capsys, monkeypatch, "policies", "check")
+    assert code == 0, err
+    assert "ok  vault-pool-drain (simulate, critical)" in out and "1 valid, 0 invalid" in out
+
     # 3. The plan: the exact calldata hash of setPaused(true), nothing held yet.
     code, out, err = onguard(capsys, monkeypatch, "module", "plan")
     assert code == 0, err
@@ -158,6 +162,7 @@ def test_the_readme_set_up_on_a_balancer_vault_then_a_pending_drain_is_beaten(
     assert code == 0, err
     assert "proposal 1 created" in out and "a batch of 3 calls through MultiSendCallOnly" in out
     assert f"enable the module {module}" in out and f"add the guardian {GUARDIAN}" in out
+    assert f"allow vault.setPaused(true) (hash {set_paused_true_hash()}, cooldown 3600 s)" in out
     code, out, err = onguard(capsys, monkeypatch, "proposals", "show", "1")
     assert code == 0, err
     assert "batch        3 calls" in out and "simulation   succeeds" in out
@@ -169,12 +174,14 @@ def test_the_readme_set_up_on_a_balancer_vault_then_a_pending_drain_is_beaten(
         assert f"signed by {owner.address}: {count} of {THRESHOLD}" in out
     code, out, err = onguard(capsys, monkeypatch, "proposals", "execute", "1", signer=dev_account(Roles.DEPLOYER))
     assert code == 0, err
-    assert out.startswith("executed in 0x") or "\nexecuted in 0x" in out
+    assert re.search(r"^executed in 0x[0-9a-f]{64} \(block \d+, gas \d+\)$", out, re.MULTILINE)
 
     # 6. The preflight is green: the guardian can pause the Vault through the new module.
     code, out, err = onguard(capsys, monkeypatch, "preflight")
     assert code == 0, out + err
     assert "✗" not in out and "ready: every action would succeed now" in out
+    assert (f"✓ allowlisted [pause_vault]: vault.setPaused(true): allowlisted with this exact calldata (onguard "
+            f"sends calldata hash {set_paused_true_hash()})") in out
     assert re.search(r"✓ simulation \[pause_vault\]: vault.setPaused\(true\) through the module from the guardian "
                      r"key succeeds and done_when holds afterwards; gas \d+", out)
 
