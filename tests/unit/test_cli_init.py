@@ -117,7 +117,7 @@ def test_without_a_module_the_starter_actions_are_pre_signed_and_a_contract_with
     assert config.safe.guardian_module is None
     assert set(config.actions) == {"pause_vault", "pause_pool"}
     assert all(action.via == Via.PRESIGNED for action in config.actions.values())
-    assert "note: no pause function found in registry's ABI" in printed
+    assert "note: no starter action for registry: its ABI has no pause()/setPaused(bool)-style function" in printed
     assert '"../project/abis/Registry.json"' in (out / "onguard.toml").read_text()
     assert not list((out / "policies").glob("registry-*"))
     code, printed, err = run_cli(capsys, "policies", "check", "--config", str(out / "onguard.toml"))
@@ -142,7 +142,7 @@ def test_an_existing_file_is_never_overwritten_and_nothing_is_written(tmp_path, 
     (("--chain-id", "mainnet"), "error: --chain-id: 'mainnet' is not a whole number"),
     (("--chain-id", "0"), "error: --chain-id: 0 is not a chain id"),
     (("--safe", "0x1234"), "error: --safe: "),
-    (("--contract", "vault:abis/Vault.json"), "error: --contract: 'vault:abis/Vault.json' is not NAME=ADDRESS:ABI_PATH"),
+    (("--contract", "vault:x.json"), "error: --contract: 'vault:x.json' is not NAME=ADDRESS:ABI_PATH"),
     (("--contract", f"Vault={VAULT}:x.json"), "error: --contract: 'Vault' is not a contract name"),
     (("--contract", "vault=0xnope:x.json"), "error: --contract: "),
     (("--contract", f"pool={POOL}:missing.json"), "error: missing.json: ABI file not found"),

@@ -75,21 +75,17 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def handle_init(args: argparse.Namespace) -> int:
     rpc_url, chain_id, safe, module = _chain_and_safe(args)
-    contracts = [_contract(text) for text in args.contract]
-    names = [contract.name for contract in contracts]
-    for name in names:
-        if names.count(name) > 1:
-            raise InputError(f"the name {name!r} is given twice", field="--contract", hint="one name per contract")
+    contracts = _contracts(args.contract)
     if not ENV_NAME.match(args.key_env):
         raise InputError("must be the NAME of an environment variable, not a key", field="--key-env")
     out: Path = args.out
     actions = [action for contract in contracts if (action := _starter_action(contract)) is not None]
-    policies = {f"{name}.toml": text for contract in contracts for name, text in _starter_policies(contract, safe,
-                                                                                                   actions)}
     files = {out / CONFIG_FILE: _config_text(out, rpc_url, chain_id, safe, module, args.key_env, contracts,
                                              actions)}
-    files |= {out / POLICIES_DIR / name: text for name, text in policies.items()}
-    for path in files:
+    for contract in contracts:
+        for policy_id, text in _starter_policies(contract, safe, actions):
+            files[out / POLICIES_DIR / f"{policy_id}.toml"] = text
+    for path in files:  # all checked before any is written: a refusal leaves nothing half-written
         if path.exists():
             raise InputError("already exists: onguard init never overwrites a file", file=str(path),
                              hint="move it away, or give another folder with --out")
@@ -99,7 +95,8 @@ def handle_init(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     for contract in contracts:
         if not any(action.contract == contract.name for action in actions):
-            print(f"note: no pause function found in {contract.name}'s ABI: no starter action for it")
+            print(f"note: no starter action for {contract.name}: its ABI has no pause()/setPaused(bool)-style "
+                  f"function with a view that says it is paused ({', '.join(PAUSED_VIEWS)})")
     print(f"next: `onguard policies check --config {out / CONFIG_FILE}`, review every file, then "
           f"`onguard module plan`" + ("" if module else " (after `onguard module deploy --safe " + safe + "`)"))
     return 0
@@ -124,6 +121,15 @@ def _address(value: str, field: str) -> str:
         return parse_address(value)
     except ValueError as exc:
         raise InputError(str(exc), field=field) from None
+
+
+def _contracts(texts: list[str]) -> list[ContractSpec]:
+    contracts = [_contract(text) for text in texts]
+    names = [contract.name for contract in contracts]
+    for name in names:
+        if names.count(name) > 1:
+            raise InputError(f"the name {name!r} is given twice", field="--contract", hint="one name per contract")
+    return contracts
 
 
 def _contract(text: str) -> ContractSpec:
@@ -192,43 +198,52 @@ def _paused_view(abi: ContractAbi) -> str | None:
 
 # ---- the files ---------------------------------------------------------------------------------------------------
 
-def _starter_policies(contract: ContractSpec, safe: str,
-                      actions: list[StarterAction]) -> list[tuple[str, str]]:
-    action = next((a.name for a in actions if a.contract == contract.name), None)
-    response = ('response = ["alert"]                # only recorded and logged until you have reviewed it; then:\n'
-                + (f'# response = ["{action}"]' if action else '# response = ["<an action of onguard.toml>"]')
-                + "   # after `onguard policies test` shows it quiet on ordinary use\n")
+def _starter_policies(contract: ContractSpec, safe: str, actions: list[StarterAction]) -> list[tuple[str, str]]:
+    """(policy id, TOML) of the contract's starters. They only alert: a starter pauses nothing until a human has
+    checked it on past blocks and switched its response to the action."""
+    action = next((a.name for a in actions if a.contract == contract.name), "<an action of onguard.toml>")
+    response = ('response = ["alert"]   # only recorded and logged; once `onguard policies test` shows it quiet\n'
+                f'# response = ["{action}"]   # on ordinary use\n')
     policies = []
-    privileged = _privileged(contract.abi)
-    if privileged:
-        functions = ", ".join(json.dumps(f.signature) for f in privileged)
-        policies.append((f"{contract.name}-admin-calls", f"""# A call to one of {contract.name}'s admin functions from anyone but the Safe: a stolen admin key, or a
-# role granted where it should not be. Add any other legitimate sender (a timelock) to allow_from.
-id = "{contract.name}-admin-calls"
-description = "An admin function of {contract.name} called by a sender other than the Safe"
+    if privileged := _privileged(contract.abi):
+        policies.append(_admin_calls_policy(contract.name, privileged, safe, response))
+    if outflow := _outflow_event(contract.abi):
+        policies.append(_outflow_policy(contract.name, *outflow, response))
+    return policies
+
+
+def _admin_calls_policy(name: str, privileged: list[FunctionAbi], safe: str, response: str) -> tuple[str, str]:
+    functions = ",\n             ".join(json.dumps(f.signature) for f in privileged)
+    return f"{name}-admin-calls", f"""\
+# A call to one of {name}'s admin functions from anyone but the Safe: a stolen admin key,
+# or a role granted where it should not be. Add any other legitimate sender (a timelock) to allow_from.
+id = "{name}-admin-calls"
+description = "An admin function of {name} called by a sender other than the Safe"
 kind = "call"
 severity = "high"
 {response}
 [match]
-contract = "{contract.name}"
+contract = "{name}"
 functions = [{functions}]
 allow_from = ["{safe}"]   # the Safe
-"""))
-    outflow = _outflow_event(contract.abi)
-    if outflow:
-        event, amount = outflow
-        group = next((g for g in GROUP_NAMES if g in event.names and event.type_of(g) == "address"), None)
-        grouping = f'group_by = "{group}"           # one sum per {group}\n' if group else ""
-        policies.append((f"{contract.name}-large-outflow", f"""# Large amounts leaving {contract.name} ({event.name} events) over 5 blocks. The threshold is a placeholder:
-# set it to what would be a drain for you (in the token's smallest unit), then `onguard policies test` it.
-id = "{contract.name}-large-outflow"
-description = "{event.name} events of {contract.name} sum to more than the threshold within 5 blocks"
+"""
+
+
+def _outflow_policy(name: str, event: EventAbi, amount: str, response: str) -> tuple[str, str]:
+    group = next((g for g in GROUP_NAMES if g in event.names and event.type_of(g) == "address"), None)
+    grouping = f'group_by = "{group}"   # one sum per {group}\n' if group else ""
+    return f"{name}-large-outflow", f"""\
+# Large amounts leaving {name} ({event.name} events) over 5 blocks. The threshold is a
+# placeholder: set it to what would be a drain for you (in the token's smallest unit), then
+# `onguard policies test` it on past blocks.
+id = "{name}-large-outflow"
+description = "{event.name} events of {name} sum to more than the threshold within 5 blocks"
 kind = "event"
 severity = "critical"
 {response}cooldown = "1h"
 
 [match]
-contract = "{contract.name}"
+contract = "{name}"
 event = "{event.name}"
 
 [aggregate]
@@ -238,8 +253,7 @@ window_blocks = 5
 {grouping}
 [trigger]
 condition = "value > 1_000_000e18"
-"""))
-    return policies
+"""
 
 
 def _config_text(out: Path, rpc_url: str, chain_id: int, safe: str, module: str | None, key_env: str,
@@ -277,7 +291,7 @@ abi = {json.dumps(abi)}
             lines.append(f"args = {action.args}")
         lines.append(f'done_when = "{action.done_when}"')
         if action.undo:
-            lines.append(f'undo = "{action.undo}"   # what the owners run to end it (`onguard recover`); never automatic')
+            lines.append(f'undo = "{action.undo}"   # the owners end it (`onguard recover`), never onguard')
         if module is None:
             lines.append('via = "presigned"   # until the GuardianModule is deployed: the owners pre-sign it '
                          '(`onguard presign`)')
