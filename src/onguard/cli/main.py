@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import onguard
 from onguard import __version__
-from onguard.cli import audit, demo, incidents, keystore, module, notify, policies, preflight, presign, proposals, \
-    recover, replay, run, status
+from onguard.cli import audit, demo, incidents, init, keystore, module, notify, policies, preflight, presign, \
+    proposals, recover, replay, run, status
 from onguard.cli.common import Exit, accept_shared_options_everywhere, add_global_config_argument, resolve_config
 from onguard.errors import OnguardError
 from onguard.log import configure_logging
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     add_global_config_argument(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    init.register(commands)
     run.register(commands)
     demo.register(commands)
     incidents.register(commands)
