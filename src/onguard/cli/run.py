@@ -13,7 +13,7 @@ from onguard.cli.policies import describe_error
 from onguard.config import load_config
 from onguard.incidents.daemonlock import daemon_lock
 from onguard.policies.loader import check_policies
-from onguard.runtime import Guardian
+from onguard.runtime import Guardian, build_guardian
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,7 +37,7 @@ def handle(args: argparse.Namespace) -> int:
     policies = [policy for policy in check.policies if policy.common.enabled]
     account = load_guardian_account(config.guardian_key)
     with daemon_lock(config.database):
-        asyncio.run(_run(Guardian(config, account, policies=policies)))
+        asyncio.run(_run(build_guardian(config, account, policies=policies)))
     return 0
 
 
