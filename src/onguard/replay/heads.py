@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from onguard.sources.heads import HeadMode
+from onguard.sources.heads import HeadMode, take_event
 
 
 class ReplayHeads:
@@ -31,14 +31,7 @@ class ReplayHeads:
     async def wait(self, stop: asyncio.Event, timeout: float) -> bool:
         if not self._arrived.is_set():
             self._idle.set()
-            waiters = {asyncio.ensure_future(self._arrived.wait()), asyncio.ensure_future(stop.wait())}
-            try:
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-        arrived = self._arrived.is_set()
-        self._arrived.clear()
+        arrived = await take_event(self._arrived, stop, timeout)
         self._idle.clear()  # the loop steps now
         return arrived
 

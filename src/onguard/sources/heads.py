@@ -51,16 +51,7 @@ class HeadFollower:
     async def wait(self, stop: asyncio.Event, timeout: float) -> bool:
         """True when a new head arrived since the last wait() (possibly while the caller was busy), False after
         `timeout` or once `stop` is set."""
-        if not self._arrived.is_set():
-            waiters = {asyncio.ensure_future(self._arrived.wait()), asyncio.ensure_future(stop.wait())}
-            try:
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-        arrived = self._arrived.is_set()
-        self._arrived.clear()
-        return arrived
+        return await take_event(self._arrived, stop, timeout)
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [asyncio.ensure_future(self._poll_while_unsubscribed())]
@@ -140,3 +131,18 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, InvalidStatus):
         return f"the WebSocket upgrade was answered with HTTP {exc.response.status_code}"
     return f"{type(exc).__name__}: {exc}"
+
+
+async def take_event(event: asyncio.Event, stop: asyncio.Event, timeout: float) -> bool:
+    """Waits until `event` is set, `stop` is set or `timeout` passes; True (and `event` cleared) when it was set,
+    even before the call."""
+    if not event.is_set():
+        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+    arrived = event.is_set()
+    event.clear()
+    return arrived
