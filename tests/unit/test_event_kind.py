@@ -144,7 +144,7 @@ condition = "args.assets > 10% * state.assets and block.number >= 10"
 
 
 def test_where_filters_events_before_the_condition(make: Any) -> None:
-    policy = make(f"""
+    policy = make("""
 [match]
 contract = "vault"
 event = "Withdraw"

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from eth_abi import encode as abi_encode
-from eth_abi.exceptions import EncodingError
 from eth_utils import keccak, to_checksum_address
 
 from onguard.chain.abi import ContractAbi

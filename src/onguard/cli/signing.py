@@ -67,7 +67,7 @@ def accept_signature(tx: SafeTxData, given: tuple[str, str], state: SafeState) -
         # takes that as eth_sign with v + 4; accepted only if it then recovers to an owner.
         as_eth_sign = external_signature(tx, signature.signature[:64] + bytes([signature.signature[64] + 4]), field)
         if state.is_owner(as_eth_sign.owner):
-            print(f"  note         a signature of the hash as a message (eth_sign): stored with v + 4, as the Safe "
+            print("  note         a signature of the hash as a message (eth_sign): stored with v + 4, as the Safe "
                   "reads it")
             signature = as_eth_sign
     if not state.is_owner(signature.owner):
