@@ -25,7 +25,7 @@ from onguard.incidents.audit import AuditLog, record_config
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
-from onguard.policies.engine import PolicyEngine
+from onguard.policies.engine import EngineResult, PolicyEngine, worth_simulating
 from onguard.policies.loader import Policy, load_policies
 from onguard.policies.model import EvaluationFailure
 from onguard.preflight import PreflightReport, run_preflight
@@ -37,6 +37,7 @@ from onguard.responders.reconciler import Reconciler
 from onguard.sources.blocks import BlockSource, block_observation
 from onguard.sources.heads import HeadFollower
 from onguard.sources.mempool import MempoolSource, PendingTransaction
+from onguard.sources.triage import PendingCounters, PendingQueue, Triage
 
 MAX_BACKOFF = 10.0
 MAX_RESTARTS = 5          # deaths of one task within RESTART_WINDOW before the daemon halts
@@ -83,6 +84,11 @@ class Guardian:
         self.head: BlockObservation | None = None  # the newest block handled: pending findings are dated at it
         self._simulations = asyncio.Semaphore(config.mempool.max_concurrent_simulations)
         self._throttle = Throttler(rate_limit=config.mempool.simulations_per_second, period=1.0)
+        self.triage = Triage(c.address for c in config.contracts.values())
+        self.pending_counters = PendingCounters()  # what became of pending transactions (metrics read it)
+        self._simulation_queue: PendingQueue[tuple[PendingTransaction, Threat]] = PendingQueue(
+            config.mempool.simulation_timeout, self.pending_counters)
+        self._misses_reported, self._next_miss_report = 0, 0.0
         self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
                                   start_block=config.chain.start_block, max_block_range=config.chain.max_block_range)
         self.heads = HeadFollower(config.chain.ws_url, self.rpc, poll_interval=config.chain.poll_interval,
@@ -197,29 +203,69 @@ class Guardian:
 
     async def on_pending(self, pending: PendingTransaction) -> None:
         """The pre-emption path: judge a pending transaction and, if it trips a policy, race it with a pause. Every
-        pending transaction to a watched contract also sets the price a pause must beat (see PendingTips)."""
+        pending transaction to a watched contract also sets the price a pause must beat (see PendingTips).
+
+        Triage first (microseconds, see onguard.sources.triage): call policies judge the decoded call at once;
+        what simulate policies must see waits in a priority queue (a flood of one shape sinks behind what is
+        new), and the simulation throttle applies only there. A transaction not judged by its deadline, counted
+        from when it was seen, is left to the block path and counted (pending_counters.missed)."""
         head = self.head
         if head is None:
             return
+        counters = self.pending_counters
+        counters.seen += 1
         threat = Threat.of(pending.hash, pending.raw, head.base_fee or 0, pending.seen_at)
         if pending.observation is not None:
             self.tips.add(threat)
             self.responder.outbid_all(threat)
+        if pending.observation is not None and self.engine.judges_calls:
+            await self._judge_pending(pending, threat, head, self.engine.evaluate_pending_call(
+                pending, head, self.reader))
+        if self.simulator is None or not self.engine.judges_simulations:
+            return
+        lane = self.triage.lane(pending.raw)
+        if lane is None or not worth_simulating(pending):
+            counters.ignored += 1
+            return
+        self._simulation_queue.push((pending, threat), pending.raw, lane, pending.seen_at)
+        # One turn per queued transaction: whoever gets a slot simulates the best transaction queued by then.
+        async with self._simulations:
+            async with self._throttle:
+                taken = self._simulation_queue.pop()
+            for best, best_threat in taken:
+                now_head = self.head or head
+                await self._judge_pending(best, best_threat, now_head, self._simulate(best, now_head))
+        self._report_misses()
+
+    async def _simulate(self, pending: PendingTransaction, head: BlockObservation) -> EngineResult:
+        assert self.simulator is not None
+        simulation = await self.simulator.simulate(pending.raw, self.engine.simulation_reads)
+        return self.engine.evaluate_simulation(pending, simulation, head)
+
+    async def _judge_pending(self, pending: PendingTransaction, threat: Threat, head: BlockObservation,
+                             judging: Awaitable[EngineResult]) -> None:
+        """Awaits one judgement within the transaction's deadline and acts on what it finds."""
+        budget = pending.seen_at + self.config.mempool.simulation_timeout - time.perf_counter()
         try:
-            async with self._simulations, self._throttle:
-                result = await asyncio.wait_for(
-                    self.engine.evaluate_pending(pending, head, self.reader, self.simulator),
-                    timeout=self.config.mempool.simulation_timeout)
+            if budget <= 0:
+                raise TimeoutError
+            result = await asyncio.wait_for(judging, timeout=budget)
         except TimeoutError:
-            self._log.warning("pending transaction not judged in time: left to the block path", tx=pending.hash,
-                              timeout=self.config.mempool.simulation_timeout)
+            self.pending_counters.missed += 1
+            self._report_misses()
             return
         except ChainError as exc:
+            self.pending_counters.failed += 1
             self._log.error("pending transaction could not be judged: left to the block path", tx=pending.hash,
                             error=exc.message)
             return
+        finally:
+            if asyncio.iscoroutine(judging):
+                judging.close()  # never started (deadline already passed): no "never awaited" warning
+        self.pending_counters.judged += 1
         self._record_failures(result.failures)
         for finding in result.findings:
+            self.triage.suspect(pending.raw.get("from"), pending.raw.get("to"))
             decision = self.arbiter.decide(finding)
             self.store.add_timeline(decision.incident.id, "decided", {
                 "path": "mempool", "threat_tx": pending.hash,
@@ -230,6 +276,17 @@ class Guardian:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):
                         self.responder.respond(decision.incident.id, action, threat)
+
+    def _report_misses(self) -> None:
+        """Says, at most once a second, how many pending transactions missed their deadline (a flood)."""
+        missed = self.pending_counters.missed
+        now = time.monotonic()
+        if missed > self._misses_reported and now >= self._next_miss_report:
+            self._log.warning("pending transactions not judged by their deadline: left to the block path",
+                              missed=missed - self._misses_reported, missed_total=missed,
+                              queued=len(self._simulation_queue),
+                              deadline=self.config.mempool.simulation_timeout)
+            self._misses_reported, self._next_miss_report = missed, now + 1.0
 
     def mempool_source(self) -> MempoolSource | None:
         """The pending-transaction source the config asks for (None when off). Without call or simulate policies it

@@ -89,35 +89,74 @@ class PolicyEngine:
         self._simulation_judges = [e for e in evaluators if isinstance(e, SimulationJudge)]
         self._simulation_reads = frozenset(s for j in self._simulation_judges for s in j.simulation_reads)
         self._pending_reads = frozenset(s for j in self._pending_judges for s in j.reads)
-        self._pending_state: tuple[str, StateValues] | None = None  # read once per head block, not per tx
+        self._pending_state: tuple[str, asyncio.Future[StateValues]] | None = None  # read once per head, not per tx
 
     @property
     def watches_pending(self) -> bool:
         return bool(self._pending_judges or self._simulation_judges)
 
+    @property
+    def judges_calls(self) -> bool:
+        return bool(self._pending_judges)
+
+    @property
+    def judges_simulations(self) -> bool:
+        return bool(self._simulation_judges)
+
+    @property
+    def simulation_reads(self) -> frozenset[ReadSpec]:
+        return self._simulation_reads
+
     async def evaluate_pending(self, pending: PendingLike, head: BlockObservation, reader: StateReader,
                                simulator: Simulator | None) -> EngineResult:
         """Judges a transaction still in the mempool: call policies on its decoded call, simulate policies on
         the state it would leave. The same findings and failures as for blocks, dated at the head block."""
+        result = await self.evaluate_pending_call(pending, head, reader)
+        if simulator is not None and self._simulation_judges and worth_simulating(pending):
+            simulation = await simulator.simulate(pending.raw, self._simulation_reads)
+            self._merge(result, self.evaluate_simulation(pending, simulation, head))
+        return result
+
+    async def evaluate_pending_call(self, pending: PendingLike, head: BlockObservation,
+                                    reader: StateReader) -> EngineResult:
+        """The call policies on a pending transaction's decoded call (no simulation: microseconds once the head's
+        state is read, which happens once per head)."""
         result = EngineResult()
         if pending.observation is not None and self._pending_judges:
             state = await self._state_at(head, reader)
             for judge in self._pending_judges:
                 self._collect(result, judge, head.number, lambda j=judge: j.observe_pending(
                     pending.observation, state, head))
-        if simulator is not None and self._simulation_judges and worth_simulating(pending):
-            simulation = await simulator.simulate(pending.raw, self._simulation_reads)
-            for judge in self._simulation_judges:
-                self._collect(result, judge, head.number,
-                              lambda j=judge: j.observe_simulation(pending.raw, simulation, head))
         return result
+
+    def evaluate_simulation(self, pending: PendingLike, simulation: Simulation,
+                            head: BlockObservation) -> EngineResult:
+        """The simulate policies on what a pending transaction would do (simulated against `head`)."""
+        result = EngineResult()
+        for judge in self._simulation_judges:
+            self._collect(result, judge, head.number,
+                          lambda j=judge: j.observe_simulation(pending.raw, simulation, head))
+        return result
+
+    @staticmethod
+    def _merge(into: EngineResult, other: EngineResult) -> None:
+        into.findings.extend(other.findings)
+        into.failures.extend(other.failures)
 
     async def _state_at(self, head: BlockObservation, reader: StateReader) -> StateValues:
         if not self._pending_reads:
             return {}
-        if self._pending_state is None or self._pending_state[0] != head.hash:  # the hash: a reorg changes it
-            self._pending_state = (head.hash, await reader.read(self._pending_reads, head.number))
-        return self._pending_state[1]
+        # One read per head (the hash: a reorg changes it), shared by every pending transaction that arrives
+        # while it is under way: a flood must not turn into a flood of reads.
+        if self._pending_state is None or self._pending_state[0] != head.hash:
+            self._pending_state = (head.hash, asyncio.ensure_future(reader.read(self._pending_reads, head.number)))
+        read = self._pending_state[1]
+        try:
+            return await asyncio.shield(read)
+        except Exception:
+            if self._pending_state is not None and self._pending_state[1] is read:
+                self._pending_state = None  # a failed read is tried again by the next transaction
+            raise
 
     @staticmethod
     def _collect(result: EngineResult, evaluator: Any, block: int, judge: Any) -> None:
