@@ -267,11 +267,13 @@ class Guardian:
         for finding in result.findings:
             self.triage.suspect(pending.raw.get("from"), pending.raw.get("to"))
             decision = self.arbiter.decide(finding)
-            self.store.add_timeline(decision.incident.id, "decided", {
-                "path": "mempool", "threat_tx": pending.hash,
-                "decided_ms": round((time.perf_counter() - pending.seen_at) * 1000, 2)})
+            decided_ms = round((time.perf_counter() - pending.seen_at) * 1000, 2)
             for action in decision.actions:
                 self.responder.respond(decision.incident.id, action, threat)
+            # After respond(): the pause is under way before the timeline is written.
+            self.store.add_timeline(decision.incident.id, "decided", {
+                "path": "mempool", "threat_tx": pending.hash, "decided_ms": decided_ms,
+                "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
             if not decision.opened:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):

@@ -154,6 +154,10 @@ class PendingQueue(Generic[Item]):
                                           item))
         self._counters.queued += 1
 
+    def waiting_before(self, seen_at: float) -> int:
+        """How many transactions seen before `seen_at` are still waiting (those an attack overtook)."""
+        return sum(1 for entry in self._heap if entry.seen_at < seen_at)
+
     def pop(self, limit: int = 1, now: float | None = None) -> list[Item]:
         """Up to `limit` items still within their deadline, best first; the expired ones met on the way are
         dropped and counted as missed."""
