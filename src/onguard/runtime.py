@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from asyncio_throttle import Throttler
 from eth_account.signers.local import LocalAccount
@@ -37,7 +38,7 @@ from onguard.responders.reconciler import Reconciler
 from onguard.sources.blocks import BlockSource, block_observation
 from onguard.sources.heads import HeadFollower
 from onguard.sources.mempool import MempoolSource, PendingTransaction
-from onguard.sources.triage import PendingCounters, PendingQueue, Triage
+from onguard.sources.triage import Lane, PendingCounters, PendingQueue, Triage
 
 MAX_BACKOFF = 10.0
 MAX_RESTARTS = 5          # deaths of one task within RESTART_WINDOW before the daemon halts
@@ -50,6 +51,43 @@ PREFLIGHT_EVERY_BLOCKS = 50  # the whole preflight again, while running: can the
 CANNOT_ACT = "guardian-cannot-act"  # the incident a failed preflight opens while the daemon runs
 CANNOT_ACT_COOLDOWN = 3600.0
 WARM_UP_LIMIT = 5_000  # blocks; a window in seconds counts one block a second, the most a chain can have
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A pending transaction waiting for its simulation; `done` is settled once it is judged or missed."""
+
+    pending: PendingTransaction
+    threat: Threat
+    done: asyncio.Future[None]
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _resolve_after(done: asyncio.Future[None], *parts: asyncio.Future[None] | None) -> None:
+    """Settles `done` once every part is, with the first failure among them (the mempool source logs it)."""
+    waiting = [part for part in parts if part is not None]
+    remaining = len(waiting)
+    if remaining == 0:
+        _settle(done)
+        return
+
+    def one_done(part: asyncio.Future[None]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        error = None if part.cancelled() else part.exception()
+        if error is not None or remaining == 0:
+            _settle(done, error)
+
+    for part in waiting:
+        part.add_done_callback(one_done)
 
 
 class DaemonHalted(OnguardError):
@@ -86,8 +124,10 @@ class Guardian:
         self._throttle = Throttler(rate_limit=config.mempool.simulations_per_second, period=1.0)
         self.triage = Triage(c.address for c in config.contracts.values())
         self.pending_counters = PendingCounters()  # what became of pending transactions (metrics read it)
-        self._simulation_queue: PendingQueue[tuple[PendingTransaction, Threat]] = PendingQueue(
-            config.mempool.simulation_timeout, self.pending_counters)
+        self._simulation_queue: PendingQueue[_Queued] = PendingQueue(
+            config.mempool.simulation_timeout, self.pending_counters, on_missed=self._missed_in_queue)
+        self._queued = asyncio.Event()  # set while the simulation queue holds something
+        self._workers: list[asyncio.Task[None]] = []
         self._misses_reported, self._next_miss_report = 0, 0.0
         self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
                                   start_block=config.chain.start_block, max_block_range=config.chain.max_block_range)
@@ -201,48 +241,85 @@ class Guardian:
             await self.reconciler.reconcile(rewound_to=poll.rewound_to)
         return decisions
 
-    async def on_pending(self, pending: PendingTransaction) -> None:
+    def on_pending(self, pending: PendingTransaction) -> asyncio.Future[None]:
         """The pre-emption path: judge a pending transaction and, if it trips a policy, race it with a pause. Every
         pending transaction to a watched contract also sets the price a pause must beat (see PendingTips).
 
-        Triage first (microseconds, see onguard.sources.triage): call policies judge the decoded call at once;
-        what simulate policies must see waits in a priority queue (a flood of one shape sinks behind what is
-        new), and the simulation throttle applies only there. A transaction not judged by its deadline, counted
-        from when it was seen, is left to the block path and counted (pending_counters.missed)."""
+        Runs on the spot, without a task of its own (a flood must not turn into ten thousand tasks queued ahead of
+        the pause): call policies judge the decoded call at once; what simulate policies must see is triaged
+        (onguard.sources.triage) into a priority queue, simulated by a few workers under the simulation throttle
+        and deadline (counted from when it was seen). Returns a future done once this transaction is judged, left
+        to the block path (deadline missed, counted in pending_counters) or found not worth judging."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         head = self.head
         if head is None:
-            return
-        counters = self.pending_counters
-        counters.seen += 1
+            done.set_result(None)
+            return done
+        self.pending_counters.seen += 1
         threat = Threat.of(pending.hash, pending.raw, head.base_fee or 0, pending.seen_at)
         if pending.observation is not None:
             self.tips.add(threat)
             self.responder.outbid_all(threat)
+        judging_call: asyncio.Future[None] | None = None
         if pending.observation is not None and self.engine.judges_calls:
-            await self._judge_pending(pending, threat, head, self.engine.evaluate_pending_call(
-                pending, head, self.reader))
-        if self.simulator is None or not self.engine.judges_simulations:
+            state = self.engine.state_read_at(head)
+            if state is not None:
+                self.pending_counters.judged += 1
+                self._act_on_pending(pending, threat, self.engine.judge_call(pending, state, head))
+            else:  # the first pending transaction of this head: the state is read once, then judged on the spot
+                judging_call = asyncio.ensure_future(self._judge_pending(
+                    pending, threat, self.engine.evaluate_pending_call(pending, head, self.reader)))
+        lane = self._simulation_lane(pending)
+        if lane is None:
+            self.pending_counters.ignored += 1
+            _resolve_after(done, judging_call)
+            return done
+        simulated: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._simulation_queue.push(_Queued(pending, threat, simulated), pending.raw, lane, pending.seen_at)
+        self._start_simulation_workers()
+        self._queued.set()
+        _resolve_after(done, judging_call, simulated)
+        return done
+
+    def _simulation_lane(self, pending: PendingTransaction) -> Lane | None:
+        if self.simulator is None or not self.engine.judges_simulations or not worth_simulating(pending):
+            return None
+        return self.triage.lane(pending.raw)
+
+    def _start_simulation_workers(self) -> None:
+        if self._workers and not all(worker.done() for worker in self._workers):
             return
-        lane = self.triage.lane(pending.raw)
-        if lane is None or not worth_simulating(pending):
-            counters.ignored += 1
-            return
-        self._simulation_queue.push((pending, threat), pending.raw, lane, pending.seen_at)
-        # One turn per queued transaction: whoever gets a slot simulates the best transaction queued by then.
-        async with self._simulations:
+        self._workers = [asyncio.ensure_future(self._simulation_worker())
+                         for _ in range(self.config.mempool.max_concurrent_simulations)]
+
+    async def _simulation_worker(self) -> None:
+        """Simulates the best queued transaction, one at a time, under the throttle, for as long as the daemon runs."""
+        while True:
+            await self._queued.wait()
             async with self._throttle:
                 taken = self._simulation_queue.pop()
-            for best, best_threat in taken:
-                now_head = self.head or head
-                await self._judge_pending(best, best_threat, now_head, self._simulate(best, now_head))
-        self._report_misses()
+            if not self._simulation_queue:
+                self._queued.clear()
+            self._report_misses()
+            for queued in taken:
+                head = self.head
+                assert head is not None
+                try:
+                    await self._judge_pending(queued.pending, queued.threat, self._simulate(queued.pending, head))
+                except Exception as exc:  # noqa: BLE001 - the worker carries on; the failure is the item's
+                    _settle(queued.done, exc)
+                finally:
+                    _settle(queued.done)
+
+    def _missed_in_queue(self, queued: _Queued) -> None:
+        _settle(queued.done)
 
     async def _simulate(self, pending: PendingTransaction, head: BlockObservation) -> EngineResult:
         assert self.simulator is not None
         simulation = await self.simulator.simulate(pending.raw, self.engine.simulation_reads)
         return self.engine.evaluate_simulation(pending, simulation, head)
 
-    async def _judge_pending(self, pending: PendingTransaction, threat: Threat, head: BlockObservation,
+    async def _judge_pending(self, pending: PendingTransaction, threat: Threat,
                              judging: Awaitable[EngineResult]) -> None:
         """Awaits one judgement within the transaction's deadline and acts on what it finds."""
         budget = pending.seen_at + self.config.mempool.simulation_timeout - time.perf_counter()
@@ -263,6 +340,9 @@ class Guardian:
             if asyncio.iscoroutine(judging):
                 judging.close()  # never started (deadline already passed): no "never awaited" warning
         self.pending_counters.judged += 1
+        self._act_on_pending(pending, threat, result)
+
+    def _act_on_pending(self, pending: PendingTransaction, threat: Threat, result: EngineResult) -> None:
         self._record_failures(result.failures)
         for finding in result.findings:
             self.triage.suspect(pending.raw.get("from"), pending.raw.get("to"))
@@ -270,14 +350,14 @@ class Guardian:
             decided_ms = round((time.perf_counter() - pending.seen_at) * 1000, 2)
             for action in decision.actions:
                 self.responder.respond(decision.incident.id, action, threat)
-            # After respond(): the pause is under way before the timeline is written.
-            self.store.add_timeline(decision.incident.id, "decided", {
-                "path": "mempool", "threat_tx": pending.hash, "decided_ms": decided_ms,
-                "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
             if not decision.opened:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):
                         self.responder.respond(decision.incident.id, action, threat)
+            # After respond(): the pause is under way before the timeline is written.
+            self.store.add_timeline(decision.incident.id, "decided", {
+                "path": "mempool", "threat_tx": pending.hash, "decided_ms": decided_ms,
+                "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
 
     def _report_misses(self) -> None:
         """Says, at most once a second, how many pending transactions missed their deadline (a flood)."""
@@ -471,6 +551,8 @@ class Guardian:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
     async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
         await self.responder.close()
         await self.transport.close()
         self.store.close()

@@ -121,9 +121,24 @@ class PolicyEngine:
                                     reader: StateReader) -> EngineResult:
         """The call policies on a pending transaction's decoded call (no simulation: microseconds once the head's
         state is read, which happens once per head)."""
+        if pending.observation is None or not self._pending_judges:
+            return EngineResult()
+        return self.judge_call(pending, await self._state_at(head, reader), head)
+
+    def state_read_at(self, head: BlockObservation) -> StateValues | None:
+        """The call policies' state at `head` when it is already read (None: evaluate_pending_call must read it)."""
+        if not self._pending_reads:
+            return {}
+        cached = self._pending_state
+        if cached is None or cached[0] != head.hash or not cached[1].done() or cached[1].cancelled() \
+                or cached[1].exception() is not None:
+            return None
+        return cached[1].result()
+
+    def judge_call(self, pending: PendingLike, state: StateValues, head: BlockObservation) -> EngineResult:
+        """The call policies on a pending transaction's decoded call and the head's state: pure, no I/O."""
         result = EngineResult()
-        if pending.observation is not None and self._pending_judges:
-            state = await self._state_at(head, reader)
+        if pending.observation is not None:
             for judge in self._pending_judges:
                 self._collect(result, judge, head.number, lambda j=judge: j.observe_pending(
                     pending.observation, state, head))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
@@ -54,9 +54,9 @@ class PendingCounters:
     """What became of the pending transactions, for logs and metrics (monotonic counts since start)."""
 
     seen: int = 0          # handed to triage
-    ignored: int = 0       # nothing to simulate (value transfers, creations)
+    ignored: int = 0       # nothing to simulate (value transfers, creations, or no simulate policy)
     queued: int = 0        # placed in the simulation queue
-    judged: int = 0        # simulated within their deadline
+    judged: int = 0        # judged within their deadline (call policies, simulations)
     missed: int = 0        # deadline passed (in the queue or while simulating): left to the block path
     failed: int = 0        # the simulation failed (node error): left to the block path
 
@@ -133,11 +133,14 @@ class _Entry(Generic[Item]):
 
 class PendingQueue(Generic[Item]):
     """The pending transactions waiting for a simulation, least crowded shape first, then by lane, then oldest
-    first; each with a deadline counted from when it was seen (perf_counter)."""
+    first; each with a deadline counted from when it was seen (perf_counter). `on_missed` hears of each item
+    dropped for its deadline."""
 
-    def __init__(self, budget: float, counters: PendingCounters) -> None:
+    def __init__(self, budget: float, counters: PendingCounters,
+                 on_missed: Callable[[Item], None] | None = None) -> None:
         self._budget = budget
         self._counters = counters
+        self._on_missed = on_missed
         self._heap: list[_Entry[Item]] = []
         self._crowds: dict[tuple[str, bytes], int] = {}
         self._seq = 0
@@ -170,6 +173,8 @@ class PendingQueue(Generic[Item]):
                 del self._crowds[entry.shape]
             if entry.deadline <= now:
                 self._counters.missed += 1
+                if self._on_missed is not None:
+                    self._on_missed(entry.item)
                 continue
             taken.append(entry.item)
         return taken
