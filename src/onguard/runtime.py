@@ -17,6 +17,7 @@ from eth_account.signers.local import LocalAccount
 from onguard.arbiter import Arbiter, Decision
 from onguard.chain.health import ChainHealth, ChainWatch
 from onguard.chain.rpc import Rpc
+from onguard.chain.simulate import Head as SimulationHead
 from onguard.chain.simulate import Simulator
 from onguard.chain.transport import Transport
 from onguard.chain.view import BatchStateReader
@@ -50,6 +51,7 @@ START_BLOCK_SLACK = 64  # blocks a configured start_block may lie beyond the hea
 PREFLIGHT_EVERY_BLOCKS = 50  # the whole preflight again, while running: can the guardian still act?
 CANNOT_ACT = "guardian-cannot-act"  # the incident a failed preflight opens while the daemon runs
 CANNOT_ACT_COOLDOWN = 3600.0
+SIMULATION_BATCH = 8  # pending transactions of a crowded shape simulated in one JSON-RPC batch
 WARM_UP_LIMIT = 5_000  # blocks; a window in seconds counts one block a second, the most a chain can have
 
 
@@ -293,31 +295,56 @@ class Guardian:
                          for _ in range(self.config.mempool.max_concurrent_simulations)]
 
     async def _simulation_worker(self) -> None:
-        """Simulates the best queued transaction, one at a time, under the throttle, for as long as the daemon runs."""
+        """Simulates the best queued transactions under the throttle for as long as the daemon runs: one at a
+        time when it is the first of its shape, else a batch of a crowded shape (one JSON-RPC batch)."""
         while True:
             await self._queued.wait()
             async with self._throttle:
-                taken = self._simulation_queue.pop()
+                taken = self._simulation_queue.pop(limit=SIMULATION_BATCH)
             if not self._simulation_queue:
                 self._queued.clear()
             self._report_misses()
-            for queued in taken:
-                head = self.head
-                assert head is not None
-                try:
-                    await self._judge_pending(queued.pending, queued.threat, self._simulate(queued.pending, head))
-                except Exception as exc:  # noqa: BLE001 - the worker carries on; the failure is the item's
+            if not taken:
+                continue
+            for _ in taken[1:]:  # the throttle counts simulations, not batches
+                async with self._throttle:
+                    pass
+            try:
+                await self._simulate_batch(taken)
+            except Exception as exc:  # noqa: BLE001 - the worker carries on; the failure is the items'
+                for queued in taken:
                     _settle(queued.done, exc)
-                finally:
+            finally:
+                for queued in taken:
                     _settle(queued.done)
 
     def _missed_in_queue(self, queued: _Queued) -> None:
         _settle(queued.done)
 
-    async def _simulate(self, pending: PendingTransaction, head: BlockObservation) -> EngineResult:
-        assert self.simulator is not None
-        simulation = await self.simulator.simulate(pending.raw, self.engine.simulation_reads)
-        return self.engine.evaluate_simulation(pending, simulation, head)
+    async def _simulate_batch(self, taken: list[_Queued]) -> None:
+        """Simulates the transactions against the head in one batch, within the latest of their deadlines."""
+        head = self.head
+        assert self.simulator is not None and head is not None
+        last_deadline = max(q.pending.seen_at for q in taken) + self.config.mempool.simulation_timeout
+        try:
+            outcomes = await asyncio.wait_for(
+                self.simulator.simulate_many([q.pending.raw for q in taken], self.engine.simulation_reads,
+                                             SimulationHead(head.number, head.hash)),
+                timeout=max(last_deadline - time.perf_counter(), 0.0))
+        except TimeoutError:
+            self.pending_counters.missed += len(taken)
+            return
+        except ChainError as exc:
+            outcomes = [exc] * len(taken)
+        for queued, outcome in zip(taken, outcomes, strict=True):
+            pending = queued.pending
+            if isinstance(outcome, ChainError):
+                self.pending_counters.failed += 1
+                self._log.error("pending transaction could not be judged: left to the block path",
+                                tx=pending.hash, error=outcome.message)
+            else:  # back within the batch's deadline: judged, even if this one's own passed meanwhile
+                self.pending_counters.judged += 1
+                self._act_on_pending(pending, queued.threat, self.engine.evaluate_simulation(pending, outcome, head))
 
     async def _judge_pending(self, pending: PendingTransaction, threat: Threat,
                              judging: Awaitable[EngineResult]) -> None:

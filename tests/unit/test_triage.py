@@ -57,7 +57,7 @@ def test_an_attack_in_a_flood_of_one_shape_is_judged_second() -> None:
         queue.push(f"junk-{number}", tx(VAULT, DEPOSIT), Lane.DIRECT, seen_at=float(number) / 1000)
         if number == 600:
             queue.push("attack", tx(VAULT, REDEEM, sender=MALLORY), Lane.DIRECT, seen_at=0.6)
-    assert queue.pop(limit=3, now=1.0) == ["junk-0", "attack", "junk-1"]
+    assert [queue.pop(now=1.0) for _ in range(3)] == [["junk-0"], ["attack"], ["junk-1"]]
     assert counters.queued == 1001 and counters.missed == 0 and len(queue) == 998
 
 
@@ -67,7 +67,7 @@ def test_direct_calls_go_before_other_lanes_of_the_same_crowding() -> None:
     queue.push("mentions", tx(STRANGER, HexBytes("0x12345678")), Lane.MENTIONS, seen_at=0.1)
     queue.push("direct", tx(VAULT, REDEEM), Lane.DIRECT, seen_at=0.2)
     queue.push("suspect", tx(TOKEN, REDEEM), Lane.SUSPECT, seen_at=0.3)
-    assert queue.pop(limit=4, now=1.0) == ["suspect", "direct", "mentions", "exploit-call"]
+    assert [queue.pop(now=1.0) for _ in range(4)] == [["suspect"], ["direct"], ["mentions"], ["exploit-call"]]
 
 
 def test_what_misses_its_deadline_is_dropped_and_counted() -> None:
@@ -79,3 +79,13 @@ def test_what_misses_its_deadline_is_dropped_and_counted() -> None:
     assert queue.pop(limit=5, now=0.65) == ["fresh"], "seen at 0.0 and 0.1 with half a second each: missed"
     assert counters.missed == 2 and len(queue) == 0
     assert counters.snapshot()["missed"] == 2 and counters.snapshot()["queued"] == 3
+
+
+def test_a_batch_is_of_crowded_shapes_and_the_first_of_a_shape_goes_alone() -> None:
+    queue: PendingQueue[str] = PendingQueue(budget=10.0, counters=PendingCounters())
+    for number in range(5):
+        queue.push(f"junk-{number}", tx(VAULT, DEPOSIT), Lane.DIRECT, seen_at=number / 10)
+    queue.push("attack", tx(VAULT, REDEEM), Lane.DIRECT, seen_at=0.5)
+    assert queue.pop(limit=8, now=1.0) == ["junk-0"]
+    assert queue.pop(limit=8, now=1.0) == ["attack"]
+    assert queue.pop(limit=3, now=1.0) == ["junk-1", "junk-2", "junk-3"]

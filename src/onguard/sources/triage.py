@@ -163,10 +163,14 @@ class PendingQueue(Generic[Item]):
 
     def pop(self, limit: int = 1, now: float | None = None) -> list[Item]:
         """Up to `limit` items still within their deadline, best first; the expired ones met on the way are
-        dropped and counted as missed."""
+        dropped and counted as missed. A batch is only of crowded shapes: the first of its shape goes alone (a
+        batch is answered when its slowest simulation is, and the first of a shape is what an attack looks
+        like)."""
         now = time.perf_counter() if now is None else now
         taken: list[Item] = []
         while self._heap and len(taken) < limit:
+            if taken and self._heap[0].crowding == 0:
+                break
             entry = heapq.heappop(self._heap)
             self._crowds[entry.shape] -= 1
             if self._crowds[entry.shape] == 0:
@@ -177,4 +181,6 @@ class PendingQueue(Generic[Item]):
                     self._on_missed(entry.item)
                 continue
             taken.append(entry.item)
+            if entry.crowding == 0:
+                break
         return taken
