@@ -129,7 +129,9 @@ class Guardian:
         self._simulation_queue: PendingQueue[_Queued] = PendingQueue(
             config.mempool.simulation_timeout, self.pending_counters, on_missed=self._missed_in_queue)
         self._queued = asyncio.Event()  # set while the simulation queue holds something
+        self._novel_queued = asyncio.Event()  # set while the first of a shape waits in it
         self._workers: list[asyncio.Task[None]] = []
+        self._batch_size = SIMULATION_BATCH
         self._misses_reported, self._next_miss_report = 0, 0.0
         self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
                                   start_block=config.chain.start_block, max_block_range=config.chain.max_block_range)
@@ -280,6 +282,8 @@ class Guardian:
         self._simulation_queue.push(_Queued(pending, threat, simulated), pending.raw, lane, pending.seen_at)
         self._start_simulation_workers()
         self._queued.set()
+        if self._simulation_queue.novel_waiting:
+            self._novel_queued.set()
         _resolve_after(done, judging_call, simulated)
         return done
 
@@ -291,18 +295,30 @@ class Guardian:
     def _start_simulation_workers(self) -> None:
         if self._workers and not all(worker.done() for worker in self._workers):
             return
-        self._workers = [asyncio.ensure_future(self._simulation_worker())
-                         for _ in range(self.config.mempool.max_concurrent_simulations)]
+        # max_concurrent_simulations counts simulations in flight, not requests: batches of SIMULATION_BATCH
+        # share it. One more worker, outside the throttle, waits for the first transaction of a shape only (what
+        # an attack looks like), one at a time, so it never waits behind a flood's batches or their throttle.
+        limit = self.config.mempool.max_concurrent_simulations
+        self._batch_size = min(SIMULATION_BATCH, limit)
+        self._workers = [asyncio.ensure_future(self._simulation_worker(novel_only=True)),
+                         *(asyncio.ensure_future(self._simulation_worker(novel_only=False))
+                           for _ in range(max(limit // self._batch_size, 1)))]
 
-    async def _simulation_worker(self) -> None:
+    async def _simulation_worker(self, novel_only: bool) -> None:
         """Simulates the best queued transactions under the throttle for as long as the daemon runs: one at a
         time when it is the first of its shape, else a batch of a crowded shape (one JSON-RPC batch)."""
+        queue, wake = self._simulation_queue, self._novel_queued if novel_only else self._queued
         while True:
-            await self._queued.wait()
-            async with self._throttle:
-                taken = self._simulation_queue.pop(limit=SIMULATION_BATCH)
-            if not self._simulation_queue:
+            await wake.wait()
+            if novel_only:  # not throttled: one simulation at a time, and an attack must not wait for a flood's turn
+                taken = queue.pop(novel_only=True)
+            else:
+                async with self._throttle:
+                    taken = queue.pop(limit=self._batch_size)
+            if not queue:
                 self._queued.clear()
+            if not queue.novel_waiting:
+                self._novel_queued.clear()
             self._report_misses()
             if not taken:
                 continue

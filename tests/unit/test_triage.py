@@ -89,3 +89,14 @@ def test_a_batch_is_of_crowded_shapes_and_the_first_of_a_shape_goes_alone() -> N
     assert queue.pop(limit=8, now=1.0) == ["junk-0"]
     assert queue.pop(limit=8, now=1.0) == ["attack"]
     assert queue.pop(limit=3, now=1.0) == ["junk-1", "junk-2", "junk-3"]
+
+
+def test_a_novel_only_pop_takes_the_first_of_a_shape_or_nothing() -> None:
+    queue: PendingQueue[str] = PendingQueue(budget=10.0, counters=PendingCounters())
+    for number in range(3):
+        queue.push(f"junk-{number}", tx(VAULT, DEPOSIT), Lane.DIRECT, seen_at=number / 10)
+    assert queue.novel_waiting
+    assert queue.pop(novel_only=True, now=1.0) == ["junk-0"]
+    assert not queue.novel_waiting and queue.pop(novel_only=True, now=1.0) == []
+    queue.push("attack", tx(VAULT, REDEEM), Lane.DIRECT, seen_at=0.5)
+    assert queue.novel_waiting and queue.pop(limit=8, novel_only=True, now=1.0) == ["attack"]

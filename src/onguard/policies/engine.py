@@ -89,6 +89,12 @@ class PolicyEngine:
         self._simulation_judges = [e for e in evaluators if isinstance(e, SimulationJudge)]
         self._simulation_reads = frozenset(s for j in self._simulation_judges for s in j.simulation_reads)
         self._pending_reads = frozenset(s for j in self._pending_judges for s in j.reads)
+        # A pending call is shown only to the call policies on its contract: the cost per transaction grows with
+        # the policies that can trip on it, not with every policy loaded.
+        self._pending_judges_by_contract: dict[str | None, list[PendingJudge]] = {}
+        for judge in self._pending_judges:
+            self._pending_judges_by_contract.setdefault(_judged_contract(judge), []).append(judge)
+        self._pending_judges_anywhere = self._pending_judges_by_contract.pop(None, [])
         self._pending_state: tuple[str, asyncio.Future[StateValues]] | None = None  # read once per head, not per tx
 
     @property
@@ -138,10 +144,13 @@ class PolicyEngine:
     def judge_call(self, pending: PendingLike, state: StateValues, head: BlockObservation) -> EngineResult:
         """The call policies on a pending transaction's decoded call and the head's state: pure, no I/O."""
         result = EngineResult()
-        if pending.observation is not None:
-            for judge in self._pending_judges:
-                self._collect(result, judge, head.number, lambda j=judge: j.observe_pending(
-                    pending.observation, state, head))
+        observation = pending.observation
+        if observation is not None:
+            for judges in (self._pending_judges_by_contract.get(observation.contract, ()),
+                           self._pending_judges_anywhere):
+                for judge in judges:
+                    self._collect(result, judge, head.number, lambda j=judge: j.observe_pending(
+                        observation, state, head))
         return result
 
     def evaluate_simulation(self, pending: PendingLike, simulation: Simulation,
@@ -245,6 +254,12 @@ def state_block(evaluator: Evaluator, block_number: int) -> int:
     if getattr(evaluator, "reads_parent_state", False):
         return max(block_number - 1, 0)
     return block_number
+
+
+def _judged_contract(judge: PendingJudge) -> str | None:
+    """The one watched contract (by name) whose calls a pending judge looks at, or None for any."""
+    contract = getattr(getattr(judge, "policy", None), "contract", None)
+    return contract if isinstance(contract, str) else None
 
 
 def worth_simulating(pending: PendingLike) -> bool:

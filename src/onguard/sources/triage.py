@@ -157,19 +157,25 @@ class PendingQueue(Generic[Item]):
                                           item))
         self._counters.queued += 1
 
+    @property
+    def novel_waiting(self) -> bool:
+        """A transaction that is the first of its shape is waiting (the heap keeps it on top)."""
+        return bool(self._heap) and self._heap[0].crowding == 0
+
     def waiting_before(self, seen_at: float) -> int:
         """How many transactions seen before `seen_at` are still waiting (those an attack overtook)."""
         return sum(1 for entry in self._heap if entry.seen_at < seen_at)
 
-    def pop(self, limit: int = 1, now: float | None = None) -> list[Item]:
+    def pop(self, limit: int = 1, now: float | None = None, novel_only: bool = False) -> list[Item]:
         """Up to `limit` items still within their deadline, best first; the expired ones met on the way are
         dropped and counted as missed. A batch is only of crowded shapes: the first of its shape goes alone (a
         batch is answered when its slowest simulation is, and the first of a shape is what an attack looks
-        like)."""
+        like). `novel_only`: only such a first, or nothing."""
         now = time.perf_counter() if now is None else now
         taken: list[Item] = []
         while self._heap and len(taken) < limit:
-            if taken and self._heap[0].crowding == 0:
+            novel = self._heap[0].crowding == 0
+            if (novel_only and not novel) or (taken and novel):
                 break
             entry = heapq.heappop(self._heap)
             self._crowds[entry.shape] -= 1
