@@ -122,7 +122,6 @@ class Guardian:
         self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response)
         self.simulator = Simulator(self.rpc) if config.mempool.simulate else None
         self.head: BlockObservation | None = None  # the newest block handled: pending findings are dated at it
-        self._simulations = asyncio.Semaphore(config.mempool.max_concurrent_simulations)
         self._throttle = Throttler(rate_limit=config.mempool.simulations_per_second, period=1.0)
         self.triage = Triage(c.address for c in config.contracts.values())
         self.pending_counters = PendingCounters()  # what became of pending transactions (metrics read it)
