@@ -111,8 +111,10 @@ def main() -> None:
                 print(f"  {number + 1}/{args.trials} trials", file=sys.stderr)
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    p90 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.90))]
     print(f"pending tx read off the socket -> signed pause accepted by the node, {len(latencies)} trials: "
-          f"p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms; "
+          f"p50 {statistics.median(latencies):.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms "
+          f"(slowest three: {', '.join(f'{x:.1f}' for x in latencies[-3:])}); "
           f"pause ordered before the attack in {firsts}/{len(latencies)} trials ({firsts / len(latencies):.0%})")
 
 

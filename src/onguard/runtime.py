@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from asyncio_throttle import Throttler
@@ -17,6 +18,7 @@ from eth_account.signers.local import LocalAccount
 from onguard.arbiter import Arbiter, Decision
 from onguard.chain.health import ChainHealth, ChainWatch
 from onguard.chain.rpc import Rpc
+from onguard.chain.simulate import Head as SimulationHead
 from onguard.chain.simulate import Simulator
 from onguard.chain.transport import Transport
 from onguard.chain.view import BatchStateReader
@@ -28,7 +30,7 @@ from onguard.log import get_logger
 from onguard.observations import BlockObservation
 from onguard.ops.metrics import PendingResult
 from onguard.ops.reporting import GuardianOps
-from onguard.policies.engine import PolicyEngine
+from onguard.policies.engine import EngineResult, PolicyEngine, worth_simulating
 from onguard.policies.loader import Policy, load_policies
 from onguard.policies.model import EvaluationFailure
 from onguard.preflight import PreflightReport, run_preflight
@@ -40,6 +42,7 @@ from onguard.responders.reconciler import Reconciler
 from onguard.sources.blocks import BlockSource, block_observation
 from onguard.sources.heads import HeadFollower, HeadMode
 from onguard.sources.mempool import MempoolSource, PendingTransaction
+from onguard.sources.triage import Lane, PendingCounters, PendingQueue, Triage
 
 MAX_BACKOFF = 10.0
 MAX_RESTARTS = 5          # deaths of one task within RESTART_WINDOW before the daemon halts
@@ -52,6 +55,7 @@ START_BLOCK_SLACK = 64  # blocks a configured start_block may lie beyond the hea
 PREFLIGHT_EVERY_BLOCKS = 50  # the whole preflight again, while running: can the guardian still act?
 CANNOT_ACT = "guardian-cannot-act"  # the incident a failed preflight opens while the daemon runs
 CANNOT_ACT_COOLDOWN = 3600.0
+SIMULATION_BATCH = 8  # pending transactions of a crowded shape simulated in one JSON-RPC batch
 WARM_UP_LIMIT = 5_000  # blocks; a window in seconds counts one block a second, the most a chain can have
 
 
@@ -65,6 +69,43 @@ class HeadSource(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
 
     async def wait(self, stop: asyncio.Event, timeout: float) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A pending transaction waiting for its simulation; `done` is settled once it is judged or missed."""
+
+    pending: PendingTransaction
+    threat: Threat
+    done: asyncio.Future[None]
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _resolve_after(done: asyncio.Future[None], *parts: asyncio.Future[None] | None) -> None:
+    """Settles `done` once every part is, with the first failure among them (the mempool source logs it)."""
+    waiting = [part for part in parts if part is not None]
+    remaining = len(waiting)
+    if remaining == 0:
+        _settle(done)
+        return
+
+    def one_done(part: asyncio.Future[None]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        error = None if part.cancelled() else part.exception()
+        if error is not None or remaining == 0:
+            _settle(done, error)
+
+    for part in waiting:
+        part.add_done_callback(one_done)
 
 
 class DaemonHalted(OnguardError):
@@ -105,8 +146,16 @@ class Guardian:
         self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response)
         self.simulator = Simulator(self.rpc) if config.mempool.simulate else None
         self.head: BlockObservation | None = None  # the newest block handled: pending findings are dated at it
-        self._simulations = asyncio.Semaphore(config.mempool.max_concurrent_simulations)
         self._throttle = Throttler(rate_limit=config.mempool.simulations_per_second, period=1.0)
+        self.triage = Triage(c.address for c in config.contracts.values())
+        self.pending_counters = PendingCounters()  # what became of pending transactions (metrics read it)
+        self._simulation_queue: PendingQueue[_Queued] = PendingQueue(
+            config.mempool.simulation_timeout, self.pending_counters, on_missed=self._missed_in_queue)
+        self._queued = asyncio.Event()  # set while the simulation queue holds something
+        self._novel_queued = asyncio.Event()  # set while the first of a shape waits in it
+        self._workers: list[asyncio.Task[None]] = []
+        self._batch_size = SIMULATION_BATCH
+        self._misses_reported, self._next_miss_report = 0, 0.0
         self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
                                   start_block=config.chain.start_block, max_block_range=config.chain.max_block_range)
         self.heads: HeadSource = heads or HeadFollower(config.chain.ws_url, self.rpc,
@@ -224,45 +273,182 @@ class Guardian:
             await self.reconciler.reconcile(head=self.head.number if self.head else None, rewound_to=poll.rewound_to)
         return decisions
 
-    async def on_pending(self, pending: PendingTransaction) -> None:
+    def on_pending(self, pending: PendingTransaction) -> asyncio.Future[None]:
         """The pre-emption path: judge a pending transaction and, if it trips a policy, race it with a pause. Every
-        pending transaction to a watched contract also sets the price a pause must beat (see PendingTips)."""
+        pending transaction to a watched contract also sets the price a pause must beat (see PendingTips).
+
+        Runs on the spot, without a task of its own (a flood must not turn into ten thousand tasks queued ahead of
+        the pause): call policies judge the decoded call at once; what simulate policies must see is triaged
+        (onguard.sources.triage) into a priority queue, simulated by a few workers under the simulation throttle
+        and deadline (counted from when it was seen). Returns a future done once this transaction is judged, left
+        to the block path (deadline missed, counted in pending_counters) or found not worth judging."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         head = self.head
         if head is None:
-            return
+            done.set_result(None)
+            return done
+        self.pending_counters.seen += 1
         threat = Threat.of(pending.hash, pending.raw, head.base_fee or 0, pending.seen_at)
         if pending.observation is not None:
             self.tips.add(threat)
             self.responder.outbid_all(threat)
+        judging_call: asyncio.Future[None] | None = None
+        if pending.observation is not None and self.engine.judges_calls:
+            state = self.engine.state_read_at(head)
+            if state is not None:
+                self.pending_counters.judged += 1
+                self.ops.pending_judged(PendingResult.JUDGED)
+                self._act_on_pending(pending, threat, self.engine.judge_call(pending, state, head))
+            else:  # the first pending transaction of this head: the state is read once, then judged on the spot
+                judging_call = asyncio.ensure_future(self._judge_pending(
+                    pending, threat, self.engine.evaluate_pending_call(pending, head, self.reader)))
+        lane = self._simulation_lane(pending)
+        if lane is None:
+            self.pending_counters.ignored += 1
+            _resolve_after(done, judging_call)
+            return done
+        simulated: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._simulation_queue.push(_Queued(pending, threat, simulated), pending.raw, lane, pending.seen_at)
+        self._start_simulation_workers()
+        self._queued.set()
+        if self._simulation_queue.novel_waiting:
+            self._novel_queued.set()
+        _resolve_after(done, judging_call, simulated)
+        return done
+
+    def _simulation_lane(self, pending: PendingTransaction) -> Lane | None:
+        if self.simulator is None or not self.engine.judges_simulations or not worth_simulating(pending):
+            return None
+        return self.triage.lane(pending.raw)
+
+    def _start_simulation_workers(self) -> None:
+        if self._workers and not all(worker.done() for worker in self._workers):
+            return
+        # max_concurrent_simulations counts simulations in flight, not requests: batches of SIMULATION_BATCH
+        # share it. One more worker, outside the throttle, waits for the first transaction of a shape only (what
+        # an attack looks like), one at a time, so it never waits behind a flood's batches or their throttle.
+        limit = self.config.mempool.max_concurrent_simulations
+        self._batch_size = min(SIMULATION_BATCH, limit)
+        self._workers = [asyncio.ensure_future(self._simulation_worker(novel_only=True)),
+                         *(asyncio.ensure_future(self._simulation_worker(novel_only=False))
+                           for _ in range(max(limit // self._batch_size, 1)))]
+
+    async def _simulation_worker(self, novel_only: bool) -> None:
+        """Simulates the best queued transactions under the throttle for as long as the daemon runs: one at a
+        time when it is the first of its shape, else a batch of a crowded shape (one JSON-RPC batch)."""
+        queue, wake = self._simulation_queue, self._novel_queued if novel_only else self._queued
+        while True:
+            await wake.wait()
+            if novel_only:  # not throttled: one simulation at a time, and an attack must not wait for a flood's turn
+                taken = queue.pop(novel_only=True)
+            else:
+                async with self._throttle:
+                    taken = queue.pop(limit=self._batch_size)
+            if not queue:
+                self._queued.clear()
+            if not queue.novel_waiting:
+                self._novel_queued.clear()
+            self._report_misses()
+            if not taken:
+                continue
+            for _ in taken[1:]:  # the throttle counts simulations, not batches
+                async with self._throttle:
+                    pass
+            try:
+                await self._simulate_batch(taken)
+            except Exception as exc:  # noqa: BLE001 - the worker carries on; the failure is the items'
+                for queued in taken:
+                    _settle(queued.done, exc)
+            finally:
+                for queued in taken:
+                    _settle(queued.done)
+
+    def _missed_in_queue(self, queued: _Queued) -> None:
+        _settle(queued.done)
+
+    async def _simulate_batch(self, taken: list[_Queued]) -> None:
+        """Simulates the transactions against the head in one batch, within the latest of their deadlines."""
+        head = self.head
+        assert self.simulator is not None and head is not None
+        last_deadline = max(q.pending.seen_at for q in taken) + self.config.mempool.simulation_timeout
         try:
-            async with self._simulations, self._throttle:
-                result = await asyncio.wait_for(
-                    self.engine.evaluate_pending(pending, head, self.reader, self.simulator),
-                    timeout=self.config.mempool.simulation_timeout)
+            outcomes = await asyncio.wait_for(
+                self.simulator.simulate_many([q.pending.raw for q in taken], self.engine.simulation_reads,
+                                             SimulationHead(head.number, head.hash)),
+                timeout=max(last_deadline - time.perf_counter(), 0.0))
         except TimeoutError:
-            self._log.warning("pending transaction not judged in time: left to the block path", tx=pending.hash,
-                              timeout=self.config.mempool.simulation_timeout)
-            self.ops.pending_judged(PendingResult.TIMED_OUT)
+            self.pending_counters.missed += len(taken)
+            for _ in taken:
+                self.ops.pending_judged(PendingResult.TIMED_OUT)
             return
         except ChainError as exc:
+            outcomes = [exc] * len(taken)
+        for queued, outcome in zip(taken, outcomes, strict=True):
+            pending = queued.pending
+            if isinstance(outcome, ChainError):
+                self.pending_counters.failed += 1
+                self.ops.pending_judged(PendingResult.FAILED)
+                self._log.error("pending transaction could not be judged: left to the block path",
+                                tx=pending.hash, error=outcome.message)
+            else:  # back within the batch's deadline: judged, even if this one's own passed meanwhile
+                self.pending_counters.judged += 1
+                self.ops.pending_judged(PendingResult.JUDGED)
+                self._act_on_pending(pending, queued.threat, self.engine.evaluate_simulation(pending, outcome, head))
+
+    async def _judge_pending(self, pending: PendingTransaction, threat: Threat,
+                             judging: Awaitable[EngineResult]) -> None:
+        """Awaits one judgement within the transaction's deadline and acts on what it finds."""
+        budget = pending.seen_at + self.config.mempool.simulation_timeout - time.perf_counter()
+        try:
+            if budget <= 0:
+                raise TimeoutError
+            result = await asyncio.wait_for(judging, timeout=budget)
+        except TimeoutError:
+            self.pending_counters.missed += 1
+            self.ops.pending_judged(PendingResult.TIMED_OUT)
+            self._report_misses()
+            return
+        except ChainError as exc:
+            self.pending_counters.failed += 1
             self._log.error("pending transaction could not be judged: left to the block path", tx=pending.hash,
                             error=exc.message)
             self.ops.pending_judged(PendingResult.FAILED)
             return
+        finally:
+            if asyncio.iscoroutine(judging):
+                judging.close()  # never started (deadline already passed): no "never awaited" warning
+        self.pending_counters.judged += 1
         self.ops.pending_judged(PendingResult.JUDGED)
+        self._act_on_pending(pending, threat, result)
+
+    def _act_on_pending(self, pending: PendingTransaction, threat: Threat, result: EngineResult) -> None:
         self._record_failures(result.failures)
         for finding in result.findings:
+            self.triage.suspect(pending.raw.get("from"), pending.raw.get("to"))
             decision = self.arbiter.decide(finding)
-            self.store.add_timeline(decision.incident.id, "decided", {
-                "path": "mempool", "threat_tx": pending.hash,
-                "decided_ms": round((time.perf_counter() - pending.seen_at) * 1000, 2)})
+            decided_ms = round((time.perf_counter() - pending.seen_at) * 1000, 2)
             for action in decision.actions:
                 self.responder.respond(decision.incident.id, action, threat)
             if not decision.opened:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):
                         self.responder.respond(decision.incident.id, action, threat)
+            # After respond(): the pause is under way before the timeline is written.
+            self.store.add_timeline(decision.incident.id, "decided", {
+                "path": "mempool", "threat_tx": pending.hash, "decided_ms": decided_ms,
+                "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
             self.ops.decided(decision, pending.seen_at, path="mempool")
+
+    def _report_misses(self) -> None:
+        """Says, at most once a second, how many pending transactions missed their deadline (a flood)."""
+        missed = self.pending_counters.missed
+        now = time.monotonic()
+        if missed > self._misses_reported and now >= self._next_miss_report:
+            self._log.warning("pending transactions not judged by their deadline: left to the block path",
+                              missed=missed - self._misses_reported, missed_total=missed,
+                              queued=len(self._simulation_queue),
+                              deadline=self.config.mempool.simulation_timeout)
+            self._misses_reported, self._next_miss_report = missed, now + 1.0
 
     async def _judge_then_tell(self, pending: PendingTransaction) -> None:
         try:
@@ -469,6 +655,8 @@ class Guardian:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
     async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
         await self.responder.close()
         await self.transport.close()
         self.store.close()

@@ -90,35 +90,98 @@ class PolicyEngine:
         self._simulation_judges = [e for e in evaluators if isinstance(e, SimulationJudge)]
         self._simulation_reads = frozenset(s for j in self._simulation_judges for s in j.simulation_reads)
         self._pending_reads = frozenset(s for j in self._pending_judges for s in j.reads)
-        self._pending_state: tuple[str, StateValues] | None = None  # read once per head block, not per tx
+        # A pending call is shown only to the call policies on its contract: the cost per transaction grows with
+        # the policies that can trip on it, not with every policy loaded.
+        self._pending_judges_by_contract: dict[str | None, list[PendingJudge]] = {}
+        for judge in self._pending_judges:
+            self._pending_judges_by_contract.setdefault(_judged_contract(judge), []).append(judge)
+        self._pending_judges_anywhere = self._pending_judges_by_contract.pop(None, [])
+        self._pending_state: tuple[str, asyncio.Future[StateValues]] | None = None  # read once per head, not per tx
 
     @property
     def watches_pending(self) -> bool:
         return bool(self._pending_judges or self._simulation_judges)
 
+    @property
+    def judges_calls(self) -> bool:
+        return bool(self._pending_judges)
+
+    @property
+    def judges_simulations(self) -> bool:
+        return bool(self._simulation_judges)
+
+    @property
+    def simulation_reads(self) -> frozenset[ReadSpec]:
+        return self._simulation_reads
+
     async def evaluate_pending(self, pending: PendingLike, head: BlockObservation, reader: StateReader,
                                simulator: Simulator | None) -> EngineResult:
         """Judges a transaction still in the mempool: call policies on its decoded call, simulate policies on
         the state it would leave. The same findings and failures as for blocks, dated at the head block."""
-        result = EngineResult()
-        if pending.observation is not None and self._pending_judges:
-            state = await self._state_at(head, reader)
-            for judge in self._pending_judges:
-                self._collect(result, judge, head.number, lambda j=judge: j.observe_pending(
-                    pending.observation, state, head))
+        result = await self.evaluate_pending_call(pending, head, reader)
         if simulator is not None and self._simulation_judges and worth_simulating(pending):
             simulation = await simulator.simulate(pending.raw, self._simulation_reads)
-            for judge in self._simulation_judges:
-                self._collect(result, judge, head.number,
-                              lambda j=judge: j.observe_simulation(pending.raw, simulation, head))
+            self._merge(result, self.evaluate_simulation(pending, simulation, head))
         return result
+
+    async def evaluate_pending_call(self, pending: PendingLike, head: BlockObservation,
+                                    reader: StateReader) -> EngineResult:
+        """The call policies on a pending transaction's decoded call (no simulation: microseconds once the head's
+        state is read, which happens once per head)."""
+        if pending.observation is None or not self._pending_judges:
+            return EngineResult()
+        return self.judge_call(pending, await self._state_at(head, reader), head)
+
+    def state_read_at(self, head: BlockObservation) -> StateValues | None:
+        """The call policies' state at `head` when it is already read (None: evaluate_pending_call must read it)."""
+        if not self._pending_reads:
+            return {}
+        cached = self._pending_state
+        if cached is None or cached[0] != head.hash or not cached[1].done() or cached[1].cancelled() \
+                or cached[1].exception() is not None:
+            return None
+        return cached[1].result()
+
+    def judge_call(self, pending: PendingLike, state: StateValues, head: BlockObservation) -> EngineResult:
+        """The call policies on a pending transaction's decoded call and the head's state: pure, no I/O."""
+        result = EngineResult()
+        observation = pending.observation
+        if observation is not None:
+            for judges in (self._pending_judges_by_contract.get(observation.contract, ()),
+                           self._pending_judges_anywhere):
+                for judge in judges:
+                    self._collect(result, judge, head.number, lambda j=judge: j.observe_pending(
+                        observation, state, head))
+        return result
+
+    def evaluate_simulation(self, pending: PendingLike, simulation: Simulation,
+                            head: BlockObservation) -> EngineResult:
+        """The simulate policies on what a pending transaction would do (simulated against `head`)."""
+        result = EngineResult()
+        for judge in self._simulation_judges:
+            self._collect(result, judge, head.number,
+                          lambda j=judge: j.observe_simulation(pending.raw, simulation, head))
+        return result
+
+    @staticmethod
+    def _merge(into: EngineResult, other: EngineResult) -> None:
+        into.findings.extend(other.findings)
+        into.failures.extend(other.failures)
 
     async def _state_at(self, head: BlockObservation, reader: StateReader) -> StateValues:
         if not self._pending_reads:
             return {}
-        if self._pending_state is None or self._pending_state[0] != head.hash:  # the hash: a reorg changes it
-            self._pending_state = (head.hash, await reader.read(self._pending_reads, head.number))
-        return self._pending_state[1]
+        # One read per head (the hash: a reorg changes it), shared by every pending transaction that arrives
+        # while it is under way: a flood must not turn into a flood of reads.
+        if self._pending_state is None or self._pending_state[0] != head.hash:
+            self._pending_state = (head.hash, asyncio.ensure_future(reader.read(self._pending_reads, head.number)))
+        read = self._pending_state[1]
+        try:
+            return await asyncio.shield(read)
+        except Exception:
+            if self._pending_state is not None and self._pending_state[1] is read:
+                self._pending_state = None  # a failed read is tried again by the next transaction
+            raise
 
     @staticmethod
     def _collect(result: EngineResult, evaluator: Any, block: int, judge: Any) -> None:
@@ -198,6 +261,12 @@ def state_block(evaluator: Evaluator, block_number: int) -> int:
     if getattr(evaluator, "reads_parent_state", False):
         return max(block_number - 1, 0)
     return block_number
+
+
+def _judged_contract(judge: PendingJudge) -> str | None:
+    """The one watched contract (by name) whose calls a pending judge looks at, or None for any."""
+    contract = getattr(getattr(judge, "policy", None), "contract", None)
+    return contract if isinstance(contract, str) else None
 
 
 def worth_simulating(pending: PendingLike) -> bool:

@@ -28,8 +28,10 @@ upgrade and a dropped socket plain to tell apart. The message is read, timestamp
 sender before anything is decoded; only then are the quantities normalised (as web3 would) and the calldata of
 transactions to watched contracts decoded.
 
-Each transaction is handed to the caller's coroutine in a task of its own (references kept; a failure is logged
-at error), so a slow handler never stalls the socket reader; delivery order is therefore not guaranteed.
+Each transaction is handed to the caller's handler; what it returns is awaited in a task of its own (references
+kept; a failure is logged at error), so a slow handler never stalls the socket reader; delivery order is therefore
+not guaranteed. A handler that does its work on the spot returns a future instead (the daemon's triage does): no
+task is made for it, which matters under a flood of thousands of transactions a second.
 Hashes are remembered (the last ``DEDUPE_MEMORY``), across reconnects and modes, so each is delivered once.
 When the socket drops the source reconnects with a doubling back-off; transactions that enter the pool
 during the gap are not seen here (the block source still sees them when they are mined).
@@ -66,6 +68,7 @@ REQUEST_TIMEOUT = 10.0          # seconds, any single HTTP request or the subscr
 PING_INTERVAL = 5.0             # seconds between WebSocket pings: a silently dead link is noticed within ~10 s
 CLOSE_TIMEOUT = 0.5             # seconds allowed for the closing handshake, so stopping stays prompt
 MAX_FILTER_LOSSES = 3           # filters lost in a row before filters count as refused
+YIELD_EVERY = 32               # messages read in a row before the reader lets other tasks run
 MAX_MESSAGE = 2**24             # bytes; a pending transaction with a lot of calldata must not kill the socket
 
 SUBSCRIPTION, FILTER, TXPOOL = "subscription", "filter", "txpool"
@@ -84,7 +87,7 @@ class PendingTransaction:
     hash: str                         # 0x-hex
 
 
-PendingHandler = Callable[[PendingTransaction], Awaitable[None]]
+PendingHandler = Callable[[PendingTransaction], Awaitable[None]]  # a coroutine (run in a task) or a future
 
 
 # ---- normalisation: the node's hex strings to what web3.py returns for a transaction ------------------------
@@ -387,8 +390,15 @@ class MempoolSource:
 
     async def _read(self, ws: ClientConnection, subscription: str) -> None:
         """The hot loop: read, timestamp, hand over. Raises ConnectionClosed when the socket goes."""
+        unyielded = 0
         while True:
+            if unyielded >= YIELD_EVERY:
+                # recv() does not give the loop away while messages are buffered: under a flood the handlers'
+                # work (a pause to send) would wait for the whole backlog to be read.
+                await asyncio.sleep(0)
+                unyielded = 0
             message = await ws.recv()
+            unyielded += 1
             seen_at = time.perf_counter()
             try:
                 params = json.loads(message)["params"]
