@@ -374,7 +374,7 @@ class Guardian:
         try:
             outcomes = await asyncio.wait_for(
                 self.simulator.simulate_many([q.pending.raw for q in taken], self.engine.simulation_reads,
-                                             SimulationHead(head.number, head.hash)),
+                                             SimulationHead(head.number, head.hash), deadline=last_deadline),
                 timeout=max(last_deadline - time.perf_counter(), 0.0))
         except TimeoutError:
             self.pending_counters.missed += len(taken)

@@ -97,6 +97,15 @@ class Rpc:
             raise ChainError(f"batch of {len(requests)}: the node refused the batch ({responses})")
         return responses
 
+    async def simulation_batch(self, requests: list[tuple[str, list[Any]]], *,
+                               deadline: float | None = None) -> list[Any]:
+        """A batch of simulations on one of the simulation endpoints (spread, failing over; see
+        Transport.spread_batch), answered by `deadline` (time.perf_counter()) or ChainUnavailable."""
+        responses = await self.transport.spread_batch(requests, deadline=deadline)
+        if not isinstance(responses, list):
+            raise ChainError(f"batch of {len(requests)}: the node refused the batch ({responses})")
+        return responses
+
     async def estimate_gas(self, tx: dict[str, Any]) -> int:
         return await self._call("eth_estimateGas", self.w3.eth.estimate_gas(tx))
 
