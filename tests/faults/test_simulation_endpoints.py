@@ -1,7 +1,8 @@
 """Pre-emption with two simulation endpoints on real Anvil ([mempool] simulation_urls), the first of them
 black-holed through the fault proxy once the guardian has started: the attack's simulation batch, sent to the
 black hole first, fails over to the other endpoint within its deadline, and the pause is still mined before the
-attack in the one block mined (mining held)."""
+attack in the one block mined (mining held). And `onguard status` names a failing simulation endpoint without
+calling the chain blind."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import pytest
 
 from onguard.chain.keys import load_guardian_account
+from onguard.cli.main import main
 from onguard.chain.transport import Role
 from onguard.config import load_config
 from onguard.demo.world import contract
@@ -19,7 +21,7 @@ from onguard.sources.mempool import MempoolSource
 
 from ..chain.helpers import ALICE, ATTACKER, vault_cash
 from ..chain.test_preemption import GUARDIAN, assert_pause_first, preemption_config
-from .daemon import until
+from .daemon import configure, running, until
 from .proxy import Mode
 
 pytestmark = pytest.mark.chain
@@ -81,3 +83,20 @@ def test_an_attack_is_paused_before_inclusion_with_one_simulation_endpoint_black
     assert black_holed.consecutive_failures == 1 and "no answer within" in (black_holed.last_error or "")
     assert direct.healthy and direct.last_success_at is not None
     assert proxy.connections >= 1
+
+
+def test_status_names_a_failing_simulation_endpoint_and_the_chain_is_not_blind(chain, tmp_path, fault_proxy,
+                                                                               key_in_env, capsys):
+    proxy = fault_proxy(chain.node.rpc_url)
+    config_path = configure(chain, tmp_path, chain.node.rpc_url, request_timeout='"300ms"')
+    config_path.write_text(config_path.read_text() + f'\n[mempool]\nsimulation_urls = ["{proxy.url}"]\n')
+    asyncio.run(running(config_path, lambda guardian: asyncio.sleep(0)))
+    capsys.readouterr()
+    assert main(["status", "--config", str(config_path)]) == 0
+    assert f"endpoint      simulate#1 {proxy.url}: ok" in capsys.readouterr().out
+
+    proxy.set_mode(Mode.BLACKHOLE)
+    assert main(["status", "--config", str(config_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"endpoint      simulate#1 {proxy.url}: FAILING — no answer within 0.3s" in out
+    assert "BLIND" not in out and "endpoint      read#1" in out
