@@ -1,7 +1,8 @@
 """Pre-emption with two simulation endpoints on real Anvil ([mempool] simulation_urls), the first of them
-black-holed through the fault proxy once the guardian has started: the attack's simulation batch, sent to the
-black hole first, fails over to the other endpoint within its deadline, and the pause is still mined before the
-attack in the one block mined (mining held). And `onguard status` names a failing simulation endpoint without
+black-holed through the fault proxy once the guardian has started: the attack (the first of its shape) is sent to
+both endpoints at once, the other one's answer counts, and the pause is still mined before the attack in the one
+block mined (mining held). Failover per batch is shown against scripted nodes in
+tests/unit/test_simulation_spread.py. And `onguard status` names a failing simulation endpoint without
 calling the chain blind."""
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def test_an_attack_is_paused_before_inclusion_with_one_simulation_endpoint_black
             await guardian.start()
             await guardian.step()
             proxy.set_mode(Mode.BLACKHOLE)
+            connections = proxy.connections
             w3.provider.make_request("evm_setAutomine", [False])
             source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
                                    config.contracts, ignore_senders=[GUARDIAN])
@@ -69,7 +71,8 @@ def test_an_attack_is_paused_before_inclusion_with_one_simulation_endpoint_black
                     "pause": sent.tx_hash, "attack_status": w3.eth.get_transaction_receipt(attack_hash)["status"],
                     "incidents": store.incidents(),
                     "timeline": [e for i in store.incidents() for e in store.timeline(i.id)],
-                    "simulation_endpoints": guardian.transport.health(Role.SIMULATE)}
+                    "simulation_endpoints": guardian.transport.health(Role.SIMULATE),
+                    "black_hole_asked": proxy.connections > connections}
         finally:
             stop.set()
             w3.provider.make_request("evm_setAutomine", [True])
@@ -78,11 +81,9 @@ def test_an_attack_is_paused_before_inclusion_with_one_simulation_endpoint_black
     outcome = asyncio.run(scenario())
     assert_pause_first(outcome)
     assert vault_cash(w3, world) == cash_before
-    black_holed, direct = outcome["simulation_endpoints"]
-    # The attack's batch went to the black hole first (the idle endpoints' order) and failed over from there.
-    assert black_holed.consecutive_failures == 1 and "no answer within" in (black_holed.last_error or "")
-    assert direct.healthy and direct.last_success_at is not None
-    assert proxy.connections >= 1
+    _, direct = outcome["simulation_endpoints"]
+    assert outcome["black_hole_asked"], "the attack's simulation was not sent to the black-holed endpoint"
+    assert direct.last_success_at is not None
 
 
 def test_status_names_a_failing_simulation_endpoint_and_the_chain_is_not_blind(chain, tmp_path, fault_proxy,

@@ -139,6 +139,49 @@ def test_a_held_endpoint_holds_only_its_own_batch() -> None:
     asyncio.run(scenario())
 
 
+def test_a_hedged_batch_takes_the_first_answer_while_the_other_endpoint_is_held() -> None:
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def held() -> None:
+            await release.wait()
+
+        async with simulation_node(held) as (slow, slow_url), simulation_node() as (quick, quick_url):
+            transport = Transport.from_urls([quick_url], simulate=[slow_url, quick_url], request_timeout=30)
+            try:
+                answer = await asyncio.wait_for(transport.spread_batch(requests(1), hedge=2), 30)
+                assert len(answer) == 1 and quick.simulations == 1
+                await slow.arrived.wait()  # it was asked too; its attempt was given up, not counted a failure
+                assert all(e.healthy for e in transport.health(Role.SIMULATE))
+                # The abandoned attempt no longer counts as busy: the idle endpoints take turns again.
+                release.set()
+                await transport.spread_batch(requests(1, 1))
+                await transport.spread_batch(requests(1, 2))
+                assert {quick.simulations, slow.simulations} == {2, 2}
+            finally:
+                release.set()
+                await transport.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_hedge_is_never_wider_than_the_healthy_endpoints() -> None:
+    async def scenario() -> None:
+        async with simulation_node() as (node, url):
+            with FaultProxy(url) as broken:
+                broken.set_mode(Mode.HTTP_500)
+                transport = Transport.from_urls([url], simulate=[broken.url, url], request_timeout=30)
+                try:
+                    await transport.spread_batch(requests(1))  # the broken one fails once and goes last
+                    connections = broken.connections
+                    await transport.spread_batch(requests(1, 1), hedge=2)
+                    assert broken.connections == connections and node.simulations == 2
+                finally:
+                    await transport.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_black_holed_endpoint_fails_over_per_batch_within_the_deadline_and_goes_last() -> None:
     async def scenario() -> None:
         async with simulation_node() as (node, url):

@@ -97,11 +97,11 @@ class Rpc:
             raise ChainError(f"batch of {len(requests)}: the node refused the batch ({responses})")
         return responses
 
-    async def simulation_batch(self, requests: list[tuple[str, list[Any]]], *,
-                               deadline: float | None = None) -> list[Any]:
-        """A batch of simulations on one of the simulation endpoints (spread, failing over; see
+    async def simulation_batch(self, requests: list[tuple[str, list[Any]]], *, deadline: float | None = None,
+                               hedge: int = 1) -> list[Any]:
+        """A batch of simulations on the simulation endpoints (spread, failing over, on `hedge` at once; see
         Transport.spread_batch), answered by `deadline` (time.perf_counter()) or ChainUnavailable."""
-        responses = await self.transport.spread_batch(requests, deadline=deadline)
+        responses = await self.transport.spread_batch(requests, deadline=deadline, hedge=hedge)
         if not isinstance(responses, list):
             raise ChainError(f"batch of {len(requests)}: the node refused the batch ({responses})")
         return responses

@@ -64,11 +64,11 @@ class Simulator:
         return outcome
 
     async def simulate_many(self, raws: Sequence[Mapping[str, Any]], specs: Iterable[ReadSpec],
-                            head: Head | None = None, *,
-                            deadline: float | None = None) -> list[Simulation | ChainError]:
+                            head: Head | None = None, *, deadline: float | None = None,
+                            hedge: int = 1) -> list[Simulation | ChainError]:
         """Each transaction on its own against `head`, in one batch round trip answered by `deadline`
-        (time.perf_counter()); each outcome a Simulation or the ChainError that one simulation met (the others
-        still count)."""
+        (time.perf_counter()), sent to `hedge` simulation endpoints at once; each outcome a Simulation or the
+        ChainError that one simulation met (the others still count)."""
         reads = list(dict.fromkeys(specs))
         keys = [_key(raw, head) for raw in raws]
         outcomes: list[Simulation | ChainError | None] = [self._cached(key) for key in keys]
@@ -79,7 +79,7 @@ class Simulator:
             requests = [("eth_simulateV1", [{"blockStateCalls": [{"calls": [*read_calls, as_call(raws[i]),
                                                                             *read_calls]}],
                                              "validation": False}, block]) for i in missing]
-            responses = await self._rpc.simulation_batch(requests, deadline=deadline)
+            responses = await self._rpc.simulation_batch(requests, deadline=deadline, hedge=hedge)
             for index, response in zip(missing, responses, strict=True):
                 outcome = _simulation(reads, response)
                 outcomes[index] = outcome

@@ -227,37 +227,73 @@ class Transport:
         error object of a node that refuses batches."""
         return await self._fail_over(f"batch of {len(requests)}", list(requests), batch=True, retry=retry)
 
-    async def spread_batch(self, requests: Sequence[tuple[str, Any]], *,
-                           deadline: float | None = None) -> list[dict[str, Any]] | dict[str, Any]:
+    async def spread_batch(self, requests: Sequence[tuple[str, Any]], *, deadline: float | None = None,
+                           hedge: int = 1) -> list[dict[str, Any]] | dict[str, Any]:
         """A simulation batch on the least busy healthy SIMULATE endpoint, failing over to the others in turn (on
         the read endpoints, as `batch`, when none is configured). Concurrent batches land on different endpoints,
         so a slow or failing one holds only the batch it was given. `deadline` (time.perf_counter()) bounds the
-        whole batch: an attempt gets at most half of what is left while another endpoint could still answer."""
+        whole batch: an attempt gets at most half of what is left while another endpoint could still answer.
+        `hedge` > 1 sends the batch to that many healthy endpoints at once and takes the first answer (for what
+        must not wait on a slow node: the first transaction of a shape, what an attack looks like)."""
         if not any(e.role == Role.SIMULATE for e in self._endpoints):
             return await self.batch(requests)
         what = f"simulation batch of {len(requests)}"
         order = self._least_busy(Role.SIMULATE)
+        width = max(1, min(hedge, sum(1 for e in order if e.consecutive_failures == 0)))
+        groups = [order[:width], *([e] for e in order[width:])]
         failures: list[str] = []
-        for position, endpoint in enumerate(order):
-            last = position + 1 == len(order)
+        for position, group in enumerate(groups):
             left = None if deadline is None else deadline - time.perf_counter()
             if left is not None and left <= 0:
                 break
-            endpoint.in_flight += 1
-            endpoint.spread_uses += 1
-            try:
-                return await self._attempt(endpoint, what, list(requests), batch=True,
-                                           timeout=None if left is None else (left if last else left / 2))
-            except EndpointFault as exc:
-                failures.append(f"{endpoint.label}: {exc}")
-                self._log.error("simulation endpoint failed", endpoint=endpoint.label, call=what, error=str(exc),
-                                consecutive_failures=endpoint.consecutive_failures,
-                                trying_next=None if last else order[position + 1].label)
-            finally:
-                endpoint.in_flight -= 1
+            timeout = None if left is None else (left if position + 1 == len(groups) else left / 2)
+            answer = await self._first_answer(group, what, list(requests), timeout, failures)
+            if answer is not None:
+                return answer
         tried = "; ".join(failures) or "no time left"
         raise ChainUnavailable(f"{what}: no simulation endpoint answered in time ({tried})",
                                hint="check the nodes of [mempool] simulation_urls")
+
+    async def _first_answer(self, group: list[_Endpoint], what: str, requests: list[tuple[str, Any]],
+                            timeout: float | None, failures: list[str]) -> Any:
+        """The batch on every endpoint of `group` at once: the first answer (the other attempts cancelled), or
+        None when each failed (its failure added to `failures`)."""
+        if len(group) == 1:  # the usual case, without a task of its own
+            try:
+                return await self._spread_attempt(group[0], what, requests, timeout)
+            except EndpointFault as exc:
+                failures.append(f"{group[0].label}: {exc}")
+                return None
+        attempts = {asyncio.ensure_future(self._spread_attempt(e, what, requests, timeout)): e for e in group}
+        try:
+            waiting = set(attempts)
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for attempt in done:
+                    error = attempt.exception()
+                    if error is None:
+                        return attempt.result()
+                    if not isinstance(error, EndpointFault):
+                        raise error
+                    failures.append(f"{attempts[attempt].label}: {error}")
+            return None
+        finally:
+            for attempt in attempts:
+                attempt.cancel()
+            await asyncio.gather(*attempts, return_exceptions=True)
+
+    async def _spread_attempt(self, endpoint: _Endpoint, what: str, requests: list[tuple[str, Any]],
+                              timeout: float | None) -> Any:
+        endpoint.in_flight += 1
+        endpoint.spread_uses += 1
+        try:
+            return await self._attempt(endpoint, what, requests, batch=True, timeout=timeout)
+        except EndpointFault as exc:
+            self._log.error("simulation endpoint failed", endpoint=endpoint.label, call=what, error=str(exc),
+                            consecutive_failures=endpoint.consecutive_failures)
+            raise
+        finally:
+            endpoint.in_flight -= 1
 
     def _least_busy(self, role: Role) -> list[_Endpoint]:
         """Healthy endpoints first, the least busy of them first (ties: the least used, then configured order);
