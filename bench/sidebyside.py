@@ -37,6 +37,7 @@ from onguard.demo.world import Roles, World, build_world, contract, dev_account,
 ROOT = Path(__file__).resolve().parent.parent
 KEY_ENV = "ONGUARD_BENCH_GUARDIAN_KEY"
 MAX_DRAINS = 4  # the victim's shares cover four slices of 10%
+COALESCED_MS = 0.3  # less than signing alone takes: the observer's attack stamp came late
 READY_LIMIT = 60.0  # seconds a contender may take to start (a bound so a broken one fails, not a timing)
 CONTENDERS = ("onguard-call", "onguard-simulate", "bare")
 NO_GUARDIAN = "none"  # the control (--contenders none): the drain runs its course, showing what is at stake
@@ -90,6 +91,7 @@ class Trial:
     pause_first: bool          # the pause mined before the first drain, in the drain's block
     loss_pct: float            # of the vault's cash before the attack
     offset_ms: float           # when in its block the first drain was sent
+    sent_to_seen_ms: float | None  # the first drain's eth_sendRawTransaction called → the observer's stamp
 
 
 def build_state(folder: Path) -> tuple[World, str]:
@@ -102,7 +104,6 @@ def build_state(folder: Path) -> tuple[World, str]:
 
 def start_contender(name: str, world: World, folder: Path, ws_url: str) -> subprocess.Popen:
     env = {**os.environ, KEY_ENV: dev_account(Roles.GUARDIAN).key.to_0x_hex()}
-    log = open(folder / f"{name}.log", "w")  # noqa: SIM115 - closed with the process by the caller's folder
     if name == "bare":
         args = [sys.executable, str(ROOT / "bench" / "bare_guardian.py"), ws_url, world.module, world.vault,
                 str(world.chain_id)]
@@ -115,7 +116,8 @@ def start_contender(name: str, world: World, folder: Path, ws_url: str) -> subpr
         (policies / "vault-drain.toml").write_text((ROOT / "policies" / "vault-drain.toml").read_text())
         config = write_config(world, folder, key_env=KEY_ENV, policies_dir=policies, mempool_ws=ws_url)
         args = [str(ROOT / ".venv" / "bin" / "onguard"), "run", "--config", str(config)]
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+    with open(folder / f"{name}.log", "w") as log:  # the process writes to its own copy of the descriptor
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
 
 
 def wait_ready(process: subprocess.Popen, log: Path, marker: str) -> None:
@@ -133,7 +135,7 @@ def next_block(w3: Web3) -> int:
     return number
 
 
-def attack(w3: Web3, world: World, rng: random.Random) -> tuple[list[str], float]:
+def attack(w3: Web3, world: World, rng: random.Random) -> tuple[list[str], float, int]:
     """Drains 10% of the vault's starting cash per block until a drain reverts (paused) or MAX_DRAINS."""
     attacker = dev_account(Roles.ATTACKER)
     victim = dev_account(Roles.DEPOSITORS[0]).address
@@ -144,18 +146,21 @@ def attack(w3: Web3, world: World, rng: random.Random) -> tuple[list[str], float
     offset = rng.uniform(0.0, 0.9)
     time.sleep(offset)
     hashes: list[str] = []
+    sent_at = 0
     for _ in range(MAX_DRAINS):
         shares = vault.functions.previewWithdraw(slice_assets).call()
         tx = vault.functions.redeemFor(victim, attacker.address, shares).build_transaction(
             {"from": attacker.address, "nonce": nonce, "gas": 300_000, "maxPriorityFeePerGas": 2 * 10**9,
              "maxFeePerGas": 100 * 10**9, "chainId": world.chain_id})
-        hashes.append(w3.eth.send_raw_transaction(attacker.sign_transaction(tx).raw_transaction).to_0x_hex())
+        raw = attacker.sign_transaction(tx).raw_transaction
+        sent_at = sent_at or time.perf_counter_ns()  # the same monotonic clock as the observer's, on this machine
+        hashes.append(w3.eth.send_raw_transaction(raw).to_0x_hex())
         nonce += 1
         receipt = w3.eth.wait_for_transaction_receipt(hashes[-1], timeout=30, poll_latency=0.05)
         if receipt["status"] == 0 or vault.functions.paused().call():
             break
         next_block(w3)
-    return hashes, offset * 1000
+    return hashes, offset * 1000, sent_at
 
 
 def run_trial(name: str, world: World, dump: str, folder: Path, rng: random.Random) -> Trial:
@@ -173,7 +178,7 @@ def run_trial(name: str, world: World, dump: str, folder: Path, rng: random.Rand
                        "following pending transactions" if name in POLICIES else "ready")
             cash = contract(w3, "TestToken", world.asset).functions.balanceOf(world.vault)
             before = cash.call()
-            drains, offset_ms = attack(w3, world, rng)
+            drains, offset_ms, sent_at = attack(w3, world, rng)
             next_block(w3)
             after = cash.call()
         finally:
@@ -181,11 +186,11 @@ def run_trial(name: str, world: World, dump: str, folder: Path, rng: random.Rand
             contender.wait(timeout=30)
             observer.terminate()
         seen = [json.loads(line) for line in observer.stdout.read().splitlines() if line.startswith("{")]
-        return judge(name, w3, world, drains, seen, before, after, offset_ms)
+        return judge(name, w3, world, drains, seen, before, after, offset_ms, sent_at)
 
 
 def judge(name: str, w3: Web3, world: World, drains: list[str], seen: list[dict], before: int, after: int,
-          offset_ms: float) -> Trial:
+          offset_ms: float, sent_at: int) -> Trial:
     attack_at = next((s["t"] for s in seen if s["hash"] == drains[0]), None)
     pauses = [s for s in seen if s["from"] == world.guardian.lower()]
     latency = (pauses[0]["t"] - attack_at) / 1e6 if pauses and attack_at is not None else None
@@ -196,7 +201,8 @@ def judge(name: str, w3: Web3, world: World, drains: list[str], seen: list[dict]
         first = receipt["blockNumber"] == drain["blockNumber"] and \
             receipt["transactionIndex"] < drain["transactionIndex"]
     return Trial(contender=name, latency_ms=latency, pause_first=first,
-                 loss_pct=round(100 * (before - after) / before, 2), offset_ms=round(offset_ms, 1))
+                 loss_pct=round(100 * (before - after) / before, 2), offset_ms=round(offset_ms, 1),
+                 sent_to_seen_ms=None if attack_at is None else round((attack_at - sent_at) / 1e6, 2))
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -216,6 +222,13 @@ def report(trials: list[Trial], contenders: tuple[str, ...], load: tuple[float, 
                   f"p90 {percentile(latencies, 0.9):.1f} ms, max {max(latencies):.1f} ms; "
                   f"pause first in the attack's block {sum(t.pause_first for t in mine)}/{len(mine)}; "
                   f"loss per run (% of cash) {[t.loss_pct for t in mine]}")
+            lags = [t.sent_to_seen_ms for t in mine if t.sent_to_seen_ms is not None]
+            print(f"{'':17} the attack sent → the observer's stamp: p50 {statistics.median(lags):.1f} ms, "
+                  f"max {max(lags):.1f} ms (the node's intake and push, and the observer's wake-up)")
+        coalesced = sum(1 for value in latencies if value < COALESCED_MS)
+        if coalesced:
+            print(f"{name:17} {coalesced} run(s) under {COALESCED_MS} ms, less than signing takes: the observer read "
+                  "the attack late (counted as measured)")
         missed = len(mine) - len(latencies)
         if missed:
             print(f"{name:17} {missed} run(s) without a pause seen pending")
