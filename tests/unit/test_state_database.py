@@ -119,6 +119,16 @@ def test_a_sqlite_file_of_an_older_onguard_is_brought_up_to_date(tmp_path: Path,
         store.close()
 
 
+def test_replicas_starting_together_on_a_new_database_migrate_it_once(state_location: Location) -> None:
+    stores = in_threads(4, lambda n: IncidentStore(state_location))
+    try:
+        versions = stores[0].database.fetch_all("SELECT version FROM schema_versions ORDER BY version")
+        assert [row[0] for row in versions] == [m.version for m in MIGRATIONS]
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_a_database_written_by_a_newer_onguard_is_refused(state_location: Location, capsys) -> None:
     store = IncidentStore(state_location)
     name = store.name
