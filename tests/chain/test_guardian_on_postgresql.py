@@ -5,6 +5,7 @@ the checkpoint PostgreSQL holds."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,7 @@ def test_a_drain_is_paused_and_recorded_in_postgresql(chain, postgres_guardian_c
     assert not (postgres_guardian_config.parent / "onguard.db").exists()  # nothing went to a SQLite file
     store = IncidentStore(load_config(postgres_guardian_config).state)
     try:
+        store_checkpoint = store.checkpoint("blocks", world.chain_id)[0]
         assert store.name == postgres_url
         assert store.incident(incident_id).status == IncidentStatus.SAFE
         (response,) = store.responses(incident_id)
@@ -69,6 +71,11 @@ def test_a_drain_is_paused_and_recorded_in_postgresql(chain, postgres_guardian_c
         store.close()
     assert main(["--config", str(postgres_guardian_config), "audit", "verify"]) == 0
     assert "intact" in capsys.readouterr().out
+    main(["--config", str(postgres_guardian_config), "status", "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert status["database"] == postgres_url
+    assert status["incidents"]["safe_and_watched"] == [incident_id]
+    assert status["last_block"]["number"] == store_checkpoint  # the checkpoint PostgreSQL holds
 
 
 def test_a_restart_resumes_from_the_checkpoint_postgresql_holds(chain, postgres_guardian_config):

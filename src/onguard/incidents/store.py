@@ -27,7 +27,6 @@ from onguard.store.records import (  # noqa: F401  (re-exported: the records' lo
     ResponseStatus,
     ResponseTx,
     TimelineEntry,
-    as_json,
     now,
 )
 from onguard.store.responses import Responses
