@@ -12,6 +12,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from enum import Enum, StrEnum
 from functools import lru_cache
@@ -25,6 +26,7 @@ from onguard.log import get_logger
 from onguard.store.settings import PASSWORD_ENV, POSTGRES_SCHEMES, DatabaseSettings, check_database_url
 
 CONNECT_TIMEOUT_S = 5
+RECONNECT_EVERY_S = 1.0
 # A cut network must fail a statement within seconds, not hang the daemon: unacknowledged data and silent peers.
 TCP_USER_TIMEOUT_MS = 10_000
 KEEPALIVE = dict(keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
@@ -246,6 +248,7 @@ class PostgresDatabase(Database):
         super().__init__(url, "state.database_url")
         self.url = url
         self._config_file = config_file
+        self._next_attempt = 0.0
         self._conn = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -262,7 +265,12 @@ class PostgresDatabase(Database):
                                    f"{PASSWORD_ENV} or PGPASSWORD") from None
 
     def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn.closed and not self._depth:  # a lost connection is opened again on the next statement
+        """The connection; a lost one is opened again on the next statement, at most once per RECONNECT_EVERY_S
+        (an unreachable server can hold each attempt for CONNECT_TIMEOUT_S: not on every write of an attack)."""
+        if self._conn.closed and not self._depth:
+            if time.monotonic() < self._next_attempt:
+                raise psycopg.OperationalError("the connection to the state database is lost; trying again shortly")
+            self._next_attempt = time.monotonic() + RECONNECT_EVERY_S
             try:
                 self._conn = self._connect()
             except ConfigError as exc:
