@@ -336,3 +336,23 @@ def test_the_cli_reads_the_state_from_postgresql(write_toml, config_data, postgr
     assert "intact: 2 entries" in capsys.readouterr().out
     assert main(["--config", str(config_path), "proposals", "list"]) == 0
     assert "unpause after the fix" in capsys.readouterr().out
+
+
+def test_the_daemon_refuses_to_start_on_a_schema_it_does_not_know(
+        state_location: Location, write_toml, config_data, policy_data, monkeypatch, capsys) -> None:
+    if isinstance(state_location, DatabaseSettings):
+        config_data["state"] = {"database_url": state_location.url}
+    else:
+        config_data["state"] = {"database": str(state_location)}
+    monkeypatch.setenv(config_data["guardian"]["key_env"], "0x" + "11" * 32)
+    config_path = write_toml(config_data)
+    write_toml(policy_data, "policies/drain.toml")
+    store = IncidentStore(load_config(config_path).state)
+    store.database.execute("INSERT INTO schema_versions (version, description, applied_at) VALUES (?, ?, ?)",
+                           (LATEST + 1, "from a newer onguard", "2030-01-01"))
+    store.close()
+    assert main(["run", "--config", str(config_path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"is at schema version {LATEST + 1}; this onguard knows versions up to {LATEST}" in err
+    assert "hint: this database was written by a newer onguard; upgrade" in err
+    assert out == "" and "Traceback" not in err
