@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,6 +42,7 @@ from onguard.sources.blocks import BlockSource, block_observation
 from onguard.sources.heads import HeadFollower, HeadMode
 from onguard.sources.mempool import MempoolSource, PendingTransaction
 from onguard.sources.triage import Lane, PendingCounters, PendingQueue, Triage
+from onguard.store.database import WRITE_REFUSED
 
 MAX_BACKOFF = 10.0
 MAX_RESTARTS = 5          # deaths of one task within RESTART_WINDOW before the daemon halts
@@ -127,7 +127,7 @@ class Guardian:
         self.account = account
         self.transport = transport or Transport.from_config(config)
         self.rpc = Rpc.over(self.transport)
-        self.store = store or IncidentStore(config.database)
+        self.store = store or IncidentStore(config.state)
         if policies is None:
             policies = load_policies(config.policies_dir, config.contracts, config.actions)
         chain_id = config.chain.chain_id
@@ -216,7 +216,7 @@ class Guardian:
         files = [self.config.path, *sorted(self.config.policies_dir.glob("*.toml"))]
         try:
             entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files)
-        except sqlite3.OperationalError as exc:
+        except WRITE_REFUSED as exc:
             # A full disk must not stop the guardian from starting: it can still pause.
             self._log.critical("the configuration could not be audited: the database refuses writes",
                                error=str(exc))
@@ -673,5 +673,5 @@ def build_guardian(config: Config, account: LocalAccount, *, policies: Sequence[
     transport = Transport.from_config(config)
     if policies is None:
         policies = load_policies(config.policies_dir, config.contracts, config.actions)
-    return Guardian(config, account, policies=policies, store=store or IncidentStore(config.database),
+    return Guardian(config, account, policies=policies, store=store or IncidentStore(config.state),
                     transport=transport, heads=heads, on_judged=on_judged)

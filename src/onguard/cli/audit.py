@@ -19,7 +19,8 @@ _HASH = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("audit", help="verify or export the hash-chained audit log")
     add_config_argument(parser)
-    parser.add_argument("--db", help="the state database (default: the one named in the config)")
+    parser.add_argument("--db", help="the state database, a SQLite file or a postgresql:// URL (default: the "
+                                          "one named in the config)")
     actions = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify = actions.add_parser("verify", help="check every entry's hash and link, and that the log reaches its "
                                                "head; exit 1 at the first break")
@@ -35,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _store(args: argparse.Namespace) -> IncidentStore:
-    return IncidentStore(args.db or load_config(args.config).database)
+    return IncidentStore(args.db or load_config(args.config).state)
 
 
 def handle_verify(args: argparse.Namespace) -> int:
@@ -72,9 +73,9 @@ def _verify_database(args: argparse.Namespace, head: str | None) -> int:
     finally:
         store.close()
     if broken is not None:
-        return _broken(broken, str(store.path))
+        return _broken(broken, str(store.name))
     print(f"intact: {count} entries, every hash and link verified, the last one is the recorded head "
-          f"({store.path})" + (f"; it holds the given head {head[:16]}…" if head else ""))
+          f"({store.name})" + (f"; it holds the given head {head[:16]}…" if head else ""))
     return 0
 
 
