@@ -508,6 +508,7 @@ class _Replay:
             if not self.rpc("evm_revert", [snapshot]):
                 raise ReplayFailed("the chain could not be reverted to the snapshot taken after the setup")
             self.aliases = aliases
+            self.safe_txs_sent = []  # those of the unopposed run are gone with it
         judged: set[str] = set()
         heads = None if scenario.mining == "interval" else ReplayHeads()
         guardian = build_guardian(config, self.guardian_account, policies=list(self.policies.values()),
