@@ -28,13 +28,12 @@ from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
 from onguard.actions import ActionSettings, DoneCondition, Via
-from onguard.allowlist import action_calls
+from onguard.allowlist import PlannedCall, action_calls
 from onguard.chain.module import calldata_hash, module_abi, safe_abi
 from onguard.chain.simulate import Simulation
 from onguard.chain.view import ReadFailure
 from onguard.config import Config, WatchedContract
 from onguard.errors import ChainError
-from onguard.log import get_logger
 from onguard.observations import BlockBatch, BlockObservation
 from onguard.policies.expr import EvaluationError
 from onguard.policies.kinds.base import NamedReads, StateValues
@@ -240,7 +239,7 @@ def authority_of(config: Config, guardian: str | None) -> Authority:
                      registered=registered, allowlist=allowlist, powers=powers, owners=owners, threshold=threshold)
 
 
-def _allowed(action: ActionSettings, call: Any, contracts: Mapping[str, WatchedContract]) -> Allowed:
+def _allowed(action: ActionSettings, call: PlannedCall, contracts: Mapping[str, WatchedContract]) -> Allowed:
     entry = f"module.getAction({call.target}, 0x{call.selector.hex()})"
     return Allowed(action=action.name, text=f"{call.text} for action {action.name}",
                    allowed=parse_read(f"{entry}.allowed", contracts),
@@ -348,7 +347,6 @@ class SelfDefenceEvaluator:
         self.common = policy.common
         self._previous: tuple[int, Snapshot] | None = None
         self._expected: deque[tuple[Any, Any]] = deque(maxlen=EXPECTED_ROUTINE_STATES)
-        self._log = get_logger(component="self-defence")
 
     @property
     def history_blocks(self) -> int:
@@ -414,12 +412,9 @@ class SelfDefenceEvaluator:
             summary = f"{where}: a recorded proposal changes who governs the Safe: {said} (routine: alert only)"
             policy = self.policy.routine
         else:
-            summary = f"{where}: the guardian's authority is under attack: {said} — pausing first"
+            summary = (f"GUARDIAN SELF-DEFENCE: {where}: the guardian's authority is under attack: {said} — "
+                       "pausing first")
             policy = self.common
-        self._log.critical("GUARDIAN SELF-DEFENCE: " + ("a recorded proposal changes the Safe's governance"
-                                                         if routine else "the guardian's authority is being stripped"),
-                           policy_id=policy.id, changes=[c.text for c in changes], where=where,
-                           actions=list(policy.response) or None)
         return Finding(policy=policy, verdict=verdict, summary=summary, block_number=block.number,
                        block_time=block.timestamp, evidence={**evidence, "self_defence": True})
 
