@@ -20,12 +20,16 @@ from safe_eth.eth.contracts import get_safe_V1_4_1_contract
 from web3 import Web3
 
 from onguard.chain.keys import load_guardian_account
+from onguard.chain.rpc import Rpc
+from onguard.chain.simulate import Head, Simulator
+from onguard.chain.view import ReadFailure
 from onguard.chain.module import encode_remove_guardian, encode_revoke_action
 from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import Roles, contract, dev_account, write_config
 from onguard.incidents.store import Incident, IncidentStatus, ResponseStatus
 from onguard.policies.model import ROUTINE_ID, SELF_DEFENCE_ID
+from onguard.policies.selfdefence import builtin_policies
 from onguard.runtime import Guardian, build_guardian
 from onguard.safe.tx import SafeTxData, exec_calldata, sign
 
@@ -319,3 +323,47 @@ contract = "token"
 function = "upgradeToAndCall"
 allow_from = ["{safe}"]
 """
+
+
+def test_probes_run_on_the_head_once_and_after_each_transaction(chain, tmp_path: Path) -> None:
+    # The simulator's part: the guardian's pause probed on the head's state (one request per head, whatever the
+    # number of transactions) and right after each pending transaction (here one disabling the module, as the Safe,
+    # and one harmless); the probe changes nothing on chain.
+    w3, world = chain.w3, chain.world
+    config = load_config(demo_config(chain, tmp_path))
+    (policy,) = builtin_policies(config, world.guardian)
+    probes = policy.authority.probes
+    disable = safe_call(w3, world.safe, "disableModule", SENTINEL, world.module)
+    vault = contract(w3, "Vault", world.vault)
+    grant = vault.functions.grantRole(vault.functions.PAUSER_ROLE().call(), BOB)._encode_transaction_data()
+    pending = [{"from": world.safe, "to": world.safe, "input": disable, "value": 0, "gas": 500_000,
+                "hash": bytes([1]) * 32},
+               {"from": world.safe, "to": world.vault, "input": bytes.fromhex(grant[2:]), "value": 0, "gas": 500_000,
+                "hash": bytes([2]) * 32}]
+    block = w3.eth.get_block("latest")
+    head = Head(block["number"], block["hash"].to_0x_hex())
+    requests: list[int] = []
+
+    class CountingRpc(Rpc):
+        async def batch(self, batch):  # type: ignore[no-untyped-def]
+            requests.append(len(batch))
+            return await super().batch(batch)
+
+    async def simulate() -> list[Any]:
+        rpc = CountingRpc(config.chain.rpc_url)
+        try:
+            simulator = Simulator(rpc)
+            first = await simulator.simulate_many(pending, policy.authority.reads, head, probes)
+            third = await simulator.simulate_many([{**pending[1], "hash": bytes([3]) * 32}],
+                                                  policy.authority.reads, head, probes)
+            return [*first, *third]
+        finally:
+            await rpc.close()
+
+    disabling, harmless, later = asyncio.run(simulate())
+    assert requests == [3, 1], "two simulations and the head's probes, then one simulation: the head's are cached"
+    for outcome in (disabling, harmless, later):
+        assert all(not isinstance(value, ReadFailure) for value in outcome.probed_before.values())
+    assert all(isinstance(value, ReadFailure) for value in disabling.probed_after.values())
+    assert all(not isinstance(value, ReadFailure) for value in harmless.probed_after.values())
+    assert contract(w3, "Vault", world.vault).functions.paused().call() is False
