@@ -333,3 +333,16 @@ def test_policies_check_and_explain_show_it_as_built_in(write_toml: Callable[...
     assert f"OFF {SELF_DEFENCE_ID} (built-in)" in capsys.readouterr().out
     assert main(["policies", "explain", SELF_DEFENCE_ID, "--config", str(off)]) == 2
     assert "self_defence.enabled" in capsys.readouterr().err
+
+
+def test_probes_missing_on_the_head_are_an_evaluation_failure_unless_something_else_trips(config: Config) -> None:
+    policy = policy_of(config)
+    authority = policy.authority
+    unprobed = Simulation(before=values(authority), after=values(authority), reverted=False, error=None,
+                          touched=frozenset(), probed_after=probes(authority))
+    with pytest.raises(EvaluationError):
+        policy.evaluator().observe_simulation(PENDING, unprobed, block(10))
+    swapped = Simulation(before=values(authority), after=values(authority, threshold=1), reverted=False, error=None,
+                         touched=frozenset(), probed_after=probes(authority))
+    finding = policy.evaluator().observe_simulation(PENDING, swapped, block(10))
+    assert finding is not None and finding.policy.id == SELF_DEFENCE_ID

@@ -149,7 +149,7 @@ def _simulation(reads: list[ReadSpec], response: Mapping[str, Any], probes: tupl
     if "error" in response:
         return _refused(response)
     if isinstance(probed, ChainError):
-        return probed
+        probed = None  # the transaction is still judged; the judges that need the probes say they are missing
     calls = response["result"][0]["calls"]
     before = {spec: _value(spec, call) for spec, call in zip(reads, calls[: len(reads)], strict=True)}
     target = calls[len(reads)]

@@ -391,6 +391,9 @@ class SelfDefenceEvaluator:
         before = authority.snapshot(simulation.before, simulation.probed_before)
         after = authority.snapshot(simulation.after, simulation.probed_after)
         changes = compare(before, after, authority)
+        if not changes and authority.probes and not simulation.probed_before:
+            raise EvaluationError("the guardian's own actions could not be probed on the head's state: whether this "
+                                  "transaction strips its power is NOT known")
         if not changes:
             return None
         executed = _executed_safe_txs(simulation, authority.safe)
