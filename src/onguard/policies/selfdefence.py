@@ -83,7 +83,6 @@ class Power:
 class Allowed:
     """One allowlist entry the guardian relies on: allowed, and pinned to the calldata onguard sends (or to none)."""
 
-    action: str
     text: str
     allowed: ReadSpec
     pinned: ReadSpec
@@ -241,7 +240,7 @@ def authority_of(config: Config, guardian: str | None) -> Authority:
 
 def _allowed(action: ActionSettings, call: PlannedCall, contracts: Mapping[str, WatchedContract]) -> Allowed:
     entry = f"module.getAction({call.target}, 0x{call.selector.hex()})"
-    return Allowed(action=action.name, text=f"{call.text} for action {action.name}",
+    return Allowed(text=f"{call.text} for action {action.name}",
                    allowed=parse_read(f"{entry}.allowed", contracts),
                    pinned=parse_read(f"{entry}.calldataHash", contracts),
                    calldata_hash="0x" + calldata_hash(call.calldata).hex())
