@@ -47,7 +47,7 @@ def policy_of(config: Config, recorded: Callable[[str], bool] | None = None) -> 
 
 def values(authority: Authority, *, owners: tuple[str, ...] = OWNERS, threshold: int = 2, module_enabled: bool = True,
            guardian: bool = True, allowed: bool = True, pinned: str = NO_PIN, paused: bool = False,
-           tripped: bool = False, failed: tuple[str, ...] = ()) -> dict[Any, Any]:
+           tripped: bool = False, last_executed: int = 0, failed: tuple[str, ...] = ()) -> dict[Any, Any]:
     """The authority's reads as a node would answer them; `failed`: the texts of reads that revert."""
     answers: dict[str, Any] = {"safe.getOwners()": owners, "safe.getThreshold()": threshold,
                                f"safe.isModuleEnabled({MODULE})": module_enabled,
@@ -60,6 +60,10 @@ def values(authority: Authority, *, owners: tuple[str, ...] = OWNERS, threshold:
             value: Any = allowed
         elif text.endswith(".calldataHash"):
             value = pinned
+        elif text.endswith(".lastExecutedAt"):
+            value = last_executed
+        elif text.endswith(".cooldown"):
+            value = 3600
         else:
             value = next(v for k, v in answers.items() if k.lower() == text.lower())
         result[spec] = ReadFailure(spec, "reverted") if text in failed else value
@@ -346,3 +350,17 @@ def test_probes_missing_on_the_head_are_an_evaluation_failure_unless_something_e
                          touched=frozenset(), probed_after=probes(authority))
     finding = policy.evaluator().observe_simulation(PENDING, swapped, block(10))
     assert finding is not None and finding.policy.id == SELF_DEFENCE_ID
+
+
+def test_a_pause_failing_on_the_guardians_own_cooldown_is_no_loss_of_power(config: Config) -> None:
+    # The guardian paused a moment ago and the vault is unpaused in the same block (or a reorganisation undid the
+    # pause but not the module's record of it): its pause would fail on its own cooldown, which only its key starts.
+    policy = policy_of(config)
+    authority = policy.authority
+    judge = policy.evaluator()
+    judge.observe(batch(10), mined(authority))
+    cooling = mined(authority, can=False, last_executed=block(11).timestamp - 60)
+    assert judge.observe(batch(11), cooling) is None
+    # Once the hour has passed it is no longer the cooldown: a pause still failing is power lost.
+    judge.observe(batch(400), mined(authority))
+    assert judge.observe(batch(401), mined(authority, can=False, last_executed=block(11).timestamp)) is not None

@@ -81,11 +81,15 @@ class Power:
 
 @dataclass(frozen=True, slots=True)
 class Allowed:
-    """One allowlist entry the guardian relies on: allowed, and pinned to the calldata onguard sends (or to none)."""
+    """One allowlist entry the guardian relies on: allowed, and pinned to the calldata onguard sends (or to none);
+    and its cooldown, which the guardian's own last execution started."""
 
+    action: str
     text: str
     allowed: ReadSpec
     pinned: ReadSpec
+    last_executed: ReadSpec
+    cooldown: ReadSpec
     calldata_hash: str
 
 
@@ -96,7 +100,7 @@ class Snapshot:
     module_enabled: Any
     guardian: Any
     allowed: Mapping[str, Any]      # entry text -> admits onguard's calldata (bool or UNREADABLE)
-    powers: Mapping[str, str]       # action -> "can", "done" or "cannot"
+    powers: Mapping[str, str]       # action -> "can", "done", "cooling" (its own last execution) or "cannot"
     owners: Any                     # frozenset of checksummed addresses, or UNREADABLE
     threshold: Any
 
@@ -119,7 +123,8 @@ class Authority:
     def reads(self) -> frozenset[ReadSpec]:
         """Every read but the probes (those change the state they run on)."""
         specs = {self.owners, self.threshold, *(s for s in (self.module_enabled, self.registered) if s is not None)}
-        specs.update(spec for entry in self.allowlist for spec in (entry.allowed, entry.pinned))
+        specs.update(spec for entry in self.allowlist
+                     for spec in (entry.allowed, entry.pinned, entry.last_executed, entry.cooldown))
         specs.update(spec for power in self.powers for spec in power.done_when.reads)
         return frozenset(specs)
 
@@ -138,14 +143,26 @@ class Authority:
             specs[f"probe_{power.action}"] = power.probe
         return NamedReads(MappingProxyType(specs))
 
-    def snapshot(self, values: StateValues, probed: StateValues) -> Snapshot:
+    def snapshot(self, values: StateValues, probed: StateValues, now: int) -> Snapshot:
+        """The authority as `values` and `probed` show it, at chain time `now` (for the cooldowns)."""
         return Snapshot(
             module_enabled=_value(values, self.module_enabled),
             guardian=_value(values, self.registered),
             allowed={entry.text: _admits(values, entry) for entry in self.allowlist},
-            powers={power.action: _power(values, probed, power) for power in self.powers},
+            powers={power.action: _power(values, probed, power, self._cooling(values, power.action, now))
+                    for power in self.powers},
             owners=_owners(values, self.owners),
             threshold=_value(values, self.threshold))
+
+
+    def _cooling(self, values: StateValues, action: str, now: int) -> bool:
+        """Whether the guardian's own last execution of the action keeps it cooling down: a pause that fails for
+        that reason is the guardian's own doing, not power taken from it (only the guardian key starts a cooldown)."""
+        for entry in self.allowlist:
+            last, cooldown = _value(values, entry.last_executed), _value(values, entry.cooldown)
+            if entry.action == action and UNREADABLE not in (last, cooldown) and last and last + cooldown > now:
+                return True
+        return False
 
 
 def compare(before: Snapshot, after: Snapshot, authority: Authority) -> list[Change]:
@@ -201,13 +218,15 @@ def _admits(values: StateValues, entry: Allowed) -> Any:
     return bool(allowed) and pinned in ("0x" + "00" * 32, entry.calldata_hash)
 
 
-def _power(values: StateValues, probed: StateValues, power: Power) -> str:
+def _power(values: StateValues, probed: StateValues, power: Power, cooling: bool) -> str:
     if not isinstance(probed.get(power.probe, ReadFailure(power.probe, "not probed")), ReadFailure):
         return "can"
     try:
-        return "done" if power.done_when.holds_in(values) else "cannot"
+        if power.done_when.holds_in(values):
+            return "done"
     except ChainError:
-        return "cannot"
+        pass
+    return "cooling" if cooling else "cannot"
 
 
 # ---- generation from the config ----
@@ -240,9 +259,11 @@ def authority_of(config: Config, guardian: str | None) -> Authority:
 
 def _allowed(action: ActionSettings, call: PlannedCall, contracts: Mapping[str, WatchedContract]) -> Allowed:
     entry = f"module.getAction({call.target}, 0x{call.selector.hex()})"
-    return Allowed(text=f"{call.text} for action {action.name}",
+    return Allowed(action=action.name, text=f"{call.text} for action {action.name}",
                    allowed=parse_read(f"{entry}.allowed", contracts),
                    pinned=parse_read(f"{entry}.calldataHash", contracts),
+                   last_executed=parse_read(f"{entry}.lastExecutedAt", contracts),
+                   cooldown=parse_read(f"{entry}.cooldown", contracts),
                    calldata_hash="0x" + calldata_hash(call.calldata).hex())
 
 
@@ -370,7 +391,7 @@ class SelfDefenceEvaluator:
 
     def observe(self, batch: BlockBatch, state: StateValues) -> Finding | None:
         authority = self.policy.authority
-        snapshot = authority.snapshot(state, state)
+        snapshot = authority.snapshot(state, state, batch.block.timestamp)
         previous, self._previous = self._previous, (batch.block.number, snapshot)
         if previous is None or previous[0] >= batch.block.number:
             return None
@@ -387,8 +408,8 @@ class SelfDefenceEvaluator:
         if simulation.reverted:
             return None
         authority = self.policy.authority
-        before = authority.snapshot(simulation.before, simulation.probed_before)
-        after = authority.snapshot(simulation.after, simulation.probed_after)
+        before = authority.snapshot(simulation.before, simulation.probed_before, head.timestamp)
+        after = authority.snapshot(simulation.after, simulation.probed_after, head.timestamp)
         changes = compare(before, after, authority)
         if not changes and authority.probes and not simulation.probed_before:
             raise EvaluationError("the guardian's own actions could not be probed on the head's state: whether this "
