@@ -110,6 +110,14 @@ class MempoolSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SelfDefenceSettings:
+    """The built-in guardian self-defence policy (onguard.policies.selfdefence): on unless the config turns it off."""
+
+    enabled: bool = True
+    actions: tuple[str, ...] | None = None  # the actions it takes; None: every configured action
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     chain: ChainSettings
@@ -130,6 +138,7 @@ class Config:
     def state(self) -> DatabaseSettings:
         """Where the state lives, to open it: `IncidentStore(config.state)`."""
         return DatabaseSettings(path=self.database, url=self.database_url, config_file=str(self.path))
+    self_defence: SelfDefenceSettings = field(default_factory=SelfDefenceSettings)
 
     def contract_at(self, address: str) -> WatchedContract | None:
         wanted = address.lower()
@@ -147,13 +156,14 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     base = path.parent
     contracts = _contracts(root, base)
     database, database_url = _database(root)
+    actions = _actions(root.table("actions"), contracts)
     config = Config(
         path=path,
         chain=_chain(root.table("chain")),
         safe=_safe(root.table("safe")),
         guardian_key=_guardian(root.table("guardian"), base),
         contracts=contracts,
-        actions=_actions(root.table("actions"), contracts),
+        actions=actions,
         policies_dir=_resolve(base, root.table("policies").get("dir", str, default="policies")),
         database=_resolve(base, database),
         database_url=database_url,
@@ -162,6 +172,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         notifications=parse_notifications(root.table("notifications", required=False)),
         metrics=parse_metrics(root.table("metrics", required=False)),
         dashboard=parse_dashboard(root.table("dashboard", required=False)),
+        self_defence=_self_defence(root.table("self_defence", required=False), actions),
     )
     root.finish()
     _module_needed(root, config.safe, config.actions)
@@ -263,6 +274,21 @@ def _module_needed(root: Table, safe: SafeSettings, actions: Mapping[str, Action
                                                 "GuardianModule (via = \"module\", the default)",
                         "give the module's address, or set via = \"presigned\" on every action and have the "
                         "owners pre-sign them (`onguard presign`)")
+
+
+def _self_defence(table: Table | None, actions: Mapping[str, ActionSettings]) -> SelfDefenceSettings:
+    if table is None:
+        return SelfDefenceSettings()
+    enabled = table.get("enabled", bool, default=True,
+                        hint="true (the default): the guardian pauses before its own authority is stripped")
+    names = table.get("actions", list, default=None, hint="action names from [actions], e.g. [\"pause_vault\"]")
+    if names is not None:
+        unknown = [n for n in names if n not in actions]
+        if not names or unknown:
+            raise table.fail("actions", f"no action named {unknown[0]!r}" if unknown else "is empty",
+                             f"known actions: {', '.join(actions)}; leave it out to take every action")
+    table.finish()
+    return SelfDefenceSettings(enabled=enabled, actions=None if names is None else tuple(names))
 
 
 def _guardian(table: Table, base: Path) -> KeySource:
