@@ -368,9 +368,9 @@ def test_probes_run_on_the_head_once_and_after_each_transaction(chain, tmp_path:
     requests: list[int] = []
 
     class CountingRpc(Rpc):
-        async def batch(self, batch):  # type: ignore[no-untyped-def]
+        async def simulation_batch(self, batch, **kwargs):  # type: ignore[no-untyped-def]
             requests.append(len(batch))
-            return await super().batch(batch)
+            return await super().simulation_batch(batch, **kwargs)
 
     async def simulate() -> list[Any]:
         rpc = CountingRpc(config.chain.rpc_url)
