@@ -21,6 +21,7 @@ from onguard.ops.settings import (
     parse_metrics,
     parse_notifications,
 )
+from onguard.replicas.settings import ReplicaSettings, default_replicas, parse_replicas
 from onguard.tomlfields import Table, read_toml
 from onguard.units import parse_address, parse_amount, parse_duration
 
@@ -122,6 +123,7 @@ class Config:
     notifications: NotificationSettings = field(default_factory=lambda: parse_notifications(None))
     metrics: MetricsSettings = field(default_factory=lambda: parse_metrics(None))
     dashboard: DashboardSettings = field(default_factory=lambda: parse_dashboard(None))
+    replicas: ReplicaSettings = field(default_factory=default_replicas)
 
     def contract_at(self, address: str) -> WatchedContract | None:
         wanted = address.lower()
@@ -152,6 +154,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         notifications=parse_notifications(root.table("notifications", required=False)),
         metrics=parse_metrics(root.table("metrics", required=False)),
         dashboard=parse_dashboard(root.table("dashboard", required=False)),
+        replicas=parse_replicas(root.table("replicas", required=False)),
     )
     root.finish()
     _module_needed(root, config.safe, config.actions)
