@@ -11,7 +11,7 @@ import pytest
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 _LEASES = """CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL, token BIGINT NOT NULL)"""
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL, token BIGINT NOT NULL)"""
 
 
 @pytest.fixture

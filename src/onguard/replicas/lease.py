@@ -1,7 +1,8 @@
 """Leases in PostgreSQL: a row per lease (name, holder, expires_at, token) renewed by its holder, taken over by
 another once it has expired, with a fencing token that grows at every change of hands.
 
-Time is the database's (`clock_timestamp()`), so replicas on machines with skewed clocks agree on who holds what.
+Time is the database's (`clock_timestamp()`, in milliseconds), so replicas on machines with skewed clocks agree
+on who holds what.
 Locally a holder believes in its lease only until `sent + ttl - margin`, measured from before the renewal was
 sent: a holder cut off from the database stops acting as holder before anybody else can take the lease over.
 On SQLite the single daemon holds every lease for ever (SoleLease): nothing changes for one daemon."""
@@ -23,21 +24,23 @@ from onguard.log import get_logger
 CONNECT_TIMEOUT = 3  # seconds (libpq's connect_timeout is whole seconds)
 SAFETY = 0.2         # the share of the ttl a holder gives up locally, for clock rates and the renewal's own trip
 
-_TAKE = """
+# The database's clock, in milliseconds since the epoch (leases.expires_at holds the same unit).
+_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+_TAKE = f"""
 INSERT INTO leases (name, holder, expires_at, token)
-VALUES (%(name)s, %(holder)s, clock_timestamp() + make_interval(secs => %(ttl)s), 1)
+VALUES (%(name)s, %(holder)s, {_NOW_MS} + %(ttl_ms)s, 1)
 ON CONFLICT (name) DO UPDATE
    SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
-       token = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > clock_timestamp()
+       token = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > {_NOW_MS}
                     THEN leases.token ELSE leases.token + 1 END
- WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= clock_timestamp()
+ WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= {_NOW_MS}
 RETURNING token
 """
-_RELEASE = ("UPDATE leases SET expires_at = clock_timestamp() "
+_RELEASE = (f"UPDATE leases SET expires_at = {_NOW_MS} "
             "WHERE name = %(name)s AND holder = %(holder)s AND token = %(token)s")
 _CONFIRM = ("SELECT 1 FROM leases WHERE name = %(name)s AND holder = %(holder)s AND token = %(token)s "
-            "AND expires_at > clock_timestamp()")
-_HOLDER = "SELECT holder, token, expires_at > clock_timestamp() AS live FROM leases WHERE name = %(name)s"
+            f"AND expires_at > {_NOW_MS}")
+_HOLDER = f"SELECT holder, token, expires_at > {_NOW_MS} AS live FROM leases WHERE name = %(name)s"
 
 
 class Lease(Protocol):
@@ -86,7 +89,8 @@ class DatabaseLease:
     async def renew(self) -> bool:
         """One attempt to take or keep the lease. A failure of the database raises (the caller retries)."""
         sent = time.monotonic()
-        row = await self._connection.one(_TAKE, {"name": self.name, "holder": self.holder, "ttl": self.ttl})
+        row = await self._connection.one(_TAKE, {"name": self.name, "holder": self.holder,
+                                                 "ttl_ms": round(self.ttl * 1000)})
         if row is None:
             self._held_until = 0.0
         else:
