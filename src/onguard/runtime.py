@@ -32,8 +32,10 @@ from onguard.ops.metrics import PendingResult
 from onguard.ops.reporting import GuardianOps
 from onguard.policies.engine import EngineResult, PolicyEngine, worth_simulating
 from onguard.policies.loader import Policy, load_policies
-from onguard.policies.model import EvaluationFailure
+from onguard.policies.model import EvaluationFailure, Finding
 from onguard.preflight import PreflightReport, run_preflight
+from onguard.replicas.claims import ClaimGate, CutOff
+from onguard.replicas.role import ReplicaRole
 from onguard.responders.fees import PendingTips, Threat
 from onguard.responders.lifecycle import ResponseLifecycle
 from onguard.responders.module import ModulePath
@@ -131,6 +133,8 @@ class Guardian:
             policies = load_policies(config.policies_dir, config.contracts, config.actions)
         chain_id = config.chain.chain_id
         self.engine = PolicyEngine(policies)
+        # Among replicas (state in PostgreSQL): this one's leases and claims; alone (SQLite): it always leads.
+        self.replica = ReplicaRole(config.replicas, chain_id, database_url(config))
         self.ops = GuardianOps.build(config, self.store, mempool_required=config.mempool.enabled,
                                      hold_while=lambda: self.responder.sending())
         self.reader = BatchStateReader(self.rpc)
@@ -143,7 +147,9 @@ class Guardian:
                    "presigned": PresignedPath(self.rpc, config, account, self.store,
                                               on_stale=self.ops.presigned_stale)},
             tips=self.tips, spawn=self._spawn, observer=self.ops)
-        self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response)
+        self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response,
+                                     ClaimGate(self.replica, self.store))
+        self.cut_off = CutOff(self.replica, self.responder.is_done, self._act_cut_off, self._spawn)
         self.simulator = Simulator(self.rpc) if config.mempool.simulate else None
         self.head: BlockObservation | None = None  # the newest block handled: pending findings are dated at it
         self._throttle = Throttler(rate_limit=config.mempool.simulations_per_second, period=1.0)
@@ -172,6 +178,7 @@ class Guardian:
 
     async def start(self) -> None:
         """Checks the chain and the guardian's authorisation, prepares responses, resumes interrupted ones."""
+        await self.replica.start()
         actual = await self.rpc.chain_id()
         if actual != self.config.chain.chain_id:
             raise ConfigError(f"the node at {self.config.chain.rpc_url} is on chain {actual}, "
@@ -258,6 +265,9 @@ class Guardian:
             result = await self.engine.evaluate(batch, self.reader)
             self._record_failures(result.failures)
             for finding in result.findings:
+                if self.replica.cut_off():
+                    self.cut_off.tripped(finding)
+                    continue
                 decision = self.arbiter.decide(finding)
                 decisions.append(decision)
                 for action in decision.actions:
@@ -269,6 +279,8 @@ class Guardian:
             self.ops.block_handled(batch.block.number, self.chain_health.head if self.chain_health else None)
         if poll.batches:
             await self.responder.on_block(poll.batches[-1].block)
+        if self.replica.cut_off():
+            return decisions  # incidents live in the database: compared again once it answers
         if poll.batches or poll.rewound_to is not None or self.reconciler.retry_due():
             await self.reconciler.reconcile(head=self.head.number if self.head else None, rewound_to=poll.rewound_to)
         return decisions
@@ -425,6 +437,9 @@ class Guardian:
         self._record_failures(result.failures)
         for finding in result.findings:
             self.triage.suspect(pending.raw.get("from"), pending.raw.get("to"))
+            if self.replica.cut_off():
+                self.cut_off.tripped(finding, threat)
+                continue
             decision = self.arbiter.decide(finding)
             decided_ms = round((time.perf_counter() - pending.seen_at) * 1000, 2)
             for action in decision.actions:
@@ -438,6 +453,14 @@ class Guardian:
                 "path": "mempool", "threat_tx": pending.hash, "decided_ms": decided_ms,
                 "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
             self.ops.decided(decision, pending.seen_at, path="mempool")
+
+    def _act_cut_off(self, finding: Finding, actions: list[str], threat: Threat | None) -> None:
+        """A replica cut off from the database, past its deadline, with `actions` still not in effect on chain:
+        decides as a single daemon does (the store keeps what it cannot write) and acts."""
+        decision = self.arbiter.decide(finding)
+        for action in actions:
+            self.responder.respond(decision.incident.id, action, threat)
+        self.ops.decided(decision, None, path="cut-off")
 
     def _report_misses(self) -> None:
         """Says, at most once a second, how many pending transactions missed their deadline (a flood)."""
@@ -507,7 +530,7 @@ class Guardian:
         await self.start()
         tasks: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {
             "block-loop": self._block_loop, "new-heads": self.heads.run, "chain-watch": self._watch_chain,
-            "heartbeat": self._heartbeat, "preflight": self._preflight_loop}
+            "heartbeat": self._heartbeat, "preflight": self._preflight_loop, **self.replica.tasks()}
         self.mempool = self.mempool_source()
         if self.mempool is not None:
             source = self.mempool

@@ -14,11 +14,21 @@ on a race they need not run."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
 
+from onguard.log import get_logger
 from onguard.replicas.settings import ReplicaSettings
+
+if TYPE_CHECKING:
+    from onguard.incidents.store import Incident, ResponseRecord
+    from onguard.policies.model import Finding
+    from onguard.replicas.role import ReplicaRole
+    from onguard.responders.fees import Threat
 
 SENT = "sent"
 
@@ -94,3 +104,98 @@ class ClaimWatch:
 
     def forget(self, incident_id: int, action: str) -> None:
         self._seen.pop((incident_id, action), None)
+
+
+class ClaimGate:
+    """What the reconciler asks before it puts an action in effect: for which of the incidents wanting it this
+    replica acts now. A single daemon (SQLite) acts for all of them; a replica leaves the ones another live
+    replica claimed within its deadline, and takes over the rest (atomically: only one taker wins)."""
+
+    def __init__(self, role: ReplicaRole, store: ClaimStore) -> None:
+        self._role = role
+        self._store = store
+        self._log = get_logger(component="claims", replica=role.id)
+
+    def due(self) -> bool:
+        return self._role.shared and self._role.claims.due()
+
+    def records_statuses(self) -> bool:
+        """Incident statuses computed from the chain are written by one replica, the leader (a claimer writes its
+        own campaign's statuses as it goes)."""
+        return self._role.leader.held()
+
+    def mine(self, record: ResponseRecord) -> bool:
+        return record.claimed_by in (None, self._role.id)
+
+    async def acting_for(self, action: str, wanting: list[Incident],
+                         responses: Mapping[int, list[ResponseRecord]]) -> list[Incident]:
+        if not self._role.shared:
+            return wanting
+        alive: set[str] | None = None
+        acting = []
+        for incident in wanting:
+            record = next(r for r in responses[incident.id] if r.action == action)
+            claim = Claim(incident.id, action, record.claimed_by, str(record.status))
+            others = claim.claimed_by not in (None, self._role.id)
+            if others and alive is None:
+                alive = await self._role.alive_replicas()
+            # A database that did not answer (alive None): this replica is cut off and takes nobody for dead.
+            judgement = self._role.claims.judge(claim, claimer_alive=not others or alive is None
+                                                or claim.claimed_by in alive)
+            if judgement.verdict == Verdict.MINE:
+                acting.append(incident)
+            elif judgement.verdict == Verdict.TAKE_OVER:
+                if self._store.take_over_claim(incident.id, action, claim.claimed_by, self._role.id):
+                    self._log.warning("taking over another replica's response", incident_id=incident.id,
+                                      action=action, why=judgement.why)
+                    self._role.claims.forget(incident.id, action)
+                    acting.append(incident)
+        return acting
+
+
+class ClaimStore(Protocol):
+    def take_over_claim(self, incident_id: int, action: str, claimed_by: str | None, replica: str) -> bool: ...
+
+
+class CutOff:
+    """What a replica cut off from the database does with a trip: it cannot claim, and the others (who can) are
+    acting on it. It waits `partition_deadline`, then reads each action's `done_when` on chain: an action that
+    holds is left alone (nothing sent: the others paused); one that still does not hold is put in effect from
+    here, as a single daemon would (its writes are kept in memory until the database is back). One wait per policy
+    at a time."""
+
+    def __init__(self, role: ReplicaRole, is_done: Callable[[str], Awaitable[bool]],
+                 act: Callable[[Finding, list[str], Threat | None], None],
+                 spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        self._role = role
+        self._is_done = is_done
+        self._act = act
+        self._spawn = spawn
+        self._waiting: set[str] = set()
+        self._log = get_logger(component="claims", replica=role.id)
+
+    def tripped(self, finding: Finding, threat: Threat | None = None) -> None:
+        policy = finding.policy
+        if policy.dry_run or policy.alert_only or not policy.response or policy.id in self._waiting:
+            return
+        self._waiting.add(policy.id)
+        self._log.critical("a policy tripped while this replica is cut off from the database: the other replicas "
+                           "act; this one looks at the chain again after partition_deadline",
+                           policy_id=policy.id, actions=list(policy.response), block=finding.block_number,
+                           partition_deadline=self._role.settings.partition_deadline)
+        self._spawn(self._after_deadline(finding, threat))
+
+    async def _after_deadline(self, finding: Finding, threat: Threat | None) -> None:
+        try:
+            await asyncio.sleep(self._role.settings.partition_deadline)
+            missing = [action for action in finding.policy.response if not await self._is_done(action)]
+            held = [action for action in finding.policy.response if action not in missing]
+            if held:
+                self._log.warning("cut off from the database: the action already holds on chain: nothing sent",
+                                  policy_id=finding.policy.id, actions=held)
+            if missing:
+                self._log.critical("cut off from the database and the action still does not hold on chain: "
+                                   "acting from chain state", policy_id=finding.policy.id, actions=missing)
+                self._act(finding, missing, threat)
+        finally:
+            self._waiting.discard(finding.policy.id)

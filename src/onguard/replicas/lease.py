@@ -112,9 +112,9 @@ class DatabaseLease:
     async def release(self) -> None:
         """Ends our tenure at once, so another replica takes over without waiting for the expiry."""
         self._held_until = 0.0
+        self._was_held = False  # a clean stop: nothing to report
         if self.token is not None:
             await self._connection.one(_RELEASE, self._key(), returns=False)
-        self._tell()
 
     def lapse(self) -> None:
         """Called when a renewal failed: the local deadline runs out on its own; say so once it has."""
@@ -141,20 +141,27 @@ class LeaseConnection:
         self._connection: psycopg.AsyncConnection | None = None
 
     async def one(self, sql: str, params: dict[str, object], *, returns: bool = True) -> tuple | None:
+        rows = await self._bounded(sql, params, fetch=returns)
+        return rows[0] if rows else None
+
+    async def all(self, sql: str, params: dict[str, object] | None = None) -> list[tuple]:
+        return await self._bounded(sql, params or {}, fetch=True)
+
+    async def _bounded(self, sql: str, params: dict[str, object], *, fetch: bool) -> list[tuple]:
         try:
-            return await asyncio.wait_for(self._execute(sql, params, returns), self._deadline)
+            return await asyncio.wait_for(self._execute(sql, params, fetch), self._deadline)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self.close()  # the next call connects afresh
             if isinstance(exc, psycopg.Error):
                 raise
             raise psycopg.OperationalError(f"the database did not answer within {self._deadline:g}s") from exc
 
-    async def _execute(self, sql: str, params: dict[str, object], returns: bool) -> tuple | None:
+    async def _execute(self, sql: str, params: dict[str, object], fetch: bool) -> list[tuple]:
         if self._connection is None or self._connection.closed:
             self._connection = await psycopg.AsyncConnection.connect(self._url, autocommit=True,
                                                                      connect_timeout=CONNECT_TIMEOUT)
         cursor = await self._connection.execute(sql, params)
-        return await cursor.fetchone() if returns else None
+        return await cursor.fetchall() if fetch else []
 
     async def holder(self, name: str) -> tuple[str, int, bool] | None:
         """(holder, token, live) of a lease, or None when nobody ever took it."""
@@ -176,11 +183,12 @@ class ReplicaLeases:
     def __init__(self, url: str, replica_id: str, chain_id: int, *, ttl: float, renew_every: float) -> None:
         self.replica_id = replica_id
         self.renew_every = renew_every
+        self._was_cut_off = False
         self.connection = LeaseConnection(url, deadline=max(renew_every, 0.5))
         self._log = get_logger(component="replicas", replica=replica_id, chain_id=chain_id)
         # The liveness row's holder names this process too: a second process under the same id cannot renew it.
         self.alive = DatabaseLease(self.connection, liveness_name(replica_id), f"{replica_id}/{uuid.uuid4().hex[:12]}",
-                                   ttl)
+                                   ttl, on_change=self._reach_changed)
         self.leader = DatabaseLease(self.connection, leader_name(chain_id), replica_id, ttl,
                                     on_change=self._leadership_changed)
 
@@ -215,6 +223,17 @@ class ReplicaLeases:
 
     async def _renew_leader(self) -> None:
         await self.leader.renew()
+
+    def _reach_changed(self, alive: bool, token: int | None) -> None:
+        del token
+        if alive:
+            if self._was_cut_off:
+                self._log.warning("this replica reaches the database again")
+            self._was_cut_off = False
+        else:
+            self._was_cut_off = True
+            self._log.critical("this replica is cut off from the database: it goes on judging, and acts only on "
+                               "what still does not hold on chain after partition_deadline")
 
     def _leadership_changed(self, held: bool, token: int | None) -> None:
         if held:

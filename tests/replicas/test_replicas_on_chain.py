@@ -1,0 +1,120 @@
+"""Three `onguard run` replicas, each with its own guardian key, against one Anvil chain (the real Safe v1.4.1 and
+GuardianModule) and one PostgreSQL database: an attack while the leader is SIGKILLed ends in exactly one effective
+pause, one incident with a complete record, and the leader lease on another replica; a replica whose database
+connection is cut sends nothing while the others pause."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from onguard.demo.world import contract
+
+from ..chain.helpers import ALICE, drain_slice, is_paused, tokens
+from ..faults.proxy import FaultProxy, Mode
+from .harness import Replica, replicas, wait_for
+
+pytestmark = pytest.mark.chain
+
+FAST = {"lease_ttl": '"2s"', "renew_every": '"500ms"', "send_deadline": '"1s"'}
+
+
+def leader_of(url: str, chain_id: int) -> tuple[str, int] | None:
+    """(holder, token) of the chain's leader lease while it is live."""
+    with psycopg.connect(url) as db:
+        row = db.execute("SELECT holder, token FROM leases WHERE name = %s AND expires_at > "
+                         "(extract(epoch FROM clock_timestamp()) * 1000)::bigint", (f"leader:{chain_id}",)).fetchone()
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
+def rows(url: str, sql: str) -> list[tuple]:
+    with psycopg.connect(url) as db:
+        return db.execute(sql).fetchall()
+
+
+def module_executions(chain, from_block: int) -> list:  # type: ignore[no-untyped-def]
+    module = contract(chain.w3, "GuardianModule", chain.world.module)
+    return module.events.ActionExecuted.get_logs(from_block=from_block)
+
+
+def all_started(group: list[Replica]) -> bool:
+    return all(r.saw("guardian started") for r in group if r.running)
+
+
+def test_an_attack_while_the_leader_is_killed_ends_in_one_pause_and_the_lease_moves(chain, postgres_url, tmp_path):
+    w3, world = chain.w3, chain.world
+    start_block = w3.eth.block_number
+    with replicas(chain, tmp_path, [postgres_url] * 3, **FAST) as group:
+        wait_for(lambda: all_started(group), "three replicas started", group)
+        holder, token = wait_for(lambda: leader_of(postgres_url, world.chain_id), "a replica leads", group)
+        leader = next(r for r in group if r.name == holder)
+        others = [r for r in group if r is not leader]
+
+        for _ in range(2):
+            drain_slice(w3, world, ALICE, tokens(100_000))  # the attack is under way: 200k, under the threshold
+        leader.kill()
+        drain_slice(w3, world, ALICE, tokens(100_000))      # 300k: the policy trips on the surviving replicas
+        wait_for(lambda: is_paused(w3, world), "the vault is paused", group)
+        assert drain_slice(w3, world, ALICE, tokens(100_000))["status"] == 0  # the attack's next slice fails
+
+        moved = wait_for(lambda: (lead := leader_of(postgres_url, world.chain_id)) and lead[0] != holder and lead,
+                         "the leader lease moved to a surviving replica", group)
+        assert moved[0] in {r.name for r in others} and moved[1] > token
+        wait_for(lambda: rows(postgres_url, "SELECT status FROM incidents") == [("safe",)],
+                 "the incident is safe", group)
+        for replica in others:
+            assert replica.stop() == 0
+
+    # Exactly one effective pause: one execution through the module, by a surviving replica's key.
+    (executed,) = module_executions(chain, start_block)
+    sender = w3.eth.get_transaction(executed["transactionHash"])["from"]
+    assert sender in {r.account.address for r in others}
+    # One incident, one response, and its record: detected, sent, mined, safe; the audit log verifies.
+    ((incident_id, policy_id),) = rows(postgres_url, "SELECT id, policy_id FROM incidents")
+    assert policy_id == "vault-drain"
+    ((action, status, tx_hash, claimed_by),) = rows(
+        postgres_url, "SELECT action, status, tx_hash, claimed_by FROM responses")
+    assert (action, status) == ("pause_vault", "mined")
+    assert tx_hash == executed["transactionHash"].to_0x_hex()
+    assert claimed_by in {r.name for r in others}
+    kinds = [kind for (kind,) in rows(postgres_url, f"SELECT kind FROM timeline WHERE incident_id = {incident_id} "
+                                                    "ORDER BY id")]
+    assert kinds[0] == "detected"
+    assert {"response-sent", "response-mined", "outcome", "status"} <= set(kinds)
+    verify = subprocess.run([sys.executable, "-m", "onguard.cli.main", "audit", "--config", str(others[0].config),
+                             "verify"], capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_replica_cut_off_from_the_database_does_not_fire_while_the_others_pause(chain, postgres_url, tmp_path):
+    w3, world = chain.w3, chain.world
+    start_block = w3.eth.block_number
+    server = postgres_url.rsplit("/", 1)
+    with FaultProxy("postgresql://127.0.0.1:5432", max_lifetime=600) as proxy:
+        through_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}/{server[1]}"
+        with replicas(chain, tmp_path, [postgres_url, postgres_url, through_proxy], **FAST,
+                      partition_deadline='"10s"') as group:
+            wait_for(lambda: all_started(group), "three replicas started", group)
+            cut = group[2]
+            nonce_before = w3.eth.get_transaction_count(cut.account.address)
+            proxy.set_mode(Mode.DROP)  # its database connections are cut; the chain is still in reach
+            wait_for(lambda: cut.saw("this replica is cut off from the database"), "the replica knows it is cut off",
+                     group)
+
+            for _ in range(3):
+                drain_slice(w3, world, ALICE, tokens(100_000))
+            wait_for(lambda: is_paused(w3, world), "the vault is paused", group)
+            wait_for(lambda: cut.saw("cut off from the database: the action already holds on chain: nothing sent"),
+                     "the cut-off replica looked at the chain after its deadline", group)
+            assert w3.eth.get_transaction_count(cut.account.address) == nonce_before  # it sent nothing
+
+            proxy.set_mode(Mode.PASS)
+            wait_for(lambda: cut.saw("this replica reaches the database again"), "the replica is back", group)
+            for replica in group:
+                assert replica.stop() == 0
+
+    assert len(module_executions(chain, start_block)) == 1
+    assert rows(postgres_url, "SELECT count(*) FROM incidents") == [(1,)]
