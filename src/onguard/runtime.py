@@ -134,7 +134,7 @@ class Guardian:
         chain_id = config.chain.chain_id
         self.engine = PolicyEngine(policies)
         # Among replicas (state in PostgreSQL): this one's leases and claims; alone (SQLite): it always leads.
-        self.replica = ReplicaRole(config.replicas, chain_id, database_url(config))
+        self.replica = ReplicaRole(config.replicas, chain_id, getattr(config, "database_url", None))
         self.ops = GuardianOps.build(config, self.store, mempool_required=config.mempool.enabled,
                                      hold_while=lambda: self.responder.sending())
         self.reader = BatchStateReader(self.rpc)

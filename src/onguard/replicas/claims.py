@@ -125,7 +125,7 @@ class ClaimGate:
         return self._role.leader.held()
 
     def mine(self, record: ResponseRecord) -> bool:
-        return record.claimed_by in (None, self._role.id)
+        return not self._role.shared or record.claimed_by in (None, self._role.id)
 
     async def acting_for(self, action: str, wanting: list[Incident],
                          responses: Mapping[int, list[ResponseRecord]]) -> list[Incident]:
