@@ -1,0 +1,153 @@
+"""Benchmark: what replicas cost and how fast they cover for each other, on the machine's PostgreSQL server
+(127.0.0.1:5432; each part creates and drops its own database).
+
+Run: .venv/bin/python bench/replicas.py [--trials 8] [--claims 300]
+
+takeover: three processes keep the real leases (onguard.replicas.lease.ReplicaLeases, the daemon's own code and
+  its default lease_ttl 3s / renew_every 1s); the leader is SIGKILLed (nothing released: its lease must expire)
+  and the time until the database shows another holder is measured, polled every 5 ms. What a dead leader's
+  once-only work waits; a response never waits for it (every replica acts on a trip; see README).
+claim: the arbiter's claim — open an incident and claim its action in one transaction (IncidentStore.open_or_join,
+  what a replica writes before it sends) — on SQLite (the single daemon's file) and on PostgreSQL over loopback,
+  and the compare-and-set a replica makes to take a claim over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+ROOT = Path(__file__).resolve().parents[1]
+
+HOLDER = """
+import asyncio, sys
+from onguard.replicas.lease import ReplicaLeases
+async def main():
+    leases = ReplicaLeases(sys.argv[1], sys.argv[2], 1, ttl=3.0, renew_every=1.0)
+    await leases.start()
+    await leases.run(asyncio.Event())
+asyncio.run(main())
+"""
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new database with the current schema (migrated by the store itself), dropped afterwards."""
+    name = f"onguard_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{SERVER}/{name}"
+    try:
+        from onguard.incidents.store import IncidentStore
+        from onguard.store.settings import DatabaseSettings
+
+        IncidentStore(DatabaseSettings(path=Path("unused.db"), url=url)).close()  # creates the schema
+        yield url
+    finally:
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def leader(url: str) -> str | None:
+    with psycopg.connect(url) as db:
+        row = db.execute("SELECT holder FROM leases WHERE name = 'leader:1' AND expires_at > "
+                         "(extract(epoch FROM clock_timestamp()) * 1000)::bigint").fetchone()
+    return None if row is None else str(row[0])
+
+
+def wait(condition: Callable[[], object], limit: float = 60.0) -> object:
+    deadline = time.monotonic() + limit
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the condition never held")
+        time.sleep(0.005)
+    return value
+
+
+def takeover_trial() -> float:
+    with fresh_database() as url:
+        holders = {name: subprocess.Popen([sys.executable, "-c", HOLDER, url, name], cwd=ROOT,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   for name in ("a", "b", "c")}
+        try:
+            first = str(wait(lambda: leader(url)))
+            time.sleep(1.5)  # let the leader renew at least once, as a running leader does
+            holders[first].send_signal(signal.SIGKILL)
+            killed_at = time.monotonic()
+            holders[first].wait()
+            wait(lambda: (now := leader(url)) is not None and now != first)
+            return time.monotonic() - killed_at
+        finally:
+            for process in holders.values():
+                process.kill()
+                process.wait()
+
+
+def claim_costs(store, count: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Median µs of open_or_join (opening + claiming one action) and of a take-over compare-and-set."""
+    from onguard.incidents.store import IncidentStatus
+
+    opens, takes = [], []
+    for index in range(count):
+        started = time.perf_counter()
+        incident, opened = store.open_or_join(
+            chain_id=1, policy_id=f"bench-{index}", cooldown=3600, severity="critical", title="bench", dry_run=False,
+            block=index, block_time=index, evidence={"value": "1"}, status=IncidentStatus.OPEN,
+            actions=("pause_vault",), seen={})
+        opens.append(time.perf_counter() - started)
+        assert opened
+        started = time.perf_counter()
+        assert store.take_over_claim(incident.id, "pause_vault", store.replica_id, "other")
+        takes.append(time.perf_counter() - started)
+    return statistics.median(opens) * 1e6, statistics.median(takes) * 1e6
+
+
+def claims(count: int) -> None:
+    from onguard.incidents.store import IncidentStore
+    from onguard.store.settings import DatabaseSettings
+
+    with tempfile.TemporaryDirectory() as folder:
+        sqlite = IncidentStore(DatabaseSettings(path=Path(folder) / "bench.db"), replica_id="bench")
+        try:
+            sqlite_open, sqlite_take = claim_costs(sqlite, count)
+        finally:
+            sqlite.close()
+    with fresh_database() as url:
+        postgres = IncidentStore(DatabaseSettings(path=Path("unused.db"), url=url), replica_id="bench")
+        try:
+            pg_open, pg_take = claim_costs(postgres, count)
+        finally:
+            postgres.close()
+    print(f"claim (open an incident + claim its action, one transaction), median of {count}:")
+    print(f"  SQLite     {sqlite_open:8.0f} µs   take-over CAS {sqlite_take:6.0f} µs")
+    print(f"  PostgreSQL {pg_open:8.0f} µs   take-over CAS {pg_take:6.0f} µs   (loopback; add the network's RTT)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--claims", type=int, default=300)
+    args = parser.parse_args()
+    os.environ.setdefault("ONGUARD_LOG_LEVEL", "warning")
+    durations = sorted(takeover_trial() for _ in range(args.trials))
+    print(f"leader SIGKILLed → lease held by another replica (lease_ttl 3s, renew_every 1s), {args.trials} trials:")
+    print(f"  p50 {statistics.median(durations):.2f} s   max {durations[-1]:.2f} s   "
+          f"min {durations[0]:.2f} s   all {[round(d, 2) for d in durations]}")
+    claims(args.claims)
+
+
+if __name__ == "__main__":
+    main()
