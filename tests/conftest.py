@@ -13,6 +13,7 @@ from web3 import Web3
 
 from onguard.chain.anvil import AnvilNode, start_anvil
 from onguard.demo.world import Roles, World, build_world, dev_account, write_config
+from tests.pg import postgres_url, state_location  # noqa: F401  (fixtures for every tier)
 
 GUARDIAN_KEY_ENV = "ONGUARD_TEST_GUARDIAN_KEY"
 

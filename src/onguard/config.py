@@ -22,6 +22,7 @@ from onguard.ops.settings import (
     parse_notifications,
 )
 from onguard.replicas.settings import ReplicaSettings, default_replicas, parse_replicas
+from onguard.store.settings import DatabaseSettings, check_database_url
 from onguard.tomlfields import Table, read_toml
 from onguard.units import parse_address, parse_amount, parse_duration
 
@@ -117,13 +118,19 @@ class Config:
     contracts: Mapping[str, WatchedContract]
     actions: Mapping[str, ActionSettings]
     policies_dir: Path
-    database: Path
+    database: Path                      # the SQLite file; unused when database_url names PostgreSQL
     response: ResponseSettings
     mempool: MempoolSettings
     notifications: NotificationSettings = field(default_factory=lambda: parse_notifications(None))
     metrics: MetricsSettings = field(default_factory=lambda: parse_metrics(None))
     dashboard: DashboardSettings = field(default_factory=lambda: parse_dashboard(None))
     replicas: ReplicaSettings = field(default_factory=default_replicas)
+    database_url: str | None = None     # postgresql://USER@HOST:PORT/DATABASE (the password from the environment)
+
+    @property
+    def state(self) -> DatabaseSettings:
+        """Where the state lives, to open it: `IncidentStore(config.state)`."""
+        return DatabaseSettings(path=self.database, url=self.database_url, config_file=str(self.path))
 
     def contract_at(self, address: str) -> WatchedContract | None:
         wanted = address.lower()
@@ -140,6 +147,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     root = Table(data, file=str(path), prefix="", error=ConfigError)
     base = path.parent
     contracts = _contracts(root, base)
+    database, database_url = _database(root)
     config = Config(
         path=path,
         chain=_chain(root.table("chain")),
@@ -148,7 +156,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         contracts=contracts,
         actions=_actions(root.table("actions"), contracts),
         policies_dir=_resolve(base, root.table("policies").get("dir", str, default="policies")),
-        database=_resolve(base, _database(root)),
+        database=_resolve(base, database),
+        database_url=database_url,
         response=_response(root.table("response", required=False), rpc_url=data.get("chain", {}).get("rpc_url")),
         mempool=_mempool(root.table("mempool", required=False)),
         notifications=parse_notifications(root.table("notifications", required=False)),
@@ -314,13 +323,20 @@ def _actions(table: Table, contracts: Mapping[str, WatchedContract]) -> Mapping[
     return MappingProxyType(actions)
 
 
-def _database(root: Table) -> str:
+def _database(root: Table) -> tuple[str, str | None]:
+    """(SQLite file, PostgreSQL URL or None): a URL moves the state to PostgreSQL, for replicas sharing it."""
     table = root.table("state", required=False)
     if table is None:
-        return "onguard.db"
+        return "onguard.db", None
     value = table.get("database", str, default="onguard.db")
+    url = table.get("database_url", str, default=None)
+    if url is not None:
+        if table.has("database"):
+            raise table.fail("database_url", "is given with state.database: the state lives in one place",
+                             "keep database (a SQLite file) for one daemon, or database_url (PostgreSQL) for replicas")
+        check_database_url(url, file=table.file, field=table.field_name("database_url"))
     table.finish()
-    return value
+    return value, url
 
 
 # Sane ranges for [response] and [mempool]: a value outside one is a typo or a misread unit, not a tuning choice.

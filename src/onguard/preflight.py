@@ -100,7 +100,7 @@ async def run_preflight(config: Config, account_address: str, rpc: Rpc, *, store
     """Every check against the latest block. `store` holds the pre-signed transactions (default: the config's
     database, opened and closed here)."""
     own_store = store is None
-    store = store or IncidentStore(config.database)
+    store = store or IncidentStore(config.state)
     try:
         return await _Preflight(config, account_address, rpc, store).run(responses)
     finally:

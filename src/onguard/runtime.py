@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,7 +34,7 @@ from onguard.policies.loader import Policy, load_policies
 from onguard.policies.model import EvaluationFailure, Finding
 from onguard.preflight import PreflightReport, run_preflight
 from onguard.replicas.claims import ClaimGate, CutOff
-from onguard.replicas.role import ReplicaRole
+from onguard.replicas.role import ReplicaRole, replica_claimant
 from onguard.responders.fees import PendingTips, Threat
 from onguard.responders.lifecycle import ResponseLifecycle
 from onguard.responders.module import ModulePath
@@ -45,6 +44,7 @@ from onguard.sources.blocks import BlockSource, block_observation
 from onguard.sources.heads import HeadFollower, HeadMode
 from onguard.sources.mempool import MempoolSource, PendingTransaction
 from onguard.sources.triage import Lane, PendingCounters, PendingQueue, Triage
+from onguard.store.database import WRITE_REFUSED
 
 MAX_BACKOFF = 10.0
 MAX_RESTARTS = 5          # deaths of one task within RESTART_WINDOW before the daemon halts
@@ -128,13 +128,13 @@ class Guardian:
         self.account = account
         self.transport = transport or Transport.from_config(config)
         self.rpc = Rpc.over(self.transport)
-        self.store = store or IncidentStore(config.database)
+        self.store = store or IncidentStore(config.state, claimant=replica_claimant(config))
         if policies is None:
             policies = load_policies(config.policies_dir, config.contracts, config.actions)
         chain_id = config.chain.chain_id
         self.engine = PolicyEngine(policies)
         # Among replicas (state in PostgreSQL): this one's leases and claims; alone (SQLite): it always leads.
-        self.replica = ReplicaRole(config.replicas, chain_id, getattr(config, "database_url", None))
+        self.replica = ReplicaRole(config.replicas, chain_id, config.database_url)
         self.ops = GuardianOps.build(config, self.store, mempool_required=config.mempool.enabled,
                                      hold_while=lambda: self.responder.sending())
         self.reader = BatchStateReader(self.rpc)
@@ -222,7 +222,7 @@ class Guardian:
         files = [self.config.path, *sorted(self.config.policies_dir.glob("*.toml"))]
         try:
             entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files)
-        except sqlite3.OperationalError as exc:
+        except WRITE_REFUSED as exc:
             # A full disk must not stop the guardian from starting: it can still pause.
             self._log.critical("the configuration could not be audited: the database refuses writes",
                                error=str(exc))
@@ -693,5 +693,6 @@ def build_guardian(config: Config, account: LocalAccount, *, policies: Sequence[
     transport = Transport.from_config(config)
     if policies is None:
         policies = load_policies(config.policies_dir, config.contracts, config.actions)
-    return Guardian(config, account, policies=policies, store=store or IncidentStore(config.database),
+    return Guardian(config, account, policies=policies,
+                    store=store or IncidentStore(config.state, claimant=replica_claimant(config)),
                     transport=transport, heads=heads, on_judged=on_judged)

@@ -455,10 +455,10 @@ async def pause_while_the_database_refuses(chain, config_path: Path, capsys, ref
 def test_a_database_refusing_writes_does_not_stop_the_pause_and_the_record_is_written_later(chain, guardian_config,
                                                                                            capsys):
     def refuse(guardian: Guardian) -> None:
-        guardian.store.db.execute("PRAGMA query_only=ON")  # every write now fails with an OperationalError
+        guardian.store.database.execute("PRAGMA query_only=ON")  # every write now fails with an OperationalError
 
     def restore(guardian: Guardian) -> None:
-        guardian.store.db.execute("PRAGMA query_only=OFF")
+        guardian.store.database.execute("PRAGMA query_only=OFF")
 
     asyncio.run(pause_while_the_database_refuses(chain, guardian_config, capsys, refuse, restore,
                                                  "attempt to write a readonly database"))

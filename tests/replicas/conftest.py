@@ -1,29 +1,17 @@
-"""Replica fixtures: a fresh PostgreSQL database on the machine's server (127.0.0.1:5432), dropped after the test."""
+"""Replica fixtures: a fresh PostgreSQL database (tests/pg.py's `postgres_url`) with onguard's schema."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from pathlib import Path
 
-import psycopg
 import pytest
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
-
-_LEASES = """CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL, token BIGINT NOT NULL)"""
+from onguard.incidents.store import IncidentStore
+from onguard.store.settings import DatabaseSettings
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    name = f"onguard_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{SERVER}/{name}"
-    with psycopg.connect(url, autocommit=True) as db:
-        db.execute(_LEASES)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def replica_database(postgres_url: str, tmp_path: Path) -> str:
+    """The URL of a fresh database migrated to the current schema (leases, response claims)."""
+    IncidentStore(DatabaseSettings(path=tmp_path / "unused.db", url=postgres_url)).close()
+    return postgres_url

@@ -22,9 +22,9 @@ async def eventually(attempt, what: str) -> None:  # type: ignore[no-untyped-def
         await asyncio.sleep(0.05)
 
 
-def test_one_holder_at_a_time_and_renewal_keeps_the_token(postgres_url):
+def test_one_holder_at_a_time_and_renewal_keeps_the_token(replica_database):
     async def scenario() -> None:
-        a_db, b_db = LeaseConnection(postgres_url, 5), LeaseConnection(postgres_url, 5)
+        a_db, b_db = LeaseConnection(replica_database, 5), LeaseConnection(replica_database, 5)
         a = DatabaseLease(a_db, "leader:1", "a", ttl=30)
         b = DatabaseLease(b_db, "leader:1", "b", ttl=30)
         try:
@@ -40,9 +40,9 @@ def test_one_holder_at_a_time_and_renewal_keeps_the_token(postgres_url):
     asyncio.run(scenario())
 
 
-def test_an_expired_lease_is_taken_over_with_a_higher_token_and_the_old_holder_is_fenced(postgres_url):
+def test_an_expired_lease_is_taken_over_with_a_higher_token_and_the_old_holder_is_fenced(replica_database):
     async def scenario() -> None:
-        a_db, b_db = LeaseConnection(postgres_url, 5), LeaseConnection(postgres_url, 5)
+        a_db, b_db = LeaseConnection(replica_database, 5), LeaseConnection(replica_database, 5)
         a = DatabaseLease(a_db, "leader:1", "a", ttl=1)
         b = DatabaseLease(b_db, "leader:1", "b", ttl=30)
         try:
@@ -62,9 +62,9 @@ def test_an_expired_lease_is_taken_over_with_a_higher_token_and_the_old_holder_i
     asyncio.run(scenario())
 
 
-def test_a_released_lease_is_taken_at_once(postgres_url):
+def test_a_released_lease_is_taken_at_once(replica_database):
     async def scenario() -> None:
-        a_db, b_db = LeaseConnection(postgres_url, 5), LeaseConnection(postgres_url, 5)
+        a_db, b_db = LeaseConnection(replica_database, 5), LeaseConnection(replica_database, 5)
         a = DatabaseLease(a_db, "leader:1", "a", ttl=60)
         b = DatabaseLease(b_db, "leader:1", "b", ttl=60)
         try:
@@ -79,10 +79,10 @@ def test_a_released_lease_is_taken_at_once(postgres_url):
     asyncio.run(scenario())
 
 
-def test_a_second_replica_with_the_same_id_is_refused(postgres_url):
+def test_a_second_replica_with_the_same_id_is_refused(replica_database):
     async def scenario() -> None:
-        first = ReplicaLeases(postgres_url, "eu-1", 31337, ttl=30, renew_every=1)
-        second = ReplicaLeases(postgres_url, "eu-1", 31337, ttl=30, renew_every=1)
+        first = ReplicaLeases(replica_database, "eu-1", 31337, ttl=30, renew_every=1)
+        second = ReplicaLeases(replica_database, "eu-1", 31337, ttl=30, renew_every=1)
         try:
             await first.start()
             assert first.leader.held()
@@ -95,10 +95,10 @@ def test_a_second_replica_with_the_same_id_is_refused(postgres_url):
     asyncio.run(scenario())
 
 
-def test_the_keeper_renews_until_stopped_then_hands_the_lead_over(postgres_url):
+def test_the_keeper_renews_until_stopped_then_hands_the_lead_over(replica_database):
     async def scenario() -> None:
-        a = ReplicaLeases(postgres_url, "a", 31337, ttl=2, renew_every=0.2)
-        b = ReplicaLeases(postgres_url, "b", 31337, ttl=2, renew_every=0.2)
+        a = ReplicaLeases(replica_database, "a", 31337, ttl=2, renew_every=0.2)
+        b = ReplicaLeases(replica_database, "b", 31337, ttl=2, renew_every=0.2)
         stop_a, stop_b = asyncio.Event(), asyncio.Event()
         try:
             await a.start()
@@ -112,7 +112,7 @@ def test_the_keeper_renews_until_stopped_then_hands_the_lead_over(postgres_url):
             assert b.leader.token == renewals_seen + 1
             stop_b.set()
             await runs[1]
-            watcher = LeaseConnection(postgres_url, 5)
+            watcher = LeaseConnection(replica_database, 5)
             assert (await watcher.holder("leader:31337"))[2] is False  # released on stop
             await watcher.close()
         finally:

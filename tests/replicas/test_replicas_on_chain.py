@@ -44,12 +44,12 @@ def all_started(group: list[Replica]) -> bool:
     return all(r.saw("guardian started") for r in group if r.running)
 
 
-def test_an_attack_while_the_leader_is_killed_ends_in_one_pause_and_the_lease_moves(chain, postgres_url, tmp_path):
+def test_an_attack_while_the_leader_is_killed_ends_in_one_pause_and_the_lease_moves(chain, replica_database, tmp_path):
     w3, world = chain.w3, chain.world
     start_block = w3.eth.block_number
-    with replicas(chain, tmp_path, [postgres_url] * 3, **FAST) as group:
+    with replicas(chain, tmp_path, [replica_database] * 3, **FAST) as group:
         wait_for(lambda: all_started(group), "three replicas started", group)
-        holder, token = wait_for(lambda: leader_of(postgres_url, world.chain_id), "a replica leads", group)
+        holder, token = wait_for(lambda: leader_of(replica_database, world.chain_id), "a replica leads", group)
         leader = next(r for r in group if r.name == holder)
         others = [r for r in group if r is not leader]
 
@@ -60,10 +60,10 @@ def test_an_attack_while_the_leader_is_killed_ends_in_one_pause_and_the_lease_mo
         wait_for(lambda: is_paused(w3, world), "the vault is paused", group)
         assert drain_slice(w3, world, ALICE, tokens(100_000))["status"] == 0  # the attack's next slice fails
 
-        moved = wait_for(lambda: (lead := leader_of(postgres_url, world.chain_id)) and lead[0] != holder and lead,
+        moved = wait_for(lambda: (lead := leader_of(replica_database, world.chain_id)) and lead[0] != holder and lead,
                          "the leader lease moved to a surviving replica", group)
         assert moved[0] in {r.name for r in others} and moved[1] > token
-        wait_for(lambda: rows(postgres_url, "SELECT status FROM incidents") == [("safe",)],
+        wait_for(lambda: rows(replica_database, "SELECT status FROM incidents") == [("safe",)],
                  "the incident is safe", group)
         for replica in others:
             assert replica.stop() == 0
@@ -73,14 +73,14 @@ def test_an_attack_while_the_leader_is_killed_ends_in_one_pause_and_the_lease_mo
     sender = w3.eth.get_transaction(executed["transactionHash"])["from"]
     assert sender in {r.account.address for r in others}
     # One incident, one response, and its record: detected, sent, mined, safe; the audit log verifies.
-    ((incident_id, policy_id),) = rows(postgres_url, "SELECT id, policy_id FROM incidents")
+    ((incident_id, policy_id),) = rows(replica_database, "SELECT id, policy_id FROM incidents")
     assert policy_id == "vault-drain"
     ((action, status, tx_hash, claimed_by),) = rows(
-        postgres_url, "SELECT action, status, tx_hash, claimed_by FROM responses")
+        replica_database, "SELECT action, status, tx_hash, claimed_by FROM responses")
     assert (action, status) == ("pause_vault", "mined")
     assert tx_hash == executed["transactionHash"].to_0x_hex()
     assert claimed_by in {r.name for r in others}
-    kinds = [kind for (kind,) in rows(postgres_url, f"SELECT kind FROM timeline WHERE incident_id = {incident_id} "
+    kinds = [kind for (kind,) in rows(replica_database, f"SELECT kind FROM timeline WHERE incident_id = {incident_id} "
                                                     "ORDER BY id")]
     assert kinds[0] == "detected"
     assert {"response-sent", "response-mined", "outcome", "status"} <= set(kinds)
@@ -89,13 +89,13 @@ def test_an_attack_while_the_leader_is_killed_ends_in_one_pause_and_the_lease_mo
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_a_replica_cut_off_from_the_database_does_not_fire_while_the_others_pause(chain, postgres_url, tmp_path):
+def test_a_replica_cut_off_from_the_database_does_not_fire_while_the_others_pause(chain, replica_database, tmp_path):
     w3, world = chain.w3, chain.world
     start_block = w3.eth.block_number
-    server = postgres_url.rsplit("/", 1)
+    server = replica_database.rsplit("/", 1)
     with FaultProxy("postgresql://127.0.0.1:5432", max_lifetime=600) as proxy:
         through_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}/{server[1]}"
-        with replicas(chain, tmp_path, [postgres_url, postgres_url, through_proxy], **FAST,
+        with replicas(chain, tmp_path, [replica_database, replica_database, through_proxy], **FAST,
                       partition_deadline='"10s"') as group:
             wait_for(lambda: all_started(group), "three replicas started", group)
             cut = group[2]
@@ -117,4 +117,4 @@ def test_a_replica_cut_off_from_the_database_does_not_fire_while_the_others_paus
                 assert replica.stop() == 0
 
     assert len(module_executions(chain, start_block)) == 1
-    assert rows(postgres_url, "SELECT count(*) FROM incidents") == [(1,)]
+    assert rows(replica_database, "SELECT count(*) FROM incidents") == [(1,)]

@@ -20,6 +20,7 @@ from onguard.incidents.store import IncidentStore
 @pytest.fixture
 def store(tmp_path: Path):
     store = IncidentStore(tmp_path / "onguard.db")
+    store.path = tmp_path / "onguard.db"  # these tests edit the file as someone with write access to it could
     yield store
     store.close()
 
@@ -55,9 +56,9 @@ def test_entries_chain_from_genesis_and_verify(store):
 def test_the_database_refuses_plain_updates_and_deletes(store):
     filled(store, 2)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        store.db.execute("UPDATE audit_log SET actor='x' WHERE seq=1")
+        store.database.execute("UPDATE audit_log SET actor='x' WHERE seq=1")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        store.db.execute("DELETE FROM audit_log WHERE seq=1")
+        store.database.execute("DELETE FROM audit_log WHERE seq=1")
 
 
 def test_an_edited_entry_is_named(store):
@@ -212,9 +213,9 @@ def test_an_append_after_a_truncation_keeps_the_gap_visible(store):
 def test_the_head_cannot_move_back(store):
     filled(store, 2)
     with pytest.raises(sqlite3.IntegrityError, match="only moves forward"):
-        store.db.execute("UPDATE audit_head SET seq=1")
+        store.database.execute("UPDATE audit_head SET seq=1")
     with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
-        store.db.execute("DELETE FROM audit_head")
+        store.database.execute("DELETE FROM audit_head")
 
 
 def test_a_database_from_before_the_head_gets_the_newest_entry_as_its_head(tmp_path):
@@ -223,7 +224,8 @@ def test_a_database_from_before_the_head_gets_the_newest_entry_as_its_head(tmp_p
     audit = filled(store, 3)
     store.close()
     db = sqlite3.connect(path)
-    db.executescript("DROP TABLE audit_head;")  # drops its triggers too: the file as an older onguard left it
+    # Drops its triggers too: the file as an older onguard left it (which recorded no schema versions).
+    db.executescript("DROP TABLE audit_head; DROP TABLE schema_versions;")
     db.close()
     store = IncidentStore(path)
     try:

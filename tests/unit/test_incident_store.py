@@ -274,20 +274,20 @@ def test_two_writers_racing_to_open_make_one_incident(db_path: Path) -> None:
     one, two = IncidentStore(db_path), IncidentStore(db_path)
     try:
         # The first writer is opening an incident (its transaction not committed yet) when the second checks.
-        one.db.execute("BEGIN IMMEDIATE")
-        one.db.execute("INSERT INTO incidents (chain_id, policy_id, severity, status, title, dry_run, opened_at, "
+        one.database.execute("BEGIN IMMEDIATE")
+        one.database.execute("INSERT INTO incidents (chain_id, policy_id, severity, status, title, dry_run, opened_at, "
                        "opened_block, opened_block_time, last_seen_at, last_seen_block, evidence) "
                        "VALUES (31337, 'vault-drain', 'critical', 'open', 'drain', 0, 'now', 100, 1000, 'now', 100, "
                        "'{}')")
         checking = threading.Event()
-        two.db.set_trace_callback(lambda statement: checking.set())
+        two.database.connection.set_trace_callback(lambda statement: checking.set())
         result: list = []
         second = threading.Thread(target=lambda: result.append(open_or_join(two, 1_000)))
         second.start()
         assert checking.wait(timeout=10)
-        one.db.execute("COMMIT")
+        one.database.execute("COMMIT")
         second.join(timeout=10)
-        two.db.set_trace_callback(None)
+        two.database.connection.set_trace_callback(None)
         (incident, opened), = result
         assert opened is False  # it waited for the first writer and joined its incident
         assert len(one.incidents()) == 1
@@ -347,6 +347,7 @@ def test_a_schema_1_database_is_migrated_and_mitigated_becomes_safe(db_path: Pat
     incident_id = open_one(store)
     store.close()
     raw = sqlite3.connect(db_path)
+    raw.execute("DROP TABLE schema_versions")  # as an onguard of schema 1 left it: no versions recorded
     raw.execute("DROP TABLE response_txs")
     raw.execute("ALTER TABLE responses DROP COLUMN outcome")
     raw.execute("UPDATE incidents SET status='mitigated'")
@@ -363,14 +364,14 @@ def test_a_schema_1_database_is_migrated_and_mitigated_becomes_safe(db_path: Pat
 def test_writes_a_full_database_refuses_are_kept_and_replayed_in_order(store: IncidentStore) -> None:
     incident_id = open_one(store)
     store.claim_response(incident_id, "pause_vault")
-    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
-    store.db.execute(f"PRAGMA max_page_count={pages}")  # SQLite now answers "database or disk is full"
+    pages = store.database.scalar("PRAGMA page_count")
+    store.database.execute(f"PRAGMA max_page_count={pages}")  # SQLite now answers "database or disk is full"
     for n in range(200):
         store.add_timeline(incident_id, "note", {"n": n, "pad": "x" * 400})
         store.save_checkpoint("blocks", 31337, n, f"0x{n:02x}")
     store.update_response(incident_id, "pause_vault", ResponseStatus.MINED, tx_hash="0xfeed", block_number=12)
     assert store.unsaved_writes > 0  # the disk refused: nothing raised, the writes wait in memory
-    store.db.execute(f"PRAGMA max_page_count={pages * 100}")  # space returns
+    store.database.execute(f"PRAGMA max_page_count={pages * 100}")  # space returns
     assert store.flush() is True and store.unsaved_writes == 0
     notes = [e.detail["n"] for e in store.timeline(incident_id) if e.kind == "note"]
     assert notes == list(range(200))  # every one, in order
@@ -380,15 +381,15 @@ def test_writes_a_full_database_refuses_are_kept_and_replayed_in_order(store: In
 
 def test_an_incident_opened_while_the_database_is_full_is_saved_when_it_takes_writes(store: IncidentStore) -> None:
     open_one(store)
-    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
-    store.db.execute(f"PRAGMA max_page_count={pages}")
+    pages = store.database.scalar("PRAGMA page_count")
+    store.database.execute(f"PRAGMA max_page_count={pages}")
     for n in range(100):  # fill what room is left
         store.add_timeline(1, "note", {"pad": "x" * 400})
     incident, opened = open_or_join(store, 5_000, policy_id="other-policy")
     assert opened and store.incident(incident.id).policy_id == "other-policy"  # known in memory
     joined, opened_again = open_or_join(store, 5_001, policy_id="other-policy")
     assert (joined.id, opened_again) == (incident.id, False)
-    store.db.execute(f"PRAGMA max_page_count={pages * 100}")
+    store.database.execute(f"PRAGMA max_page_count={pages * 100}")
     assert store.flush()
     assert [(r.action, r.status) for r in store.responses(incident.id)] == [("pause_vault", "claimed")]
     assert store.incident(incident.id).policy_id == "other-policy"

@@ -35,7 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _store(args: argparse.Namespace) -> IncidentStore:
-    return IncidentStore(args.db or load_config(args.config).database)
+    return IncidentStore(args.db or load_config(args.config).state)
 
 
 def handle_verify(args: argparse.Namespace) -> int:
@@ -72,9 +72,9 @@ def _verify_database(args: argparse.Namespace, head: str | None) -> int:
     finally:
         store.close()
     if broken is not None:
-        return _broken(broken, str(store.path))
+        return _broken(broken, str(store.name))
     print(f"intact: {count} entries, every hash and link verified, the last one is the recorded head "
-          f"({store.path})" + (f"; it holds the given head {head[:16]}…" if head else ""))
+          f"({store.name})" + (f"; it holds the given head {head[:16]}…" if head else ""))
     return 0
 
 

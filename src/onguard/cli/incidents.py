@@ -63,7 +63,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _store(args: argparse.Namespace) -> IncidentStore:
-    path = args.db or load_config(args.config).database
+    path = args.db or load_config(args.config).state
     return IncidentStore(path)
 
 

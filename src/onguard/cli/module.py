@@ -240,7 +240,7 @@ def handle_propose(args: argparse.Namespace) -> int:
     multisend = safe.retrieve_multisend() if len(calls) > 1 else None
     tx = SafeTxData.batch(config.safe.address, config.chain.chain_id, [c for _, c in calls], nonce,
                           **({"multisend": multisend} if multisend else {}))
-    store = IncidentStore(config.database)
+    store = IncidentStore(config.state)
     try:
         by = args.by or getpass.getuser()
         record = SafeTxStore(store).add(TxKind.PROPOSAL, tx, purpose=args.purpose, proposer=by)

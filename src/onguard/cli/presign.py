@@ -62,7 +62,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.typed_data:
         print_typed_data(txs_to_sign[0])
         return 0
-    store = IncidentStore(config.database)
+    store = IncidentStore(config.state)
     try:
         txs = SafeTxStore(store)
         print(f"pre-signing emergency action {action.name} ({call.text}) for nonce"
@@ -100,7 +100,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _status(config: Config, *, as_json: bool) -> int:
-    store = IncidentStore(config.database)
+    store = IncidentStore(config.state)
     try:
         report = Report()
         presigned_section(config, store, report)

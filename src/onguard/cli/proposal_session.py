@@ -37,7 +37,7 @@ class SafeView:
 class ProposalSession:
     def __init__(self, args: argparse.Namespace) -> None:
         self.config: Config = load_config(args.config)
-        self.store = IncidentStore(self.config.database)
+        self.store = IncidentStore(self.config.state)
         self.txs = SafeTxStore(self.store)
         self.audit = AuditLog(self.store)
         self._safe: SafeOnChain | None = None

@@ -34,7 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 def handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     answers = checklist_answers({key: getattr(args, key) for key, _, _ in CHECKLIST})
-    store = IncidentStore(config.database)
+    store = IncidentStore(config.state)
     try:
         try:
             incident = store.incident(args.id)

@@ -36,7 +36,7 @@ def handle(args: argparse.Namespace) -> int:
     config.notifications.check_policies({policy.common.id for policy in check.policies})
     policies = [policy for policy in check.policies if policy.common.enabled]
     account = load_guardian_account(config.guardian_key)
-    with daemon_lock(config.database):
+    with daemon_lock(config.state):
         asyncio.run(_run(build_guardian(config, account, policies=policies)))
     return 0
 

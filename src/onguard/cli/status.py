@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    store = IncidentStore(config.database)
+    store = IncidentStore(config.state)
     report = Report()
     try:
         checkpoint = _database(report, config, store)
@@ -72,8 +72,8 @@ class Report:
 
 def _database(report: Report, config: Config, store: IncidentStore) -> int | None:
     checkpoint = store.checkpoint_row(SOURCE_NAME, config.chain.chain_id)
-    report.doc["database"] = str(config.database)
-    report.say(f"database      {config.database}")
+    report.doc["database"] = store.name
+    report.say(f"database      {store.name}")
     if checkpoint is None:
         report.doc["last_block"] = None
         report.say("last block    none yet (the daemon has not handled a block on this chain)")

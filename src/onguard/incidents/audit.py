@@ -10,37 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from onguard.errors import InputError
-from onguard.incidents.store import IncidentStore, now
+from onguard.incidents.store import IncidentStore
+from onguard.store.records import AUDIT_GENESIS, now
 
-GENESIS = "0" * 64
+GENESIS = AUDIT_GENESIS
+APPEND_LOCK = "audit-log-append"
 JSON_SAFE_INT = 2**53 - 1  # larger integers are written as decimal strings: JSON readers other than Python lose them
-
-# Triggers make accidental edits fail loudly; they are no defence against someone who can write the file, which is
-# what the hash chain is for.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    details TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TABLE IF NOT EXISTS audit_head (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    seq INTEGER NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_head_forward_only BEFORE UPDATE ON audit_head WHEN NEW.seq <= OLD.seq
-BEGIN SELECT RAISE(ABORT, 'the audit head only moves forward'); END;
-CREATE TRIGGER IF NOT EXISTS audit_head_no_delete BEFORE DELETE ON audit_head
-BEGIN SELECT RAISE(ABORT, 'the audit head is never deleted'); END;
-"""
 
 
 class AuditKind:
@@ -113,60 +88,41 @@ def _plain(value: Any) -> Any:
 
 
 class AuditLog:
-    """The audit table in the store's database. Appends are serialised by SQLite (BEGIN IMMEDIATE), so the daemon
-    and a CLI signing at the same time still make one unbroken chain. The head (seq and hash of the newest entry)
-    moves in the same transaction as each append, so entries deleted from the end are found missing."""
+    """The audit tables of the state database. Appends are serialised (one writer at a time on SQLite, an advisory
+    lock on PostgreSQL), so the daemon, a CLI signing at the same time and replicas sharing one database still make
+    one unbroken chain. The head (seq and hash of the newest entry) moves in the same transaction as each append,
+    so entries deleted from the end are found missing."""
 
     def __init__(self, store: IncidentStore) -> None:
-        self._db = store.db
-        had_head = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='audit_head'").fetchone()
-        self._db.executescript(_SCHEMA)
-        if not had_head:
-            self._start_head()
-
-    def _start_head(self) -> None:
-        """Once, when the head table is created: the head is the newest entry (none yet: seq 0, the genesis hash).
-        Only then: a head row that disappears later was deleted, and verify says so."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute("INSERT OR IGNORE INTO audit_head SELECT 1, seq, hash FROM "
-                             "(SELECT seq, hash FROM audit_log UNION ALL SELECT 0, ?) ORDER BY seq DESC LIMIT 1",
-                             (GENESIS,))
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        self._db = store.database
 
     def head(self) -> Head | None:
         """The recorded head; None when its row was deleted."""
-        row = self._db.execute("SELECT seq, hash FROM audit_head WHERE id=1").fetchone()
+        row = self._db.fetch_one("SELECT seq, hash FROM audit_head WHERE id=1")
         return Head(seq=row[0], hash=row[1]) if row else None
 
     def append(self, kind: str, actor: str, details: Mapping[str, Any]) -> AuditEntry:
         plain = _plain(details)
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db.transaction():
+            self._db.serialise(APPEND_LOCK)
             # Chained to the recorded head, not to whatever entry is last: after a truncation the gap stays visible.
             head = self.head() or self._last_entry()
             seq, prev = head.seq + 1, head.hash
             at = now()
             digest = entry_hash(seq, at, kind, actor, plain, prev)
-            self._db.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?)",
-                             (seq, at, kind, actor, json.dumps(plain, sort_keys=True), prev, digest))
+            self._db.execute("INSERT INTO audit_log (seq, at, kind, actor, details, prev_hash, hash) "
+                             "VALUES (?,?,?,?,?,?,?)", (seq, at, kind, actor, json.dumps(plain, sort_keys=True), prev,
+                                                       digest))
             self._db.execute("UPDATE audit_head SET seq=?, hash=? WHERE id=1", (seq, digest))
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         return AuditEntry(seq=seq, at=at, kind=kind, actor=actor, details=plain, prev_hash=prev, hash=digest)
 
     def _last_entry(self) -> Head:
-        last = self._db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        last = self._db.fetch_one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         return Head(seq=last[0], hash=last[1]) if last else Head(seq=0, hash=GENESIS)
 
     def entries(self, kind: str | None = None) -> Iterator[AuditEntry]:
         query = "SELECT * FROM audit_log" + (" WHERE kind=?" if kind else "") + " ORDER BY seq"
-        for row in self._db.execute(query, (kind,) if kind else ()):
+        for row in self._db.fetch_all(query, (kind,) if kind else ()):
             try:
                 details = json.loads(row["details"])
             except json.JSONDecodeError:
@@ -175,19 +131,15 @@ class AuditLog:
                              prev_hash=row["prev_hash"], hash=row["hash"])
 
     def last(self, kind: str) -> AuditEntry | None:
-        row = self._db.execute("SELECT seq FROM audit_log WHERE kind=? ORDER BY seq DESC LIMIT 1",
-                               (kind,)).fetchone()
-        return next((e for e in self.entries() if e.seq == row[0]), None) if row else None
+        seq = self._db.scalar("SELECT seq FROM audit_log WHERE kind=? ORDER BY seq DESC LIMIT 1", (kind,))
+        return next((e for e in self.entries() if e.seq == seq), None) if seq is not None else None
 
     def verify(self) -> tuple[int, Break | None]:
-        """Every entry's hash and link, and that the entries reach the recorded head. One read transaction, so an
+        """Every entry's hash and link, and that the entries reach the recorded head. Read in one snapshot, so an
         append by another process in between is not mistaken for a break."""
-        self._db.execute("BEGIN")
-        try:
+        with self._db.snapshot():
             head, last = self.head(), self._last_entry()
             count, broken = verify_entries(self.entries())
-        finally:
-            self._db.execute("COMMIT")
         if broken is not None:
             return count, broken
         if head is None:
@@ -198,14 +150,10 @@ class AuditLog:
     def export(self, path: Path) -> tuple[int, Head]:
         """Writes every entry; returns how many and the newest one written, the head to hand out of band."""
         count, last = 0, Head(seq=0, hash=GENESIS)
-        self._db.execute("BEGIN")
-        try:
-            with path.open("w") as handle:
-                for entry in self.entries():
-                    handle.write(json.dumps(entry.as_json(), sort_keys=True, ensure_ascii=False) + "\n")
-                    count, last = count + 1, Head(seq=entry.seq, hash=entry.hash)
-        finally:
-            self._db.execute("COMMIT")
+        with self._db.snapshot(), path.open("w") as handle:
+            for entry in self.entries():
+                handle.write(json.dumps(entry.as_json(), sort_keys=True, ensure_ascii=False) + "\n")
+                count, last = count + 1, Head(seq=entry.seq, hash=entry.hash)
         return count, last
 
 

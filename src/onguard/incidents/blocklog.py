@@ -12,17 +12,6 @@ from onguard.incidents.store import IncidentStore, now
 
 HISTORY_BLOCKS = 10_000  # handled blocks remembered per chain: the deepest reorganisation walked back exactly
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS handled_blocks (
-    chain_id INTEGER NOT NULL, number INTEGER NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (chain_id, number));
-CREATE TABLE IF NOT EXISTS chain_identity (
-    chain_id INTEGER PRIMARY KEY, genesis_hash TEXT NOT NULL, recorded_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS reorgs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, chain_id INTEGER NOT NULL, ancestor_number INTEGER,
-    ancestor_hash TEXT, orphaned TEXT NOT NULL, exhausted INTEGER NOT NULL, noticed_at TEXT NOT NULL);
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class BlockRef:
     number: int
@@ -51,8 +40,7 @@ class BlockLog:
 
     def __init__(self, store: IncidentStore, chain_id: int, *, keep: int = HISTORY_BLOCKS) -> None:
         self._store = store
-        self._db = store.db
-        self._db.executescript(_SCHEMA)
+        self._db = store.database
         self.chain_id = chain_id
         self.keep = keep
 
@@ -62,26 +50,28 @@ class BlockLog:
         """Remembers a handled block (replacing what was recorded at that height) and forgets the oldest. A
         database that refuses the write (full disk) does not stop the daemon: the store keeps it for later."""
         def write() -> None:
-            self._db.execute("INSERT INTO handled_blocks VALUES (?, ?, ?) ON CONFLICT (chain_id, number) "
-                             "DO UPDATE SET hash=excluded.hash", (self.chain_id, number, block_hash))
-            self._db.execute("DELETE FROM handled_blocks WHERE chain_id=? AND number<=?",
-                             (self.chain_id, number - self.keep))
+            with self._db.transaction():
+                self._db.execute("INSERT INTO handled_blocks (chain_id, number, hash) VALUES (?, ?, ?) "
+                                 "ON CONFLICT (chain_id, number) DO UPDATE SET hash=excluded.hash",
+                                 (self.chain_id, number, block_hash))
+                self._db.execute("DELETE FROM handled_blocks WHERE chain_id=? AND number<=?",
+                                 (self.chain_id, number - self.keep))
         self._store.durably("handled block", write)
 
     def hash_at(self, number: int) -> str | None:
-        row = self._db.execute("SELECT hash FROM handled_blocks WHERE chain_id=? AND number=?",
-                               (self.chain_id, number)).fetchone()
+        row = self._db.fetch_one("SELECT hash FROM handled_blocks WHERE chain_id=? AND number=?",
+                                 (self.chain_id, number))
         return row[0] if row else None
 
     def oldest(self) -> BlockRef | None:
-        row = self._db.execute("SELECT number, hash FROM handled_blocks WHERE chain_id=? ORDER BY number LIMIT 1",
-                               (self.chain_id,)).fetchone()
+        row = self._db.fetch_one("SELECT number, hash FROM handled_blocks WHERE chain_id=? ORDER BY number LIMIT 1",
+                                 (self.chain_id,))
         return BlockRef(row[0], row[1]) if row else None
 
     def forget_after(self, number: int) -> tuple[BlockRef, ...]:
         """Forgets the blocks above `number` and returns them, oldest first."""
-        rows = self._db.execute("SELECT number, hash FROM handled_blocks WHERE chain_id=? AND number>? "
-                                "ORDER BY number", (self.chain_id, number)).fetchall()
+        rows = self._db.fetch_all("SELECT number, hash FROM handled_blocks WHERE chain_id=? AND number>? "
+                                  "ORDER BY number", (self.chain_id, number))
         self._store.durably("forget orphaned blocks", lambda: self._db.execute(
             "DELETE FROM handled_blocks WHERE chain_id=? AND number>?", (self.chain_id, number)))
         return tuple(BlockRef(n, h) for n, h in rows)
@@ -89,19 +79,19 @@ class BlockLog:
     # ---- reorganisations ----
 
     def record_reorg(self, reorg: Reorg) -> Reorg:
-        cursor = self._store.durably("reorganisation", lambda: self._db.execute(
+        reorg_id = self._store.durably("reorganisation", lambda: self._db.scalar(
             "INSERT INTO reorgs (chain_id, ancestor_number, ancestor_hash, orphaned, exhausted, noticed_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (self.chain_id, reorg.ancestor.number if reorg.ancestor else None,
              reorg.ancestor.hash if reorg.ancestor else None,
              json.dumps([[b.number, b.hash] for b in reorg.orphaned]), int(reorg.exhausted), now())))
         return Reorg(self.chain_id, reorg.ancestor, reorg.orphaned, reorg.exhausted,
-                     id=cursor.lastrowid if cursor is not None else None)
+                     id=reorg_id)
 
     def reorgs(self, after_id: int = 0) -> list[Reorg]:
         """The reorganisations noticed on this chain with an id above `after_id`, oldest first."""
-        rows = self._db.execute("SELECT id, ancestor_number, ancestor_hash, orphaned, exhausted FROM reorgs "
-                                "WHERE chain_id=? AND id>? ORDER BY id", (self.chain_id, after_id)).fetchall()
+        rows = self._db.fetch_all("SELECT id, ancestor_number, ancestor_hash, orphaned, exhausted FROM reorgs "
+                                  "WHERE chain_id=? AND id>? ORDER BY id", (self.chain_id, after_id))
         return [Reorg(self.chain_id, BlockRef(row[1], row[2]) if row[1] is not None else None,
                       tuple(BlockRef(n, h) for n, h in json.loads(row[3])), bool(row[4]), id=row[0])
                 for row in rows]
@@ -109,11 +99,12 @@ class BlockLog:
     # ---- identity ----
 
     def genesis(self) -> str | None:
-        row = self._db.execute("SELECT genesis_hash FROM chain_identity WHERE chain_id=?",
-                               (self.chain_id,)).fetchone()
+        row = self._db.fetch_one("SELECT genesis_hash FROM chain_identity WHERE chain_id=?",
+                                 (self.chain_id,))
         return row[0] if row else None
 
     def record_genesis(self, genesis_hash: str) -> None:
         """Records the genesis hash the first time; an existing record is never overwritten."""
         self._store.durably("chain identity", lambda: self._db.execute(
-            "INSERT OR IGNORE INTO chain_identity VALUES (?, ?, ?)", (self.chain_id, genesis_hash, now())))
+            "INSERT INTO chain_identity (chain_id, genesis_hash, recorded_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (chain_id) DO NOTHING", (self.chain_id, genesis_hash, now())))

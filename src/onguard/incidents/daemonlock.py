@@ -1,4 +1,5 @@
-"""One daemon per state database: an exclusive OS lock on `<database>.lock`, held for the life of the process.
+"""One daemon per SQLite state database: an exclusive OS lock on `<database>.lock`, held for the life of the
+process. On PostgreSQL several daemons share one database on purpose (replicas): no lock is taken.
 
 `flock` belongs to the open file, so the kernel releases it when the holder dies, however it dies: a lock left by a
 killed daemon never blocks the next one. The holder's pid and host are written into the file for the error a second
@@ -16,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from onguard.errors import ConfigError, OnguardError
-from onguard.incidents.store import now
+from onguard.store.records import now
+from onguard.store.settings import DatabaseSettings
 
 
 class DaemonAlreadyRunning(OnguardError):
@@ -30,8 +32,15 @@ def lock_path(database: Path) -> Path:
 
 
 @contextmanager
-def daemon_lock(database: Path) -> Iterator[Path]:
-    """Holds the lock of `database` for the duration; raises DaemonAlreadyRunning when another process holds it."""
+def daemon_lock(state: DatabaseSettings | Path) -> Iterator[Path | None]:
+    """Holds the lock of the SQLite database for the duration; raises DaemonAlreadyRunning when another process
+    holds it. Yields the lock file, or None on PostgreSQL (replicas coordinate through the database)."""
+    if isinstance(state, DatabaseSettings):
+        if state.url:
+            yield None
+            return
+        state = state.path
+    database = state
     path = lock_path(database)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

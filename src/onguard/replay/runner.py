@@ -485,7 +485,7 @@ class _Replay:
         judged: set[str] = set()
         heads = None if scenario.mining == "interval" else ReplayHeads()
         guardian = build_guardian(config, self.guardian_account, policies=list(self.policies.values()),
-                                  store=IncidentStore(config.database), heads=heads,
+                                  store=IncidentStore(config.state), heads=heads,
                                   on_judged=lambda pending: judged.add(pending.hash))
         try:
             before, first_block = self.balances(), self.head()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import psycopg
 
 from onguard.errors import ConfigError
 from onguard.log import get_logger
+from onguard.store.settings import PASSWORD_ENV
 
 CONNECT_TIMEOUT = 3  # seconds (libpq's connect_timeout is whole seconds)
 SAFETY = 0.2         # the share of the ttl a holder gives up locally, for clock rates and the renewal's own trip
@@ -158,8 +160,10 @@ class LeaseConnection:
 
     async def _execute(self, sql: str, params: dict[str, object], fetch: bool) -> list[tuple]:
         if self._connection is None or self._connection.closed:
-            self._connection = await psycopg.AsyncConnection.connect(self._url, autocommit=True,
-                                                                     connect_timeout=CONNECT_TIMEOUT)
+            password = {"password": os.environ[PASSWORD_ENV]} if os.environ.get(PASSWORD_ENV) else {}
+            self._connection = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="onguard-leases",
+                **password)
         cursor = await self._connection.execute(sql, params)
         return await cursor.fetchall() if fetch else []
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import psycopg
 
+from onguard.config import Config
 from onguard.log import get_logger
 from onguard.replicas.claims import ClaimWatch
 from onguard.replicas.lease import Lease, ReplicaLeases, SoleLease, leader_name, liveness_name
@@ -61,3 +62,8 @@ class ReplicaRole:
             return None
         prefix = liveness_name("")
         return {str(row[0])[len(prefix):] for row in rows}
+
+
+def replica_claimant(config: Config) -> str | None:
+    """The id the store records as `claimed_by`: this replica's among replicas (PostgreSQL), none alone."""
+    return config.replicas.id if config.database_url else None
