@@ -221,7 +221,8 @@ class Guardian:
         """Audits what the daemon runs with: an entry on the first start and whenever a file changed since."""
         files = [self.config.path, *sorted(self.config.policies_dir.glob("*.toml"))]
         try:
-            entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files)
+            entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files,
+                                  per_actor=self.replica.shared)
         except WRITE_REFUSED as exc:
             # A full disk must not stop the guardian from starting: it can still pause.
             self._log.critical("the configuration could not be audited: the database refuses writes",
@@ -587,6 +588,13 @@ class Guardian:
                 wait, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF)
             except ChainError as exc:
                 self._log.error("chain error: retrying", error=exc.message, retry_in=round(backoff, 2))
+                wait, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF)
+            except WRITE_REFUSED as exc:
+                if not self.replica.shared:
+                    raise
+                # A replica cut off from PostgreSQL goes on judging blocks (see replicas/claims.py: CutOff).
+                self._log.error("the state database is out of reach: blocks are still judged, incidents compared "
+                                "again once it answers", error=str(exc).strip(), retry_in=round(backoff, 2))
                 wait, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF)
             await self.heads.wait(stop, timeout=wait)
 

@@ -110,6 +110,12 @@ def test_a_replica_cut_off_from_the_database_does_not_fire_while_the_others_paus
             wait_for(lambda: cut.saw("cut off from the database: the action already holds on chain: nothing sent"),
                      "the cut-off replica looked at the chain after its deadline", group)
             assert w3.eth.get_transaction_count(cut.account.address) == nonce_before  # it sent nothing
+            handled = len([e for e in cut.events() if e.get("event", "").startswith("the state database is out")])
+            chain.mine(3)  # blocks go on while it is cut off: it keeps judging them, its loop never dies
+            wait_for(lambda: cut.saw("the state database is out of reach") and len(
+                [e for e in cut.events() if e.get("event", "").startswith("the state database is out")]) > handled,
+                "the cut-off replica went on with the next blocks", group)
+            assert not cut.saw("a daemon task died")
 
             proxy.set_mode(Mode.PASS)
             wait_for(lambda: cut.saw("this replica reaches the database again"), "the replica is back", group)

@@ -24,6 +24,7 @@ from onguard.log import get_logger
 from onguard.store.settings import PASSWORD_ENV
 
 CONNECT_TIMEOUT = 3  # seconds (libpq's connect_timeout is whole seconds)
+LOG_EVERY_FAILURES = 30  # failed renewals in a row: the first and every 30th are logged
 SAFETY = 0.2         # the share of the ttl a holder gives up locally, for clock rates and the renewal's own trip
 
 # The database's clock, in milliseconds since the epoch (leases.expires_at holds the same unit).
@@ -203,6 +204,7 @@ class ReplicaLeases:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Renews both leases until `stop`, then releases them (another replica leads at once)."""
+        failures = 0
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -217,8 +219,12 @@ class ReplicaLeases:
                 except psycopg.Error as exc:
                     self.alive.lapse()
                     self.leader.lapse()
-                    self._log.error("the leases could not be renewed: the database is out of reach",
-                                    error=str(exc).strip(), leader=self.leader.held())
+                    failures += 1
+                    if failures % LOG_EVERY_FAILURES == 1:  # loud, not a flood
+                        self._log.error("the leases could not be renewed: the database is out of reach",
+                                        error=str(exc).strip(), failures=failures, leader=self.leader.held())
+                else:
+                    failures = 0
         finally:
             with contextlib.suppress(psycopg.Error):
                 await self.leader.release()
