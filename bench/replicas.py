@@ -29,6 +29,9 @@ from pathlib import Path
 
 import psycopg
 
+from onguard.incidents.store import IncidentStatus, IncidentStore
+from onguard.store.settings import DatabaseSettings
+
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,9 +54,6 @@ def fresh_database() -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = f"{SERVER}/{name}"
     try:
-        from onguard.incidents.store import IncidentStore
-        from onguard.store.settings import DatabaseSettings
-
         IncidentStore(DatabaseSettings(path=Path("unused.db"), url=url)).close()  # creates the schema
         yield url
     finally:
@@ -96,10 +96,8 @@ def takeover_trial() -> float:
                 process.wait()
 
 
-def claim_costs(store, count: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def claim_costs(store: IncidentStore, count: int) -> tuple[float, float]:
     """Median µs of open_or_join (opening + claiming one action) and of a take-over compare-and-set."""
-    from onguard.incidents.store import IncidentStatus
-
     opens, takes = [], []
     for index in range(count):
         started = time.perf_counter()
@@ -110,23 +108,20 @@ def claim_costs(store, count: int) -> tuple[float, float]:  # type: ignore[no-un
         opens.append(time.perf_counter() - started)
         assert opened
         started = time.perf_counter()
-        assert store.take_over_claim(incident.id, "pause_vault", store.replica_id, "other")
+        assert store.take_over_claim(incident.id, "pause_vault", store.claimant, "other")
         takes.append(time.perf_counter() - started)
     return statistics.median(opens) * 1e6, statistics.median(takes) * 1e6
 
 
 def claims(count: int) -> None:
-    from onguard.incidents.store import IncidentStore
-    from onguard.store.settings import DatabaseSettings
-
     with tempfile.TemporaryDirectory() as folder:
-        sqlite = IncidentStore(DatabaseSettings(path=Path(folder) / "bench.db"), replica_id="bench")
+        sqlite = IncidentStore(DatabaseSettings(path=Path(folder) / "bench.db"), claimant="bench")
         try:
             sqlite_open, sqlite_take = claim_costs(sqlite, count)
         finally:
             sqlite.close()
     with fresh_database() as url:
-        postgres = IncidentStore(DatabaseSettings(path=Path("unused.db"), url=url), replica_id="bench")
+        postgres = IncidentStore(DatabaseSettings(path=Path("unused.db"), url=url), claimant="bench")
         try:
             pg_open, pg_take = claim_costs(postgres, count)
         finally:

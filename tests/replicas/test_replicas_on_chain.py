@@ -12,6 +12,8 @@ import psycopg
 import pytest
 
 from onguard.demo.world import contract
+from onguard.incidents.store import IncidentStatus, IncidentStore
+from onguard.store.settings import DatabaseSettings
 
 from ..chain.helpers import ALICE, drain_slice, is_paused, tokens
 from ..faults.proxy import FaultProxy, Mode
@@ -124,3 +126,38 @@ def test_a_replica_cut_off_from_the_database_does_not_fire_while_the_others_paus
 
     assert len(module_executions(chain, start_block)) == 1
     assert rows(replica_database, "SELECT count(*) FROM incidents") == [(1,)]
+
+
+def test_a_claim_left_by_a_dead_replica_is_taken_over_by_exactly_one_replica(chain, replica_database, tmp_path):
+    """A replica claimed the pause and died before sending it (its liveness lease is gone): the replicas that
+    start find the incident not safe, one takes the claim over (compare-and-set) and pauses; the other leaves it."""
+    w3, world = chain.w3, chain.world
+    start_block = w3.eth.block_number
+    now = w3.eth.get_block("latest")
+    ghost = IncidentStore(DatabaseSettings(path=tmp_path / "unused.db", url=replica_database), claimant="ghost")
+    try:
+        incident, opened = ghost.open_or_join(
+            chain_id=world.chain_id, policy_id="vault-drain", cooldown=3600, severity="critical",
+            title="vault drained", dry_run=False, block=now["number"], block_time=now["timestamp"],
+            evidence={"path": "block"}, status=IncidentStatus.OPEN, actions=("pause_vault",))
+    finally:
+        ghost.close()
+    assert opened
+    with replicas(chain, tmp_path, [replica_database] * 2, **FAST) as group:
+        nonces = {r.name: w3.eth.get_transaction_count(r.account.address) for r in group}
+        wait_for(lambda: is_paused(w3, world), "the vault is paused", group)
+        wait_for(lambda: rows(replica_database, "SELECT status FROM incidents") == [("safe",)],
+                 "the incident is safe", group)
+        for replica in group:
+            assert replica.stop() == 0
+
+    ((claimed_by, status),) = rows(replica_database, "SELECT claimed_by, status FROM responses")
+    assert status == "mined" and claimed_by in {r.name for r in group}
+    (executed,) = module_executions(chain, start_block)
+    taker = next(r for r in group if r.name == claimed_by)
+    assert w3.eth.get_transaction(executed["transactionHash"])["from"] == taker.account.address
+    other = next(r for r in group if r is not taker)
+    assert w3.eth.get_transaction_count(other.account.address) == nonces[other.name]  # the other sent nothing
+    taken = rows(replica_database, f"SELECT detail FROM timeline WHERE incident_id = {incident.id} "
+                                   "AND kind = 'claim-taken-over'")
+    assert len(taken) == 1 and '"from": "ghost"' in taken[0][0]
