@@ -11,13 +11,13 @@ import sys
 import psycopg
 import pytest
 
-from onguard.demo.world import contract
+from onguard.demo.world import contract, dev_account
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.store.settings import DatabaseSettings
 
 from ..chain.helpers import ALICE, drain_slice, is_paused, tokens
 from ..faults.proxy import FaultProxy, Mode
-from .harness import Replica, replicas, wait_for
+from .harness import REPLICA_KEYS, Replica, replicas, wait_for
 
 pytestmark = pytest.mark.chain
 
@@ -143,8 +143,9 @@ def test_a_claim_left_by_a_dead_replica_is_taken_over_by_exactly_one_replica(cha
     finally:
         ghost.close()
     assert opened
+    nonces = {f"r{i + 1}": w3.eth.get_transaction_count(dev_account(key).address)
+              for i, key in enumerate(REPLICA_KEYS[:2])}
     with replicas(chain, tmp_path, [replica_database] * 2, **FAST) as group:
-        nonces = {r.name: w3.eth.get_transaction_count(r.account.address) for r in group}
         wait_for(lambda: is_paused(w3, world), "the vault is paused", group)
         wait_for(lambda: rows(replica_database, "SELECT status FROM incidents") == [("safe",)],
                  "the incident is safe", group)
