@@ -219,10 +219,17 @@ class IncidentStore:
             before = self._statuses.get(incident_id, before)
         if before == status:
             return False
-        self._statuses[incident_id] = status
         detail = {"from": before, "to": str(status), "by": actor, "reason": reason}
-        self.durably(f"status {status}", lambda: self._incidents.set_status(incident_id, status, detail))
-        self.durably("audit incident-status", lambda: self._audit_status(incident_id, detail, actor))
+
+        def write() -> bool:
+            with self.database.transaction():
+                moved = self._incidents.set_status(incident_id, status, detail, expected=before)
+                if moved:
+                    self._audit_status(incident_id, detail, actor)
+            return moved
+        if self.durably(f"status {status}", write) is False:
+            return False  # another writer (a replica) moved it first: its change, its entries, its notice
+        self._statuses[incident_id] = status
         for listener in self.status_listeners:
             listener(incident_id, detail)
         return True
