@@ -1,4 +1,5 @@
-"""incidents/store.py: checkpoints, incidents with their timeline, and at-most-once response claims in SQLite."""
+"""incidents/store.py: checkpoints, incidents with their timeline, and at-most-once response claims, on SQLite and
+on PostgreSQL (the `state_location` fixture runs a test on both; tests of SQLite's own files take `db_path`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from onguard.errors import ConfigError
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
+from onguard.store.settings import DatabaseSettings
+from tests.pg import accept_connections, refuse_connections
 
 
 @pytest.fixture
@@ -17,8 +20,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[IncidentStore]:
-    store = IncidentStore(db_path)
+def store(state_location: Path | DatabaseSettings) -> Iterator[IncidentStore]:
+    store = IncidentStore(state_location)
     yield store
     store.close()
 
@@ -55,12 +58,12 @@ def test_checkpoints_are_kept_per_source_and_chain(store: IncidentStore) -> None
     assert store.checkpoint("other", 31337) is None
 
 
-def test_checkpoint_survives_reopening_the_file(db_path: Path) -> None:
-    first = IncidentStore(db_path)
+def test_checkpoint_survives_reopening_the_database(state_location: Path | DatabaseSettings) -> None:
+    first = IncidentStore(state_location)
     first.save_checkpoint("blocks", 31337, 123_456, "0x" + "ab" * 32)
     first.close()
 
-    second = IncidentStore(db_path)
+    second = IncidentStore(state_location)
     try:
         assert second.checkpoint("blocks", 31337) == (123_456, "0x" + "ab" * 32)
     finally:
@@ -134,14 +137,14 @@ def test_set_status_and_add_timeline(store: IncidentStore) -> None:
     assert store.timeline(incident_id)[-1].detail == {"by": "operator"}
 
 
-def test_big_ints_in_evidence_round_trip_exactly(db_path: Path) -> None:
+def test_big_ints_in_evidence_round_trip_exactly(state_location: Path | DatabaseSettings) -> None:
     evidence = {"value": 10**30, "thresholds": {"share": 2**256 - 1}, "reference": 10**30 + 1}
-    store = IncidentStore(db_path)
+    store = IncidentStore(state_location)
     incident_id = open_one(store, evidence=evidence)
     store.record_seen_again(incident_id, 101, {"value": 10**30 + 7})
     store.close()
 
-    reopened = IncidentStore(db_path)
+    reopened = IncidentStore(state_location)
     try:
         incident = reopened.incident(incident_id)
         assert incident.evidence == evidence
@@ -172,13 +175,13 @@ def test_claims_are_per_incident(store: IncidentStore) -> None:
     assert store.claim_response(second, "pause_vault") is True
 
 
-def test_claim_survives_closing_and_reopening_the_database(db_path: Path) -> None:
-    store = IncidentStore(db_path)
+def test_claim_survives_closing_and_reopening_the_database(state_location: Path | DatabaseSettings) -> None:
+    store = IncidentStore(state_location)
     incident_id = open_one(store)
     assert store.claim_response(incident_id, "pause_vault") is True
     store.close()
 
-    reopened = IncidentStore(db_path)
+    reopened = IncidentStore(state_location)
     try:
         assert reopened.claim_response(incident_id, "pause_vault") is False
         assert len(reopened.responses(incident_id)) == 1
@@ -186,8 +189,8 @@ def test_claim_survives_closing_and_reopening_the_database(db_path: Path) -> Non
         reopened.close()
 
 
-def test_claims_from_two_connections_to_one_file_do_not_both_win(db_path: Path) -> None:
-    one, two = IncidentStore(db_path), IncidentStore(db_path)
+def test_claims_from_two_connections_to_one_database_do_not_both_win(state_location: Path | DatabaseSettings) -> None:
+    one, two = IncidentStore(state_location), IncidentStore(state_location)
     try:
         incident_id = open_one(one)
         assert [one.claim_response(incident_id, "pause_vault"), two.claim_response(incident_id, "pause_vault")] \
@@ -361,17 +364,46 @@ def test_a_schema_1_database_is_migrated_and_mitigated_becomes_safe(db_path: Pat
         reopened.close()
 
 
-def test_writes_a_full_database_refuses_are_kept_and_replayed_in_order(store: IncidentStore) -> None:
+class Outage:
+    """The database refusing writes: on SQLite its file capped at its size (SQLite answers "database or disk is
+    full"), on PostgreSQL every connection cut and new ones refused (a lost server or network)."""
+
+    def __init__(self, store: IncidentStore, location: Path | DatabaseSettings) -> None:
+        self.store, self.url = store, location.url if isinstance(location, DatabaseSettings) else None
+        self.pages = 0
+
+    def begin(self, incident_id: int) -> None:
+        if self.url:
+            refuse_connections(self.url)
+            return
+        self.pages = self.store.database.scalar("PRAGMA page_count")
+        self.store.database.execute(f"PRAGMA max_page_count={self.pages}")
+        for _ in range(10_000):  # what room is left in the last page: filled
+            if self.store.unsaved_writes:
+                return
+            self.store.add_timeline(incident_id, "filler", {"pad": "x" * 400})
+        raise AssertionError("the capped database kept taking writes")
+
+    def end(self) -> None:
+        if self.url:
+            accept_connections(self.url)
+        else:
+            self.store.database.execute(f"PRAGMA max_page_count={self.pages * 100}")
+
+
+def test_writes_the_database_refuses_are_kept_and_replayed_in_order(
+        store: IncidentStore, state_location: Path | DatabaseSettings) -> None:
     incident_id = open_one(store)
     store.claim_response(incident_id, "pause_vault")
-    pages = store.database.scalar("PRAGMA page_count")
-    store.database.execute(f"PRAGMA max_page_count={pages}")  # SQLite now answers "database or disk is full"
+    outage = Outage(store, state_location)
+    outage.begin(incident_id)
     for n in range(200):
         store.add_timeline(incident_id, "note", {"n": n, "pad": "x" * 400})
         store.save_checkpoint("blocks", 31337, n, f"0x{n:02x}")
     store.update_response(incident_id, "pause_vault", ResponseStatus.MINED, tx_hash="0xfeed", block_number=12)
-    assert store.unsaved_writes > 0  # the disk refused: nothing raised, the writes wait in memory
-    store.database.execute(f"PRAGMA max_page_count={pages * 100}")  # space returns
+    assert store.unsaved_writes > 0  # refused: nothing raised, the writes wait in memory
+    assert store.flush() is False  # still refused
+    outage.end()
     assert store.flush() is True and store.unsaved_writes == 0
     notes = [e.detail["n"] for e in store.timeline(incident_id) if e.kind == "note"]
     assert notes == list(range(200))  # every one, in order
@@ -379,29 +411,30 @@ def test_writes_a_full_database_refuses_are_kept_and_replayed_in_order(store: In
     assert store.responses(incident_id)[0].status == ResponseStatus.MINED
 
 
-def test_an_incident_opened_while_the_database_is_full_is_saved_when_it_takes_writes(store: IncidentStore) -> None:
-    open_one(store)
-    pages = store.database.scalar("PRAGMA page_count")
-    store.database.execute(f"PRAGMA max_page_count={pages}")
-    for n in range(100):  # fill what room is left
-        store.add_timeline(1, "note", {"pad": "x" * 400})
+def test_an_incident_opened_while_the_database_refuses_writes_is_saved_when_it_takes_them(
+        store: IncidentStore, state_location: Path | DatabaseSettings) -> None:
+    first = open_one(store)
+    outage = Outage(store, state_location)
+    outage.begin(first)
     incident, opened = open_or_join(store, 5_000, policy_id="other-policy")
-    assert opened and store.incident(incident.id).policy_id == "other-policy"  # known in memory
+    assert opened and incident.id > first and store.incident(incident.id).policy_id == "other-policy"  # in memory
     joined, opened_again = open_or_join(store, 5_001, policy_id="other-policy")
     assert (joined.id, opened_again) == (incident.id, False)
-    store.database.execute(f"PRAGMA max_page_count={pages * 100}")
+    outage.end()
     assert store.flush()
     assert [(r.action, r.status) for r in store.responses(incident.id)] == [("pause_vault", "claimed")]
     assert store.incident(incident.id).policy_id == "other-policy"
+    later, _ = open_or_join(store, 5_000, policy_id="third-policy")
+    assert later.id > incident.id  # ids the database gives come after the one saved from memory
 
 
-def test_the_daemons_last_heartbeat_is_kept_for_status(db_path: Path) -> None:
-    store = IncidentStore(db_path)
+def test_the_daemons_last_heartbeat_is_kept_for_status(state_location: Path | DatabaseSettings) -> None:
+    store = IncidentStore(state_location)
     assert store.last_heartbeat() is None
     store.record_heartbeat({"block": 7, "mempool": "live", "responses_under_way": 0})
     store.record_heartbeat({"block": 9, "mempool": "DOWN", "responses_under_way": 1})
     store.close()
-    reopened = IncidentStore(db_path)
+    reopened = IncidentStore(state_location)
     try:
         beat = reopened.last_heartbeat()
         assert beat is not None and beat["block"] == 9 and beat["mempool"] == "DOWN" and beat["at"]

@@ -19,7 +19,8 @@ _HASH = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("audit", help="verify or export the hash-chained audit log")
     add_config_argument(parser)
-    parser.add_argument("--db", help="the state database (default: the one named in the config)")
+    parser.add_argument("--db", help="the state database, a SQLite file or a postgresql:// URL (default: the "
+                                          "one named in the config)")
     actions = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify = actions.add_parser("verify", help="check every entry's hash and link, and that the log reaches its "
                                                "head; exit 1 at the first break")

@@ -31,7 +31,8 @@ _STAGES = (("decided", "decided_ms"), ("response-broadcast", "signed_ms"), ("res
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("incidents", help="list and inspect incidents")
     add_config_argument(parser)
-    parser.add_argument("--db", help="the state database (default: the one named in the config)")
+    parser.add_argument("--db", help="the state database, a SQLite file or a postgresql:// URL (default: the "
+                                          "one named in the config)")
     actions = parser.add_subparsers(dest="incidents_command", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="most recent incidents first")
     listing.add_argument("--limit", type=int, default=50)

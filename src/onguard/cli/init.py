@@ -301,6 +301,8 @@ dir = "{POLICIES_DIR}"   # one policy per file; `onguard policies check` validat
 
 [state]
 database = "onguard.db"   # SQLite: incidents, responses, checkpoint
+# database_url = "postgresql://onguard@db-host:5432/onguard"   # instead: PostgreSQL, shared by replicas
+#                           (the password in ONGUARD_DATABASE_PASSWORD or PGPASSWORD, never in this file)
 
 # [response]              # optional: fees and timing of the pause transactions (see the README)
 # max_fee_per_gas = "500e9"

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from onguard.incidents.store import IncidentStore, now
 from onguard.safe.interop import SafeSnapshot
 from onguard.safe.tx import OwnerSignature, SafeTxData
 
-class TxKind:
+class TxKind(StrEnum):
     PRESIGNED = "presigned"
     PROPOSAL = "proposal"
 
 
-class TxStatus:
+class TxStatus(StrEnum):
     PENDING = "pending"      # collecting signatures, or holding them until needed
     EXECUTED = "executed"
     REJECTED = "rejected"    # a rejection (zero-value Safe tx to itself) spent its nonce: never to be executed

@@ -64,6 +64,7 @@ class IncidentStore:
         self._backlog: list[tuple[str, Callable[[], object]]] = []
         self._unsaved_incidents: dict[int, Incident] = {}  # opened while the database refused writes
         self._statuses: dict[int, IncidentStatus] = {}  # as last set here, for while writes are held in memory
+        self._highest_id = 0  # the highest incident id seen here: ids for incidents opened in memory come after it
         # Called after each status change with (incident id, the change's detail); must not block (the daemon's
         # operations publish a notice here).
         self.status_listeners: list[Callable[[int, Mapping[str, Any]], None]] = []
@@ -146,6 +147,7 @@ class IncidentStore:
         incident_id = self._incidents.insert(chain_id=chain_id, policy_id=policy_id, severity=severity, title=title,
                                              dry_run=dry_run, block=block, block_time=block_time, evidence=evidence,
                                              status=status)
+        self._highest_id = max(self._highest_id, incident_id)
         return self.incident(incident_id)
 
     def open_or_join(self, *, chain_id: int, policy_id: str, cooldown: float, severity: str, title: str,
@@ -168,6 +170,7 @@ class IncidentStore:
                     if opened:
                         for action in actions:
                             self._responses.claim(incident_id, action, self.claimant)
+                self._highest_id = max(self._highest_id, incident_id)
                 return self.incident(incident_id), opened
             except WRITE_REFUSED as exc:
                 error = str(exc)
@@ -200,9 +203,10 @@ class IncidentStore:
 
     def _max_incident_id(self) -> int:
         try:
-            return self._incidents.max_id()
-        except WRITE_REFUSED:  # PostgreSQL unreachable: ids this process already knows
-            return 0
+            self._highest_id = max(self._highest_id, self._incidents.max_id())
+        except WRITE_REFUSED:  # PostgreSQL unreachable: the ids this process has seen
+            pass
+        return self._highest_id
 
     def record_seen_again(self, incident_id: int, block: int, evidence: Mapping[str, Any]) -> None:
         self.durably("tripped-again", lambda: self._incidents.seen_again(incident_id, block, evidence))
@@ -243,9 +247,9 @@ class IncidentStore:
         return self._incidents.latest(chain_id, policy_id)
 
     def incident(self, incident_id: int) -> Incident:
-        found = self._incidents.get(incident_id)
-        if found is None and incident_id in self._unsaved_incidents:
+        if incident_id in self._unsaved_incidents:  # not in the database yet (which may not even answer)
             return self._unsaved_incidents[incident_id]
+        found = self._incidents.get(incident_id)
         if found is None:
             raise LookupError(incident_id)
         return found

@@ -22,7 +22,7 @@ import psycopg
 
 from onguard.errors import ConfigError
 from onguard.log import get_logger
-from onguard.store.settings import PASSWORD_ENV, DatabaseSettings
+from onguard.store.settings import PASSWORD_ENV, POSTGRES_SCHEMES, DatabaseSettings, check_database_url
 
 CONNECT_TIMEOUT_S = 5
 # A cut network must fail a statement within seconds, not hang the daemon: unacknowledged data and silent peers.
@@ -296,9 +296,12 @@ class PostgresDatabase(Database):
 
 
 def connect(settings: DatabaseSettings | Path | str) -> Database:
-    """Opens the database the settings name (a path alone is a SQLite file). Not migrated: see migrations.py."""
+    """Opens the database the settings name; a path is a SQLite file, a string may also be a PostgreSQL URL (the
+    CLI's --db). Not migrated: see migrations.py."""
     if isinstance(settings, DatabaseSettings):
         if settings.url:
             return PostgresDatabase(settings.url, config_file=settings.config_file)
         return SqliteDatabase(settings.path)
+    if isinstance(settings, str) and settings.startswith(POSTGRES_SCHEMES):
+        return PostgresDatabase(check_database_url(settings, file=None, field="--db"))
     return SqliteDatabase(settings)

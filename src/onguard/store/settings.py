@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from onguard.errors import ConfigError
 
 PASSWORD_ENV = "ONGUARD_DATABASE_PASSWORD"  # else libpq's own PGPASSWORD or ~/.pgpass
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,14 +26,15 @@ class DatabaseSettings:
         return "state.database_url" if self.url else "state.database"
 
 
-def check_database_url(url: str, *, file: str, field: str = "state.database_url") -> str:
+def check_database_url(url: str, *, file: str | None, field: str = "state.database_url") -> str:
     """The URL as given, when it names a PostgreSQL database and carries no password."""
     parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise ConfigError(f"'{url}' is not a PostgreSQL URL", file=file, field=field,
+    if not url.startswith(POSTGRES_SCHEMES):
+        raise ConfigError("is not a PostgreSQL URL", file=file, field=field,
                           hint="write postgresql://USER@HOST:PORT/DATABASE, or leave it out for the SQLite file")
     if parts.password is not None:
-        raise ConfigError("the URL holds a password: the config file must not", file=file, field=field,
+        raise ConfigError("the URL holds a password: passwords are never written in files or arguments", file=file,
+                          field=field,
                           hint=f"write postgresql://USER@HOST:PORT/DATABASE and put the password in {PASSWORD_ENV} "
                                "(or PGPASSWORD) in the daemon's environment")
     if not parts.path.strip("/"):
