@@ -135,6 +135,7 @@ class Guardian:
         self.engine = PolicyEngine(policies)
         # Among replicas (state in PostgreSQL): this one's leases and claims; alone (SQLite): it always leads.
         self.replica = ReplicaRole(config.replicas, chain_id, config.database_url)
+        self.replica.guard(self.store.database)
         self.ops = GuardianOps.build(config, self.store, mempool_required=config.mempool.enabled,
                                      hold_while=lambda: self.responder.sending())
         self.reader = BatchStateReader(self.rpc)

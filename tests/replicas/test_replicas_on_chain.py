@@ -91,7 +91,11 @@ def test_an_attack_while_the_leader_is_killed_ends_in_one_pause_and_the_lease_mo
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_a_replica_cut_off_from_the_database_does_not_fire_while_the_others_pause(chain, replica_database, tmp_path):
+@pytest.mark.parametrize("cut", [Mode.DROP, Mode.BLACKHOLE], ids=["refused", "silent"])
+def test_a_replica_cut_off_from_the_database_does_not_fire_while_the_others_pause(chain, replica_database, tmp_path,
+                                                                                  cut):
+    """Refused: its connections are closed and new ones dropped. Silent: new connections are accepted and never
+    answered (what a network partition looks like to libpq)."""
     w3, world = chain.w3, chain.world
     start_block = w3.eth.block_number
     server = replica_database.rsplit("/", 1)
@@ -100,27 +104,27 @@ def test_a_replica_cut_off_from_the_database_does_not_fire_while_the_others_paus
         with replicas(chain, tmp_path, [replica_database, replica_database, through_proxy], **FAST,
                       partition_deadline='"10s"') as group:
             wait_for(lambda: all_started(group), "three replicas started", group)
-            cut = group[2]
-            nonce_before = w3.eth.get_transaction_count(cut.account.address)
-            proxy.set_mode(Mode.DROP)  # its database connections are cut; the chain is still in reach
-            wait_for(lambda: cut.saw("this replica is cut off from the database"), "the replica knows it is cut off",
+            cut_off = group[2]
+            nonce_before = w3.eth.get_transaction_count(cut_off.account.address)
+            proxy.set_mode(cut)  # its database connections are cut; the chain is still in reach
+            wait_for(lambda: cut_off.saw("this replica is cut off from the database"), "the replica knows it is cut off",
                      group)
 
             for _ in range(3):
                 drain_slice(w3, world, ALICE, tokens(100_000))
             wait_for(lambda: is_paused(w3, world), "the vault is paused", group)
-            wait_for(lambda: cut.saw("cut off from the database: the action already holds on chain: nothing sent"),
+            wait_for(lambda: cut_off.saw("cut off from the database: the action already holds on chain: nothing sent"),
                      "the cut-off replica looked at the chain after its deadline", group)
-            assert w3.eth.get_transaction_count(cut.account.address) == nonce_before  # it sent nothing
-            handled = len([e for e in cut.events() if e.get("event", "").startswith("the state database is out")])
+            assert w3.eth.get_transaction_count(cut_off.account.address) == nonce_before  # it sent nothing
+            handled = len([e for e in cut_off.events() if e.get("event", "").startswith("the state database is out")])
             chain.mine(3)  # blocks go on while it is cut off: it keeps judging them, its loop never dies
-            wait_for(lambda: cut.saw("the state database is out of reach") and len(
-                [e for e in cut.events() if e.get("event", "").startswith("the state database is out")]) > handled,
+            wait_for(lambda: cut_off.saw("the state database is out of reach") and len(
+                [e for e in cut_off.events() if e.get("event", "").startswith("the state database is out")]) > handled,
                 "the cut-off replica went on with the next blocks", group)
-            assert not cut.saw("a daemon task died")
+            assert not cut_off.saw("a daemon task died")
 
             proxy.set_mode(Mode.PASS)
-            wait_for(lambda: cut.saw("this replica reaches the database again"), "the replica is back", group)
+            wait_for(lambda: cut_off.saw("this replica reaches the database again"), "the replica is back", group)
             for replica in group:
                 assert replica.stop() == 0
 

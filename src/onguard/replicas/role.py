@@ -14,6 +14,7 @@ from onguard.log import get_logger
 from onguard.replicas.claims import ClaimWatch
 from onguard.replicas.lease import Lease, ReplicaLeases, SoleLease, leader_name, liveness_name
 from onguard.replicas.settings import ReplicaSettings
+from onguard.store.database import Database, PostgresDatabase
 
 _ALIVE = ("SELECT name FROM leases WHERE name LIKE 'replica:%%' "
           "AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
@@ -46,6 +47,12 @@ class ReplicaRole:
 
     def tasks(self) -> dict[str, Callable[[asyncio.Event], Awaitable[None]]]:
         return {} if self.leases is None else {"leases": self.leases.run}
+
+    def guard(self, database: Database) -> None:
+        """Stops `database` from trying the server while this replica is cut off: a hung connection must not hold
+        the daemon's loop (the leases' own connection, bounded, finds out when the server answers again)."""
+        if isinstance(database, PostgresDatabase) and self.leases is not None:
+            database.reachable = lambda: not self.cut_off()
 
     def cut_off(self) -> bool:
         """The database has not renewed this replica's liveness lately: its claims cannot be written, and the

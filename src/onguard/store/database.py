@@ -12,7 +12,7 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum, StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -245,6 +245,8 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, config_file: str | None = None) -> None:
         super().__init__(url, "state.database_url")
         self.url = url
+        # Whether to try the server at all; replicas point it at their liveness lease (see replicas/role.py).
+        self.reachable: Callable[[], bool] = lambda: True
         self._config_file = config_file
         self._conn = self._connect()
 
@@ -262,6 +264,11 @@ class PostgresDatabase(Database):
                                    f"{PASSWORD_ENV} or PGPASSWORD") from None
 
     def _connection(self) -> psycopg.Connection[Any]:
+        if not self.reachable():
+            # A replica cut off from the server (its leases could not be renewed): fail at once rather than block
+            # the daemon's loop for a connect or tcp_user_timeout on a connection that may hang.
+            self._conn.close()
+            raise psycopg.OperationalError("cut off from the database (this replica's leases lapsed): not tried")
         if self._conn.closed and not self._depth:  # a lost connection is opened again on the next statement
             try:
                 self._conn = self._connect()
