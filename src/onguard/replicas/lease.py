@@ -189,6 +189,7 @@ class ReplicaLeases:
         self.replica_id = replica_id
         self.renew_every = renew_every
         self._was_cut_off = False
+        self.stopped = False
         self.connection = LeaseConnection(url, deadline=max(renew_every, 0.5))
         self._log = get_logger(component="replicas", replica=replica_id, chain_id=chain_id)
         # The liveness row's holder names this process too: a second process under the same id cannot renew it.
@@ -226,6 +227,7 @@ class ReplicaLeases:
                 else:
                     failures = 0
         finally:
+            self.stopped = True  # a clean stop: the database is not out of reach, this replica is leaving
             with contextlib.suppress(psycopg.Error):
                 await self.leader.release()
                 await self.alive.release()

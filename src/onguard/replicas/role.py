@@ -26,6 +26,7 @@ class ReplicaRole:
         self.id = settings.id
         self.claims = ClaimWatch(settings)
         self.leases: ReplicaLeases | None = None
+        self._started = False  # before its leases are first taken, a replica is not cut off: it has not tried
         self.leader: Lease = SoleLease(leader_name(chain_id))
         if database_url is not None:
             self.leases = ReplicaLeases(database_url, settings.id, chain_id, ttl=settings.lease_ttl,
@@ -43,6 +44,7 @@ class ReplicaRole:
         leader lease."""
         if self.leases is not None:
             await self.leases.start()
+            self._started = True
             self._log.info("replica started", leader=self.leader.held(), lease_ttl=self.settings.lease_ttl)
 
     def tasks(self) -> dict[str, Callable[[asyncio.Event], Awaitable[None]]]:
@@ -57,7 +59,8 @@ class ReplicaRole:
     def cut_off(self) -> bool:
         """The database has not renewed this replica's liveness lately: its claims cannot be written, and the
         others may already take this replica for dead."""
-        return self.leases is not None and not self.leases.alive.held()
+        return (self._started and self.leases is not None and not self.leases.stopped
+                and not self.leases.alive.held())
 
     async def alive_replicas(self) -> set[str] | None:
         """The ids of the replicas whose liveness lease has not expired; None when the database did not answer."""
