@@ -7,6 +7,9 @@ takeover: three processes keep the real leases (onguard.replicas.lease.ReplicaLe
   its default lease_ttl 3s / renew_every 1s); the leader is SIGKILLed (nothing released: its lease must expire)
   and the time until the database shows another holder is measured, polled every 5 ms. What a dead leader's
   once-only work waits; a response never waits for it (every replica acts on a trip; see README).
+reaction: the tripping block alone (two drain slices handled before, the third mined) → the pause accepted by the
+  node and its response recorded as sent, interleaved: the single daemon on SQLite, and a replica on PostgreSQL
+  (claim and audit written before the send, leases running). Each PostgreSQL trial gets a fresh database.
 claim: the arbiter's claim — open an incident and claim its action in one transaction (IncidentStore.open_or_join,
   what a replica writes before it sends) — on SQLite (the single daemon's file) and on PostgreSQL over loopback,
   and the compare-and-set a replica makes to take a claim over.
@@ -15,6 +18,7 @@ claim: the arbiter's claim — open an incident and claim its action in one tran
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import statistics
@@ -28,12 +32,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from web3 import Web3
 
-from onguard.incidents.store import IncidentStatus, IncidentStore
+from onguard.chain.anvil import start_anvil
+from onguard.chain.keys import load_guardian_account
+from onguard.config import load_config
+from onguard.demo.world import Roles, World, build_world, dev_account, write_config
+from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
+from onguard.log import configure_logging
+from onguard.runtime import Guardian
 from onguard.store.settings import DatabaseSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from chain.helpers import ALICE, drain_slice, is_paused, tokens  # noqa: E402
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 ROOT = Path(__file__).resolve().parents[1]
+KEY_ENV = "ONGUARD_BENCH_GUARDIAN_KEY"
 
 HOLDER = """
 import asyncio, sys
@@ -147,10 +162,59 @@ def claims(count: int) -> None:
     print(f"  PostgreSQL, synchronous_commit off: {async_open:6.0f} µs   take-over CAS {async_take:6.0f} µs")
 
 
+async def tripping_block(config_path: Path, w3: Web3, world: World) -> float:
+    config = load_config(config_path)
+    guardian = Guardian(config, load_guardian_account(config.guardian_key))
+    try:
+        await guardian.start()
+        await guardian.step()
+        for _ in range(2):
+            drain_slice(w3, world, ALICE, tokens(100_000))
+        assert await guardian.step() == []  # 200k of 1M: handled, under the threshold
+        drain_slice(w3, world, ALICE, tokens(100_000))
+        started = time.perf_counter()
+        (decision,) = await guardian.step()
+        while not any(r.status != ResponseStatus.CLAIMED for r in guardian.store.responses(decision.incident.id)):
+            await asyncio.sleep(0)
+        elapsed = time.perf_counter() - started
+        await guardian.drain_responses()
+        assert is_paused(w3, world), "the trial ended without a pause"
+        return elapsed
+    finally:
+        await guardian.close()
+
+
+def reaction(trials: int) -> None:
+    configure_logging("console", "error")
+    os.environ[KEY_ENV] = dev_account(Roles.GUARDIAN).key.to_0x_hex()
+    samples: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    with start_anvil() as node, tempfile.TemporaryDirectory() as folder:
+        world = build_world(node.rpc_url)
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        for trial in range(trials):
+            for engine in samples:
+                snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+                path = write_config(world, Path(folder) / f"{engine}-{trial}", key_env=KEY_ENV)
+                if engine == "sqlite":
+                    samples[engine].append(asyncio.run(tripping_block(path, w3, world)))
+                else:
+                    with fresh_database() as url:
+                        text = path.read_text()
+                        path.write_text(text[:text.index("[state]")]  # [state] is the last section written
+                                        + f'[state]\ndatabase_url = "{url}"\n\n[replicas]\nid = "bench"\n')
+                        samples[engine].append(asyncio.run(tripping_block(path, w3, world)))
+                w3.provider.make_request("evm_revert", [snapshot])
+    print(f"tripping block → pause accepted and recorded as sent, {trials} interleaved trials each:")
+    for engine, times in samples.items():
+        ms = sorted(t * 1000 for t in times)
+        print(f"  {engine:10} p50 {statistics.median(ms):6.1f} ms   max {ms[-1]:6.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--claims", type=int, default=300)
+    parser.add_argument("--reactions", type=int, default=20)
     args = parser.parse_args()
     os.environ.setdefault("ONGUARD_LOG_LEVEL", "warning")
     if args.trials:
@@ -160,6 +224,8 @@ def main() -> None:
         print(f"  p50 {statistics.median(durations):.2f} s   max {durations[-1]:.2f} s   "
               f"min {durations[0]:.2f} s   all {[round(d, 2) for d in durations]}")
     claims(args.claims)
+    if args.reactions:
+        reaction(args.reactions)
 
 
 if __name__ == "__main__":
