@@ -1,8 +1,10 @@
-"""The [replicas] section (defaults, ranges, errors naming the field) and the claim verdict: when a replica leaves
-a response to the replica that claimed it, and when it takes it over."""
+"""The [replicas] section (defaults, ranges, errors naming the field), the claim verdict (when a replica leaves a
+response to the replica that claimed it, and when it takes it over) and what a replica cut off from the database
+does with a trip (the chain's `done_when` faked)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Callable
@@ -13,7 +15,10 @@ import pytest
 
 from onguard.config import load_config
 from onguard.errors import ConfigError
-from onguard.replicas.claims import Claim, ClaimWatch, Verdict, judge
+from onguard.policies.model import Finding, PolicyCommon, Severity
+from onguard.policies.model import Verdict as FindingVerdict
+from onguard.replicas.claims import Claim, ClaimWatch, CutOff, Verdict, judge
+from onguard.replicas.role import ReplicaRole
 from onguard.replicas.settings import ReplicaSettings
 
 WriteToml = Callable[..., Path]
@@ -90,3 +95,46 @@ def test_the_watch_counts_from_the_first_sight_of_each_state_and_says_when_one_f
     assert not watch.due()
     # The claimer moved back to "claimed" (e.g. its attempt failed and it retries): a new state, a new deadline.
     assert watch.judge(claim("a", "claimed"), claimer_alive=True).verdict == Verdict.TAKE_OVER
+
+
+def finding(policy_id: str = "drain", response: tuple[str, ...] = ("pause", "trip")) -> Finding:
+    policy = PolicyCommon(id=policy_id, kind="delta", description="", severity=Severity.CRITICAL, response=response,
+                          cooldown=3600, enabled=True, dry_run=False, confirmations=0, file=Path("drain.toml"))
+    return Finding(policy=policy, verdict=FindingVerdict.CONDITION_MET, summary="drained", block_number=7, block_time=70,
+                   evidence={})
+
+
+def cut_off_replica(holding: set[str]) -> tuple[CutOff, list[tuple[str, list[str]]], list[asyncio.Task[None]]]:
+    """A CutOff whose chain says `holding` actions hold; it records what it would act on (a faked responder)."""
+    acted: list[tuple[str, list[str]]] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def is_done(action: str) -> bool:
+        return action in holding
+
+    role = ReplicaRole(ReplicaSettings(id="c", partition_deadline=0.0), 1, None)
+    cut = CutOff(role, is_done, lambda f, actions, threat: acted.append((f.policy.id, actions)),
+                 lambda coroutine: tasks.append(asyncio.ensure_future(coroutine)))
+    return cut, acted, tasks
+
+
+def test_cut_off_sends_nothing_when_the_actions_already_hold():
+    async def scenario() -> list[tuple[str, list[str]]]:
+        cut, acted, tasks = cut_off_replica({"pause", "trip"})
+        cut.tripped(finding())
+        await asyncio.gather(*tasks)
+        return acted
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_cut_off_acts_on_what_still_does_not_hold_and_waits_once_per_policy():
+    async def scenario() -> list[tuple[str, list[str]]]:
+        cut, acted, tasks = cut_off_replica({"pause"})
+        cut.tripped(finding())
+        cut.tripped(finding())  # tripped again while waiting: one wait
+        cut.tripped(finding(response=()))  # alert only: nothing to wait for
+        await asyncio.gather(*tasks)
+        return acted
+
+    assert asyncio.run(scenario()) == [("drain", ["trip"])]
