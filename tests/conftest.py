@@ -47,3 +47,11 @@ def guardian_config(chain: Chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     """An onguard.toml for the forked world, with the registered guardian key in the environment."""
     monkeypatch.setenv(GUARDIAN_KEY_ENV, dev_account(Roles.GUARDIAN).key.to_0x_hex())
     return write_config(chain.world, tmp_path, key_env=GUARDIAN_KEY_ENV, poll_interval="50ms")
+
+
+@pytest.fixture
+def postgres_guardian_config(chain: Chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str) -> Path:
+    """guardian_config with the state in a fresh PostgreSQL database ([state] database_url = postgres_url)."""
+    monkeypatch.setenv(GUARDIAN_KEY_ENV, dev_account(Roles.GUARDIAN).key.to_0x_hex())
+    return write_config(chain.world, tmp_path, key_env=GUARDIAN_KEY_ENV, poll_interval="50ms",
+                        database_url=postgres_url)

@@ -235,10 +235,10 @@ def test_the_daemon_loop_pauses_a_live_drain_and_stops_cleanly(chain, guardian_c
         finally:
             stop.set()
             await asyncio.wait_for(daemon, timeout=20)
-            store_path = guardian.store.path
+            state = guardian.config.state
             await guardian.close()
         assert is_paused(w3, world)
-        store = IncidentStore(store_path)
+        store = IncidentStore(state)
         (incident,) = store.incidents()
         assert incident.status == IncidentStatus.SAFE
         store.close()

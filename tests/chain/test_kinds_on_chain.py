@@ -226,7 +226,7 @@ invariant = "state.price > 0"
         chain.mine(2)
 
     assert run(guardian, actions) == []
-    store = type(guardian.store)(guardian.store.path)
+    store = type(guardian.store)(guardian.config.state)
     (summary,) = store.evaluation_failures()
     assert summary.policy_id == "broken-read" and summary.count >= 2
     assert "oracle.price()" in summary.last_message

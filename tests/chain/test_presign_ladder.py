@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from eth_abi import encode as abi_encode
@@ -56,9 +58,24 @@ def sign_all(multisig, capsys, monkeypatch, config: str, proposal: int) -> None:
         assert code == 0, err
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_config_path(config_path, request) -> Iterator[Path]:  # noqa: F811
+    """config_path with its state in the SQLite file, or in a fresh PostgreSQL database: the owners' CLI, `status`
+    and the daemon share it either way."""
+    if request.param == "sqlite":
+        yield config_path
+        return
+    text = config_path.read_text()
+    database = next(line for line in text.splitlines() if line.startswith("database = "))
+    config_path.write_text(text.replace(database, f'database_url = "{request.getfixturevalue("postgres_url")}"'))
+    yield config_path
+    assert not list(config_path.parent.glob("*.db")), "a SQLite file was written though the state is in PostgreSQL"
+
+
 @pytest.mark.parametrize("multisig", ["2-of-3"], indirect=True)
 def test_a_depth_3_ladder_survives_two_routine_transactions_and_the_pause_is_mined_first(
-        multisig, config_path, monkeypatch, capsys):  # noqa: F811
+        multisig, state_config_path, monkeypatch, capsys):
+    config_path = state_config_path
     config = str(config_path)
     start = safe_nonce(multisig)
     for owner in multisig.owners[: multisig.threshold]:

@@ -3,7 +3,8 @@ on PostgreSQL (the `state_location` fixture runs a test on both; tests of SQLite
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -364,6 +365,13 @@ def test_a_schema_1_database_is_migrated_and_mitigated_becomes_safe(db_path: Pat
         reopened.close()
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 class Outage:
     """The database refusing writes: on SQLite its file capped at its size (SQLite answers "database or disk is
     full"), on PostgreSQL every connection cut and new ones refused (a lost server or network)."""
@@ -404,7 +412,8 @@ def test_writes_the_database_refuses_are_kept_and_replayed_in_order(
     assert store.unsaved_writes > 0  # refused: nothing raised, the writes wait in memory
     assert store.flush() is False  # still refused
     outage.end()
-    assert store.flush() is True and store.unsaved_writes == 0
+    wait_until(store.flush, "the kept writes to be saved")  # a lost connection is tried again within a second
+    assert store.unsaved_writes == 0
     notes = [e.detail["n"] for e in store.timeline(incident_id) if e.kind == "note"]
     assert notes == list(range(200))  # every one, in order
     assert store.checkpoint("blocks", 31337) == (199, "0xc7")
@@ -421,7 +430,7 @@ def test_an_incident_opened_while_the_database_refuses_writes_is_saved_when_it_t
     joined, opened_again = open_or_join(store, 5_001, policy_id="other-policy")
     assert (joined.id, opened_again) == (incident.id, False)
     outage.end()
-    assert store.flush()
+    wait_until(store.flush, "the kept writes to be saved")
     assert [(r.action, r.status) for r in store.responses(incident.id)] == [("pause_vault", "claimed")]
     assert store.incident(incident.id).policy_id == "other-policy"
     later, _ = open_or_join(store, 5_000, policy_id="third-policy")

@@ -119,6 +119,16 @@ def test_a_sqlite_file_of_an_older_onguard_is_brought_up_to_date(tmp_path: Path,
         store.close()
 
 
+def test_replicas_starting_together_on_a_new_database_migrate_it_once(state_location: Location) -> None:
+    stores = in_threads(4, lambda n: IncidentStore(state_location))
+    try:
+        versions = stores[0].database.fetch_all("SELECT version FROM schema_versions ORDER BY version")
+        assert [row[0] for row in versions] == [m.version for m in MIGRATIONS]
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_a_database_written_by_a_newer_onguard_is_refused(state_location: Location, capsys) -> None:
     store = IncidentStore(state_location)
     name = store.name
@@ -326,3 +336,23 @@ def test_the_cli_reads_the_state_from_postgresql(write_toml, config_data, postgr
     assert "intact: 2 entries" in capsys.readouterr().out
     assert main(["--config", str(config_path), "proposals", "list"]) == 0
     assert "unpause after the fix" in capsys.readouterr().out
+
+
+def test_the_daemon_refuses_to_start_on_a_schema_it_does_not_know(
+        state_location: Location, write_toml, config_data, policy_data, monkeypatch, capsys) -> None:
+    if isinstance(state_location, DatabaseSettings):
+        config_data["state"] = {"database_url": state_location.url}
+    else:
+        config_data["state"] = {"database": str(state_location)}
+    monkeypatch.setenv(config_data["guardian"]["key_env"], "0x" + "11" * 32)
+    config_path = write_toml(config_data)
+    write_toml(policy_data, "policies/drain.toml")
+    store = IncidentStore(load_config(config_path).state)
+    store.database.execute("INSERT INTO schema_versions (version, description, applied_at) VALUES (?, ?, ?)",
+                           (LATEST + 1, "from a newer onguard", "2030-01-01"))
+    store.close()
+    assert main(["run", "--config", str(config_path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"is at schema version {LATEST + 1}; this onguard knows versions up to {LATEST}" in err
+    assert "hint: this database was written by a newer onguard; upgrade" in err
+    assert out == "" and "Traceback" not in err

@@ -198,10 +198,13 @@ def _selector(deployed: Contract, name: str) -> bytes:
 
 
 def write_config(world: World, folder: Path, *, key_env: str, policies_dir: Path = POLICIES_DIR,
-                 poll_interval: str = "100ms", database: Path | None = None, mempool_ws: str | None = None) -> Path:
+                 poll_interval: str = "100ms", database: Path | None = None, mempool_ws: str | None = None,
+                 database_url: str | None = None) -> Path:
     """An onguard.toml for this world, as a protocol team would write it (the key comes from `key_env`)."""
     folder.mkdir(parents=True, exist_ok=True)
     abi = lambda name: json.dumps(str(ARTIFACTS_DIR / f"{name}.sol" / f"{name}.json"))  # noqa: E731
+    state = (f"database_url = {json.dumps(database_url)}" if database_url
+             else f"database = {json.dumps(str(database or folder / 'onguard.db'))}")
     text = f"""# onguard configuration for the demo world.
 [chain]
 rpc_url = "{world.rpc_url}"
@@ -252,7 +255,7 @@ undo = "reset()"
 dir = {json.dumps(str(policies_dir))}
 
 [state]
-database = {json.dumps(str(database or folder / "onguard.db"))}
+{state}
 """
     if mempool_ws:
         text += f'\n[mempool]\nenabled = true\nws_url = "{mempool_ws}"\n'

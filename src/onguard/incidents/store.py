@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from onguard.errors import ConfigError
 from onguard.log import get_logger
 from onguard.store.checkpoints import Checkpoints
-from onguard.store.database import WRITE_REFUSED, Database, connect
+from onguard.store.database import WRITE_REFUSED, Database, Dialect, connect
 from onguard.store.settings import DatabaseSettings
 from onguard.store.incidents import EvaluationFailures, Incidents
 from onguard.store.meta import HEARTBEAT, Meta
@@ -27,7 +27,6 @@ from onguard.store.records import (  # noqa: F401  (re-exported: the records' lo
     ResponseStatus,
     ResponseTx,
     TimelineEntry,
-    as_json,
     now,
 )
 from onguard.store.responses import Responses
@@ -50,9 +49,10 @@ class IncidentStore:
             migrate(self.database)
         except WRITE_REFUSED as exc:
             self.database.close()
-            raise ConfigError(f"cannot open the state database ({exc})", file=self.database.name,
-                              field=self.database.field,
-                              hint="point it at a writable path, for a new or an existing onguard database") from None
+            hint = ("point it at a writable path, for a new or an existing onguard database"
+                    if self.database.dialect == Dialect.SQLITE else "check that the PostgreSQL server is reachable")
+            raise ConfigError(f"cannot open the state database ({str(exc).strip()})", file=self.database.name,
+                              field=self.database.field, hint=hint) from None
         except BaseException:
             self.database.close()
             raise

@@ -12,6 +12,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from enum import Enum, StrEnum
 from functools import lru_cache
@@ -25,6 +26,7 @@ from onguard.log import get_logger
 from onguard.store.settings import PASSWORD_ENV, POSTGRES_SCHEMES, DatabaseSettings, check_database_url
 
 CONNECT_TIMEOUT_S = 5
+RECONNECT_EVERY_S = 1.0
 # A cut network must fail a statement within seconds, not hang the daemon: unacknowledged data and silent peers.
 TCP_USER_TIMEOUT_MS = 10_000
 KEEPALIVE = dict(keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
@@ -248,6 +250,7 @@ class PostgresDatabase(Database):
         # Whether to try the server at all; replicas point it at their liveness lease (see replicas/role.py).
         self.reachable: Callable[[], bool] = lambda: True
         self._config_file = config_file
+        self._next_attempt = 0.0
         self._conn = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -264,12 +267,17 @@ class PostgresDatabase(Database):
                                    f"{PASSWORD_ENV} or PGPASSWORD") from None
 
     def _connection(self) -> psycopg.Connection[Any]:
+        """The connection; a lost one is opened again on the next statement, at most once per RECONNECT_EVERY_S
+        (an unreachable server can hold each attempt for CONNECT_TIMEOUT_S: not on every write of an attack)."""
         if not self.reachable():
             # A replica cut off from the server (its leases could not be renewed): fail at once rather than block
             # the daemon's loop for a connect or tcp_user_timeout on a connection that may hang.
             self._conn.close()
             raise psycopg.OperationalError("cut off from the database (this replica's leases lapsed): not tried")
-        if self._conn.closed and not self._depth:  # a lost connection is opened again on the next statement
+        if self._conn.closed and not self._depth:
+            if time.monotonic() < self._next_attempt:
+                raise psycopg.OperationalError("the connection to the state database is lost; trying again shortly")
+            self._next_attempt = time.monotonic() + RECONNECT_EVERY_S
             try:
                 self._conn = self._connect()
             except ConfigError as exc:

@@ -173,6 +173,7 @@ _LEASES = (
 def _response_claimers(db: Database) -> None:
     _add_columns(db, "responses", {"claimed_by": "claimed_by TEXT", "claimed_at": "claimed_at TEXT"})
 
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "incidents, timelines, responses, checkpoints", both=_INITIAL),
     Migration(2, "response transactions, outcomes, reorganisations counted", both=_RESPONSE_TXS,
@@ -212,9 +213,8 @@ def migrate(db: Database) -> int:
         _refuse_newer(db, found)
         db.execute(_VERSIONS_TABLE)
         for migration in MIGRATIONS:
-            if migration.version <= found:
-                continue
-            migration.apply(db)
+            if migration.version > found:
+                migration.apply(db)
         _record(db, found)
     return found
 
