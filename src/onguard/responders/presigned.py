@@ -29,11 +29,14 @@ class PresignedPath:
     via = "presigned"
 
     def __init__(self, rpc: Rpc, config: Config, account: LocalAccount, store: IncidentStore,
-                 on_stale: Callable[[str, int, int], None] | None = None) -> None:
+                 on_stale: Callable[[str, int, int], None] | None = None,
+                 leads: Callable[[], bool] = lambda: True) -> None:
         """`on_stale(action, signed_nonce, safe_nonce)`: told once per pre-signature the Safe's nonce voided (the
-        daemon's operations page someone: the guardian can no longer take that action)."""
+        daemon's operations page someone: the guardian can no longer take that action). `leads()`: whether this
+        daemon marks them (among replicas the leader does, once; alone it always does)."""
         self._rpc = rpc
         self._on_stale = on_stale
+        self._leads = leads
         self._config = config
         self._account = account
         self._txs = SafeTxStore(store)
@@ -122,6 +125,8 @@ class PresignedPath:
         self._mark_stale(nonce)
 
     def _mark_stale(self, nonce: int) -> None:
+        if not self._leads():
+            return  # the leader marks them, audits and pages once for every replica
         for record in self._txs.list(TxKind.PRESIGNED, TxStatus.PENDING):
             if record.tx.nonce < nonce and record.id not in self._marked_stale:
                 self._marked_stale.add(record.id)  # once, even while the database holds the write back
