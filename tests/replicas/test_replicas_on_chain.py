@@ -12,12 +12,12 @@ import psycopg
 import pytest
 
 from onguard.demo.world import contract, dev_account
-from onguard.incidents.store import IncidentStatus, IncidentStore
+from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
 from onguard.store.settings import DatabaseSettings
 
 from ..chain.helpers import ALICE, drain_slice, is_paused, tokens
 from ..faults.proxy import FaultProxy, Mode
-from .harness import REPLICA_KEYS, Replica, replicas, wait_for
+from .harness import REPLICA_KEYS, Replica, register_guardians, replicas, wait_for
 
 # Three daemons and a chain on a busy 2-core machine: room beyond the suite's 120 s per test (waits are bounded).
 pytestmark = [pytest.mark.chain, pytest.mark.timeout(400)]
@@ -170,3 +170,44 @@ def test_a_claim_left_by_a_dead_replica_is_taken_over_by_exactly_one_replica(cha
     taken = rows(replica_database, f"SELECT detail FROM timeline WHERE incident_id = {incident.id} "
                                    "AND kind = 'claim-taken-over'")
     assert len(taken) == 1 and '"from": "ghost"' in taken[0][0]
+
+
+def test_a_pause_sent_by_a_replica_that_died_before_recording_it_is_recorded_by_a_survivor(chain, replica_database,
+                                                                                          tmp_path):
+    """A replica claimed, sent the pause (mined), recorded it as sent, and died: the pause holds, so nobody sends;
+    a survivor takes the dead replica's claim over and records what the chain shows (mined, with its outcome)."""
+    w3, world = chain.w3, chain.world
+    ghost_key = dev_account(0)  # an unlocked dev account, registered as a guardian here like each replica's key
+    register_guardians(chain, [ghost_key])
+    now = w3.eth.get_block("latest")
+    ghost = IncidentStore(DatabaseSettings(path=tmp_path / "unused.db", url=replica_database), claimant="ghost")
+    try:
+        incident, _ = ghost.open_or_join(
+            chain_id=world.chain_id, policy_id="vault-drain", cooldown=3600, severity="critical",
+            title="vault drained", dry_run=False, block=now["number"], block_time=now["timestamp"],
+            evidence={"path": "block"}, status=IncidentStatus.OPEN, actions=("pause_vault",))
+        vault = contract(w3, "Vault", world.vault)
+        module = contract(w3, "GuardianModule", world.module)
+        pause = module.functions.execute(world.vault, 0, vault.encode_abi("pause", []), 0)
+        receipt = w3.eth.wait_for_transaction_receipt(pause.transact({"from": ghost_key.address}), timeout=30)
+        assert receipt["status"] == 1 and is_paused(w3, world)
+        ghost.update_response(incident.id, "pause_vault", ResponseStatus.SENT,
+                              tx_hash=receipt["transactionHash"].to_0x_hex())
+    finally:
+        ghost.close()
+
+    nonces = {f"r{i + 1}": w3.eth.get_transaction_count(dev_account(key).address)
+              for i, key in enumerate(REPLICA_KEYS[:2])}
+    with replicas(chain, tmp_path, [replica_database] * 2, **FAST) as group:
+        wait_for(lambda: rows(replica_database, "SELECT status FROM responses") == [("mined",)],
+                 "a survivor recorded the dead replica's pause", group)
+        wait_for(lambda: rows(replica_database, "SELECT status FROM incidents") == [("safe",)],
+                 "the incident is safe", group)
+        for replica in group:
+            assert replica.stop() == 0
+
+    ((claimed_by, tx_hash, block),) = rows(replica_database, "SELECT claimed_by, tx_hash, block_number FROM responses")
+    assert claimed_by in nonces and tx_hash == receipt["transactionHash"].to_0x_hex()
+    assert block == receipt["blockNumber"]
+    for replica in group:  # nobody sent a second pause
+        assert w3.eth.get_transaction_count(replica.account.address) == nonces[replica.name]

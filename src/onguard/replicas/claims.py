@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from onguard.responders.fees import Threat
 
 SENT = "sent"
+IN_EFFECT_STATUSES = ("mined", "already-done")
 
 
 class Verdict(StrEnum):
@@ -151,6 +152,27 @@ class ClaimGate:
                     self._role.claims.forget(incident.id, action)
                     acting.append(incident)
         return acting
+
+
+    async def take_from_the_dead(self, action: str, wanting: list[Incident],
+                                 responses: Mapping[int, list[ResponseRecord]]) -> None:
+        """The action holds, yet some responses for it are not recorded in effect and their claimer is dead: take
+        those claims over, so that this replica records what the chain shows (a live claimer records its own)."""
+        if not self._role.shared:
+            return
+        pending = [(incident, record) for incident in wanting for record in responses[incident.id]
+                   if record.action == action and record.status not in IN_EFFECT_STATUSES
+                   and record.claimed_by not in (None, self._role.id)]
+        if not pending:
+            return
+        alive = await self._role.alive_replicas()
+        if alive is None:
+            return  # the database did not answer: nobody is taken for dead
+        for incident, record in pending:
+            if record.claimed_by not in alive and self._store.take_over_claim(
+                    incident.id, action, record.claimed_by, self._role.id):
+                self._log.warning("taking over a dead replica's response to record it", incident_id=incident.id,
+                                  action=action, claimed_by=record.claimed_by, status=str(record.status))
 
 
 class ClaimStore(Protocol):

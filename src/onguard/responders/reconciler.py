@@ -121,7 +121,12 @@ class Reconciler:
                 for incident in wanting:
                     responses[incident.id] = self._store.responses(incident.id)
             await self._act(action, wanting, holds[action], responses)
-            # Another replica's campaign records its own responses; ours (or unclaimed ones) are settled here.
+            # Another replica's campaign records its own responses; ours (or unclaimed ones, or a dead replica's,
+            # taken over) are settled here.
+            if holds[action]:
+                await self._gate.take_from_the_dead(action, wanting, responses)
+                for incident in wanting:
+                    responses[incident.id] = self._store.responses(incident.id)
             unrecorded = [i.id for i in wanting if any(r.action == action and r.status not in IN_EFFECT
                                                        and self._gate.mine(r) for r in responses[i.id])]
             if holds[action] and unrecorded and not self._lifecycle.in_flight(action):
