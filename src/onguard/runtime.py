@@ -146,7 +146,7 @@ class Guardian:
             self.rpc, config, account, self.store,
             paths={"module": self.module_path,
                    "presigned": PresignedPath(self.rpc, config, account, self.store,
-                                              on_stale=self.ops.presigned_stale, leads=self.replica.leader.held)},
+                                              on_stale=self.ops.presigned_stale, leads=self.replica.leader.confirm)},
             tips=self.tips, spawn=self._spawn, observer=self.ops)
         self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response,
                                      ClaimGate(self.replica, self.store))

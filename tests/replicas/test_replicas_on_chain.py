@@ -44,7 +44,10 @@ def module_executions(chain, from_block: int) -> list:  # type: ignore[no-untype
 
 
 def all_started(group: list[Replica]) -> bool:
-    return all(r.saw("guardian started") for r in group if r.running)
+    for replica in group:
+        if not replica.running:
+            raise AssertionError(f"replica {replica.name} exited while starting:\n{replica.tail()}")
+    return all(r.saw("guardian started") for r in group)
 
 
 def test_an_attack_while_the_leader_is_killed_ends_in_one_pause_and_the_lease_moves(chain, replica_database, tmp_path):

@@ -152,21 +152,27 @@ class LeaseConnection:
 
     async def _bounded(self, sql: str, params: dict[str, object], *, fetch: bool) -> list[tuple]:
         try:
+            await self._connect()
             return await asyncio.wait_for(self._execute(sql, params, fetch), self._deadline)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self.close()  # the next call connects afresh
             if isinstance(exc, psycopg.Error):
                 raise
-            raise psycopg.OperationalError(f"the database did not answer within {self._deadline:g}s") from exc
+            raise psycopg.OperationalError(f"the database did not answer in time ({type(exc).__name__})") from exc
 
     async def _execute(self, sql: str, params: dict[str, object], fetch: bool) -> list[tuple]:
-        if self._connection is None or self._connection.closed:
-            password = {"password": os.environ[PASSWORD_ENV]} if os.environ.get(PASSWORD_ENV) else {}
-            self._connection = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="onguard-leases",
-                **password)
-        cursor = await self._connection.execute(sql, params)
+        cursor = await self._connection.execute(sql, params)  # type: ignore[union-attr]  # connected first
         return await cursor.fetchall() if fetch else []
+
+    async def _connect(self) -> None:
+        """Connects when there is no open connection, within CONNECT_TIMEOUT (a connection's start-up — TCP,
+        authentication — takes longer than one statement on a loaded machine)."""
+        if self._connection is not None and not self._connection.closed:
+            return
+        password = {"password": os.environ[PASSWORD_ENV]} if os.environ.get(PASSWORD_ENV) else {}
+        self._connection = await asyncio.wait_for(psycopg.AsyncConnection.connect(
+            self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="onguard-leases",
+            **password), CONNECT_TIMEOUT + 1)
 
     async def holder(self, name: str) -> tuple[str, int, bool] | None:
         """(holder, token, live) of a lease, or None when nobody ever took it."""
@@ -190,7 +196,9 @@ class ReplicaLeases:
         self.renew_every = renew_every
         self._was_cut_off = False
         self.stopped = False
-        self.connection = LeaseConnection(url, deadline=max(renew_every, 0.5))
+        # A renewal slower than a third of the ttl is given up (the next one is tried): a database that stopped
+        # answering must not hold the renewals, and one slow answer must not cost the lease.
+        self.connection = LeaseConnection(url, deadline=max(renew_every, ttl / 3))
         self._log = get_logger(component="replicas", replica=replica_id, chain_id=chain_id)
         # The liveness row's holder names this process too: a second process under the same id cannot renew it.
         self.alive = DatabaseLease(self.connection, liveness_name(replica_id), f"{replica_id}/{uuid.uuid4().hex[:12]}",
@@ -199,9 +207,15 @@ class ReplicaLeases:
                                     on_change=self._leadership_changed)
 
     async def start(self) -> None:
-        if not await self.alive.renew():
-            raise DuplicateReplica(self.replica_id)
-        await self._renew_leader()
+        try:
+            if not await self.alive.renew():
+                raise DuplicateReplica(self.replica_id)
+            await self._renew_leader()
+        except psycopg.Error as exc:
+            raise ConfigError(f"cannot take this replica's leases in the state database ({str(exc).strip()})",
+                              field="state.database_url",
+                              hint="check that the server answers and the schema is onguard's (the daemon "
+                                   "migrates it on start)") from None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Renews both leases until `stop`, then releases them (another replica leads at once)."""
