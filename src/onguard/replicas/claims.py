@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from onguard.log import get_logger
 from onguard.replicas.settings import ReplicaSettings
+from onguard.store.records import ResponseStatus
 
 if TYPE_CHECKING:
     from onguard.incidents.store import Incident, ResponseRecord
@@ -30,8 +31,7 @@ if TYPE_CHECKING:
     from onguard.replicas.role import ReplicaRole
     from onguard.responders.fees import Threat
 
-SENT = "sent"
-IN_EFFECT_STATUSES = ("mined", "already-done")
+IN_EFFECT = (ResponseStatus.MINED, ResponseStatus.ALREADY_DONE)
 
 
 class Verdict(StrEnum):
@@ -63,7 +63,7 @@ def judge(claim: Claim, *, me: str, claimer_alive: bool, waited: float, settings
         return Judgement(Verdict.MINE, "ours")
     if not claimer_alive:
         return Judgement(Verdict.TAKE_OVER, f"replica {claim.claimed_by} is not alive (its liveness lease expired)")
-    deadline, promise = ((settings.land_deadline, "in effect") if claim.status == SENT
+    deadline, promise = ((settings.land_deadline, "in effect") if claim.status == ResponseStatus.SENT
                          else (settings.send_deadline, "broadcast"))
     if waited >= deadline:
         return Judgement(Verdict.TAKE_OVER, f"replica {claim.claimed_by} did not have it {promise} within "
@@ -161,7 +161,7 @@ class ClaimGate:
         if not self._role.shared:
             return
         pending = [(incident, record) for incident in wanting for record in responses[incident.id]
-                   if record.action == action and record.status not in IN_EFFECT_STATUSES
+                   if record.action == action and record.status not in IN_EFFECT
                    and record.claimed_by not in (None, self._role.id)]
         if not pending:
             return
