@@ -160,6 +160,7 @@ def test_a_claim_left_by_a_dead_replica_is_taken_over_by_exactly_one_replica(cha
         wait_for(lambda: is_paused(w3, world), "the vault is paused", group)
         wait_for(lambda: rows(replica_database, "SELECT status FROM incidents") == [("safe",)],
                  "the incident is safe", group)
+        wait_for(lambda: all_started(group), "both replicas started (a stop before is not a clean one)", group)
         for replica in group:
             assert replica.stop() == 0
 
@@ -206,6 +207,7 @@ def test_a_pause_sent_by_a_replica_that_died_before_recording_it_is_recorded_by_
                  "a survivor recorded the dead replica's pause", group)
         wait_for(lambda: rows(replica_database, "SELECT status FROM incidents") == [("safe",)],
                  "the incident is safe", group)
+        wait_for(lambda: all_started(group), "both replicas started (a stop before is not a clean one)", group)
         for replica in group:
             assert replica.stop() == 0
 
