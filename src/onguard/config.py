@@ -21,6 +21,7 @@ from onguard.ops.settings import (
     parse_metrics,
     parse_notifications,
 )
+from onguard.replicas.settings import ReplicaSettings, default_replicas, parse_replicas
 from onguard.store.settings import DatabaseSettings, check_database_url
 from onguard.tomlfields import Table, read_toml
 from onguard.units import parse_address, parse_amount, parse_duration
@@ -132,6 +133,7 @@ class Config:
     notifications: NotificationSettings = field(default_factory=lambda: parse_notifications(None))
     metrics: MetricsSettings = field(default_factory=lambda: parse_metrics(None))
     dashboard: DashboardSettings = field(default_factory=lambda: parse_dashboard(None))
+    replicas: ReplicaSettings = field(default_factory=default_replicas)
     database_url: str | None = None     # postgresql://USER@HOST:PORT/DATABASE (the password from the environment)
 
     @property
@@ -173,6 +175,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         metrics=parse_metrics(root.table("metrics", required=False)),
         dashboard=parse_dashboard(root.table("dashboard", required=False)),
         self_defence=_self_defence(root.table("self_defence", required=False), actions),
+        replicas=parse_replicas(root.table("replicas", required=False)),
     )
     root.finish()
     _module_needed(root, config.safe, config.actions)

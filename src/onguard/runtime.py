@@ -33,9 +33,11 @@ from onguard.ops.metrics import PendingResult
 from onguard.ops.reporting import GuardianOps
 from onguard.policies.engine import EngineResult, PolicyEngine, worth_simulating
 from onguard.policies.loader import Policy, load_policies
-from onguard.policies.model import EvaluationFailure
+from onguard.policies.model import EvaluationFailure, Finding
 from onguard.policies.selfdefence import builtin_policies
 from onguard.preflight import PreflightReport, run_preflight
+from onguard.replicas.claims import ClaimGate, CutOff
+from onguard.replicas.role import ReplicaRole, replica_claimant
 from onguard.responders.fees import PendingTips, Threat
 from onguard.responders.lifecycle import ResponseLifecycle
 from onguard.responders.module import ModulePath
@@ -130,7 +132,7 @@ class Guardian:
         self.account = account
         self.transport = transport or Transport.from_config(config)
         self.rpc = Rpc.over(self.transport)
-        self.store = store or IncidentStore(config.state)
+        self.store = store or IncidentStore(config.state, claimant=replica_claimant(config))
         if policies is None:
             policies = load_policies(config.policies_dir, config.contracts, config.actions)
         proposals = SafeTxStore(self.store)
@@ -141,6 +143,9 @@ class Guardian:
         self.policies: Mapping[str, Policy] = MappingProxyType({p.common.id: p for p in policies})
         chain_id = config.chain.chain_id
         self.engine = PolicyEngine(policies)
+        # Among replicas (state in PostgreSQL): this one's leases and claims; alone (SQLite): it always leads.
+        self.replica = ReplicaRole(config.replicas, chain_id, config.database_url)
+        self.replica.guard(self.store.database)
         self.ops = GuardianOps.build(config, self.store, mempool_required=config.mempool.enabled,
                                      hold_while=lambda: self.responder.sending())
         self.reader = BatchStateReader(self.rpc)
@@ -151,9 +156,11 @@ class Guardian:
             self.rpc, config, account, self.store,
             paths={"module": self.module_path,
                    "presigned": PresignedPath(self.rpc, config, account, self.store,
-                                              on_stale=self.ops.presigned_stale)},
+                                              on_stale=self.ops.presigned_stale, leads=self.replica.leader.confirm)},
             tips=self.tips, spawn=self._spawn, observer=self.ops)
-        self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response)
+        self.reconciler = Reconciler(self.store, self.responder, self.rpc, chain_id, config.response,
+                                     ClaimGate(self.replica, self.store))
+        self.cut_off = CutOff(self.replica, self.responder.is_done, self._act_cut_off, self._spawn)
         self.simulator = Simulator(self.rpc) if config.mempool.simulate else None
         self.head: BlockObservation | None = None  # the newest block handled: pending findings are dated at it
         self._throttle = Throttler(rate_limit=config.mempool.simulations_per_second, period=1.0)
@@ -182,6 +189,7 @@ class Guardian:
 
     async def start(self) -> None:
         """Checks the chain and the guardian's authorisation, prepares responses, resumes interrupted ones."""
+        await self.replica.start()
         actual = await self.rpc.chain_id()
         if actual != self.config.chain.chain_id:
             raise ConfigError(f"the node at {self.config.chain.rpc_url} is on chain {actual}, "
@@ -228,7 +236,8 @@ class Guardian:
         """Audits what the daemon runs with: an entry on the first start and whenever a file changed since."""
         files = [self.config.path, *sorted(self.config.policies_dir.glob("*.toml"))]
         try:
-            entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files)
+            entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files,
+                                  per_actor=self.replica.shared)
         except WRITE_REFUSED as exc:
             # A full disk must not stop the guardian from starting: it can still pause.
             self._log.critical("the configuration could not be audited: the database refuses writes",
@@ -272,6 +281,9 @@ class Guardian:
             result = await self.engine.evaluate(batch, self.reader)
             self._record_failures(result.failures)
             for finding in result.findings:
+                if self.replica.cut_off():
+                    self.cut_off.tripped(finding)
+                    continue
                 decision = self.arbiter.decide(finding)
                 decisions.append(decision)
                 for action in decision.actions:
@@ -283,6 +295,8 @@ class Guardian:
             self.ops.block_handled(batch.block.number, self.chain_health.head if self.chain_health else None)
         if poll.batches:
             await self.responder.on_block(poll.batches[-1].block)
+        if self.replica.cut_off():
+            return decisions  # incidents live in the database: compared again once it answers
         if poll.batches or poll.rewound_to is not None or self.reconciler.retry_due():
             await self.reconciler.reconcile(head=self.head.number if self.head else None, rewound_to=poll.rewound_to)
         return decisions
@@ -441,6 +455,9 @@ class Guardian:
         self._record_failures(result.failures)
         for finding in result.findings:
             self.triage.suspect(pending.raw.get("from"), pending.raw.get("to"))
+            if self.replica.cut_off():
+                self.cut_off.tripped(finding, threat)
+                continue
             decision = self.arbiter.decide(finding)
             decided_ms = round((time.perf_counter() - pending.seen_at) * 1000, 2)
             for action in decision.actions:
@@ -454,6 +471,14 @@ class Guardian:
                 "path": "mempool", "threat_tx": pending.hash, "decided_ms": decided_ms,
                 "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
             self.ops.decided(decision, pending.seen_at, path="mempool")
+
+    def _act_cut_off(self, finding: Finding, actions: list[str], threat: Threat | None) -> None:
+        """A replica cut off from the database, past its deadline, with `actions` still not in effect on chain:
+        decides as a single daemon does (the store keeps what it cannot write) and acts."""
+        decision = self.arbiter.decide(finding)
+        for action in actions:
+            self.responder.respond(decision.incident.id, action, threat)
+        self.ops.decided(decision, None, path="cut-off")
 
     def _report_misses(self) -> None:
         """Says, at most once a second, how many pending transactions missed their deadline (a flood)."""
@@ -523,7 +548,7 @@ class Guardian:
         await self.start()
         tasks: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {
             "block-loop": self._block_loop, "new-heads": self.heads.run, "chain-watch": self._watch_chain,
-            "heartbeat": self._heartbeat, "preflight": self._preflight_loop}
+            "heartbeat": self._heartbeat, "preflight": self._preflight_loop, **self.replica.tasks()}
         self.mempool = self.mempool_source()
         if self.mempool is not None:
             source = self.mempool
@@ -580,6 +605,13 @@ class Guardian:
                 wait, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF)
             except ChainError as exc:
                 self._log.error("chain error: retrying", error=exc.message, retry_in=round(backoff, 2))
+                wait, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF)
+            except WRITE_REFUSED as exc:
+                if not self.replica.shared:
+                    raise
+                # A replica cut off from PostgreSQL goes on judging blocks (see replicas/claims.py: CutOff).
+                self._log.error("the state database is out of reach: blocks are still judged, incidents compared "
+                                "again once it answers", error=str(exc).strip(), retry_in=round(backoff, 2))
                 wait, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF)
             await self.heads.wait(stop, timeout=wait)
 
@@ -686,5 +718,6 @@ def build_guardian(config: Config, account: LocalAccount, *, policies: Sequence[
     transport = Transport.from_config(config)
     if policies is None:
         policies = load_policies(config.policies_dir, config.contracts, config.actions)
-    return Guardian(config, account, policies=policies, store=store or IncidentStore(config.state),
+    return Guardian(config, account, policies=policies,
+                    store=store or IncidentStore(config.state, claimant=replica_claimant(config)),
                     transport=transport, heads=heads, on_judged=on_judged)

@@ -130,8 +130,12 @@ class AuditLog:
             yield AuditEntry(seq=row["seq"], at=row["at"], kind=row["kind"], actor=row["actor"], details=details,
                              prev_hash=row["prev_hash"], hash=row["hash"])
 
-    def last(self, kind: str) -> AuditEntry | None:
-        seq = self._db.scalar("SELECT seq FROM audit_log WHERE kind=? ORDER BY seq DESC LIMIT 1", (kind,))
+    def last(self, kind: str, actor: str | None = None) -> AuditEntry | None:
+        """The latest entry of `kind` (by `actor`, when given)."""
+        seq = (self._db.scalar("SELECT seq FROM audit_log WHERE kind=? ORDER BY seq DESC LIMIT 1", (kind,))
+               if actor is None else
+               self._db.scalar("SELECT seq FROM audit_log WHERE kind=? AND actor=? ORDER BY seq DESC LIMIT 1",
+                               (kind, actor)))
         return next((e for e in self.entries() if e.seq == seq), None) if seq is not None else None
 
     def verify(self) -> tuple[int, Break | None]:
@@ -231,11 +235,12 @@ def files_digest(paths: Iterable[Path]) -> dict[str, str]:
     return digests
 
 
-def record_config(audit: AuditLog, actor: str, paths: Iterable[Path]) -> AuditEntry | None:
-    """Appends a config entry when the files differ from the previous start's (always on the first start)."""
+def record_config(audit: AuditLog, actor: str, paths: Iterable[Path], *, per_actor: bool = False) -> AuditEntry | None:
+    """Appends a config entry when the files differ from the previous start's (always on the first start).
+    `per_actor`: compared with the previous start of this actor only (replicas sharing one log, each its files)."""
     files = files_digest(paths)
     combined = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-    previous = audit.last(AuditKind.CONFIG)
+    previous = audit.last(AuditKind.CONFIG, actor if per_actor else None)
     if previous is not None and previous.details.get("hash") == combined:
         return None
     before: Mapping[str, str] = previous.details.get("files", {}) if previous else {}

@@ -41,8 +41,10 @@ class IncidentStore:
     refuses with an operational error is kept in memory and replayed, in order, before the next write; reads
     meanwhile show what the database holds."""
 
-    def __init__(self, database: Database | DatabaseSettings | Path | str) -> None:
+    def __init__(self, database: Database | DatabaseSettings | Path | str, *, claimant: str | None = None) -> None:
+        """`claimant`: among replicas, the id recorded as `claimed_by` on the responses this store claims."""
         self.database = database if isinstance(database, Database) else connect(database)
+        self.claimant = claimant
         try:
             migrate(self.database)
         except WRITE_REFUSED as exc:
@@ -167,7 +169,7 @@ class IncidentStore:
                         cooldown=cooldown, seen=evidence if seen is None else seen, **fields)
                     if opened:
                         for action in actions:
-                            self._responses.claim(incident_id, action)
+                            self._responses.claim(incident_id, action, self.claimant)
                 self._highest_id = max(self._highest_id, incident_id)
                 return self.incident(incident_id), opened
             except WRITE_REFUSED as exc:
@@ -192,7 +194,7 @@ class IncidentStore:
         with self.database.transaction():
             self._incidents.insert(incident_id=incident_id, **fields)
             for action in actions:
-                self._responses.claim(incident_id, action)
+                self._responses.claim(incident_id, action, self.claimant)
         self._unsaved_incidents.pop(incident_id, None)
 
     def _unsaved_latest(self, chain_id: int, policy_id: str) -> Incident | None:
@@ -221,10 +223,17 @@ class IncidentStore:
             before = self._statuses.get(incident_id, before)
         if before == status:
             return False
-        self._statuses[incident_id] = status
         detail = {"from": before, "to": str(status), "by": actor, "reason": reason}
-        self.durably(f"status {status}", lambda: self._incidents.set_status(incident_id, status, detail))
-        self.durably("audit incident-status", lambda: self._audit_status(incident_id, detail, actor))
+
+        def write() -> bool:
+            with self.database.transaction():
+                moved = self._incidents.set_status(incident_id, status, detail, expected=before)
+                if moved:
+                    self._audit_status(incident_id, detail, actor)
+            return moved
+        if self.durably(f"status {status}", write) is False:
+            return False  # another writer (a replica) moved it first: its change, its entries, its notice
+        self._statuses[incident_id] = status
         for listener in self.status_listeners:
             listener(incident_id, detail)
         return True
@@ -269,7 +278,11 @@ class IncidentStore:
 
     def claim_response(self, incident_id: int, action: str) -> bool:
         """Reserves `action` for this incident. False when it was already claimed: never send twice."""
-        return self._responses.claim(incident_id, action)
+        return self._responses.claim(incident_id, action, self.claimant)
+
+    def take_over_claim(self, incident_id: int, action: str, claimed_by: str, replica: str) -> bool:
+        """Among replicas: moves the claim of `action` from `claimed_by` to `replica`, unless it moved already."""
+        return self._responses.take_over(incident_id, action, claimed_by, replica)
 
     def update_response(self, incident_id: int, action: str, status: ResponseStatus, *, tx_hash: str | None = None,
                         block_number: int | None = None, gas_used: int | None = None,

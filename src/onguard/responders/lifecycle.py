@@ -125,7 +125,7 @@ class ResponseLifecycle:
         self._public = [Rpc(e.url, request_timeout=timeout) for e in config.response.endpoints if not e.private]
         self._campaigns: dict[str, Campaign] = {}
         self.failures = 0   # campaigns that ended without the action in effect, since start
-        self._nothing_to_settle: set[tuple[str, int | None]] = set()
+        self._nothing_to_settle: set[tuple[str, int | None, frozenset[str]]] = set()
         self._next_nonce: int | None = None
         self._base_fee = 0
         self._send_lock = asyncio.Lock()  # one guardian key, one nonce sequence
@@ -232,18 +232,24 @@ class ResponseLifecycle:
         """The action holds but these incidents' responses say otherwise (sent before a crash and mined while the
         daemon was down, or mined after a campaign gave up): record what the chain shows — ours mined, or nothing
         of ours needed."""
+        if action in self._campaigns:
+            return
+        # The hash each response recorded when it was sent: among replicas, perhaps another's (one that died).
+        recorded = {r.tx_hash for i in incident_ids for r in self._store.responses(i)
+                    if r.action == action and r.status == ResponseStatus.SENT and r.tx_hash}
         stored = self._store.response_txs(self._account.address, action)
         nonce = stored[-1].nonce if stored else None
-        if action in self._campaigns or (action, nonce) in self._nothing_to_settle:
+        settled_key = (action, nonce, frozenset(recorded))
+        if settled_key in self._nothing_to_settle:
             return
-        for tx in reversed([tx for tx in stored if tx.nonce == nonce]):
-            receipt = await self._rpc.receipt(tx.tx_hash)
+        for tx_hash in [*sorted(recorded), *(tx.tx_hash for tx in reversed(stored) if tx.nonce == nonce)]:
+            receipt = await self._rpc.receipt(tx_hash)
             if receipt is not None and receipt["status"] == 1:
                 incident = self._store.incident(incident_ids[0])
                 path = "mempool" if incident.evidence.get("path") == "mempool" else "block"
                 campaign = Campaign(action=action, incidents=list(incident_ids), threat=None, path=path)
                 self._log.warning("a response sent earlier is mined: recording it", action=action,
-                                  tx_hash=tx.tx_hash, incidents=list(incident_ids))
+                                  tx_hash=tx_hash, incidents=list(incident_ids))
                 await self._settle(campaign, receipt)
                 return
         for incident_id in incident_ids:
@@ -251,7 +257,7 @@ class ResponseLifecycle:
                    for r in self._store.responses(incident_id)):
                 self._store.update_response(incident_id, action, ResponseStatus.ALREADY_DONE)
         if nonce is None or nonce < await self._rpc.nonce(self._account.address, "latest"):
-            self._nothing_to_settle.add((action, nonce))  # final: none of ours at that nonce can be mined now
+            self._nothing_to_settle.add(settled_key)  # final: none of ours at that nonce can be mined now
 
     # ---- one campaign ----
 

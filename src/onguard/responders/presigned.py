@@ -5,7 +5,7 @@ block, says so at error level and records it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -29,11 +29,15 @@ class PresignedPath:
     via = "presigned"
 
     def __init__(self, rpc: Rpc, config: Config, account: LocalAccount, store: IncidentStore,
-                 on_stale: Callable[[str, int, int], None] | None = None) -> None:
+                 on_stale: Callable[[str, int, int], None] | None = None,
+                 leads: Callable[[], Awaitable[bool]] | None = None) -> None:
         """`on_stale(action, signed_nonce, safe_nonce)`: told once per pre-signature the Safe's nonce voided (the
-        daemon's operations page someone: the guardian can no longer take that action)."""
+        daemon's operations page someone: the guardian can no longer take that action). `leads()`: whether this
+        daemon marks them: among replicas the leader does, once, its lease confirmed in the database (fenced); alone
+        (None) it always does."""
         self._rpc = rpc
         self._on_stale = on_stale
+        self._leads = leads or _always
         self._config = config
         self._account = account
         self._txs = SafeTxStore(store)
@@ -119,24 +123,27 @@ class PresignedPath:
             self._threshold = int(await self._view("getThreshold()"))
             self._owners = frozenset(a.lower() for a in await self._view("getOwners()"))
             self._nonce = nonce
-        self._mark_stale(nonce)
+        await self._mark_stale(nonce)
 
-    def _mark_stale(self, nonce: int) -> None:
-        for record in self._txs.list(TxKind.PRESIGNED, TxStatus.PENDING):
-            if record.tx.nonce < nonce and record.id not in self._marked_stale:
-                self._marked_stale.add(record.id)  # once, even while the database holds the write back
-                self._store.durably("pre-signed stale", lambda r=record: self._txs.set_status(
-                    r, TxStatus.STALE, note=f"the Safe's nonce moved to {nonce}"))
-                self._store.durably("audit pre-signed stale", lambda r=record: self._audit.append(
-                    AuditKind.PRESIGNED_STALE, "daemon", {
-                        "presigned": r.id, "action": r.action, "nonce": r.tx.nonce, "safe_nonce": nonce,
-                        "safe_tx_hash": r.safe_tx_hash}))
-                self._log.error("pre-signed transaction is STALE: the Safe's nonce moved past it, its signatures "
-                                "are void; owners must re-sign (`onguard presign`)", action=record.action,
-                                presigned=record.id, signed_nonce=record.tx.nonce, safe_nonce=nonce,
-                                safe_tx_hash=record.safe_tx_hash)
-                if self._on_stale is not None and record.action:
-                    self._on_stale(record.action, record.tx.nonce, nonce)
+    async def _mark_stale(self, nonce: int) -> None:
+        voided = [record for record in self._txs.list(TxKind.PRESIGNED, TxStatus.PENDING)
+                  if record.tx.nonce < nonce and record.id not in self._marked_stale]
+        if not voided or not await self._leads():
+            return  # among replicas the leader marks them, audits and pages, once for every replica
+        for record in voided:
+            self._marked_stale.add(record.id)  # once, even while the database holds the write back
+            self._store.durably("pre-signed stale", lambda r=record: self._txs.set_status(
+                r, TxStatus.STALE, note=f"the Safe's nonce moved to {nonce}"))
+            self._store.durably("audit pre-signed stale", lambda r=record: self._audit.append(
+                AuditKind.PRESIGNED_STALE, "daemon", {
+                    "presigned": r.id, "action": r.action, "nonce": r.tx.nonce, "safe_nonce": nonce,
+                    "safe_tx_hash": r.safe_tx_hash}))
+            self._log.error("pre-signed transaction is STALE: the Safe's nonce moved past it, its signatures "
+                            "are void; owners must re-sign (`onguard presign`)", action=record.action,
+                            presigned=record.id, signed_nonce=record.tx.nonce, safe_nonce=nonce,
+                            safe_tx_hash=record.safe_tx_hash)
+            if self._on_stale is not None and record.action:
+                self._on_stale(record.action, record.tx.nonce, nonce)
 
     def _usable(self, action: str) -> tuple[SafeTxRecord, list[OwnerSignature]] | None:
         """The pre-signed transaction for `action` at the current nonce with the most owners' signatures, if it
@@ -155,3 +162,7 @@ class PresignedPath:
 
     async def _approved(self, owner: str, safe_tx_hash: str) -> bool:
         return int(await self._view("approvedHashes(address,bytes32)", owner, bytes.fromhex(safe_tx_hash[2:]))) == 1
+
+
+async def _always() -> bool:
+    return True

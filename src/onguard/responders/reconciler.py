@@ -17,6 +17,7 @@ from onguard.chain.rpc import Rpc
 from onguard.config import ResponseSettings
 from onguard.incidents.store import Incident, IncidentStatus, IncidentStore, ResponseRecord, ResponseStatus
 from onguard.log import get_logger
+from onguard.replicas.claims import ClaimGate
 from onguard.responders.lifecycle import IN_EFFECT, ResponseLifecycle
 
 
@@ -65,8 +66,10 @@ class _Retry:
 
 class Reconciler:
     def __init__(self, store: IncidentStore, lifecycle: ResponseLifecycle, rpc: Rpc, chain_id: int,
-                 settings: ResponseSettings) -> None:
+                 settings: ResponseSettings, gate: ClaimGate) -> None:
+        """`gate`: among replicas, which incidents this one acts for (a single daemon: all of them)."""
         self._store = store
+        self._gate = gate
         self._lifecycle = lifecycle
         self._rpc = rpc
         self._chain_id = chain_id
@@ -80,7 +83,8 @@ class Reconciler:
         """A response failed since the last comparison, or a back-off ran out: compare again now."""
         now = time.monotonic()
         return self._rewound_to is not None or self._lifecycle.failures != self._failures_seen or any(
-            retry.at <= now and not self._lifecycle.in_flight(action) for action, retry in self._retries.items())
+            retry.at <= now and not self._lifecycle.in_flight(action)
+            for action, retry in self._retries.items()) or self._gate.due()
 
     async def reconcile(self, *, head: int | None = None, rewound_to: int | None = None) -> None:
         """One comparison of every watched incident with the chain, acting where they differ. `rewound_to`: the
@@ -116,21 +120,29 @@ class Reconciler:
                 await self._reverify({i.id: responses[i.id] for i in wanting}, 0, action=action)
                 for incident in wanting:
                     responses[incident.id] = self._store.responses(incident.id)
-            self._act(action, wanting, holds[action], responses)
+            await self._act(action, wanting, holds[action], responses)
+            # Another replica's campaign records its own responses; ours (or unclaimed ones, or a dead replica's,
+            # taken over) are settled here.
+            if holds[action]:
+                await self._gate.take_from_the_dead(action, wanting, responses)
+                for incident in wanting:
+                    responses[incident.id] = self._store.responses(incident.id)
             unrecorded = [i.id for i in wanting if any(r.action == action and r.status not in IN_EFFECT
-                                                       for r in responses[i.id])]
+                                                       and self._gate.mine(r) for r in responses[i.id])]
             if holds[action] and unrecorded and not self._lifecycle.in_flight(action):
                 await self._lifecycle.settle_unrecorded(action, unrecorded)
                 for incident_id in unrecorded:
                     responses[incident_id] = self._store.responses(incident_id)
+        if not self._gate.records_statuses():
+            return
         for incident in incidents:
             mine = {r.action: holds[r.action] for r in responses[incident.id] if r.action in holds}
             if mine:
                 self._store.set_status(incident.id, incident_status(mine, responses[incident.id]),
                                        reason=_reason(mine))
 
-    def _act(self, action: str, wanting: list[Incident], holds: bool,
-             responses: dict[int, list[ResponseRecord]]) -> None:
+    async def _act(self, action: str, wanting: list[Incident], holds: bool,
+                   responses: dict[int, list[ResponseRecord]]) -> None:
         retry = self._retries.get(action)
         step = next_step(holds=holds, in_flight=self._lifecycle.in_flight(action),
                          retry_at=retry.at if retry else None, now=time.monotonic())
@@ -138,6 +150,9 @@ class Reconciler:
             self._retries.pop(action, None)
         if step != Step.ACT:
             return
+        wanting = await self._gate.acting_for(action, wanting, responses)
+        if not wanting:
+            return  # other live replicas' claims, within their deadlines
         failed = any(r.action == action and r.status in (ResponseStatus.FAILED, ResponseStatus.REVERTED)
                      for i in wanting for r in responses[i.id])
         if failed or retry is not None:

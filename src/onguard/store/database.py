@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum, StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -247,6 +247,8 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, config_file: str | None = None) -> None:
         super().__init__(url, "state.database_url")
         self.url = url
+        # Whether to try the server at all; replicas point it at their liveness lease (see replicas/role.py).
+        self.reachable: Callable[[], bool] = lambda: True
         self._config_file = config_file
         self._next_attempt = 0.0
         self._conn = self._connect()
@@ -267,6 +269,11 @@ class PostgresDatabase(Database):
     def _connection(self) -> psycopg.Connection[Any]:
         """The connection; a lost one is opened again on the next statement, at most once per RECONNECT_EVERY_S
         (an unreachable server can hold each attempt for CONNECT_TIMEOUT_S: not on every write of an attack)."""
+        if not self.reachable():
+            # A replica cut off from the server (its leases could not be renewed): fail at once rather than block
+            # the daemon's loop for a connect or tcp_user_timeout on a connection that may hang.
+            self._conn.close()
+            raise psycopg.OperationalError("cut off from the database (this replica's leases lapsed): not tried")
         if self._conn.closed and not self._depth:
             if time.monotonic() < self._next_attempt:
                 raise psycopg.OperationalError("the connection to the state database is lost; trying again shortly")

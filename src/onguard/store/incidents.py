@@ -55,10 +55,19 @@ class Incidents:
                              (now(), block, incident_id))
             self.add_timeline(incident_id, "tripped-again", {"block": block, **seen})
 
-    def set_status(self, incident_id: int, status: IncidentStatus, detail: Mapping[str, Any]) -> None:
+    def set_status(self, incident_id: int, status: IncidentStatus, detail: Mapping[str, Any],
+                   expected: str | None = None) -> bool:
+        """Moves the incident to `status` (only from `expected`, when given: of two writers, replicas, who saw the
+        same change one records it). False when it was not in `expected` any more."""
         with self._db.transaction():
-            self._db.execute("UPDATE incidents SET status=? WHERE id=?", (status, incident_id))
-            self.add_timeline(incident_id, "status", detail)
+            if expected is None:
+                moved = self._db.execute("UPDATE incidents SET status=? WHERE id=?", (status, incident_id)) == 1
+            else:
+                moved = self._db.execute("UPDATE incidents SET status=? WHERE id=? AND status=?",
+                                         (status, incident_id, expected)) == 1
+            if moved:
+                self.add_timeline(incident_id, "status", detail)
+        return moved
 
     def open_or_join(self, *, cooldown: float, seen: Mapping[str, Any], **fields: Any) -> tuple[int, bool]:
         """In one transaction, serialised per (chain, policy) so two writers, on one machine or on replicas, cannot

@@ -16,11 +16,27 @@ class Responses:
         self._db = db
         self._incidents = Incidents(db)
 
-    def claim(self, incident_id: int, action: str) -> bool:
-        """Reserves `action` for this incident, atomically on either engine. False when it was already claimed."""
+    def claim(self, incident_id: int, action: str, by: str | None = None) -> bool:
+        """Reserves `action` for this incident (for replica `by`, among replicas), atomically on either engine.
+        False when it was already claimed."""
+        at = now()
         return self._db.execute(
-            "INSERT INTO responses (incident_id, action, status, updated_at) VALUES (?,?,?,?) "
-            "ON CONFLICT (incident_id, action) DO NOTHING", (incident_id, action, ResponseStatus.CLAIMED, now())) == 1
+            "INSERT INTO responses (incident_id, action, status, updated_at, claimed_by, claimed_at) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT (incident_id, action) DO NOTHING",
+            (incident_id, action, ResponseStatus.CLAIMED, at, by, None if by is None else at)) == 1
+
+    def take_over(self, incident_id: int, action: str, claimed_by: str, by: str) -> bool:
+        """Moves a claim from replica `claimed_by` to `by` (a compare-and-set: of several takers one wins), with a
+        timeline entry. False when the claim had already moved."""
+        at = now()
+        with self._db.transaction():
+            moved = self._db.execute(
+                "UPDATE responses SET claimed_by=?, claimed_at=? WHERE incident_id=? AND action=? AND claimed_by=?",
+                (by, at, incident_id, action, claimed_by)) == 1
+            if moved:
+                self._incidents.add_timeline(incident_id, "claim-taken-over",
+                                             {"action": action, "from": claimed_by, "by": by}, at=at)
+        return moved
 
     def update(self, incident_id: int, action: str, status: ResponseStatus, *, tx_hash: str | None,
                block_number: int | None, gas_used: int | None, error: str | None, at: str) -> None:
