@@ -706,6 +706,7 @@ class Guardian:
         for worker in self._workers:
             worker.cancel()
         await self.responder.close()
+        await self.replica.stop()
         await self.transport.close()
         self.store.close()
 

@@ -47,6 +47,12 @@ class ReplicaRole:
             self._started = True
             self._log.info("replica started", leader=self.leader.held(), lease_ttl=self.settings.lease_ttl)
 
+    async def stop(self) -> None:
+        """Leaves the replicas: a daemon closed without its leases task having run (or ended) still releases its
+        liveness lease, so it can start again under its id at once."""
+        if self.leases is not None and self._started:
+            await self.leases.stop()
+
     def tasks(self) -> dict[str, Callable[[asyncio.Event], Awaitable[None]]]:
         return {} if self.leases is None else {"leases": self.leases.run}
 
