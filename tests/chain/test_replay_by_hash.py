@@ -139,6 +139,8 @@ def test_an_exploit_not_first_in_its_block_is_replayed_at_its_position_with_the_
     assert attack["position"] == 4 and not attack["succeeded"]
     assert report["at_risk_usd"] == 500_000 and report["lost_usd"] == 0 and report["saved_usd"] == 500_000
     assert f"block {attack['block']} position 0: before every attack transaction" in out
+    assert report["rebuilt_blocks"] == [history.block] and report["rebuilt_txs"] == 3
+    assert f"rebuilt      blocks {history.block}..{history.block} of the fork source, with 3 of their" in out
     assert (f"replayed     --tx[0] tx {history.exploit[:10]}… at block {attack['block']} position 4; the fork "
             f"source mined it at block {history.block} position 3") in out
     markdown = (tmp_path / "out.md").read_text()
@@ -175,6 +177,9 @@ def test_the_blocks_between_the_fork_and_the_exploit_are_rebuilt_before_it(
     # Forked before alice's deposit: unless block B-2 is rebuilt first, she has 400,000 shares and the exploit's
     # 500,000 revert, unopposed too; rebuilt, the vault holds 1,100,000 when the exploit's block begins.
     assert report["held_before_usd"] == 1_100_000 and report["at_risk_usd"] == 500_000
+    # B-2 (alice's three), B-1 (two) and B's three before the exploit; the deployer's after it is left out.
+    assert report["rebuilt_blocks"] == [history.block - 2, history.block - 1, history.block]
+    assert report["rebuilt_txs"] == 8
     (attack,) = report["attack_txs"]
     assert attack["original_position"] == 3 and attack["position"] == 4 and not attack["succeeded"]
     assert report["outcome"] == "stopped-before-inclusion"

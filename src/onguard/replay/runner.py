@@ -120,6 +120,8 @@ class ReplayReport:
     anvil_version: str | None = None
     policy_files: Mapping[str, str] = field(default_factory=dict)  # path -> sha256 of the policies it ran
     chart: str | None = None                    # the holdings chart's file, once written
+    rebuilt_blocks: tuple[int, ...] = ()        # blocks of the fork source rebuilt for transactions by hash
+    rebuilt_txs: int = 0                        # their transactions besides the scenario's own
 
     @property
     def lead_ms(self) -> float | None:
@@ -425,7 +427,10 @@ class _Replay:
         holdings = tuple(HoldingsPoint(block=b, usd=_usd(self.value_of(self.balances(b))))
                          for b in range(first_block, self.head() + 1))
         policies = self.scenario.policies or tuple(sorted(config.policies_dir.glob("*.toml")))
+        rebuilt = self.originals.blocks.values()
         return {"traces": tuple(traces), "balances": changes, "holdings": holdings,
+                "rebuilt_blocks": tuple(b.number for b in rebuilt),
+                "rebuilt_txs": sum(len(b.txs) for b in rebuilt) - len(self.originals.by_hash),
                 "fork_source": self.scenario.fork.source, "fork_block": self.scenario.fork.block,
                 "anvil_version": str(self.rpc("web3_clientVersion", [])),
                 "policy_files": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in policies}}
