@@ -141,7 +141,7 @@ def original(tx_hash: str, block: int, position: int) -> OriginalTx:
 
 
 def test_a_rebuilt_block_sends_the_sources_transactions_around_the_scenarios_at_their_positions() -> None:
-    context = [original("0x" + f"{i:02x}" * 32, 12, i) for i in (0, 1, 3)]
+    context = [original("0x" + f"{i:02x}" * 32, 12, i) for i in (0, 1)]
     ours = original(HASH_A, 12, 2)
     between = original("0x" + "cc" * 32, 11, 0)
     originals = Originals(by_hash=MappingProxyType({HASH_A: ours}), fork_block=10, blocks=MappingProxyType({
@@ -152,3 +152,12 @@ def test_a_rebuilt_block_sends_the_sources_transactions_around_the_scenarios_at_
     assert originals.plan(0, []) == [between]
     assert originals.plan(1, [exploit, extra]) == [context[0], context[1], exploit, extra]
     assert originals.plan(2, [extra]) == [extra]
+
+
+
+def test_a_transaction_by_hash_is_placed_in_the_attack_block_of_its_original_block(scenario_dir: Path) -> None:
+    path = scenario_dir / "s.toml"
+    path.write_text(BY_HASH)
+    originals = Originals(by_hash=MappingProxyType({HASH_A: original(HASH_A, 14, 0)}), fork_block=9)
+    placed = originals.placed(load_scenario(path))
+    assert [s.block for s in placed.attack] == [4, 3]  # block 14 after a fork at 9; the call step's own block
