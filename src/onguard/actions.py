@@ -96,7 +96,11 @@ class DoneCondition:
     async def holds(self, reader: StateReader, block: int | str = "latest") -> bool:
         """Whether the protocol is in this action's safe state at `block`. A read or an evaluation that fails
         raises ChainError: a failure is never taken for "done"."""
-        values = await reader.read(self.reads, block)
+        return self.holds_in(await reader.read(self.reads, block))
+
+    def holds_in(self, values: Mapping[ReadSpec, Any]) -> bool:
+        """Whether it holds on values already read (each of its reads: a value or a ReadFailure). Raises
+        ChainError as holds() does."""
         context: dict[str, Any] = {}
         for text, spec in self._by_text.items():
             value = values[spec]

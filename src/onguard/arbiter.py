@@ -47,9 +47,12 @@ class Arbiter:
                            incident_id=incident.id, block=finding.block_number)
             self._record(finding, incident, opened=False, actions=())
             return Decision(finding=finding, incident=incident, opened=False, actions=())
-        self._log.warning("policy tripped: incident opened", policy_id=policy.id, incident_id=incident.id,
-                          severity=policy.severity.value, block=finding.block_number, summary=finding.summary,
-                          actions=list(actions) or None, dry_run=policy.dry_run or None)
+        # The guardian's own authority at stake (the built-in self-defence) is said as loudly as a log can.
+        loud = finding.evidence.get("self_defence") and not policy.alert_only
+        log = self._log.critical if loud else self._log.warning
+        log("policy tripped: incident opened", policy_id=policy.id, incident_id=incident.id,
+            severity=policy.severity.value, block=finding.block_number, summary=finding.summary,
+            actions=list(actions) or None, dry_run=policy.dry_run or None)
         self._record(finding, incident, opened=True, actions=actions)
         return Decision(finding=finding, incident=incident, opened=True, actions=actions)
 

@@ -108,6 +108,14 @@ class MempoolSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SelfDefenceSettings:
+    """The built-in guardian self-defence policy (onguard.policies.selfdefence): on unless the config turns it off."""
+
+    enabled: bool = True
+    actions: tuple[str, ...] | None = None  # the actions it takes; None: every configured action
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     chain: ChainSettings
@@ -122,6 +130,7 @@ class Config:
     notifications: NotificationSettings = field(default_factory=lambda: parse_notifications(None))
     metrics: MetricsSettings = field(default_factory=lambda: parse_metrics(None))
     dashboard: DashboardSettings = field(default_factory=lambda: parse_dashboard(None))
+    self_defence: SelfDefenceSettings = field(default_factory=SelfDefenceSettings)
 
     def contract_at(self, address: str) -> WatchedContract | None:
         wanted = address.lower()
@@ -138,13 +147,14 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     root = Table(data, file=str(path), prefix="", error=ConfigError)
     base = path.parent
     contracts = _contracts(root, base)
+    actions = _actions(root.table("actions"), contracts)
     config = Config(
         path=path,
         chain=_chain(root.table("chain")),
         safe=_safe(root.table("safe")),
         guardian_key=_guardian(root.table("guardian"), base),
         contracts=contracts,
-        actions=_actions(root.table("actions"), contracts),
+        actions=actions,
         policies_dir=_resolve(base, root.table("policies").get("dir", str, default="policies")),
         database=_resolve(base, _database(root)),
         response=_response(root.table("response", required=False), rpc_url=data.get("chain", {}).get("rpc_url")),
@@ -152,6 +162,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         notifications=parse_notifications(root.table("notifications", required=False)),
         metrics=parse_metrics(root.table("metrics", required=False)),
         dashboard=parse_dashboard(root.table("dashboard", required=False)),
+        self_defence=_self_defence(root.table("self_defence", required=False), actions),
     )
     root.finish()
     _module_needed(root, config.safe, config.actions)
@@ -253,6 +264,21 @@ def _module_needed(root: Table, safe: SafeSettings, actions: Mapping[str, Action
                                                 "GuardianModule (via = \"module\", the default)",
                         "give the module's address, or set via = \"presigned\" on every action and have the "
                         "owners pre-sign them (`onguard presign`)")
+
+
+def _self_defence(table: Table | None, actions: Mapping[str, ActionSettings]) -> SelfDefenceSettings:
+    if table is None:
+        return SelfDefenceSettings()
+    enabled = table.get("enabled", bool, default=True,
+                        hint="true (the default): the guardian pauses before its own authority is stripped")
+    names = table.get("actions", list, default=None, hint="action names from [actions], e.g. [\"pause_vault\"]")
+    if names is not None:
+        unknown = [n for n in names if n not in actions]
+        if not names or unknown:
+            raise table.fail("actions", f"no action named {unknown[0]!r}" if unknown else "is empty",
+                             f"known actions: {', '.join(actions)}; leave it out to take every action")
+    table.finish()
+    return SelfDefenceSettings(enabled=enabled, actions=None if names is None else tuple(names))
 
 
 def _guardian(table: Table, base: Path) -> KeySource:

@@ -8,8 +8,9 @@ import contextlib
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Protocol
 
 from asyncio_throttle import Throttler
@@ -25,6 +26,7 @@ from onguard.chain.view import BatchStateReader
 from onguard.config import Config
 from onguard.errors import ChainError, ChainUnavailable, ConfigError, OnguardError
 from onguard.incidents.audit import AuditLog, record_config
+from onguard.incidents.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
@@ -33,6 +35,7 @@ from onguard.ops.reporting import GuardianOps
 from onguard.policies.engine import EngineResult, PolicyEngine, worth_simulating
 from onguard.policies.loader import Policy, load_policies
 from onguard.policies.model import EvaluationFailure
+from onguard.policies.selfdefence import builtin_policies
 from onguard.preflight import PreflightReport, run_preflight
 from onguard.responders.fees import PendingTips, Threat
 from onguard.responders.lifecycle import ResponseLifecycle
@@ -129,6 +132,12 @@ class Guardian:
         self.store = store or IncidentStore(config.database)
         if policies is None:
             policies = load_policies(config.policies_dir, config.contracts, config.actions)
+        proposals = SafeTxStore(self.store)
+        # Built in, whatever policies were given: a team (or a replay) cannot leave the guardian defenceless.
+        policies = [*policies, *builtin_policies(
+            config, account.address, recorded=lambda safe_tx_hash: proposals.by_hash(TxKind.PROPOSAL,
+                                                                                       safe_tx_hash) is not None)]
+        self.policies: Mapping[str, Policy] = MappingProxyType({p.common.id: p for p in policies})
         chain_id = config.chain.chain_id
         self.engine = PolicyEngine(policies)
         self.ops = GuardianOps.build(config, self.store, mempool_required=config.mempool.enabled,
@@ -179,6 +188,10 @@ class Guardian:
                               field="chain.chain_id", hint="point chain.rpc_url at the right network, "
                                                            "or fix chain.chain_id")
         await self._check_chain_identity()
+        if not self.config.self_defence.enabled:
+            self._log.critical("guardian SELF-DEFENCE IS OFF ([self_defence] enabled = false): a transaction that "
+                               "strips the guardian's authority (module disabled, guardian removed, action revoked, "
+                               "owners changed) will NOT be paused first; remove the setting to turn it back on")
         self._record_config()
         report = await self._preflight()
         if not report.ok:
@@ -374,7 +387,8 @@ class Guardian:
         try:
             outcomes = await asyncio.wait_for(
                 self.simulator.simulate_many([q.pending.raw for q in taken], self.engine.simulation_reads,
-                                             SimulationHead(head.number, head.hash)),
+                                             SimulationHead(head.number, head.hash),
+                                             self.engine.simulation_probes),
                 timeout=max(last_deadline - time.perf_counter(), 0.0))
         except TimeoutError:
             self.pending_counters.missed += len(taken)

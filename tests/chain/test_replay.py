@@ -219,14 +219,30 @@ def test_a_folder_gives_a_table_figures_and_reports(tmp_path: Path, capsys: pyte
 
 
 def test_without_self_defence_a_compromised_safe_is_missed_and_the_reverted_pause_says_why(tmp_path: Path) -> None:
-    # The corpus scenario minus its guardian-self-defence policy: the Safe disables the module, the drain trips
+    # The corpus scenario with the team's config turning the built-in self-defence off ([self_defence] enabled =
+    # false, written by a fixture wrapping the corpus's): the owners' keys disable the module, the drain trips
     # vault-drain, and the pause the guardian sends reverts in the Safe (GS104: not an enabled module).
+    fixture = tmp_path / "no_self_defence.py"
+    fixture.write_text(f"""
+import importlib.util
+_spec = importlib.util.spec_from_file_location("corpus_demo_world", {str(CORPUS / "fixtures" / "demo_world.py")!r})
+_corpus = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_corpus)
+ABIS = _corpus.ABIS
+
+
+def build(rpc_url, folder):
+    deployment = _corpus.build(rpc_url, folder)
+    deployment.config.write_text(deployment.config.read_text() + "\\n[self_defence]\\nenabled = false\\n")
+    return deployment
+""")
     text = relocated((CORPUS / "compromised-safe.toml").read_text())
     path = tmp_path / "no-self-defence.toml"
-    path.write_text(text.replace(f', "{CORPUS}/policies/guardian-self-defence.toml"', ""))
+    path.write_text(text.replace(f'fixture = "{CORPUS}/fixtures/demo_world.py"', f'fixture = "{fixture}"'))
     report = replay(load_scenario(path))
     assert report.outcome == "missed" and not report.expectation_held
     assert report.lost_usd == report.at_risk_usd == 400_000
+    assert {t.policy_id for t in report.trips} == {"vault-drain"}
     (response,) = report.responses
     assert response.status == "failed" and response.block is not None and "reverted" in (response.error or "")
     (pause,) = [t for t in report.traces if t.label.startswith("pause")]

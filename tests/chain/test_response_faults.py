@@ -477,11 +477,11 @@ def test_a_full_disk_does_not_stop_the_pause_nor_a_restart(chain, guardian_confi
                                    poll_interval="50ms", database=mount / "onguard.db")
 
         def fill(_: Guardian | None = None) -> None:
-            with filler.open("ab") as handle:
+            # Unbuffered: a buffered file keeps the bytes the full disk refused and raises ENOSPC again on close.
+            with filler.open("ab", buffering=0) as handle:
                 with contextlib.suppress(OSError):  # ENOSPC: the disk is full
                     while True:
                         handle.write(b"\0" * 65536)
-                        handle.flush()
 
         asyncio.run(pause_while_the_database_refuses(chain, config_path, capsys, fill,
                                                      lambda _: filler.unlink(), "database or disk is full"))

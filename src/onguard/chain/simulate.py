@@ -1,5 +1,7 @@
 """Predicts what a pending transaction would do: executes it on top of the head's state with eth_simulateV1,
-reading the policies' views just before and just after it, changing nothing on chain. Several transactions go in
+reading the policies' views just before and just after it, changing nothing on chain. Probes (calls from a given
+sender, e.g. the guardian's own pause) are made once on the head's state and once right after the transaction, to
+tell what an account could do before and after it. Several transactions go in
 one JSON-RPC batch (one eth_simulateV1 each, every one against the same head state, not one after another), and
 results are remembered per (transaction hash, head hash): a transaction is never simulated twice on one state."""
 
@@ -7,18 +9,27 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hexbytes import HexBytes
 
 from onguard.chain.rpc import Rpc
-from onguard.chain.view import ReadFailure, decode_read
+from onguard.chain.view import ReadFailure, decode_read, read_call
 from onguard.errors import ChainError
 from onguard.policies.reads import ReadSpec
 
 SIMULATION_GAS_CAP = 30_000_000
 CACHE_SIZE = 8192   # simulations remembered, per (transaction hash, head hash)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedLog:
+    """An event the simulated transaction emitted."""
+
+    address: str                     # lower-case
+    topics: tuple[bytes, ...]
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +39,10 @@ class Simulation:
     reverted: bool
     error: str | None
     touched: frozenset[str]          # lower-case addresses that emitted logs during the transaction
+    logs: tuple[SimulatedLog, ...] = ()
+    # The probes, in order, each on the state the previous one left: on the head's state, and after the transaction.
+    probed_before: Mapping[ReadSpec, Any] = field(default_factory=dict)
+    probed_after: Mapping[ReadSpec, Any] = field(default_factory=dict)
 
 
 def as_call(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,69 +67,104 @@ class Head:
 class Simulator:
     def __init__(self, rpc: Rpc, cache_size: int = CACHE_SIZE) -> None:
         self._rpc = rpc
-        self._cache: OrderedDict[tuple[str, str], Simulation] = OrderedDict()
+        self._cache: OrderedDict[tuple[Any, ...], Simulation] = OrderedDict()
         self._cache_size = cache_size
+        self._probed: tuple[tuple[Any, ...], Mapping[ReadSpec, Any]] | None = None  # per (head hash, probes)
 
-    async def simulate(self, raw: Mapping[str, Any], specs: Iterable[ReadSpec], head: Head | None = None) -> Simulation:
+    async def simulate(self, raw: Mapping[str, Any], specs: Iterable[ReadSpec], head: Head | None = None,
+                       probes: Sequence[ReadSpec] = ()) -> Simulation:
         """One transaction, on `head` (None: the node's latest block, not cached)."""
-        (outcome,) = await self.simulate_many([raw], specs, head)
+        (outcome,) = await self.simulate_many([raw], specs, head, probes)
         if isinstance(outcome, ChainError):
             raise outcome
         return outcome
 
     async def simulate_many(self, raws: Sequence[Mapping[str, Any]], specs: Iterable[ReadSpec],
-                            head: Head | None = None) -> list[Simulation | ChainError]:
+                            head: Head | None = None, probes: Sequence[ReadSpec] = ()) -> list[Simulation | ChainError]:
         """Each transaction on its own against `head`, in one batch round trip; each outcome a Simulation or the
-        ChainError that one simulation met (the others still count)."""
+        ChainError that one simulation met (the others still count). `probes` run in order after the transaction's
+        reads, and once on the head's state (read once per head)."""
         reads = list(dict.fromkeys(specs))
-        keys = [_key(raw, head) for raw in raws]
+        probes = tuple(probes)
+        keys = [_key(raw, head, probes) for raw in raws]
         outcomes: list[Simulation | ChainError | None] = [self._cached(key) for key in keys]
         missing = [index for index, outcome in enumerate(outcomes) if outcome is None]
         if missing:
             block = hex(head.number) if head is not None else "latest"
-            read_calls = [{"to": spec.address, "data": HexBytes(spec.calldata).to_0x_hex()} for spec in reads]
+            read_calls = [read_call(spec) for spec in reads]
+            probe_calls = [read_call(spec) for spec in probes]
             requests = [("eth_simulateV1", [{"blockStateCalls": [{"calls": [*read_calls, as_call(raws[i]),
-                                                                            *read_calls]}],
+                                                                            *read_calls, *probe_calls]}],
                                              "validation": False}, block]) for i in missing]
+            probe_key = None if head is None else (head.hash, probes)
+            probed = self._probed[1] if self._probed is not None and probe_key == self._probed[0] else None
+            if probes and probed is None:
+                requests.append(("eth_simulateV1", [{"blockStateCalls": [{"calls": probe_calls}],
+                                                     "validation": False}, block]))
             responses = await self._rpc.batch(requests)
+            if probes and probed is None:
+                probed = _probed(probes, responses.pop())
+                if probe_key is not None and not isinstance(probed, ChainError):
+                    self._probed = (probe_key, probed)
             for index, response in zip(missing, responses, strict=True):
-                outcome = _simulation(reads, response)
+                outcome = _simulation(reads, response, probes, probed or {})
                 outcomes[index] = outcome
                 if isinstance(outcome, Simulation) and keys[index] is not None:
                     self._remember(keys[index], outcome)
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _cached(self, key: tuple[str, str] | None) -> Simulation | None:
+    def _cached(self, key: tuple[Any, ...] | None) -> Simulation | None:
         if key is None or key not in self._cache:
             return None
         self._cache.move_to_end(key)
         return self._cache[key]
 
-    def _remember(self, key: tuple[str, str], simulation: Simulation) -> None:
+    def _remember(self, key: tuple[Any, ...], simulation: Simulation) -> None:
         self._cache[key] = simulation
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
 
-def _key(raw: Mapping[str, Any], head: Head | None) -> tuple[str, str] | None:
+def _key(raw: Mapping[str, Any], head: Head | None, probes: tuple[ReadSpec, ...]) -> tuple[Any, ...] | None:
     tx_hash = raw.get("hash")
     if head is None or tx_hash is None:
         return None
-    return HexBytes(tx_hash).to_0x_hex(), head.hash
+    return HexBytes(tx_hash).to_0x_hex(), head.hash, probes
 
 
-def _simulation(reads: list[ReadSpec], response: Mapping[str, Any]) -> Simulation | ChainError:
+def _refused(response: Mapping[str, Any]) -> ChainError:
+    return ChainError(f"eth_simulateV1 refused: {response['error']}",
+                      hint="the node must support eth_simulateV1 (Anvil, geth 1.14+, reth)")
+
+
+def _probed(probes: tuple[ReadSpec, ...], response: Mapping[str, Any]) -> Mapping[ReadSpec, Any] | ChainError:
     if "error" in response:
-        return ChainError(f"eth_simulateV1 refused: {response['error']}",
-                          hint="the node must support eth_simulateV1 (Anvil, geth 1.14+, reth)")
+        return _refused(response)
+    calls = response["result"][0]["calls"]
+    return {spec: _value(spec, call) for spec, call in zip(probes, calls, strict=True)}
+
+
+def _simulation(reads: list[ReadSpec], response: Mapping[str, Any], probes: tuple[ReadSpec, ...] = (),
+                probed: Mapping[ReadSpec, Any] | ChainError | None = None) -> Simulation | ChainError:
+    if "error" in response:
+        return _refused(response)
+    if isinstance(probed, ChainError):
+        probed = None  # the transaction is still judged; the judges that need the probes say they are missing
     calls = response["result"][0]["calls"]
     before = {spec: _value(spec, call) for spec, call in zip(reads, calls[: len(reads)], strict=True)}
     target = calls[len(reads)]
-    after = {spec: _value(spec, call) for spec, call in zip(reads, calls[len(reads) + 1:], strict=True)}
+    after = {spec: _value(spec, call) for spec, call in zip(reads, calls[len(reads) + 1: 2 * len(reads) + 1],
+                                                            strict=True)}
+    probed_after = {spec: _value(spec, call) for spec, call in zip(probes, calls[2 * len(reads) + 1:], strict=True)}
     reverted = int(target["status"], 16) != 1
     error = (target.get("error") or {}).get("message") if reverted else None
-    touched = frozenset(str(log["address"]).lower() for log in target.get("logs", []))
-    return Simulation(before=before, after=after, reverted=reverted, error=error, touched=touched)
+    raw_logs = target.get("logs", [])
+    logs = tuple(SimulatedLog(address=str(log["address"]).lower(),
+                              topics=tuple(bytes(HexBytes(t)) for t in log.get("topics", [])),
+                              data=bytes(HexBytes(log.get("data") or "0x"))) for log in raw_logs)
+    touched = frozenset(log.address for log in logs)
+    return Simulation(before=before, after=after, reverted=reverted, error=error, touched=touched, logs=logs,
+                      probed_before=dict(probed or {}), probed_after=probed_after)
 
 
 def _value(spec: ReadSpec, call: Mapping[str, Any]) -> Any:

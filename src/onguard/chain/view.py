@@ -37,10 +37,17 @@ class BatchStateReader:
         if not unique:
             return {}
         tag = hex(block) if isinstance(block, int) else block
-        requests = [("eth_call", [{"to": spec.address, "data": HexBytes(spec.calldata).to_0x_hex()}, tag])
-                    for spec in unique]
+        requests = [("eth_call", [read_call(spec), tag]) for spec in unique]
         responses = await self._rpc.batch(requests)
         return {spec: _decode(spec, response) for spec, response in zip(unique, responses, strict=True)}
+
+
+def read_call(spec: ReadSpec) -> dict[str, str]:
+    """A read as a JSON-RPC call object (with its sender, for a read that probes what an account could do)."""
+    call = {"to": spec.address, "data": HexBytes(spec.calldata).to_0x_hex()}
+    if spec.sender is not None:
+        call["from"] = spec.sender
+    return call
 
 
 def _decode(spec: ReadSpec, response: Any) -> Any:

@@ -18,6 +18,8 @@ from onguard.observations import TransactionObservation
 from onguard.policies.engine import PolicyEngine
 from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.loader import check_policies, load_policy
+from onguard.policies.model import BUILT_IN_IDS, SELF_DEFENCE_ID
+from onguard.policies.selfdefence import builtin_policies, configured_guardian
 from onguard.replay.recording import RecordedBlock, load_recording
 from onguard.sources.blocks import BlockSource
 from onguard.tomlfields import field_line
@@ -34,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     check.set_defaults(handler=handle_check)
     explain = actions.add_parser("explain", help="say in plain words what a policy watches, when it fires, "
                                                  "what it does")
-    explain.add_argument("file", type=Path)
+    explain.add_argument("file", type=Path, help="a policy file, or a built-in policy's id (guardian-self-defence)")
     explain.set_defaults(handler=handle_explain)
     test = actions.add_parser("test", help="evaluate a policy over past blocks of the connected chain; "
                                            "prints what would have fired, acts on nothing")
@@ -68,15 +70,39 @@ def handle_check(args: argparse.Namespace) -> int:
         state = "" if policy.common.enabled else " (disabled)"
         print(f"ok  {policy.common.id} ({policy.common.kind}, {policy.common.severity.value}){state}  "
               f"{policy.common.file}")
+    _print_builtin(config)
     print(f"{len(result.policies)} valid, {len(result.errors)} invalid")
     return 2 if result.errors else 0
 
 
+def _print_builtin(config: Config) -> None:
+    """The built-in policies: generated from the config, never from a file of the folder."""
+    if not config.self_defence.enabled:
+        print(f"OFF {SELF_DEFENCE_ID} (built-in): turned off by [self_defence] enabled = false in {config.path}; a "
+              "transaction stripping the guardian's authority will not be paused first")
+        return
+    for policy in builtin_policies(config, configured_guardian(config)):
+        actions = ", ".join(policy.common.response) or "alert"
+        print(f"ok  {policy.common.id} (built-in, {policy.common.severity.value}) -> {actions}; routine owner "
+              f"rotations: {policy.routine.id} (alert only)  generated from {config.path}")
+
+
 def _load_one(config: Config, file: Path) -> Policy:
+    if str(file) in BUILT_IN_IDS:
+        return _builtin(config, str(file))
     try:
         return load_policy(file, PolicyEnv(contracts=config.contracts, actions=config.actions))
     except PolicyError as exc:
         raise _Reported(describe_error(exc)) from None
+
+
+def _builtin(config: Config, policy_id: str) -> Policy:
+    policies = builtin_policies(config, configured_guardian(config))
+    if not policies:
+        raise InputError(f"{policy_id} is turned off by [self_defence] enabled = false", file=str(config.path),
+                         field="self_defence.enabled", hint="remove the setting to turn the guardian's "
+                                                            "self-defence back on")
+    return policies[0]
 
 
 class _Reported(InputError):

@@ -89,6 +89,9 @@ class PolicyEngine:
         self._pending_judges = [e for e in evaluators if isinstance(e, PendingJudge)]
         self._simulation_judges = [e for e in evaluators if isinstance(e, SimulationJudge)]
         self._simulation_reads = frozenset(s for j in self._simulation_judges for s in j.simulation_reads)
+        # Probes change the state they run on: one ordered list, the same before and after every transaction.
+        self._simulation_probes = tuple(dict.fromkeys(
+            p for j in self._simulation_judges for p in getattr(j, "simulation_probes", ())))
         self._pending_reads = frozenset(s for j in self._pending_judges for s in j.reads)
         # A pending call is shown only to the call policies on its contract: the cost per transaction grows with
         # the policies that can trip on it, not with every policy loaded.
@@ -114,13 +117,20 @@ class PolicyEngine:
     def simulation_reads(self) -> frozenset[ReadSpec]:
         return self._simulation_reads
 
+    @property
+    def simulation_probes(self) -> tuple[ReadSpec, ...]:
+        """Calls from a given sender made after each simulated transaction, and once on the head's state (the
+        guardian's own pause: could it still act?)."""
+        return self._simulation_probes
+
     async def evaluate_pending(self, pending: PendingLike, head: BlockObservation, reader: StateReader,
                                simulator: Simulator | None) -> EngineResult:
         """Judges a transaction still in the mempool: call policies on its decoded call, simulate policies on
         the state it would leave. The same findings and failures as for blocks, dated at the head block."""
         result = await self.evaluate_pending_call(pending, head, reader)
         if simulator is not None and self._simulation_judges and worth_simulating(pending):
-            simulation = await simulator.simulate(pending.raw, self._simulation_reads)
+            simulation = await simulator.simulate(pending.raw, self._simulation_reads,
+                                                  probes=self._simulation_probes)
             self._merge(result, self.evaluate_simulation(pending, simulation, head))
         return result
 

@@ -12,7 +12,7 @@ from onguard.config import ActionSettings, WatchedContract
 from onguard.errors import PolicyError
 from onguard.policies.kinds import call, delta, event, oracle, outflow, simulate, state
 from onguard.policies.kinds.base import Policy, PolicyEnv
-from onguard.policies.model import ALERT_ONLY, PolicyCommon, Severity
+from onguard.policies.model import ALERT_ONLY, BUILT_IN_IDS, PolicyCommon, Severity
 from onguard.tomlfields import Table, read_toml
 from onguard.units import parse_duration
 
@@ -91,6 +91,10 @@ def _common(table: Table, path: Path, kind: str, actions: Mapping[str, ActionSet
     if not _ID.match(policy_id):
         raise table.fail("id", f"{policy_id!r} is not a valid id",
                          "lower-case letters, digits, '-', '_' and '.', at most 64 characters")
+    if policy_id in BUILT_IN_IDS:
+        raise table.fail("id", f"{policy_id!r} is the id of a built-in policy",
+                         "give this policy another id; the built-in guardian self-defence runs without a file "
+                         "(`onguard policies check` lists it)")
     severity_name = table.get("severity", str, hint="info, low, medium, high or critical")
     try:
         severity = Severity(severity_name)

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 ALERT_ONLY = "alert"
+SELF_DEFENCE_ID = "guardian-self-defence"             # the built-in policies (onguard.policies.selfdefence)
+ROUTINE_ID = "guardian-routine-authority-change"
+BUILT_IN_IDS = frozenset({SELF_DEFENCE_ID, ROUTINE_ID})
 
 
 class Severity(str, Enum):

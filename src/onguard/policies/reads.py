@@ -35,6 +35,7 @@ class ReadSpec:
     function: FunctionAbi = field(compare=False)
     path: tuple[int, ...] = (0,)  # index among the function's outputs, then of a field in each nested struct
     output_type: str = field(init=False, compare=False)
+    sender: str | None = None     # the call's `from` (None: no sender); a probe of what an account could do
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_type", component_type(self.function.output_types, self.path))

@@ -47,6 +47,7 @@ from onguard.replay.originals import OriginalTx, Originals, fetch_originals, jso
 from onguard.replay.scenario import Scenario, ScenarioError, Step
 from onguard.replay.world import ERC20_ABI, Deployment, dev_key, forge_artifact
 from onguard.runtime import Guardian, build_guardian
+from onguard.safe.tx import SafeTxData, exec_calldata, sign
 from onguard.units import parse_amount
 
 SETTLE_TIMEOUT = 15.0      # seconds allowed for the guardian to judge a block's transactions and send its response
@@ -205,6 +206,7 @@ class _Replay:
             **{n: tuple(c.abi.raw) for n, c in self.team_config.contracts.items()}, **scenario.abis}
         self.addresses = self._addresses(deployment)
         self.aliases: dict[str, tuple[str, str]] = {}   # deployed by a step: name -> (address, artifact)
+        self.safe_txs_sent: list[str] = []   # Safe transactions of signed steps, until mined (the next nonce)
         self.guardian_account = self._guardian_account()
         self.policies: dict[str, Policy] = {}
 
@@ -287,6 +289,9 @@ class _Replay:
             if step.calldata is not None:
                 tx_hash = self.w3.eth.send_transaction({**tx, "to": self.address_of(step.to or ""),
                                                         "data": step.calldata})  # type: ignore[typeddict-item]
+            elif step.signed_by:
+                by_safe = {"to": self.address_of("safe"), "data": self.safe_exec_calldata(step, args)}
+                tx_hash = self.w3.eth.send_transaction({**tx, **by_safe})  # type: ignore[typeddict-item]
             elif step.deploy:
                 build = forge_artifact(step.deploy)
                 nonce = self.w3.eth.get_transaction_count(sender, "pending")
@@ -297,12 +302,33 @@ class _Replay:
             else:
                 function = self.contract(step.contract or "").functions[step.function]
                 tx_hash = function(*args).transact(tx)
+            if step.signed_by:
+                self.safe_txs_sent.append(tx_hash.to_0x_hex())
         except OnguardError:
             raise
         except Exception as exc:  # noqa: BLE001 (web3 refusing the arguments, or the node refusing the transaction)
             raise ScenarioError(f"{step.text} could not be sent: {exc}", file=str(self.scenario.path),
                                 field=step.field, hint="check the arguments against the function's ABI") from None
         return tx_hash.to_0x_hex()
+
+    def safe_exec_calldata(self, step: Step, args: list[Any]) -> bytes:
+        """The step's call made by the Safe: execTransaction at its next nonce (after the Safe transactions this
+        replay sent that are not mined yet), signed by the step's signers' Anvil keys."""
+        inner = self.contract(step.contract or "").encode_abi(step.function, args=args)
+        safe = self.contract("safe", get_safe_V1_4_1_contract(self.w3).abi)
+        self.safe_txs_sent = [h for h in self.safe_txs_sent if self.rpc("eth_getTransactionReceipt", [h]) is None]
+        nonce = int(safe.functions.nonce().call()) + len(self.safe_txs_sent)
+        safe_tx = SafeTxData.call(safe.address, int(self.rpc("eth_chainId", []), 16),
+                                  to=self.address_of(step.contract or ""), data=bytes.fromhex(inner[2:]), nonce=nonce)
+        keys = []
+        for signer in step.signed_by:
+            index = self.scenario.accounts.get(signer)
+            if not isinstance(index, int):
+                raise ScenarioError(f"signer {signer!r} has no key: it is an impersonated address",
+                                    file=str(self.scenario.path), field=f"{step.field}.signed_by",
+                                    hint=f"give {signer} one of Anvil's keys in [accounts] (an index 0..9)")
+            keys.append(dev_key(index))
+        return exec_calldata(safe_tx, [sign(safe_tx, key) for key in keys])
 
     def send_original(self, tx: OriginalTx) -> str:
         """The transaction as it was (see OriginalTx), from its sender impersonated, with the sender's next nonce."""
@@ -394,6 +420,7 @@ class _Replay:
             if not self.rpc("evm_revert", [snapshot]):
                 raise ReplayFailed("the chain could not be reverted to the snapshot taken after the setup")
             self.aliases = aliases
+            self.safe_txs_sent = []  # those of the unopposed run are gone with it
         judged: set[str] = set()
         heads = None if scenario.mining == "interval" else ReplayHeads()
         guardian = build_guardian(config, self.guardian_account, policies=list(self.policies.values()),
@@ -402,7 +429,7 @@ class _Replay:
         try:
             before, first_block = self.balances(), self.head()
             attack_txs, first_visible, held_at_attack = await self.play(
-                _Watching(guardian, heads, judged, self.policies))
+                _Watching(guardian, heads, judged, guardian.policies))
             # Blocks of the fork source rebuilt before the attack's are its context, not its loss.
             held_before = held_before if held_at_attack is None else held_at_attack
             lost = Fraction(0) if scenario.benign else max(held_before - self.holdings(), Fraction(0))

@@ -90,9 +90,13 @@ class Step:
     calldata: bytes | None = None  # raw: the transaction's input, as written (e.g. copied from an explorer)
     value: int = 0                # wei sent with it
     tx_hash: str | None = None    # a transaction of the fork source, re-executed from its original sender
+    signed_by: tuple[str, ...] = ()  # call: made by the Safe (execTransaction) with these accounts' signatures
 
     @property
     def text(self) -> str:
+        if self.signed_by:
+            call = f"{self.contract}.{self.function}({', '.join(self.args)})"
+            return f"safe.execTransaction({call}) signed by {', '.join(self.signed_by)}"
         if self.tx_hash is not None:
             return f"tx {self.tx_hash[:10]}…"
         if self.calldata is not None:
@@ -488,10 +492,25 @@ def _step(table: Table, section: str, index: int, names: Names, fork: Fork, *, a
         args = split_args(arg_text)
     except ValueError as exc:
         raise table.fail("call" if call_text is not None else "deploy", str(exc)) from None
+    signed_by = _signers(table, names, call_text is not None)
     if not attack:
         table.finish()
     return Step(field=f"{section}[{index}]", sender=sender, contract=contract, function=function, deploy=deploy,
-                args=tuple(args), alias=alias, gas=gas, block=block, value=value)
+                args=tuple(args), alias=alias, gas=gas, block=block, value=value, signed_by=signed_by)
+
+
+def _signers(table: Table, names: Names, is_call: bool) -> tuple[str, ...]:
+    """`signed_by = ["owner1", "owner2"]`: the call is made by the Safe, an execTransaction these accounts' keys
+    sign (as a compromised Safe's owners would), sent by `from`."""
+    signers = table.get("signed_by", list, default=[], hint='accounts of [accounts], e.g. ["owner1", "owner2"]')
+    if signers and not is_call:
+        raise table.fail("signed_by", "only a call step is made by the Safe with its owners' signatures",
+                         'e.g. call = "module.removeGuardian(guardian)" with signed_by = ["owner1", "owner2"]')
+    for signer in signers:
+        if signer not in names.accounts:
+            raise table.fail("signed_by", f"unknown signer {signer!r}",
+                             f"an account of [accounts] with an Anvil key: {', '.join(sorted(names.accounts))}")
+    return tuple(signers)
 
 
 def _tx_step(table: Table, section: str, index: int, fork: Fork, block: int, attack: bool) -> Step:
@@ -509,7 +528,7 @@ def _tx_step(table: Table, section: str, index: int, fork: Fork, block: int, att
     if table.has("block"):
         raise table.fail("block", "a transaction by hash is played in its own block",
                          "leave block out: its attack block is its block - fork.block - 1")
-    for other in ("from", "call", "deploy", "calldata", "to", "gas", "value", "as"):
+    for other in ("from", "call", "deploy", "calldata", "to", "gas", "value", "as", "signed_by"):
         if table.has(other):
             raise table.fail(other, "does not go with tx (the original transaction's is used)")
     return Step(field=f"{section}[{index}]", sender="", contract=None, function=None, deploy=None, args=(),
