@@ -31,7 +31,7 @@ from onguard.incidents.store import Incident, IncidentStatus, ResponseStatus
 from onguard.policies.model import ROUTINE_ID, SELF_DEFENCE_ID
 from onguard.policies.selfdefence import builtin_policies
 from onguard.runtime import Guardian, build_guardian
-from onguard.safe.tx import SafeTxData, exec_calldata, sign
+from onguard.safe.tx import BatchCall, SafeTxData, exec_calldata, sign
 
 from ..conftest import GUARDIAN_KEY_ENV
 from ..fixtures.protocols.config import Watched, forge_abi, write_guard_config
@@ -187,6 +187,29 @@ def test_the_owners_stripping_the_guardian_are_paused_first(chain, tmp_path: Pat
     assert held.threat_status == 1
     assert contract(w3, "Vault", world.vault).functions.paused().call() is True
     assert contract(w3, "CircuitBreaker", world.breaker).functions.tripped().call() is True
+
+
+def test_a_removal_hidden_in_a_multisend_batch_is_paused_first(chain, tmp_path: Path) -> None:
+    # The wrapper does not matter: the owners sign a MultiSend batch (a DELEGATECALL to MultiSendCallOnly) whose
+    # first call is a harmless role grant and whose second removes the guardian.
+    w3, world = chain.w3, chain.world
+    vault = contract(w3, "Vault", world.vault)
+    grant = bytes.fromhex(vault.encode_abi("grantRole", [vault.functions.PAUSER_ROLE().call(), BOB])[2:])
+
+    def send_batch() -> str:
+        nonce = _safe(w3, world.safe).functions.nonce().call()
+        tx = SafeTxData.batch(world.safe, w3.eth.chain_id, [BatchCall(to=world.vault, data=grant),
+                                                            BatchCall(to=world.module,
+                                                                      data=encode_remove_guardian(world.guardian))],
+                              nonce)
+        assert tx.is_batch
+        return w3.eth.send_transaction({"from": OWNER1.address, "to": world.safe, "gas": 1_000_000,
+                                        "data": exec_calldata(tx, [sign(tx, OWNER1), sign(tx, OWNER2)])}).to_0x_hex()
+
+    held = hold_and_mine(w3, demo_config(chain, tmp_path), send_batch, responses=2)
+    incident = assert_paused_first(held)
+    assert {"guardian-removed", "power-lost"} <= kinds(incident) and held.threat_status == 1
+    assert contract(w3, "GuardianModule", world.module).functions.isGuardian(world.guardian).call() is False
 
 
 def test_a_benign_safe_transaction_trips_nothing(chain, tmp_path: Path) -> None:

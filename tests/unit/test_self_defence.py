@@ -94,7 +94,8 @@ def test_generated_from_the_config_and_the_guardian_key(config: Config) -> None:
     common = policy.common
     assert common.id == SELF_DEFENCE_ID and common.severity == Severity.CRITICAL and common.enabled
     assert common.response == ("pause_vault", "trip_breaker")  # every configured action, unless the config says
-    assert policy.routine.id == ROUTINE_ID and policy.routine.response == () and policy.routine.severity == Severity.HIGH
+    routine = policy.routine
+    assert routine.id == ROUTINE_ID and routine.response == () and routine.severity == Severity.HIGH
     texts = {spec.text.lower() for spec in policy.authority.reads}
     assert {"safe.getowners()", "safe.getthreshold()", f"safe.ismoduleenabled({MODULE})",
             f"module.isguardian({GUARDIAN.lower()})", "vault.paused()", "breaker.tripped()"} <= texts
