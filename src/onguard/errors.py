@@ -66,3 +66,10 @@ class ChainUnavailable(ChainError):
 
 class ResponseFailed(OnguardError):
     """A response transaction could not be sent or was reverted."""
+
+
+class ReplayFailed(OnguardError):
+    """A replay scenario could not be played to the end (its fork source is unreachable, the guardian refused to
+    start…): no expectation was tested. Exit code 3."""
+
+    exit_code = 3

@@ -94,6 +94,21 @@ def test_a_donation_is_seen_on_the_block_path_by_the_share_price() -> None:
     assert trip.step is None and report.outcome == STOPPED and report.at_risk_usd == 0
 
 
+def test_donate_then_self_liquidate_is_paused_before_its_one_transaction_of_internal_calls() -> None:
+    # Unopposed, the exploit takes the honest depositors' 2,000,000 dDAI (the market's whole cash, the loan
+    # repaid); the simulation of the pending transaction to the exploit contract sees it and the pause goes first.
+    report = replay(load_scenario(CORPUS / "donate-self-liquidate.toml"))
+    assert report.held_before_usd == 2_000_000 and report.at_risk_usd == 2_000_000 and report.lost_usd == 0
+    trip = next(t for t in report.trips if t.policy_id == "market-cash-drain")
+    assert trip.path == "mempool" and trip.step == "attack[0]"
+    (attack,) = report.attack_txs
+    (response,) = (r for r in report.responses if r.action == "pause_market")
+    assert response.block == attack.block and response.position < attack.position and not attack.succeeded
+    exploit = next(t for t in report.traces if t.label.startswith("attack[0]"))
+    assert exploit.calls[0].target == "exploit" and exploit.revert_reason == "EnforcedPause()"
+    assert ("market", "deposit") in {(c.target, c.function) for c in exploit.calls}  # internal, not top-level
+
+
 def test_interval_mining_pre_empts_a_drain_within_the_block_time() -> None:
     # Anvil mines every 2 s on its own clock; the guardian steps at its poll interval as the daemon does. The
     # attack is sent as the chain reaches its offset, so the pause has one block time to reach the pool.

@@ -28,7 +28,8 @@ from onguard.replay.report import (
     markdown,
     table,
 )
-from onguard.replay.runner import ReplayReport, failed_report, replay, transaction_block
+from onguard.replay.originals import transaction_block
+from onguard.replay.runner import ReplayReport, failed_report, replay
 from onguard.replay.scenario import Scenario, load_scenario, one_shot_scenario, scenario_files
 
 
@@ -45,9 +46,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                         help="a scenario file, or a folder of them")
     parser.add_argument("--fork-url", metavar="URL", help="one-shot: the node to fork and take --tx from")
     parser.add_argument("--block", type=int, metavar="N",
-                        help="one-shot: the block to fork at (default: the one before the first --tx's)")
+                        help="one-shot: the block to fork at (default: the one before the earliest --tx's)")
     parser.add_argument("--tx", action="append", default=[], metavar="HASH",
-                        help="one-shot: a transaction to re-execute from its original sender (repeatable)")
+                        help="one-shot: a transaction to re-execute at its original position, from its original "
+                             "sender (repeatable); the blocks from --block on are rebuilt up to it")
     parser.add_argument("--holder", action="append", default=[], metavar="NAME|ADDRESS",
                         help="one-shot: whose token balances are the protocol's holdings (repeatable)")
     parser.add_argument("--token", action="append", default=[], metavar="NAME|ADDRESS",
@@ -118,8 +120,8 @@ def _one_shot(args: argparse.Namespace) -> Scenario:
         except (InvalidOperation, ValueError):
             raise InputError(f"{text!r} is not SYMBOL=USD", field="--price", hint="e.g. --price USDC=1.0") from None
     block = args.block
-    if block is None:
-        block = transaction_block(args.fork_url, args.tx[0]) - 1
+    if block is None:  # the state the earliest of them started from
+        block = min(transaction_block(args.fork_url, tx_hash) for tx_hash in args.tx) - 1
     return one_shot_scenario(Path(args.config), args.fork_url, block, args.tx, holders=tuple(args.holder),
                              tokens=tuple(args.token), prices=prices)
 

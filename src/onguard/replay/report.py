@@ -160,6 +160,13 @@ def detail(report: ReplayReport) -> str:
     attempts = len(report.attack_txs)
     succeeded = sum(t.succeeded for t in report.attack_txs)
     lines.append(f"transactions {attempts} of the scenario: {succeeded} succeeded, {attempts - succeeded} reverted")
+    if report.rebuilt_blocks:
+        lines.append(f"rebuilt      blocks {report.rebuilt_blocks[0]}..{report.rebuilt_blocks[-1]} of the fork source, "
+                     f"with {report.rebuilt_txs} of their transactions besides the scenario's")
+    for tx in report.attack_txs:
+        if tx.original_block is not None:
+            lines.append(f"replayed     {tx.step} {tx.call} at block {tx.block} position {tx.position}; the fork "
+                         f"source mined it at block {tx.original_block} position {tx.original_position}")
     if not report.benign:
         lines.append(f"value        at risk {usd(report.at_risk_usd)} (what the attack takes unopposed); lost "
                      f"{usd(report.lost_usd)}; saved {usd(report.saved_usd)}")

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -40,31 +37,24 @@ from onguard.chain.abi import ContractAbi
 from onguard.chain.anvil import AnvilNode, start_anvil
 from onguard.chain.keys import load_guardian_account
 from onguard.config import Config, Endpoint, WatchedContract, load_config
-from onguard.errors import ChainUnavailable, InputError, OnguardError, PolicyError
+from onguard.errors import ChainUnavailable, OnguardError, PolicyError, ReplayFailed
 from onguard.incidents.store import IncidentStore, ResponseStatus
 from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.loader import load_policies, load_policy
 from onguard.replay.evidence import BalanceChange, Decoder, HoldingsPoint, TxTrace, trace
 from onguard.replay.heads import ReplayHeads
+from onguard.replay.originals import OriginalTx, Originals, fetch_originals, json_rpc
 from onguard.replay.scenario import Scenario, ScenarioError, Step
 from onguard.replay.world import ERC20_ABI, Deployment, dev_key, forge_artifact
 from onguard.runtime import Guardian, build_guardian
 from onguard.safe.tx import SafeTxData, exec_calldata, sign
 from onguard.units import parse_amount
 
-PROBE_TIMEOUT = 5.0        # seconds a fork source gets to answer before the scenario fails
 SETTLE_TIMEOUT = 15.0      # seconds allowed for the guardian to judge a block's transactions and send its response
 EXTRA_BLOCKS = 5           # at most this many blocks are mined after the scenario's own, for responses still out
 GAS_MONEY = 10**18         # an impersonated sender with less than this is given 100 ETH to pay for gas
 STOPPED_BEFORE, STOPPED, MISSED, NO_TRIP, FALSE_ALARM = (
     "stopped-before-inclusion", "stopped", "missed", "no-trip", "false-alarm")
-
-
-class ReplayFailed(OnguardError):
-    """The scenario could not be played to the end (its fork source is unreachable, the guardian refused to
-    start…): no expectation was tested. Exit code 3."""
-
-    exit_code = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +65,8 @@ class AttackTx:
     block: int
     position: int
     succeeded: bool
+    original_block: int | None = None     # a transaction by hash: where the fork source mined it
+    original_position: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +121,8 @@ class ReplayReport:
     anvil_version: str | None = None
     policy_files: Mapping[str, str] = field(default_factory=dict)  # path -> sha256 of the policies it ran
     chart: str | None = None                    # the holdings chart's file, once written
+    rebuilt_blocks: tuple[int, ...] = ()        # blocks of the fork source rebuilt for transactions by hash
+    rebuilt_txs: int = 0                        # their transactions besides the scenario's own
 
     @property
     def lead_ms(self) -> float | None:
@@ -156,96 +150,10 @@ def failed_report(scenario: Scenario | None, path: Path, error: OnguardError) ->
 def replay(scenario: Scenario) -> ReplayReport:
     """Plays the scenario on a fresh chain, stopped on every exit path."""
     originals = fetch_originals(scenario)  # before any chain starts: an unknown hash is a bad scenario file
+    scenario = originals.placed(scenario)
     with tempfile.TemporaryDirectory(prefix="onguard-replay-") as folder, \
             _ForkContext(scenario, Path(folder)) as (node, deployment):
         return asyncio.run(_Replay(scenario, node, deployment, Path(folder), originals).run())
-
-
-@dataclass(frozen=True, slots=True)
-class OriginalTx:
-    """A transaction of the fork source, to be sent again from its original sender."""
-
-    hash: str
-    sender: str
-    to: str | None
-    input: bytes
-    value: int
-    gas: int
-    block: int
-    position: int
-
-
-@dataclass(frozen=True, slots=True)
-class Originals:
-    """The transactions by hash of a scenario, and the ones of their block that came before them (replayed first,
-    as `cast run` does, so each starts from the state it started from)."""
-
-    by_hash: Mapping[str, OriginalTx] = field(default_factory=dict)
-    prelude: tuple[OriginalTx, ...] = ()          # before the first one: mined with the setup
-    before: Mapping[str, tuple[OriginalTx, ...]] = field(default_factory=dict)  # between two: sent just ahead
-
-
-def fetch_originals(scenario: Scenario) -> Originals:
-    steps = [s for s in (*scenario.setup, *scenario.attack) if s.tx_hash is not None]
-    if not steps:
-        return Originals()
-    url, fork_block = scenario.fork.rpc_url, scenario.fork.block
-    assert url is not None and fork_block is not None  # the scenario reader refuses tx steps without them
-    found: dict[str, OriginalTx] = {}
-    for step in steps:
-        # A one-shot replay's steps are its --tx options; a file's are fields of the file.
-        file, where = (None, "--tx") if step.field.startswith("--") else (str(scenario.path), f"{step.field}.tx")
-        raw = _json_rpc(url, "eth_getTransactionByHash", [step.tx_hash])
-        if raw is None or raw.get("blockNumber") is None:
-            raise ScenarioError(f"transaction {step.tx_hash} is not mined on {url}", file=file, field=where,
-                                hint="copy the hash from the chain the fork source serves (a pending or dropped "
-                                     "one cannot be replayed)")
-        tx = _original(raw)
-        if tx.block != fork_block + 1:
-            raise ScenarioError(f"transaction {step.tx_hash} is in block {tx.block}, not the one after the fork "
-                                f"block {fork_block}", file=file, field="fork.block" if file else "--block",
-                                hint=f"fork at block {tx.block - 1} (the state it started from)")
-        found[tx.hash] = tx
-    block = _json_rpc(url, "eth_getBlockByNumber", [hex(fork_block + 1), True])
-    ordered = sorted(found.values(), key=lambda t: t.position)
-    others = [_original(raw) for raw in block["transactions"] if raw["hash"].lower() not in found]
-    prelude = tuple(t for t in others if t.position < ordered[0].position)
-    before = {}
-    for previous, tx in zip(ordered, ordered[1:], strict=False):
-        before[tx.hash] = tuple(t for t in others if previous.position < t.position < tx.position)
-    return Originals(by_hash=MappingProxyType(found), prelude=prelude, before=MappingProxyType(before))
-
-
-def transaction_block(url: str, tx_hash: str) -> int:
-    """The block a transaction of the fork source was mined in."""
-    raw = _json_rpc(url, "eth_getTransactionByHash", [tx_hash])
-    if raw is None or raw.get("blockNumber") is None:
-        raise InputError(f"transaction {tx_hash} is not mined on {url}", field="--tx",
-                         hint="copy the hash from the chain the fork source serves")
-    return int(raw["blockNumber"], 16)
-
-
-def _original(raw: Mapping[str, Any]) -> OriginalTx:
-    return OriginalTx(hash=raw["hash"].lower(), sender=to_checksum_address(raw["from"]),
-                      to=to_checksum_address(raw["to"]) if raw.get("to") else None,
-                      input=bytes.fromhex(raw["input"][2:]), value=int(raw["value"], 16), gas=int(raw["gas"], 16),
-                      block=int(raw["blockNumber"], 16), position=int(raw["transactionIndex"], 16))
-
-
-def _json_rpc(url: str, method: str, params: list[Any]) -> Any:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
-            answer = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ReplayFailed(f"the fork source {url} is unreachable ({reason})",
-                           hint="check fork.rpc_url (and that the node serves historical state at fork.block), "
-                                "or replay from a state file (fork.state_file) without any network") from None
-    if "error" in answer:
-        raise ReplayFailed(f"the fork source {url} refused {method}: {answer['error']}")
-    return answer.get("result")
 
 
 class _ForkContext:
@@ -268,7 +176,7 @@ class _ForkContext:
         assert self.scenario.config is not None  # the scenario reader requires it without a fixture
         chain_id = load_config(self.scenario.config).chain.chain_id
         if fork.rpc_url is not None:
-            _json_rpc(fork.rpc_url, "eth_chainId", [])  # fail now with the reason, not after anvil's own retries
+            json_rpc(fork.rpc_url, "eth_chainId", [])  # fail now with the reason, not after anvil's own retries
             args = ("--fork-url", fork.rpc_url, "--fork-block-number", str(fork.block))
         else:
             args = ("--load-state", str(fork.state_file))
@@ -373,8 +281,6 @@ class _Replay:
     def send(self, step: Step) -> str:
         """Sends one step (from an impersonated sender unless it is one of Anvil's keys); returns its hash."""
         if step.tx_hash is not None:
-            for earlier in self.originals.before.get(step.tx_hash, ()):
-                self.send_original(earlier)
             return self.send_original(self.originals.by_hash[step.tx_hash])
         sender = self.address_of(step.sender)
         args = [self.resolve(step, a) for a in step.args]
@@ -425,13 +331,20 @@ class _Replay:
         return exec_calldata(safe_tx, [sign(safe_tx, key) for key in keys])
 
     def send_original(self, tx: OriginalTx) -> str:
-        """The transaction as it was: its sender (impersonated), target, input, value and gas limit."""
+        """The transaction as it was (see OriginalTx), from its sender impersonated, with the sender's next nonce."""
         self.rpc("anvil_impersonateAccount", [tx.sender])
-        fields: dict[str, Any] = {"from": tx.sender, "data": "0x" + tx.input.hex(), "value": hex(tx.value),
-                                  "gas": hex(tx.gas)}
-        if tx.to is not None:
-            fields["to"] = tx.to
-        return str(self.rpc("eth_sendTransaction", [fields]))
+        return str(self.rpc("eth_sendTransaction", [dict(tx.request)]))
+
+    def prepare_block(self, offset: int) -> None:
+        """The next block as the fork source's: its base fee, and its timestamp when that is still ahead of the
+        head's (the setup's blocks may have passed it)."""
+        block = self.originals.blocks.get(offset)
+        if block is None:
+            return
+        if block.base_fee is not None:
+            self.rpc("anvil_setNextBlockBaseFeePerGas", [hex(block.base_fee)])
+        if block.timestamp > int(self.w3.eth.get_block("latest")["timestamp"]):
+            self.rpc("evm_setNextBlockTimestamp", [hex(block.timestamp)])
 
     def impersonate(self, steps: tuple[Step, ...]) -> None:
         unlocked = {a.lower() for a in self.rpc("eth_accounts", [])}
@@ -490,8 +403,6 @@ class _Replay:
         self.config()  # before any chain work: a bad policy is bad input
         self.impersonate(scenario.setup + scenario.attack)
         self.rpc("evm_setAutomine", [True])
-        for original in self.originals.prelude:
-            self.receipt(self.send_original(original))
         for step in scenario.setup:
             receipt = self.receipt(self.send(step))
             if receipt["status"] != 1:
@@ -503,8 +414,9 @@ class _Replay:
         if not scenario.benign:  # honest outflows are not losses: nothing is at risk in a benign scenario
             snapshot = self.rpc("evm_snapshot", [])
             aliases = dict(self.aliases)
-            await self.play(None)
-            at_risk = max(held_before - self.holdings(), Fraction(0))
+            _, _, held_at_attack = await self.play(None)
+            start = held_before if held_at_attack is None else held_at_attack
+            at_risk = max(start - self.holdings(), Fraction(0))
             if not self.rpc("evm_revert", [snapshot]):
                 raise ReplayFailed("the chain could not be reverted to the snapshot taken after the setup")
             self.aliases = aliases
@@ -516,7 +428,10 @@ class _Replay:
                                   on_judged=lambda pending: judged.add(pending.hash))
         try:
             before, first_block = self.balances(), self.head()
-            attack_txs, first_visible = await self.play(_Watching(guardian, heads, judged, guardian.policies))
+            attack_txs, first_visible, held_at_attack = await self.play(
+                _Watching(guardian, heads, judged, guardian.policies))
+            # Blocks of the fork source rebuilt before the attack's are its context, not its loss.
+            held_before = held_before if held_at_attack is None else held_at_attack
             lost = Fraction(0) if scenario.benign else max(held_before - self.holdings(), Fraction(0))
             report = self.report(guardian, attack_txs, first_visible, held_before, at_risk, lost)
             return replace(report, **self.evidence(report, before, first_block, config))
@@ -539,7 +454,10 @@ class _Replay:
         holdings = tuple(HoldingsPoint(block=b, usd=_usd(self.value_of(self.balances(b))))
                          for b in range(first_block, self.head() + 1))
         policies = self.scenario.policies or tuple(sorted(config.policies_dir.glob("*.toml")))
+        rebuilt = self.originals.blocks.values()
         return {"traces": tuple(traces), "balances": changes, "holdings": holdings,
+                "rebuilt_blocks": tuple(b.number for b in rebuilt),
+                "rebuilt_txs": sum(len(b.txs) for b in rebuilt) - len(self.originals.by_hash),
                 "fork_source": self.scenario.fork.source, "fork_block": self.scenario.fork.block,
                 "anvil_version": str(self.rpc("web3_clientVersion", [])),
                 "policy_files": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in policies}}
@@ -603,15 +521,18 @@ class _Replay:
                 policies.append(policy)
         return policies
 
-    async def play(self, watching: _Watching | None) -> tuple[list[AttackTx], float | None]:
-        """Plays the attack steps, block by block; with a guardian, it watches and answers as the daemon would."""
+    async def play(self, watching: _Watching | None) -> tuple[list[AttackTx], float | None, Fraction | None]:
+        """Plays the attack steps, block by block; with a guardian, it watches and answers as the daemon would.
+        Returns the attack's transactions, when the first was sent, and the holdings just before the first block
+        with a step of the scenario (manual and automine modes)."""
         if watching is not None:
             await watching.start()
         try:
+            held_at_attack = None
             if self.scenario.mining == "interval":
                 sent, first_visible = await self.play_interval(watching)
             else:
-                sent, first_visible = await self.play_blocks(watching)
+                sent, first_visible, held_at_attack = await self.play_blocks(watching)
         finally:
             if watching is not None:
                 await watching.stop()
@@ -620,9 +541,12 @@ class _Replay:
         txs = []
         for step, tx_hash in sent:
             receipt = await asyncio.to_thread(self.receipt, tx_hash)
+            original = self.originals.by_hash.get(step.tx_hash or "")
             txs.append(AttackTx(step=step.field, call=step.text, tx_hash=tx_hash, block=int(receipt["blockNumber"]),
-                                position=int(receipt["transactionIndex"]), succeeded=receipt["status"] == 1))
-        return txs, first_visible
+                                position=int(receipt["transactionIndex"]), succeeded=receipt["status"] == 1,
+                                original_block=original.block if original else None,
+                                original_position=original.position if original else None))
+        return txs, first_visible, held_at_attack
 
     def by_block(self) -> tuple[dict[int, list[Step]], int]:
         by_block: dict[int, list[Step]] = {}
@@ -630,19 +554,28 @@ class _Replay:
             by_block.setdefault(step.block, []).append(step)
         return by_block, max(by_block) + self.scenario.after_blocks
 
-    async def play_blocks(self, watching: _Watching | None) -> tuple[list[tuple[Step, str]], float | None]:
+    async def play_blocks(self, watching: _Watching | None
+                          ) -> tuple[list[tuple[Step, str]], float | None, Fraction | None]:
         """Manual mining (one block per attack block, ordered by fee) or automine (each transaction mined as
-        sent). With a guardian: every block is announced to its loop and waited on."""
+        sent). A block of the fork source is rebuilt in its attack block (Originals.plan), with its base fee and
+        timestamp. With a guardian: every block is announced to its loop and waited on."""
         manual = self.scenario.mining == "manual"
         sent: list[tuple[Step, str]] = []
         first_visible: float | None = None
+        held_at_attack: Fraction | None = None
         await asyncio.to_thread(self.rpc, "evm_setAutomine", [not manual])
         by_block, last = self.by_block()
         offset = 0
         # Past the scenario's blocks, a few more while a response is still out, so that it lands.
         while offset <= last or (watching is not None and watching.responses_out() and offset <= last + EXTRA_BLOCKS):
+            if offset == min(by_block):
+                held_at_attack = await asyncio.to_thread(self.holdings)
             hashes = []
-            for step in by_block.get(offset, []):
+            for item in self.originals.plan(offset, by_block.get(offset, [])):
+                if isinstance(item, OriginalTx):  # the fork source's own transaction, around the scenario's
+                    hashes.append(await asyncio.to_thread(self.send_original, item))
+                    continue
+                step = item
                 if first_visible is None:
                     first_visible = time.time()
                 tx_hash = await asyncio.to_thread(self.send, step)
@@ -655,11 +588,12 @@ class _Replay:
             if manual and watching is not None:
                 await watching.judged_all(hashes)   # a pause decided on a pending attack is now in the pool
             if manual or not hashes:
+                await asyncio.to_thread(self.prepare_block, offset)
                 await asyncio.to_thread(self.mine)
                 if watching is not None:
                     await watching.settle(await asyncio.to_thread(self.head))
             offset += 1
-        return sent, first_visible
+        return sent, first_visible, held_at_attack
 
     async def play_interval(self, watching: _Watching | None) -> tuple[list[tuple[Step, str]], float | None]:
         """Interval mining: Anvil mines a block every `block_time` seconds on its own clock. The attack steps of

@@ -37,7 +37,7 @@ _CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\s*\(
 _DEPLOY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
 class ScenarioError(InputError):
@@ -168,10 +168,14 @@ def load_scenario(path: Path | str) -> Scenario:
     attack_items = _steps(root, "attack", required=True)
     attack: list[Step] = []
     next_block = 0
+    unplaced = []   # attack steps without a `block`: placed after the previous step
     for index, item in enumerate(attack_items):
+        if not item.has("block") and not item.has("tx"):
+            unplaced.append(item)
         steps = _attack_steps(item, index, names, fork, next_block)
         attack += steps
         next_block = steps[-1].block + 1
+    _check_by_hash(root, attack, unplaced, mining)
     holders = _named_list(root, "holders", names, required=True, example='holders = ["vault"]')
     tokens = _named_list(root, "tokens", names, required=True, example='tokens = ["asset", "0x…"]')
     root.finish()
@@ -198,6 +202,23 @@ class Names:
 
     def abi(self, name: str) -> tuple[dict[str, Any], ...] | None:
         return self.deployed.get(name) or self.abis.get(name)
+
+
+def _check_by_hash(root: Table, attack: list[Step], unplaced: list[Table], mining: str) -> None:
+    """Transactions by hash are placed in their original blocks: the scenario's other steps say where they go."""
+    hashes = [s.tx_hash for s in attack if s.tx_hash is not None]
+    if not hashes:
+        return
+    if mining != "manual":
+        raise root.fail("mining.mode", "transactions by hash are replayed with manual mining",
+                        'leave mode out (or "manual"): their blocks are rebuilt as the fork source mined them')
+    for index, tx_hash in enumerate(hashes):
+        if tx_hash in hashes[:index]:
+            raise root.fail("attack", f"transaction {tx_hash} is listed twice", "list each transaction once")
+    if unplaced:
+        raise unplaced[0].fail("block", "is required beside transactions by hash",
+                               "the attack block: 0 is the block after fork.block (a transaction by hash is in "
+                               "its original block's)")
 
 
 def _mining(table: Table | None) -> tuple[str, int | None, int]:
@@ -495,16 +516,21 @@ def _signers(table: Table, names: Names, is_call: bool) -> tuple[str, ...]:
 def _tx_step(table: Table, section: str, index: int, fork: Fork, block: int, attack: bool) -> Step:
     """A transaction of the fork source, by hash: its sender, target, input, value and gas are the original's."""
     tx_hash = table.get("tx", str)
-    if not _TX_HASH.match(tx_hash):
+    if not TX_HASH.match(tx_hash):
         raise table.fail("tx", f"{tx_hash!r} is not a transaction hash", "0x and 64 hex digits")
     if fork.rpc_url is None:
         raise table.fail("tx", "a transaction by hash needs a node to take it from",
                          "fork with [fork] rpc_url and block (the block before the transaction's)")
-    for other in ("from", "call", "deploy", "calldata", "to", "gas", "value", "as"):
+    if not attack:
+        raise table.fail("tx", "a transaction by hash is an attack step",
+                         "make it an [[attack]]: the blocks between fork.block and its own are rebuilt before it, "
+                         "and its block's earlier transactions with it")
+    if table.has("block"):
+        raise table.fail("block", "a transaction by hash is played in its own block",
+                         "leave block out: its attack block is its block - fork.block - 1")
+    for other in ("from", "call", "deploy", "calldata", "to", "gas", "value", "as", "signed_by"):
         if table.has(other):
             raise table.fail(other, "does not go with tx (the original transaction's is used)")
-    if not attack:
-        table.finish()
     return Step(field=f"{section}[{index}]", sender="", contract=None, function=None, deploy=None, args=(),
                 alias=None, gas=0, block=block, tx_hash=tx_hash.lower())
 
@@ -580,7 +606,7 @@ def one_shot_scenario(config: Path, fork_url: str, block: int, hashes: list[str]
     where = "--tx"
     steps = []
     for index, tx_hash in enumerate(hashes):
-        if not _TX_HASH.match(tx_hash):
+        if not TX_HASH.match(tx_hash):
             raise ScenarioError(f"{tx_hash!r} is not a transaction hash", field=where, hint="0x and 64 hex digits")
         steps.append(Step(field=f"--tx[{index}]", sender="", contract=None, function=None, deploy=None, args=(),
                           alias=None, gas=0, block=0, tx_hash=tx_hash.lower()))
