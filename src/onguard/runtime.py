@@ -425,19 +425,25 @@ class Guardian:
         self._record_failures(result.failures)
         for finding in result.findings:
             self.triage.suspect(pending.raw.get("from"), pending.raw.get("to"))
-            decision = self.arbiter.decide(finding)
-            decided_ms = round((time.perf_counter() - pending.seen_at) * 1000, 2)
+            decision = self.arbiter.claim(finding)  # the incident opened atomically: the one claim before the pause
+            decided_at = time.perf_counter()
             for action in decision.actions:
                 self.responder.respond(decision.incident.id, action, threat)
             if not decision.opened:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):
                         self.responder.respond(decision.incident.id, action, threat)
-            # After respond(): the pause is under way before the timeline is written.
-            self.store.add_timeline(decision.incident.id, "decided", {
-                "path": "mempool", "threat_tx": pending.hash, "decided_ms": decided_ms,
-                "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
-            self.ops.decided(decision, pending.seen_at, path="mempool")
+            self.responder.after_broadcast(finding.policy.response, lambda d=decision, at=decided_at:
+                                           self._record_pending_decision(pending, d, at))
+
+    def _record_pending_decision(self, pending: PendingTransaction, decision: Decision, decided_at: float) -> None:
+        """What a decision on the pre-emption path writes, once its pause is on the wire: the audit entry, the
+        timeline's `decided`, the operations' notice."""
+        self.arbiter.record(decision)
+        self.store.add_timeline(decision.incident.id, "decided", {
+            "path": "mempool", "threat_tx": pending.hash, "decided_ms": round((decided_at - pending.seen_at) * 1000, 2),
+            "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
+        self.ops.decided(decision, pending.seen_at, path="mempool", at=decided_at)
 
     def _report_misses(self) -> None:
         """Says, at most once a second, how many pending transactions missed their deadline (a flood)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -588,6 +588,18 @@ class IncidentStore:
                       (tx.action, tx.incident_id, tx.sender, tx.nonce, tx.tx_hash, str(tx.max_fee_per_gas),
                        str(tx.max_priority_fee_per_gas), "0x" + tx.raw.hex(), now()))
 
+    def save_signed_ladders(self, sender: str, action: str, ladders: Sequence[Mapping[str, Any]]) -> None:
+        """The fee ladders last signed for `sender`'s `action` (responders/feeladder.py), newest first: kept so a
+        restart recognises a rung that was sent but not yet recorded. One `meta` row per action, replaced."""
+        self._execute("signed ladder", "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                      (f"{_LADDER_KEY}{sender.lower()}:{action}", json.dumps(list(ladders))))
+
+    def signed_ladders(self, sender: str) -> list[Mapping[str, Any]]:
+        """Every fee ladder kept for `sender`, whatever the action."""
+        prefix = f"{_LADDER_KEY}{sender.lower()}:"
+        rows = self._db.execute("SELECT value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+        return [ladder for row in rows for ladder in json.loads(row[0])]
+
     def response_txs(self, sender: str, action: str | None = None) -> list[ResponseTx]:
         """The transactions `sender` signed for responses (for one action), oldest first."""
         query = "SELECT * FROM response_txs WHERE sender=?" + (" AND action=?" if action else "") + " ORDER BY id"
@@ -599,6 +611,7 @@ class IncidentStore:
 
 
 INCIDENT_STATUS_AUDIT_KIND = "incident-status"
+_LADDER_KEY = "signed-ladder:"
 
 
 def _insert_incident(db: sqlite3.Connection, *, incident_id: int | None = None, chain_id: int, policy_id: str,
