@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sqlite3
 import time
 from collections import deque
@@ -511,6 +512,7 @@ class Guardian:
 
     async def _run(self, stop: asyncio.Event) -> None:
         await self.start()
+        freeze_start_up_objects()
         tasks: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {
             "block-loop": self._block_loop, "new-heads": self.heads.run, "chain-watch": self._watch_chain,
             "heartbeat": self._heartbeat, "preflight": self._preflight_loop}
@@ -666,6 +668,15 @@ class Guardian:
         await self.responder.close()
         await self.transport.close()
         self.store.close()
+
+
+def freeze_start_up_objects() -> None:
+    """After one full collection, moves everything alive once the daemon has started (modules, ABIs, config,
+    compiled policies, prepared responses) out of the cyclic garbage collector's reach: a collection that falls
+    during a race then walks only what was made since, not the start-up's hundreds of thousands of objects. Once,
+    in the daemon's process (what is frozen is never collected as a cycle)."""
+    gc.collect()
+    gc.freeze()
 
 
 def build_guardian(config: Config, account: LocalAccount, *, policies: Sequence[Policy] | None = None,
