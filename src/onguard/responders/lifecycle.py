@@ -146,6 +146,7 @@ class ResponseLifecycle:
                                    save=lambda action, ladders: store.save_signed_ladders(account.address, action,
                                                                                           ladders))
         self._not_held_at_head: set[str] = set()  # actions read as not in effect at the latest head
+        self._warming: asyncio.Future[Any] | None = None
         self._send_lock = asyncio.Lock()  # one guardian key, one nonce sequence
         self._log = get_logger(component="responder", chain_id=config.chain.chain_id, guardian=account.address)
 
@@ -172,6 +173,7 @@ class ResponseLifecycle:
         await self._adopt_sent_rungs(self._next_nonce)
         await self._refresh_ladders()
         await self._read_held_at_head()
+        self._keep_send_connections_warm()
         self._log.info("responses prepared", actions=sorted(self._prepared), nonce=self._next_nonce,
                        private_endpoints=len(self._private), public_endpoints=len(self._public),
                        fee_ladders=self._ladders.sizes())
@@ -186,6 +188,7 @@ class ResponseLifecycle:
             self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
         await self._refresh_ladders()
         await self._read_held_at_head()
+        self._keep_send_connections_warm()
 
     # ---- the fee ladder (off the hot path) ----
 
@@ -245,6 +248,8 @@ class ResponseLifecycle:
         return await is_done(self._rpc, self._prepared[action])
 
     async def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         for path in self._paths.values():
             await path.close()
         for endpoint in (*self._private, *self._public):
@@ -438,6 +443,15 @@ class ResponseLifecycle:
         if campaign.path == "mempool" and campaign.action in self._not_held_at_head:
             return False
         return await self.is_done(campaign.action)
+
+    def _keep_send_connections_warm(self) -> None:
+        """One cheap call to each send endpoint per head, in the background, so the pause goes out on an open
+        keep-alive connection: a cold one costs the trip a TCP (and, to a remote builder, TLS) handshake. A failure
+        here is the send's to report, when there is one; a hung endpoint holds only this call."""
+        if self._warming is not None and not self._warming.done():
+            return
+        self._warming = asyncio.ensure_future(asyncio.gather(
+            *(endpoint.head() for endpoint in (*self._private, *self._public)), return_exceptions=True))
 
     async def _read_held_at_head(self) -> None:
         for name, prepared in self._prepared.items():
