@@ -20,6 +20,7 @@ from onguard.sources.mempool import MempoolSource
 
 from .helpers import ALICE, ATTACKER, BOB, vault_cash
 from .test_preemption import preemption_config
+from .test_presigned import config_path, presign, started, trip  # noqa: F401 (config_path: the Safe path's fixture)
 
 pytestmark = pytest.mark.chain
 
@@ -195,3 +196,29 @@ def test_a_crash_between_the_broadcast_and_its_record_leaves_one_pause_recorded_
     assert response.outcome == Outcome.STOPPED_BEFORE_ATTACK
     assert w3.eth.get_transaction_receipt(crashed["attack"])["status"] == 0
     assert {tx.nonce for tx in after["txs"]} == {nonce_before}
+
+
+@pytest.mark.parametrize("multisig", ["2-of-3"], indirect=True)
+def test_the_safe_paths_relayed_execution_is_a_rung_of_the_ladder_too(multisig, config_path, monkeypatch):
+    for owner in multisig.owners[: multisig.threshold]:
+        assert presign(config_path, owner, monkeypatch) == 0
+    seen: dict = {}
+
+    async def scenario() -> None:
+        guardian = await started(config_path)
+        try:
+            seen["ladders"] = rung_hashes(guardian.store.signed_ladders(GUARDIAN))
+            incident_id = await trip(multisig, guardian)
+            seen["broadcast"] = next(e.detail for e in guardian.store.timeline(incident_id)
+                                     if e.kind == "response-broadcast")
+            seen["response"] = guardian.store.responses(incident_id)[0]
+        finally:
+            await guardian.close()
+
+    asyncio.run(scenario())
+    broadcast = seen["broadcast"]
+    assert broadcast["via"] == "presigned" and broadcast["pre_signed"] is True
+    assert broadcast["tx_hash"].lower() in seen["ladders"]
+    assert seen["response"].status == ResponseStatus.MINED and seen["response"].tx_hash == broadcast["tx_hash"]
+    tx = multisig.chain.w3.eth.get_transaction(broadcast["tx_hash"])
+    assert tx["from"] == GUARDIAN and tx["to"] == multisig.chain.world.safe  # execTransaction, relayed

@@ -378,6 +378,7 @@ class ResponseLifecycle:
             for incident_id in campaign.incidents:
                 self._store.update_response(incident_id, campaign.action, ResponseStatus.ALREADY_DONE)
                 self.refresh_status(incident_id, reason="already in the safe state: nothing sent")
+            self._not_held_at_head.discard(campaign.action)
             self._log.info("protocol already in the safe state: nothing sent", action=campaign.action)
             self._tell_outcome(campaign, ResponseStatus.ALREADY_DONE, {"sent": False})
             return
@@ -483,11 +484,13 @@ class ResponseLifecycle:
         assert campaign.nonce is not None
         picked_at = time.perf_counter()
         campaign.hashes.append(rung.tx_hash)
-        await self._broadcast(campaign, rung.raw)
-        self._store.record_response_tx(ResponseTx(
-            action=campaign.action, incident_id=campaign.incidents[0], sender=self._account.address,
-            nonce=campaign.nonce, tx_hash=rung.tx_hash, max_fee_per_gas=rung.fees.max_fee_per_gas,
-            max_priority_fee_per_gas=rung.fees.max_priority_fee_per_gas, raw=rung.raw))
+        try:
+            await self._broadcast(campaign, rung.raw)
+        finally:  # refused everywhere or not, it may be in a pool: its nonce is held until the chain says otherwise
+            self._store.record_response_tx(ResponseTx(
+                action=campaign.action, incident_id=campaign.incidents[0], sender=self._account.address,
+                nonce=campaign.nonce, tx_hash=rung.tx_hash, max_fee_per_gas=rung.fees.max_fee_per_gas,
+                max_priority_fee_per_gas=rung.fees.max_priority_fee_per_gas, raw=rung.raw))
         return rung.tx_hash, picked_at
 
     async def _sign_store_send(self, campaign: Campaign, endpoints: list[Rpc] | None = None) -> tuple[str, float]:
@@ -585,6 +588,7 @@ class ResponseLifecycle:
         if campaign.built is not None:  # None: a transaction sent before a restart, found mined afterwards
             self._paths[self._prepared[campaign.action].via].on_mined(campaign.action, campaign.incidents, tx_hash,
                                                                       block, campaign.built)
+        self._not_held_at_head.discard(campaign.action)  # in effect now: a trip before the next head reads it live
         pause = Landing(block=block, index=index)
         if campaign.sent_at:
             self._tell_stages((Stage.INCLUDED, time.perf_counter() - campaign.sent_at))
