@@ -3,8 +3,9 @@ sends a drain (redeemFor of a depositor's whole position) to the mempool; the gu
 the simulate policy trips, the pause is priced to outbid it, signed and sent. Timed from the moment the pending
 transaction is read off the WebSocket to the moment the node accepted the signed pause (eth_sendRawTransaction
 returned); then one block is mined and the trial records whether the pause was ordered before the attack. Each
-trial also reports its stages from seen (decided: the incident opened; signed: the pre-signed rung picked, or the
-pause signed when no rung fits; broadcast), so a slow trial shows where it lost its time; the load average is
+trial also reports its stages from seen (judged: simulated and the policy evaluated; decided: the incident opened;
+signed: the pre-signed rung picked, or the pause signed when no rung fits; broadcast), so a slow trial shows where
+it lost its time; the load average is
 printed before and after (the machine is shared: read the figures with it).
 
 Run: .venv/bin/python bench/preemption.py [--trials 200]
@@ -46,7 +47,7 @@ condition = "not reverted and after.cash < 70% * before.cash"
 """
 
 
-STAGES = ("decided_ms", "signed_ms", "broadcast_ms")
+STAGES = ("judged_ms", "decided_ms", "signed_ms", "broadcast_ms")
 
 
 async def trial(config_path: Path, w3: Web3, world) -> tuple[dict[str, float], bool]:
@@ -90,7 +91,7 @@ async def trial(config_path: Path, w3: Web3, world) -> tuple[dict[str, float], b
         if "broadcast_ms" not in stages:
             raise RuntimeError("no pause was broadcast")
         decided = [e for i in guardian.store.incidents() for e in guardian.store.timeline(i.id) if e.kind == "decided"]
-        stages["decided_ms"] = float(decided[0].detail["decided_ms"])
+        stages.update({stage: float(decided[0].detail[stage]) for stage in ("judged_ms", "decided_ms")})
         return stages, first
     finally:
         stop.set()

@@ -423,6 +423,7 @@ class Guardian:
         self._act_on_pending(pending, threat, result)
 
     def _act_on_pending(self, pending: PendingTransaction, threat: Threat, result: EngineResult) -> None:
+        judged_at = time.perf_counter()
         self._record_failures(result.failures)
         for finding in result.findings:
             self.triage.suspect(pending.raw.get("from"), pending.raw.get("to"))
@@ -434,15 +435,18 @@ class Guardian:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):
                         self.responder.respond(decision.incident.id, action, threat)
-            self.responder.after_broadcast(finding.policy.response, lambda d=decision, at=decided_at:
-                                           self._record_pending_decision(pending, d, at))
+            self.responder.after_broadcast(finding.policy.response, lambda d=decision, at=(judged_at, decided_at):
+                                           self._record_pending_decision(pending, d, *at))
 
-    def _record_pending_decision(self, pending: PendingTransaction, decision: Decision, decided_at: float) -> None:
+    def _record_pending_decision(self, pending: PendingTransaction, decision: Decision, judged_at: float,
+                                 decided_at: float) -> None:
         """What a decision on the pre-emption path writes, once its pause is on the wire: the audit entry, the
-        timeline's `decided`, the operations' notice."""
+        timeline's `decided` (milliseconds from seen to judged — simulated or matched — and to decided), the
+        operations' notice."""
         self.arbiter.record(decision)
+        judged_ms, decided_ms = (round((at - pending.seen_at) * 1000, 2) for at in (judged_at, decided_at))
         self.store.add_timeline(decision.incident.id, "decided", {
-            "path": "mempool", "threat_tx": pending.hash, "decided_ms": round((decided_at - pending.seen_at) * 1000, 2),
+            "path": "mempool", "threat_tx": pending.hash, "judged_ms": judged_ms, "decided_ms": decided_ms,
             "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
         self.ops.decided(decision, pending.seen_at, path="mempool", at=decided_at)
 
