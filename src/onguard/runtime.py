@@ -516,7 +516,6 @@ class Guardian:
 
     async def _run(self, stop: asyncio.Event) -> None:
         await self.start()
-        freeze_start_up_objects()
         tasks: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {
             "block-loop": self._block_loop, "new-heads": self.heads.run, "chain-watch": self._watch_chain,
             "heartbeat": self._heartbeat, "preflight": self._preflight_loop}
@@ -677,8 +676,9 @@ class Guardian:
 def freeze_start_up_objects() -> None:
     """After one full collection, moves everything alive once the daemon has started (modules, ABIs, config,
     compiled policies, prepared responses) out of the cyclic garbage collector's reach: a collection that falls
-    during a race then walks only what was made since, not the start-up's hundreds of thousands of objects. Once,
-    in the daemon's process (what is frozen is never collected as a cycle)."""
+    during a race then walks only what was made since, not the start-up's ~150,000 objects. Only in a process that
+    is the daemon's alone (`onguard run`, the benches): what is frozen is never collected as a cycle, so a process
+    that starts guardian after guardian (tests, replays) must not."""
     gc.collect()
     gc.freeze()
 
