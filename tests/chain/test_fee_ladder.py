@@ -190,7 +190,8 @@ def test_a_crash_between_the_broadcast_and_its_record_leaves_one_pause_recorded_
     receipt = w3.eth.get_transaction_receipt(response.tx_hash)
     assert response.status == ResponseStatus.MINED and receipt["status"] == 1
     assert response.block_number == receipt["blockNumber"] and receipt["from"] == GUARDIAN
-    assert sent[0].tx_hash in [tx.tx_hash for tx in after["txs"]]  # the rung sent before the crash is known
+    adopted = [tx for tx in after["txs"] if tx.tx_hash == sent[0].tx_hash]  # the rung sent before the crash …
+    assert [tx.raw for tx in adopted] == [sent[0].raw]                      # … recorded as the very bytes sent
     if mined_while_down:
         assert response.tx_hash == sent[0].tx_hash  # the true record: the very rung that was sent
     assert response.outcome == Outcome.STOPPED_BEFORE_ATTACK

@@ -139,8 +139,10 @@ def test_what_is_stored_holds_the_ladder_in_use_and_the_one_it_replaced_every_ru
     action, stored = saved.calls[-1]
     assert action == "pause" and [s["base_fee"] for s in stored] == [31 * GWEI, 30 * GWEI]
     known = rung_hashes(stored)
-    for rung in (*old.rungs, *new.rungs):
-        assert known[rung.tx_hash.lower()].raw == rung.raw and known[rung.tx_hash.lower()].nonce == 7
+    for rung in (*old.rungs, *new.rungs):  # recognised by its hash, and signed again into the very same bytes
+        assert known[rung.tx_hash.lower()].nonce == 7
+        assert known[rung.tx_hash.lower()].signed(GUARDIAN, CHAIN_ID) == rung
+    assert known[new.rungs[0].tx_hash.lower()].signed(Account.create(), CHAIN_ID) is None  # another key's is not
 
 
 def test_a_ladder_for_another_transaction_or_signed_while_the_inputs_moved_is_not_used() -> None:

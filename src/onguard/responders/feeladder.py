@@ -57,29 +57,40 @@ class SignedLadder:
         return (self.to, self.data, self.gas_limit) == (to, data, gas_limit)
 
     def to_json(self) -> dict[str, Any]:
-        """What the store keeps, so a restart recognises a rung that was sent before it was recorded."""
-        return {"action": self.action, "nonce": self.nonce, "base_fee": self.base_fee,
+        """What the store keeps, so a restart recognises a rung that was sent before it was recorded: the
+        transaction once and each rung's fees and hash (signing is deterministic: a rung is signed again to be
+        recorded, rather than every raw transaction stored at every head)."""
+        return {"action": self.action, "nonce": self.nonce, "base_fee": self.base_fee, "to": self.to,
+                "data": "0x" + self.data.hex(), "gas_limit": self.gas_limit,
                 "rungs": [{"tx_hash": r.tx_hash, "max_fee_per_gas": r.fees.max_fee_per_gas,
-                           "max_priority_fee_per_gas": r.fees.max_priority_fee_per_gas,
-                           "raw": "0x" + r.raw.hex()} for r in self.rungs]}
+                           "max_priority_fee_per_gas": r.fees.max_priority_fee_per_gas} for r in self.rungs]}
 
 
 @dataclass(frozen=True, slots=True)
 class StoredRung:
-    """A rung as the store kept it (enough to recognise it on chain and record it as sent)."""
+    """A rung as the store kept it: enough to recognise it on chain and sign it again to record it."""
 
     action: str
     nonce: int
     fees: Fees
     tx_hash: str
-    raw: bytes
+    to: str
+    data: bytes
+    gas_limit: int
+
+    def signed(self, account: LocalAccount, chain_id: int) -> Rung | None:
+        """The rung signed again (the same bytes: deterministic signatures); None if it is not the one kept."""
+        rung = sign_rung(account, chain_id, self.fees, nonce=self.nonce, to=self.to, data=self.data,
+                         gas_limit=self.gas_limit)
+        return rung if rung.tx_hash.lower() == self.tx_hash.lower() else None
 
 
 def stored_rungs(ladder: Mapping[str, Any]) -> list[StoredRung]:
     return [StoredRung(action=str(ladder["action"]), nonce=int(ladder["nonce"]), tx_hash=str(r["tx_hash"]),
                        fees=Fees(max_fee_per_gas=int(r["max_fee_per_gas"]),
                                  max_priority_fee_per_gas=int(r["max_priority_fee_per_gas"])),
-                       raw=bytes.fromhex(str(r["raw"])[2:])) for r in ladder["rungs"]]
+                       to=str(ladder["to"]), data=bytes.fromhex(str(ladder["data"])[2:]),
+                       gas_limit=int(ladder["gas_limit"])) for r in ladder["rungs"]]
 
 
 def rung_fees(settings: ResponseSettings, base_fee: int) -> list[Fees]:

@@ -236,10 +236,11 @@ class ResponseLifecycle:
                                 action=rung.action, tx_hash=rung.tx_hash, nonce=rung.nonce)
                 continue
             incident_id = claims[-1].incident_id
+            signed = rung.signed(self._account, self._config.chain.chain_id)
             self._store.record_response_tx(ResponseTx(
                 action=rung.action, incident_id=incident_id, sender=self._account.address, nonce=rung.nonce,
                 tx_hash=rung.tx_hash, max_fee_per_gas=rung.fees.max_fee_per_gas,
-                max_priority_fee_per_gas=rung.fees.max_priority_fee_per_gas, raw=rung.raw))
+                max_priority_fee_per_gas=rung.fees.max_priority_fee_per_gas, raw=signed.raw if signed else b""))
             self._store.update_response(incident_id, rung.action, ResponseStatus.SENT, tx_hash=rung.tx_hash)
             self._log.warning("a pre-signed response sent before a restart was found on chain: recorded",
                               action=rung.action, incident_id=incident_id, tx_hash=rung.tx_hash, nonce=rung.nonce)
