@@ -179,13 +179,15 @@ class ResponseLifecycle:
                        fee_ladders=self._ladders.sizes())
 
     async def on_block(self, block: BlockObservation) -> None:
-        """Keeps the hot path's inputs current: the base fee, the paths' reads, the nonce when nothing is out."""
+        """Keeps the hot path's inputs current while no response is under way: the base fee, the paths' reads,
+        the nonce, the fee ladders, whether each action holds, warm send connections."""
         if block.base_fee is not None:
             self._base_fee = block.base_fee
         for path in self._paths.values():
             await path.on_block(block)
-        if not self._campaigns and not self._send_lock.locked():
-            self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
+        if self._campaigns or self._send_lock.locked():
+            return  # a response is under way: nothing here may compete with it for the loop or the node
+        self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
         await self._refresh_ladders()
         await self._read_held_at_head()
         self._keep_send_connections_warm()
