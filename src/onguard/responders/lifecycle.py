@@ -278,7 +278,7 @@ class ResponseLifecycle:
                     self._store.update_response(incident_id, action, ResponseStatus.SENT,
                                                 tx_hash=campaign.hashes[-1])
             if threat is not None:
-                self._spawn(self._outbid(campaign, threat))
+                self._consider_outbidding(campaign, threat)
             return
         path = "mempool" if threat is not None else "block"
         campaign = Campaign(action=action, incidents=[incident_id], threat=threat or self._tips.highest(),
@@ -308,6 +308,17 @@ class ResponseLifecycle:
     def outbid_all(self, threat: Threat) -> None:
         """A transaction pending to a watched contract: every pause under way must be ordered before it."""
         for campaign in list(self._campaigns.values()):
+            self._consider_outbidding(campaign, threat)
+
+    def _consider_outbidding(self, campaign: Campaign, threat: Threat) -> None:
+        """Synchronous, so a flood of pending transactions makes no tasks and none queues for the send lock ahead
+        of the pause: a campaign not priced yet takes the richer threat for its pricing; one in flight is replaced
+        only when `threat` pays more than it does."""
+        if campaign.fees is None:
+            if campaign.threat is None or threat.effective_tip > campaign.threat.effective_tip:
+                campaign.threat = threat
+            return
+        if outbid(self._settings, campaign.fees, self._base_fee, threat) is not None:
             self._spawn(self._outbid(campaign, threat))
 
     async def _outbid(self, campaign: Campaign, threat: Threat) -> None:
@@ -394,6 +405,10 @@ class ResponseLifecycle:
         min_tip = self._settings.block_path_min_tip if campaign.path == "block" else None
         rung: Rung | None = None
         async with self._send_lock:
+            if stored is None and self._next_nonce is None:
+                self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
+            # No await from pricing to `campaign.fees`: a threat seen before is priced in, one seen after is
+            # outbid against the fees set (_consider_outbidding).
             fees = initial_fees(self._settings, self._base_fee, campaign.threat, min_tip)
             if stored is not None:
                 # Ours is still pending at this nonce (sent before a restart, or re-broadcast after a reorg):
@@ -407,8 +422,6 @@ class ResponseLifecycle:
                                 max_priority_fee_per_gas=max(fees.max_priority_fee_per_gas,
                                                              floor.max_priority_fee_per_gas))
             else:
-                if self._next_nonce is None:
-                    self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
                 campaign.nonce = self._next_nonce
             if laddered is not None and laddered[0].nonce == campaign.nonce:
                 rung = laddered[0].lowest_fitting(fees)
