@@ -1,6 +1,7 @@
 """The fee ladder: each action's transaction signed before any threat, at the guardian's next nonce, over a ladder
 of fee levels priced at the current base fee; at a trip the lowest rung that outbids the threat is broadcast at
-once (nothing left to sign), and only a threat richer than every rung is signed fresh."""
+once (nothing left to sign); a pause is signed at the trip only when no rung fits (a threat whose fee cap is far
+above its tip), or to replace one in flight."""
 
 from __future__ import annotations
 
