@@ -105,6 +105,7 @@ class MempoolSettings:
     max_concurrent_simulations: int
     simulation_timeout: float
     simulations_per_second: int
+    simulation_urls: tuple[str, ...] = ()  # simulation batches spread over these; none: the read endpoints'
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +331,7 @@ BUMP_FACTOR = (Fraction(11, 10), Fraction(10))
 SIMULATION_TIMEOUT = (0.01, 30.0)
 MAX_CONCURRENT_SIMULATIONS = (1, 256)
 SIMULATIONS_PER_SECOND = (1, 100_000)
+MAX_SIMULATION_URLS = 16
 
 
 def _seconds(value: float) -> str:
@@ -449,6 +451,20 @@ def _endpoints(table: Table, rpc_url: str) -> tuple[Endpoint, ...]:
     return tuple(endpoints)
 
 
+def _simulation_urls(table: Table) -> tuple[str, ...]:
+    """The endpoints simulation batches are spread over, each once (they must serve eth_simulateV1)."""
+    listed = table.get("simulation_urls", list, default=[],
+                       hint='a list of nodes that serve eth_simulateV1, e.g. ["http://10.0.0.2:8545"]')
+    urls = tuple(_http_url(table, "simulation_urls", url) for url in listed)
+    if len(set(urls)) != len(urls):
+        raise table.fail("simulation_urls", "lists an endpoint twice",
+                         "each simulation endpoint once: batches are spread over distinct nodes")
+    if len(urls) > MAX_SIMULATION_URLS:
+        raise table.fail("simulation_urls", f"lists {len(urls)} endpoints, more than {MAX_SIMULATION_URLS}",
+                         f"list at most {MAX_SIMULATION_URLS} nodes that serve eth_simulateV1")
+    return urls
+
+
 def _mempool(table: Table | None) -> MempoolSettings:
     if table is None:
         table = Table({}, file="", prefix="mempool", error=ConfigError)
@@ -467,6 +483,10 @@ def _mempool(table: Table | None) -> MempoolSettings:
                                    "how long one simulation may take, e.g. \"500ms\""),
         simulations_per_second=_ranged(table, "simulations_per_second", _whole, 500, *SIMULATIONS_PER_SECOND,
                                        hint="the most simulations asked of the node per second, e.g. 500"),
+        simulation_urls=_simulation_urls(table),
     )
+    if settings.simulation_urls and not settings.simulate:
+        raise table.fail("simulation_urls", "is set but simulate = false",
+                         "remove simulation_urls, or set simulate = true to use them")
     table.finish()
     return settings

@@ -57,6 +57,7 @@ PREFLIGHT_EVERY_BLOCKS = 50  # the whole preflight again, while running: can the
 CANNOT_ACT = "guardian-cannot-act"  # the incident a failed preflight opens while the daemon runs
 CANNOT_ACT_COOLDOWN = 3600.0
 SIMULATION_BATCH = 8  # pending transactions of a crowded shape simulated in one JSON-RPC batch
+NOVEL_HEDGE = 2  # the first of a shape goes to this many simulation endpoints at once: the first answer counts
 WARM_UP_LIMIT = 5_000  # blocks; a window in seconds counts one block a second, the most a chain can have
 
 
@@ -356,7 +357,7 @@ class Guardian:
                 async with self._throttle:
                     pass
             try:
-                await self._simulate_batch(taken)
+                await self._simulate_batch(taken, hedge=NOVEL_HEDGE if novel_only else 1)
             except Exception as exc:  # noqa: BLE001 - the worker carries on; the failure is the items'
                 for queued in taken:
                     _settle(queued.done, exc)
@@ -367,15 +368,17 @@ class Guardian:
     def _missed_in_queue(self, queued: _Queued) -> None:
         _settle(queued.done)
 
-    async def _simulate_batch(self, taken: list[_Queued]) -> None:
-        """Simulates the transactions against the head in one batch, within the latest of their deadlines."""
+    async def _simulate_batch(self, taken: list[_Queued], hedge: int) -> None:
+        """Simulates the transactions against the head in one batch, within the latest of their deadlines, on
+        `hedge` simulation endpoints at once."""
         head = self.head
         assert self.simulator is not None and head is not None
         last_deadline = max(q.pending.seen_at for q in taken) + self.config.mempool.simulation_timeout
         try:
             outcomes = await asyncio.wait_for(
                 self.simulator.simulate_many([q.pending.raw for q in taken], self.engine.simulation_reads,
-                                             SimulationHead(head.number, head.hash)),
+                                             SimulationHead(head.number, head.hash), deadline=last_deadline,
+                                             hedge=hedge),
                 timeout=max(last_deadline - time.perf_counter(), 0.0))
         except TimeoutError:
             self.pending_counters.missed += len(taken)

@@ -25,9 +25,9 @@ class CountingRpc(Rpc):
 
     batches = 0
 
-    async def batch(self, requests):  # type: ignore[no-untyped-def]
+    async def simulation_batch(self, requests, **options):  # type: ignore[no-untyped-def]
         CountingRpc.batches += 1
-        return await super().batch(requests)
+        return await super().simulation_batch(requests, **options)
 
 
 def test_each_transaction_of_a_batch_runs_on_the_head_state_and_is_simulated_once_per_head(chain, guardian_config,

@@ -82,3 +82,29 @@ def test_bad_endpoints_are_refused(write_toml: WriteToml, config_data: dict[str,
     error = load_error(path)
     assert (error.file, error.field) == (str(path), f"chain.{field}")
     assert says in str(error)
+
+
+def test_simulation_endpoints_are_read_in_order_and_default_to_none(write_toml: WriteToml,
+                                                                    config_data: dict[str, Any]) -> None:
+    assert load_config(write_toml(config_data)).mempool.simulation_urls == ()
+    config_data["mempool"] = {"simulation_urls": ["http://127.0.0.1:8545", "https://sim.example/key"]}
+    assert load_config(write_toml(config_data)).mempool.simulation_urls == ("http://127.0.0.1:8545",
+                                                                             "https://sim.example/key")
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"simulation_urls": ["ws://127.0.0.1:8546"]}, "not an http(s) URL"),
+    ({"simulation_urls": ["http://a:1", "http://a:1"]}, "lists an endpoint twice"),
+    ({"simulation_urls": "http://a:1"}, "expected a list"),
+    ({"simulation_urls": [f"http://a:{port}" for port in range(1, 18)]}, "17 endpoints, more than 16"),
+    ({"simulation_urls": ["http://a:1"], "simulate": False}, "is set but simulate = false"),
+])
+def test_bad_simulation_endpoints_are_refused(write_toml: WriteToml, config_data: dict[str, Any],
+                                              fields: dict[str, Any], says: str) -> None:
+    config_data["mempool"] = fields
+    path = write_toml(config_data)
+    error = load_error(path)
+    assert (error.file, error.field) == (str(path), "mempool.simulation_urls")
+    assert says in str(error)
+    assert error.hint
+    assert error.exit_code == 2

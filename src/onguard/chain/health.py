@@ -1,7 +1,7 @@
-"""Is the guardian seeing the right chain, and all of it? Probes every read endpoint (chain id, genesis hash and
-head in one batch each) and judges: blind (no endpoint answers), a head that stopped advancing, a head behind
-the last handled block, another chain (chain id or genesis hash changed), endpoints that disagree. The answer
-is a frozen ChainHealth for the daemon's logs and heartbeat and for `onguard status`."""
+"""Is the guardian seeing the right chain, and all of it? Probes every read and simulation endpoint (chain id,
+genesis hash and head in one batch each; a probe's answer is what brings a failed endpoint back) and judges:
+blind (no read endpoint answers), a head that stopped advancing, a head behind the last handled block, another
+chain (chain id or genesis hash changed), endpoints that disagree. The answer is a frozen ChainHealth for the daemon's logs and heartbeat and for `onguard status`."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class ChainWatch:
         self._advanced_at: float | None = None
 
     async def check(self, checkpoint: int | None) -> ChainHealth:
-        labels = self._transport.labels(Role.READ)
+        labels = self._transport.labels(Role.READ) + self._transport.labels(Role.SIMULATE)
         results = await asyncio.gather(*(self._probe(label) for label in labels), return_exceptions=True)
         for label, result in zip(labels, results, strict=True):
             if isinstance(result, ValueError):
@@ -100,13 +100,15 @@ class ChainWatch:
                 raise result
         probes = [r for r in results if isinstance(r, _Probe)]
         wrong = self._wrong_chain(probes)
-        right = [p for p in probes if p.label not in wrong]
+        # Simulation endpoints are demoted like read ones, but the chain's head and blindness are the reads'.
+        reads = set(self._transport.labels(Role.READ))
+        right = [p for p in probes if p.label not in wrong and p.label in reads]
         for probe in probes:
             self._transport.note_head(probe.label, probe.head)
         for label, reason in wrong.items():
             self._transport.demote(label, reason)  # reads go elsewhere while it serves another chain
         head = max((p.head for p in right), default=None)
-        for probe in right:
+        for probe in (p for p in probes if p.label not in wrong):
             if head is not None and head - probe.head > HEAD_GAP:
                 self._transport.demote(probe.label, f"lagging: head {probe.head}, {head - probe.head} blocks "
                                                     "behind the other endpoints")
@@ -117,7 +119,8 @@ class ChainWatch:
         return ChainHealth(
             chain_id=self._chain_id, checked_at=time.time(), head=head, checkpoint=checkpoint,
             head_unchanged_for=unchanged, stalled=unchanged is not None and unchanged > self._stall_after,
-            blind=not probes, wrong_chain="; ".join(f"{label}: {why}" for label, why in wrong.items()) or None,
+            blind=not any(p.label in reads for p in probes),
+            wrong_chain="; ".join(f"{label}: {why}" for label, why in wrong.items()) or None,
             disagreement=await self._disagreement(right), endpoints=self._transport.health(),
             genesis=right[0].genesis if right else None)
 

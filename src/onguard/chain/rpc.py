@@ -97,6 +97,15 @@ class Rpc:
             raise ChainError(f"batch of {len(requests)}: the node refused the batch ({responses})")
         return responses
 
+    async def simulation_batch(self, requests: list[tuple[str, list[Any]]], *, deadline: float | None = None,
+                               hedge: int = 1) -> list[Any]:
+        """A batch of simulations on the simulation endpoints (spread, failing over, on `hedge` at once; see
+        Transport.spread_batch), answered by `deadline` (time.perf_counter()) or ChainUnavailable."""
+        responses = await self.transport.spread_batch(requests, deadline=deadline, hedge=hedge)
+        if not isinstance(responses, list):
+            raise ChainError(f"batch of {len(requests)}: the node refused the batch ({responses})")
+        return responses
+
     async def estimate_gas(self, tx: dict[str, Any]) -> int:
         return await self._call("eth_estimateGas", self.w3.eth.estimate_gas(tx))
 

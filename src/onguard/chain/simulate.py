@@ -1,7 +1,8 @@
 """Predicts what a pending transaction would do: executes it on top of the head's state with eth_simulateV1,
 reading the policies' views just before and just after it, changing nothing on chain. Several transactions go in
 one JSON-RPC batch (one eth_simulateV1 each, every one against the same head state, not one after another), and
-results are remembered per (transaction hash, head hash): a transaction is never simulated twice on one state."""
+results are remembered per (transaction hash, head hash): a transaction is never simulated twice on one state.
+Batches go to the simulation endpoints (spread over them, each batch failing over on its own)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,10 @@ class Simulator:
         return outcome
 
     async def simulate_many(self, raws: Sequence[Mapping[str, Any]], specs: Iterable[ReadSpec],
-                            head: Head | None = None) -> list[Simulation | ChainError]:
-        """Each transaction on its own against `head`, in one batch round trip; each outcome a Simulation or the
+                            head: Head | None = None, *, deadline: float | None = None,
+                            hedge: int = 1) -> list[Simulation | ChainError]:
+        """Each transaction on its own against `head`, in one batch round trip answered by `deadline`
+        (time.perf_counter()), sent to `hedge` simulation endpoints at once; each outcome a Simulation or the
         ChainError that one simulation met (the others still count)."""
         reads = list(dict.fromkeys(specs))
         keys = [_key(raw, head) for raw in raws]
@@ -76,7 +79,7 @@ class Simulator:
             requests = [("eth_simulateV1", [{"blockStateCalls": [{"calls": [*read_calls, as_call(raws[i]),
                                                                             *read_calls]}],
                                              "validation": False}, block]) for i in missing]
-            responses = await self._rpc.batch(requests)
+            responses = await self._rpc.simulation_batch(requests, deadline=deadline, hedge=hedge)
             for index, response in zip(missing, responses, strict=True):
                 outcome = _simulation(reads, response)
                 outcomes[index] = outcome

@@ -1,6 +1,7 @@
 """Every JSON-RPC call onguard makes goes through one Transport: endpoints with roles and health, failover across
 the read endpoints (healthy first), a deadline around each call, an explicit retry policy (nothing below it
-retries on its own), one throttle per endpoint, and raw transactions sent to several endpoints at once.
+retries on its own), one throttle per endpoint, simulation batches spread over several endpoints at once, and raw
+transactions sent to several endpoints at once.
 
 Answers are returned as the node sent them (a JSON-RPC response object); `onguard.chain.rpc.Rpc` puts web3's
 result formatting on top. An endpoint that gives no usable answer (no connection, no answer before the
@@ -37,10 +38,12 @@ _MAX_ERROR_TEXT = 200
 
 
 class Role(StrEnum):
-    """What an endpoint is used for. Reads fail over between READ endpoints; transactions go to SEND ones
-    (PRIVATE_SEND: a builder or protect RPC that does not gossip to the public mempool)."""
+    """What an endpoint is used for. Reads fail over between READ endpoints; simulation batches are spread over
+    the SIMULATE ones (each batch on the least busy healthy one); transactions go to SEND ones (PRIVATE_SEND: a
+    builder or protect RPC that does not gossip to the public mempool)."""
 
     READ = "read"
+    SIMULATE = "simulate"
     SEND = "send"
     PRIVATE_SEND = "private-send"
 
@@ -121,6 +124,8 @@ class _Endpoint:
         self.last_failure_at: float | None = None
         self.last_head: int | None = None
         self.latency_ms: float | None = None
+        self.in_flight = 0  # spread batches under way on it
+        self.spread_uses = 0  # spread batches given to it so far (ties between idle endpoints go round)
 
     def succeeded(self, latency: float) -> None:
         self.consecutive_failures = 0
@@ -149,7 +154,7 @@ class Transport:
             raise ValueError("a transport needs at least one read endpoint")
         if request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, not {request_timeout}")
-        counters: dict[Role, itertools.count[int]] = {role: itertools.count(1) for role in Role}
+        counters = {role: itertools.count(1) for role in Role}
         self._endpoints = [_Endpoint(spec, next(counters[spec.role]), requests_per_second) for spec in specs]
         self.request_timeout = request_timeout
         self.retry = retry
@@ -160,21 +165,23 @@ class Transport:
 
     @classmethod
     def from_urls(cls, read_urls: Sequence[str], *, send: Sequence[tuple[str, bool]] = (),
-                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT, retry: RetryPolicy = RetryPolicy(),
+                  simulate: Sequence[str] = (), request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                  retry: RetryPolicy = RetryPolicy(),
                   requests_per_second: int = DEFAULT_REQUESTS_PER_SECOND) -> Transport:
-        """Read endpoints in failover order; send endpoints as (url, private) pairs."""
+        """Read endpoints in failover order; send endpoints as (url, private) pairs; simulation endpoints."""
         specs = [EndpointSpec(url, Role.READ) for url in read_urls]
+        specs += [EndpointSpec(url, Role.SIMULATE) for url in simulate]
         specs += [EndpointSpec(url, Role.PRIVATE_SEND if private else Role.SEND) for url, private in send]
         return cls(specs, request_timeout=request_timeout, retry=retry, requests_per_second=requests_per_second)
 
     @classmethod
     def from_config(cls, config: Any) -> Transport:
-        """The chain's read endpoints ([chain] rpc_url, rpc_urls) and the response's send endpoints
-        ([response.endpoints], private first)."""
+        """The chain's read endpoints ([chain] rpc_url, rpc_urls), the simulation endpoints ([mempool]
+        simulation_urls) and the response's send endpoints ([response.endpoints], private first)."""
         chain = config.chain
         sends = sorted(((e.url, e.private) for e in config.response.endpoints), key=lambda pair: not pair[1])
-        return cls.from_urls(chain.read_urls, send=sends, request_timeout=chain.request_timeout,
-                             requests_per_second=chain.requests_per_second)
+        return cls.from_urls(chain.read_urls, send=sends, simulate=config.mempool.simulation_urls,
+                             request_timeout=chain.request_timeout, requests_per_second=chain.requests_per_second)
 
     # ---- what the transport knows ----------------------------------------------------------------------------
 
@@ -219,6 +226,81 @@ class Transport:
         """Several calls in one round trip on one read endpoint: the responses in request order, or the single
         error object of a node that refuses batches."""
         return await self._fail_over(f"batch of {len(requests)}", list(requests), batch=True, retry=retry)
+
+    async def spread_batch(self, requests: Sequence[tuple[str, Any]], *, deadline: float | None = None,
+                           hedge: int = 1) -> list[dict[str, Any]] | dict[str, Any]:
+        """A simulation batch on the least busy healthy SIMULATE endpoint, failing over to the others in turn (on
+        the read endpoints, as `batch`, when none is configured). Concurrent batches land on different endpoints,
+        so a slow or failing one holds only the batch it was given. `deadline` (time.perf_counter()) bounds the
+        whole batch: an attempt gets at most half of what is left while another endpoint could still answer.
+        `hedge` > 1 sends the batch to that many healthy endpoints at once and takes the first answer (for what
+        must not wait on a slow node: the first transaction of a shape, what an attack looks like)."""
+        if not any(e.role == Role.SIMULATE for e in self._endpoints):
+            return await self.batch(requests)
+        what = f"simulation batch of {len(requests)}"
+        order = self._least_busy(Role.SIMULATE)
+        width = max(1, min(hedge, sum(1 for e in order if e.consecutive_failures == 0)))
+        groups = [order[:width], *([e] for e in order[width:])]
+        failures: list[str] = []
+        for position, group in enumerate(groups):
+            left = None if deadline is None else deadline - time.perf_counter()
+            if left is not None and left <= 0:
+                break
+            timeout = None if left is None else (left if position + 1 == len(groups) else left / 2)
+            answer = await self._first_answer(group, what, list(requests), timeout, failures)
+            if answer is not None:
+                return answer
+        tried = "; ".join(failures) or "no time left"
+        raise ChainUnavailable(f"{what}: no simulation endpoint answered in time ({tried})",
+                               hint="check the nodes of [mempool] simulation_urls")
+
+    async def _first_answer(self, group: list[_Endpoint], what: str, requests: list[tuple[str, Any]],
+                            timeout: float | None, failures: list[str]) -> Any:
+        """The batch on every endpoint of `group` at once: the first answer (the other attempts cancelled), or
+        None when each failed (its failure added to `failures`)."""
+        if len(group) == 1:  # the usual case, without a task of its own
+            try:
+                return await self._spread_attempt(group[0], what, requests, timeout)
+            except EndpointFault as exc:
+                failures.append(f"{group[0].label}: {exc}")
+                return None
+        attempts = {asyncio.ensure_future(self._spread_attempt(e, what, requests, timeout)): e for e in group}
+        try:
+            waiting = set(attempts)
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for attempt in done:
+                    error = attempt.exception()
+                    if error is None:
+                        return attempt.result()
+                    if not isinstance(error, EndpointFault):
+                        raise error
+                    failures.append(f"{attempts[attempt].label}: {error}")
+            return None
+        finally:
+            for attempt in attempts:
+                attempt.cancel()
+            await asyncio.gather(*attempts, return_exceptions=True)
+
+    async def _spread_attempt(self, endpoint: _Endpoint, what: str, requests: list[tuple[str, Any]],
+                              timeout: float | None) -> Any:
+        endpoint.in_flight += 1
+        endpoint.spread_uses += 1
+        try:
+            return await self._attempt(endpoint, what, requests, batch=True, timeout=timeout)
+        except EndpointFault as exc:
+            self._log.error("simulation endpoint failed", endpoint=endpoint.label, call=what, error=str(exc),
+                            consecutive_failures=endpoint.consecutive_failures)
+            raise
+        finally:
+            endpoint.in_flight -= 1
+
+    def _least_busy(self, role: Role) -> list[_Endpoint]:
+        """Healthy endpoints first, the least busy of them first (ties: the least used, then configured order);
+        the failing ones after them, fewest failures first."""
+        mine = [e for e in self._endpoints if e.role == role]
+        return sorted(mine, key=lambda e: (e.consecutive_failures > 0, e.consecutive_failures, e.in_flight,
+                                           e.spread_uses, e.index))
 
     async def batch_on(self, label: str, requests: Sequence[tuple[str, Any]]) -> list[dict[str, Any]] | dict[str, Any]:
         """A batch on one named endpoint, without failover (health probes). Raises EndpointFault."""
@@ -277,8 +359,10 @@ class Transport:
                                hint="check that the nodes are running and [chain] rpc_url / rpc_urls are right")
 
     async def _attempt(self, endpoint: _Endpoint, what: str, requests: list[tuple[str, Any]], *,
-                       batch: bool) -> Any:
-        """One try on one endpoint within the deadline; its health updated either way."""
+                       batch: bool, timeout: float | None = None) -> Any:
+        """One try on one endpoint within the deadline (the transport's, or a shorter `timeout`); its health
+        updated either way."""
+        deadline = self.request_timeout if timeout is None else min(timeout, self.request_timeout)
         ids = [next(self._ids) for _ in requests]
         payloads = [{"jsonrpc": "2.0", "id": i, "method": m, "params": [] if p is None else p}
                     for i, (m, p) in zip(ids, requests, strict=True)]
@@ -286,12 +370,12 @@ class Transport:
             else AsyncJSONBaseProvider.encode_rpc_dict(payloads[0])  # type: ignore[arg-type]
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.request_timeout):
+            async with asyncio.timeout(deadline):
                 async with endpoint.throttler:
                     status, raw = await self._post(endpoint.url, body)
             answer = _answer(status, raw, ids if batch else None)
         except TimeoutError:
-            fault = EndpointFault(f"no answer within {self.request_timeout:g}s")
+            fault = EndpointFault(f"no answer within {deadline:.3g}s")
         except (aiohttp.ClientError, OSError) as exc:
             fault = EndpointFault(f"{type(exc).__name__}: {_short(str(exc))}")
         except EndpointFault as exc:

@@ -27,6 +27,7 @@ from onguard.safe.chain import SafeOnChain
 from onguard.sources.blocks import SOURCE_NAME
 
 DAEMON_ACTOR = "daemon:"  # the config audit entry's actor: daemon:<guardian address>
+PROBED = (Role.READ, Role.SIMULATE)  # the endpoints the chain-health probe looks at (send ones are not probed)
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -163,13 +164,13 @@ def _chain(report: Report, config: Config, store: IncidentStore, checkpoint: int
         "chain_id": config.chain.chain_id, "head": health.head, "lag": health.lag, "genesis": health.genesis,
         "genesis_recorded": recorded, "problems": problems,
         "endpoints": [{"label": e.label, "healthy": e.healthy, "head": e.last_head, "latency_ms": e.latency_ms,
-                       "error": e.last_error} for e in health.endpoints if e.role == Role.READ]}
+                       "error": e.last_error} for e in health.endpoints if e.role in PROBED]}
     if health.head is not None:
         lag = f", {health.lag} block(s) after the last handled" if health.lag is not None else ""
         genesis = f", genesis {health.genesis[:12]}… as recorded" if health.genesis and recorded else ""
         report.say(f"chain         head {health.head}{lag} (chain id {config.chain.chain_id}{genesis})")
     for endpoint in health.endpoints:
-        if endpoint.role != Role.READ:
+        if endpoint.role not in PROBED:
             continue
         if endpoint.healthy:
             report.say(f"endpoint      {endpoint.label}: ok, head {endpoint.last_head}, {endpoint.latency_ms} ms")
