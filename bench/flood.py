@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import secrets
 import statistics
@@ -31,9 +32,8 @@ from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.flood import prepare_flood, send_raw
 from onguard.demo.world import Roles, build_world, contract, dev_account, write_config
-from onguard.incidents.store import ResponseStatus
 from onguard.log import configure_logging
-from onguard.runtime import Guardian
+from onguard.runtime import Guardian, freeze_start_up_objects
 from onguard.sources.mempool import MempoolSource
 from onguard.sources.triage import PendingCounters, PendingQueue, Triage
 
@@ -71,6 +71,7 @@ async def trial(config_path: Path, w3: Web3, world, rpc_url: str, flood) -> dict
     try:
         await guardian.start()
         await guardian.step()
+        freeze_start_up_objects()  # as `onguard run` does once started
         w3.provider.make_request("evm_setAutomine", [False])
         source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id, config.contracts,
                                ignore_senders=[guardian.account.address])
@@ -103,10 +104,11 @@ async def trial(config_path: Path, w3: Web3, world, rpc_url: str, flood) -> dict
                         if e.kind == "decided"), {})
         w3.provider.make_request("evm_mine", [])
         hashes = list(w3.eth.get_block("latest")["transactions"])
-        sent = [r.tx_hash for i in guardian.store.incidents() for r in guardian.store.responses(i.id)
-                if r.status in (ResponseStatus.SENT, ResponseStatus.MINED)]
-        first = bool(sent) and Web3.to_bytes(hexstr=sent[0]) in hashes and attack in hashes and \
-            hashes.index(Web3.to_bytes(hexstr=sent[0])) < hashes.index(attack)
+        # Any of the guardian's transactions is the pause: one not mined within bump_after (the flood's tail can
+        # take longer to read) was replaced at the same nonce with higher fees.
+        ours = [h for h in hashes if h.to_0x_hex() in {tx.tx_hash for tx in guardian.store.response_txs(
+            guardian.account.address)}]
+        first = bool(ours) and attack in hashes and hashes.index(ours[0]) < hashes.index(attack)
         await guardian.drain_responses(timeout=5)
         stop.set()
         await listening
@@ -118,6 +120,7 @@ async def trial(config_path: Path, w3: Web3, world, rpc_url: str, flood) -> dict
         stop.set()
         w3.provider.make_request("evm_setAutomine", [True])
         await guardian.close()
+        gc.unfreeze()
 
 
 def synthetic_pending(count: int, watched: list[str]) -> list[dict]:

@@ -2,7 +2,11 @@
 sends a drain (redeemFor of a depositor's whole position) to the mempool; the guardian's mempool source sees it,
 the simulate policy trips, the pause is priced to outbid it, signed and sent. Timed from the moment the pending
 transaction is read off the WebSocket to the moment the node accepted the signed pause (eth_sendRawTransaction
-returned); then one block is mined and the trial records whether the pause was ordered before the attack.
+returned); then one block is mined and the trial records whether the pause was ordered before the attack. Each
+trial also reports its stages from seen (judged: simulated and the policy evaluated; decided: the incident opened;
+signed: the pre-signed rung picked, or the pause signed when no rung fits; broadcast), so a slow trial shows where
+it lost its time; the load average is
+printed before and after (the machine is shared: read the figures with it).
 
 Run: .venv/bin/python bench/preemption.py [--trials 200]
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -26,7 +31,7 @@ from onguard.config import load_config
 from onguard.demo.world import Roles, build_world, contract, dev_account, write_config
 from onguard.incidents.store import ResponseStatus
 from onguard.log import configure_logging
-from onguard.runtime import Guardian
+from onguard.runtime import Guardian, freeze_start_up_objects
 from onguard.sources.mempool import MempoolSource
 
 KEY_ENV = "ONGUARD_BENCH_GUARDIAN_KEY"
@@ -42,7 +47,10 @@ condition = "not reverted and after.cash < 70% * before.cash"
 """
 
 
-async def trial(config_path: Path, w3: Web3, world) -> tuple[float, bool]:
+STAGES = ("judged_ms", "decided_ms", "signed_ms", "broadcast_ms")
+
+
+async def trial(config_path: Path, w3: Web3, world) -> tuple[dict[str, float], bool]:
     config = load_config(config_path)
     guardian = Guardian(config, load_guardian_account(config.guardian_key))
     stop = asyncio.Event()
@@ -52,6 +60,7 @@ async def trial(config_path: Path, w3: Web3, world) -> tuple[float, bool]:
     try:
         await guardian.start()
         await guardian.step()
+        freeze_start_up_objects()  # as `onguard run` does once started
         w3.provider.make_request("evm_setAutomine", [False])
         source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id, config.contracts,
                                ignore_senders=[guardian.account.address])
@@ -60,13 +69,15 @@ async def trial(config_path: Path, w3: Web3, world) -> tuple[float, bool]:
             await asyncio.sleep(0.01)
         shares = vault.functions.balanceOf(victim).call()
         attack = vault.functions.redeemFor(victim, attacker, shares).transact({"from": attacker, "gas": 500_000})
-        broadcast_ms = None
+        stages: dict[str, float] = {}
         deadline = time.monotonic() + 10
-        while broadcast_ms is None and time.monotonic() < deadline:
+        while "broadcast_ms" not in stages and time.monotonic() < deadline:
             for incident in guardian.store.incidents():
                 for entry in guardian.store.timeline(incident.id):
                     if entry.kind == "response-broadcast":
-                        broadcast_ms = float(entry.detail["broadcast_ms"])
+                        stages.update(signed_ms=float(entry.detail["signed_ms"]),
+                                      broadcast_ms=float(entry.detail["broadcast_ms"]),
+                                      pre_signed=float(entry.detail["pre_signed"]))
             await asyncio.sleep(0.005)
         w3.provider.make_request("evm_mine", [])
         hashes = list(w3.eth.get_block("latest")["transactions"])
@@ -77,13 +88,16 @@ async def trial(config_path: Path, w3: Web3, world) -> tuple[float, bool]:
         await guardian.drain_responses(timeout=5)
         stop.set()
         await listening
-        if broadcast_ms is None:
+        if "broadcast_ms" not in stages:
             raise RuntimeError("no pause was broadcast")
-        return broadcast_ms, first
+        decided = [e for i in guardian.store.incidents() for e in guardian.store.timeline(i.id) if e.kind == "decided"]
+        stages.update({stage: float(decided[0].detail[stage]) for stage in ("judged_ms", "decided_ms")})
+        return stages, first
     finally:
         stop.set()
         w3.provider.make_request("evm_setAutomine", [True])
         await guardian.close()
+        gc.unfreeze()  # the next trial's guardian is another daemon: this one's objects may be collected again
 
 
 def main() -> None:
@@ -98,24 +112,38 @@ def main() -> None:
         policies = Path(folder) / "policies"
         policies.mkdir()
         (policies / "guard.toml").write_text(POLICY)
-        latencies, firsts = [], 0
+        runs, firsts = [], 0
+        load_before = os.getloadavg()
         for number in range(args.trials):
             snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
             config = write_config(world, Path(folder) / str(number), key_env=KEY_ENV, policies_dir=policies)
             config.write_text(config.read_text() + f'\n[mempool]\nenabled = true\nws_url = "{node.ws_url}"\n')
-            latency, first = asyncio.run(trial(config, w3, world))
-            latencies.append(latency)
+            stages, first = asyncio.run(trial(config, w3, world))
+            runs.append(stages)
             firsts += first
             w3.provider.make_request("evm_revert", [snapshot])
             if (number + 1) % 25 == 0:
                 print(f"  {number + 1}/{args.trials} trials", file=sys.stderr)
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    p90 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.90))]
+        load_after = os.getloadavg()
+    latencies = sorted(run["broadcast_ms"] for run in runs)
     print(f"pending tx read off the socket -> signed pause accepted by the node, {len(latencies)} trials: "
-          f"p50 {statistics.median(latencies):.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms "
+          f"p50 {statistics.median(latencies):.1f} ms, p90 {percentile(latencies, 0.90):.1f} ms, "
+          f"p99 {percentile(latencies, 0.99):.1f} ms, max {latencies[-1]:.1f} ms "
           f"(slowest three: {', '.join(f'{x:.1f}' for x in latencies[-3:])}); "
-          f"pause ordered before the attack in {firsts}/{len(latencies)} trials ({firsts / len(latencies):.0%})")
+          f"pause ordered before the attack in {firsts}/{len(latencies)} trials ({firsts / len(latencies):.0%}); "
+          f"pre-signed rung broadcast in {sum(int(run['pre_signed']) for run in runs)}/{len(runs)}")
+    for stage in STAGES:
+        values = sorted(run[stage] for run in runs)
+        print(f"  {stage[:-3]:>9} from seen: p50 {statistics.median(values):.1f} ms, "
+              f"p90 {percentile(values, 0.90):.1f}, p99 {percentile(values, 0.99):.1f}, max {values[-1]:.1f}")
+    for run in sorted(runs, key=lambda run: run["broadcast_ms"])[-3:]:
+        print("  a slowest trial: " + ", ".join(f"{stage[:-3]} {run[stage]:.1f} ms" for stage in STAGES))
+    print(f"load average (1, 5, 15 min): before {' '.join(f'{x:.2f}' for x in load_before)}, "
+          f"after {' '.join(f'{x:.2f}' for x in load_after)}")
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 if __name__ == "__main__":

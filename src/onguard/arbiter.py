@@ -27,6 +27,15 @@ class Arbiter:
         self._log = get_logger(component="arbiter", chain_id=chain_id)
 
     def decide(self, finding: Finding) -> Decision:
+        """Claims (opens or joins the incident) and records the decision in the audit log."""
+        decision = self.claim(finding)
+        self.record(decision)
+        return decision
+
+    def claim(self, finding: Finding) -> Decision:
+        """The incident opened (its actions claimed) or joined, in one database transaction: what the response
+        needs before it may go out. The audit entry and the log line are `record`'s, which the pre-emption path
+        calls once the pause is on the wire."""
         policy = finding.policy
         if policy.dry_run:
             status = IncidentStatus.DRY_RUN
@@ -41,20 +50,23 @@ class Arbiter:
             block_time=finding.block_time, evidence={"verdict": finding.verdict.value, "path": "block",
                                                      **finding.evidence},
             status=status, actions=actions, seen=finding.evidence)
-        if not opened:
-            # The reconciler keeps a joined incident's actions in effect; nothing new is decided here.
+        # Joined: the reconciler keeps a joined incident's actions in effect; nothing new is decided here.
+        return Decision(finding=finding, incident=incident, opened=opened, actions=actions if opened else ())
+
+    def record(self, decision: Decision) -> None:
+        """The decision's log line and audit-log entry."""
+        finding, incident, policy = decision.finding, decision.incident, decision.finding.policy
+        if decision.opened:
+            # The guardian's own authority at stake (the built-in self-defence) is said as loudly as a log can.
+            loud = finding.evidence.get("self_defence") and not policy.alert_only
+            log = self._log.critical if loud else self._log.warning
+            log("policy tripped: incident opened", policy_id=policy.id, incident_id=incident.id,
+                severity=policy.severity.value, block=finding.block_number, summary=finding.summary,
+                actions=list(decision.actions) or None, dry_run=policy.dry_run or None)
+        else:
             self._log.info("policy tripped again: joined the open incident", policy_id=policy.id,
                            incident_id=incident.id, block=finding.block_number)
-            self._record(finding, incident, opened=False, actions=())
-            return Decision(finding=finding, incident=incident, opened=False, actions=())
-        # The guardian's own authority at stake (the built-in self-defence) is said as loudly as a log can.
-        loud = finding.evidence.get("self_defence") and not policy.alert_only
-        log = self._log.critical if loud else self._log.warning
-        log("policy tripped: incident opened", policy_id=policy.id, incident_id=incident.id,
-            severity=policy.severity.value, block=finding.block_number, summary=finding.summary,
-            actions=list(actions) or None, dry_run=policy.dry_run or None)
-        self._record(finding, incident, opened=True, actions=actions)
-        return Decision(finding=finding, incident=incident, opened=True, actions=actions)
+        self._record(finding, incident, opened=decision.opened, actions=decision.actions)
 
     def _record(self, finding: Finding, incident: Incident, *, opened: bool, actions: tuple[str, ...]) -> None:
         self._store.durably("audit decision",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -452,25 +453,35 @@ class Guardian:
         self._act_on_pending(pending, threat, result)
 
     def _act_on_pending(self, pending: PendingTransaction, threat: Threat, result: EngineResult) -> None:
+        judged_at = time.perf_counter()
         self._record_failures(result.failures)
         for finding in result.findings:
             self.triage.suspect(pending.raw.get("from"), pending.raw.get("to"))
             if self.replica.cut_off():
                 self.cut_off.tripped(finding, threat)
                 continue
-            decision = self.arbiter.decide(finding)
-            decided_ms = round((time.perf_counter() - pending.seen_at) * 1000, 2)
+            decision = self.arbiter.claim(finding)  # the incident opened atomically: the one claim before the pause
+            decided_at = time.perf_counter()
             for action in decision.actions:
                 self.responder.respond(decision.incident.id, action, threat)
             if not decision.opened:
                 for action in finding.policy.response:
                     if self.responder.in_flight(action):
                         self.responder.respond(decision.incident.id, action, threat)
-            # After respond(): the pause is under way before the timeline is written.
-            self.store.add_timeline(decision.incident.id, "decided", {
-                "path": "mempool", "threat_tx": pending.hash, "decided_ms": decided_ms,
-                "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
-            self.ops.decided(decision, pending.seen_at, path="mempool")
+            self.responder.after_broadcast(finding.policy.response, lambda d=decision, at=(judged_at, decided_at):
+                                           self._record_pending_decision(pending, d, *at))
+
+    def _record_pending_decision(self, pending: PendingTransaction, decision: Decision, judged_at: float,
+                                 decided_at: float) -> None:
+        """What a decision on the pre-emption path writes, once its pause is on the wire: the audit entry, the
+        timeline's `decided` (milliseconds from seen to judged — simulated or matched — and to decided), the
+        operations' notice."""
+        self.arbiter.record(decision)
+        judged_ms, decided_ms = (round((at - pending.seen_at) * 1000, 2) for at in (judged_at, decided_at))
+        self.store.add_timeline(decision.incident.id, "decided", {
+            "path": "mempool", "threat_tx": pending.hash, "judged_ms": judged_ms, "decided_ms": decided_ms,
+            "overtook": self._simulation_queue.waiting_before(pending.seen_at)})
+        self.ops.decided(decision, pending.seen_at, path="mempool", at=decided_at)
 
     def _act_cut_off(self, finding: Finding, actions: list[str], threat: Threat | None) -> None:
         """A replica cut off from the database, past its deadline, with `actions` still not in effect on chain:
@@ -709,6 +720,16 @@ class Guardian:
         await self.replica.stop()
         await self.transport.close()
         self.store.close()
+
+
+def freeze_start_up_objects() -> None:
+    """After one full collection, moves everything alive once the daemon has started (modules, ABIs, config,
+    compiled policies, prepared responses) out of the cyclic garbage collector's reach: a collection that falls
+    during a race then walks only what was made since, not the start-up's ~150,000 objects. Only in a process that
+    is the daemon's alone (`onguard run`, the benches): what is frozen is never collected as a cycle, so a process
+    that starts guardian after guardian (tests, replays) must not."""
+    gc.collect()
+    gc.freeze()
 
 
 def build_guardian(config: Config, account: LocalAccount, *, policies: Sequence[Policy] | None = None,

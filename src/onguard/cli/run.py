@@ -13,7 +13,7 @@ from onguard.cli.policies import describe_error
 from onguard.config import load_config
 from onguard.incidents.daemonlock import daemon_lock
 from onguard.policies.loader import check_policies
-from onguard.runtime import Guardian, build_guardian
+from onguard.runtime import Guardian, build_guardian, freeze_start_up_objects
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,7 +46,15 @@ async def _run(guardian: Guardian) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    frozen = asyncio.create_task(_freeze_once_started(guardian))
     try:
         await guardian.run(stop)
     finally:
+        frozen.cancel()
         await guardian.close()
+
+
+async def _freeze_once_started(guardian: Guardian) -> None:
+    """This process is the daemon's alone: once started, its start-up objects leave the cyclic GC's reach."""
+    await guardian.ready.wait()
+    freeze_start_up_objects()

@@ -5,7 +5,7 @@ critical level, kept in memory and replayed in order once the database takes wri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -315,9 +315,21 @@ class IncidentStore:
         """Stored BEFORE the transaction is sent, so a restart knows the nonce it holds and the fees to beat."""
         self.durably("response transaction", lambda: self._responses.record_tx(tx))
 
+    def save_signed_ladders(self, sender: str, action: str, ladders: Sequence[Mapping[str, Any]]) -> None:
+        """The fee ladders last signed for `sender`'s `action` (responders/feeladder.py), newest first: kept so a
+        restart recognises a rung that was sent but not yet recorded. One `meta` row per action, replaced."""
+        key = f"{_LADDER_KEY}{sender.lower()}:{action}"
+        self.durably("signed ladder", lambda: self._meta.put(key, {"ladders": list(ladders)}))
+
+    def signed_ladders(self, sender: str) -> list[Mapping[str, Any]]:
+        """Every fee ladder kept for `sender`, whatever the action."""
+        prefix = f"{_LADDER_KEY}{sender.lower()}:"
+        return [ladder for value in self._meta.with_prefix(prefix) for ladder in value["ladders"]]
+
     def response_txs(self, sender: str, action: str | None = None) -> list[ResponseTx]:
         """The transactions `sender` signed for responses (for one action), oldest first."""
         return self._responses.txs(sender, action)
 
 
 INCIDENT_STATUS_AUDIT_KIND = "incident-status"
+_LADDER_KEY = "signed-ladder:"

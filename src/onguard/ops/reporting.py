@@ -101,12 +101,13 @@ class GuardianOps:
     def pending_judged(self, result: PendingResult) -> None:
         self.metrics.pending_judged(result)
 
-    def decided(self, decision: Decision, seen_at: float | None, *, path: str) -> None:
-        """After the responses are spawned: the trip counted, seen → decided timed, the opening published."""
+    def decided(self, decision: Decision, seen_at: float | None, *, path: str, at: float | None = None) -> None:
+        """After the responses are spawned: the trip counted, seen → decided (`at`, default now) timed, the
+        opening published."""
         policy = decision.finding.policy
         self.metrics.policy_tripped(policy.id, policy.severity)
         if seen_at is not None:
-            self.metrics.stage(Stage.DECIDED, time.perf_counter() - seen_at)
+            self.metrics.stage(Stage.DECIDED, (time.perf_counter() if at is None else at) - seen_at)
         if decision.opened:
             self.service.publish(opened_notice(decision, self._chain_id, path=path))
 

@@ -3,9 +3,12 @@ fallback), watch, bump, replace at the same nonce, outbid the threat, and record
 (the guardian module, owners' pre-signed Safe transactions) differ only in the transaction they build.
 
 Each action has at most one campaign under way, whichever incidents want it (they join it): one pause per action,
-never two. The nonce, fees and hash of every transaction are stored before it is sent, so after a restart the
-same nonce is replaced with higher fees instead of a second pause queueing behind a stuck one. A campaign that
-fails is recorded as failed and may be started again (the reconciler does, with back-off)."""
+never two. Before any threat, each action's transaction is signed over a fee ladder at the guardian's next nonce
+(responders/feeladder.py) and the ladder stored; a trip broadcasts the lowest rung that outbids the threat and
+records it after the send (`_send_pre_signed`, the one place that does so). A transaction signed at the trip (no
+rung fits, or a replacement) is stored before it is sent. Either way a restart knows the nonce held and replaces it
+with higher fees instead of queueing a second pause behind a stuck one. A campaign that fails is recorded as failed
+and may be started again (the reconciler does, with back-off)."""
 
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from onguard.log import get_logger
 from onguard.observations import BlockObservation
 from onguard.ops.metrics import Stage
 from onguard.responders.actions import PreparedAction, is_done, prepare_action
+from onguard.responders.feeladder import FeeLadders, Rung, SignedLadder, rung_hashes
 from onguard.responders.fees import Fees, PendingTips, Threat, bumped, initial_fees, outbid
 from onguard.responders.outcome import Landing, classify, evidence_transactions, harmful_transactions
 
@@ -76,6 +80,15 @@ class TxPath(Protocol):
 
     async def build(self, action: PreparedAction) -> BuiltTx: ...
 
+    def ready(self, action: PreparedAction) -> BuiltTx | None:
+        """What `build` would return now, from what the path last read (no I/O); None when it must read first."""
+        ...
+
+    async def prebuild(self, action: PreparedAction) -> BuiltTx | None:
+        """Builds ahead of any threat (off the hot path, for the fee ladder); None when it cannot now (a trip
+        builds again and says why)."""
+        ...
+
     def on_mined(self, action: str, incident_ids: Sequence[int], tx_hash: str, block: int, built: BuiltTx) -> None: ...
 
     async def close(self) -> None: ...
@@ -97,6 +110,7 @@ class Campaign:
     sent_at: float = 0.0
     public_sent: bool = False
     decided_at: float = field(default_factory=time.perf_counter)  # when the campaign was started (decided)
+    after_sent: list[Callable[[], None]] = field(default_factory=list)  # bookkeeping waiting for the broadcast
 
 
 class NotInEffect(Exception):
@@ -128,6 +142,11 @@ class ResponseLifecycle:
         self._nothing_to_settle: set[tuple[str, int | None, frozenset[str]]] = set()
         self._next_nonce: int | None = None
         self._base_fee = 0
+        self._ladders = FeeLadders(account, config.chain.chain_id, config.response,
+                                   save=lambda action, ladders: store.save_signed_ladders(account.address, action,
+                                                                                          ladders))
+        self._not_held_at_head: set[str] = set()  # actions read as not in effect at the latest head
+        self._warming: asyncio.Future[Any] | None = None
         self._send_lock = asyncio.Lock()  # one guardian key, one nonce sequence
         self._log = get_logger(component="responder", chain_id=config.chain.chain_id, guardian=account.address)
 
@@ -151,22 +170,89 @@ class ResponseLifecycle:
             await path.prepare([p for p in self._prepared.values() if p.via == via])
         self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
         self._base_fee = await self._rpc.latest_base_fee()
+        await self._adopt_sent_rungs(self._next_nonce)
+        await self._refresh_ladders()
+        await self._read_held_at_head()
+        self._keep_send_connections_warm()
         self._log.info("responses prepared", actions=sorted(self._prepared), nonce=self._next_nonce,
-                       private_endpoints=len(self._private), public_endpoints=len(self._public))
+                       private_endpoints=len(self._private), public_endpoints=len(self._public),
+                       fee_ladders=self._ladders.sizes())
 
     async def on_block(self, block: BlockObservation) -> None:
-        """Keeps the hot path's inputs current: the base fee, the paths' reads, the nonce when nothing is out."""
+        """Keeps the hot path's inputs current while no response is under way: the base fee, the paths' reads,
+        the nonce, the fee ladders, whether each action holds, warm send connections."""
         if block.base_fee is not None:
             self._base_fee = block.base_fee
         for path in self._paths.values():
             await path.on_block(block)
-        if not self._campaigns and not self._send_lock.locked():
-            self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
+        if self._campaigns or self._send_lock.locked():
+            return  # a response is under way: nothing here may compete with it for the loop or the node
+        self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
+        await self._refresh_ladders()
+        await self._read_held_at_head()
+        self._keep_send_connections_warm()
+
+    # ---- the fee ladder (off the hot path) ----
+
+    async def _refresh_ladders(self) -> None:
+        """Each action's fee ladder at the next nonce and the current base fee (signed again when either or the
+        action's transaction changed; stored before it can be used, so a rung sent and not yet recorded is
+        recognised after a crash)."""
+        nonce, base_fee = self._next_nonce, self._base_fee
+        if nonce is None or self._campaigns:
+            return  # a campaign holds the nonce: the ladder follows once it is settled
+        for name, prepared in self._prepared.items():
+            built = await self._paths[prepared.via].prebuild(prepared)
+            if built is None:
+                self._ladders.forget(name)
+                continue
+            await self._ladders.refresh(
+                name, nonce=nonce, base_fee=base_fee, to=built.to, data=built.data, gas_limit=built.gas_limit,
+                still_wanted=lambda: (self._next_nonce, self._base_fee) == (nonce, base_fee) and not self._campaigns)
+
+    def _ladder_for(self, prepared: PreparedAction, nonce: int) -> tuple[SignedLadder, BuiltTx] | None:
+        """The action's ladder when it signs what the path would build now, at `nonce`."""
+        built = self._paths[prepared.via].ready(prepared)
+        if built is None:
+            return None
+        ladder = self._ladders.for_trip(prepared.name, nonce=nonce, to=built.to, data=built.data,
+                                        gas_limit=built.gas_limit)
+        return None if ladder is None else (ladder, built)
+
+    async def _adopt_sent_rungs(self, pending_nonce: int) -> None:
+        """After a restart: a rung sent before the crash let it be recorded is found by its hash (pending or mined)
+        and recorded as the response transaction of the incident that claimed its action, so the reconciler
+        settles it (mined) or replaces it at its nonce (pending): one pause, and the record says which."""
+        recorded = {tx.tx_hash.lower() for tx in self._store.response_txs(self._account.address)}
+        rungs = [rung for tx_hash, rung in rung_hashes(self._store.signed_ladders(self._account.address)).items()
+                 if tx_hash not in recorded and rung.nonce < pending_nonce]
+        if not rungs:
+            return
+        answers = await self._rpc.batch([("eth_getTransactionByHash", [rung.tx_hash]) for rung in rungs])
+        for rung, answer in zip(rungs, answers, strict=True):
+            if not isinstance(answer, Mapping) or not answer.get("result"):
+                continue
+            claims = [r for r in self._store.unfinished_responses() if r.action == rung.action]
+            if not claims:
+                self._log.error("a pre-signed response was sent but no incident claims its action: not adopted",
+                                action=rung.action, tx_hash=rung.tx_hash, nonce=rung.nonce)
+                continue
+            incident_id = claims[-1].incident_id
+            signed = rung.signed(self._account, self._config.chain.chain_id)
+            self._store.record_response_tx(ResponseTx(
+                action=rung.action, incident_id=incident_id, sender=self._account.address, nonce=rung.nonce,
+                tx_hash=rung.tx_hash, max_fee_per_gas=rung.fees.max_fee_per_gas,
+                max_priority_fee_per_gas=rung.fees.max_priority_fee_per_gas, raw=signed.raw if signed else b""))
+            self._store.update_response(incident_id, rung.action, ResponseStatus.SENT, tx_hash=rung.tx_hash)
+            self._log.warning("a pre-signed response sent before a restart was found on chain: recorded",
+                              action=rung.action, incident_id=incident_id, tx_hash=rung.tx_hash, nonce=rung.nonce)
 
     async def is_done(self, action: str) -> bool:
         return await is_done(self._rpc, self._prepared[action])
 
     async def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         for path in self._paths.values():
             await path.close()
         for endpoint in (*self._private, *self._public):
@@ -192,7 +278,7 @@ class ResponseLifecycle:
                     self._store.update_response(incident_id, action, ResponseStatus.SENT,
                                                 tx_hash=campaign.hashes[-1])
             if threat is not None:
-                self._spawn(self._outbid(campaign, threat))
+                self._consider_outbidding(campaign, threat)
             return
         path = "mempool" if threat is not None else "block"
         campaign = Campaign(action=action, incidents=[incident_id], threat=threat or self._tips.highest(),
@@ -200,9 +286,39 @@ class ResponseLifecycle:
         self._campaigns[action] = campaign
         self._spawn(self._run(campaign))
 
+    def after_broadcast(self, actions: Sequence[str], bookkeeping: Callable[[], None]) -> None:
+        """Runs `bookkeeping` once the campaign of the first of `actions` about to send has its transaction on the
+        wire (or ended without one); at once when none is about to send. A decision's audit and timeline writes
+        wait for the pause, never the other way round."""
+        for action in actions:
+            campaign = self._campaigns.get(action)
+            if campaign is not None and not campaign.hashes:
+                campaign.after_sent.append(bookkeeping)
+                return
+        bookkeeping()
+
+    def _run_after_sent(self, campaign: Campaign) -> None:
+        waiting, campaign.after_sent = campaign.after_sent, []
+        for bookkeeping in waiting:
+            try:
+                bookkeeping()
+            except Exception:  # noqa: BLE001 - bookkeeping must never break the response itself
+                self._log.exception("could not record a decision after its broadcast", action=campaign.action)
+
     def outbid_all(self, threat: Threat) -> None:
         """A transaction pending to a watched contract: every pause under way must be ordered before it."""
         for campaign in list(self._campaigns.values()):
+            self._consider_outbidding(campaign, threat)
+
+    def _consider_outbidding(self, campaign: Campaign, threat: Threat) -> None:
+        """Synchronous, so a flood of pending transactions makes no tasks and none queues for the send lock ahead
+        of the pause: a campaign not priced yet takes the richer threat for its pricing; one in flight is replaced
+        only when `threat` pays more than it does."""
+        if campaign.fees is None:
+            if campaign.threat is None or threat.effective_tip > campaign.threat.effective_tip:
+                campaign.threat = threat
+            return
+        if outbid(self._settings, campaign.fees, self._base_fee, threat) is not None:
             self._spawn(self._outbid(campaign, threat))
 
     async def _outbid(self, campaign: Campaign, threat: Threat) -> None:
@@ -272,24 +388,33 @@ class ResponseLifecycle:
             self._failed(campaign, "internal error (see the log)")
             raise
         finally:
+            self._run_after_sent(campaign)  # ended before any broadcast: the decision is recorded all the same
             if self._campaigns.get(campaign.action) is campaign:
                 del self._campaigns[campaign.action]
 
     async def _carry_out(self, campaign: Campaign) -> None:
         prepared = self._prepared[campaign.action]
-        if await self.is_done(campaign.action):
+        if await self._already_done(campaign):
             for incident_id in campaign.incidents:
                 self._store.update_response(incident_id, campaign.action, ResponseStatus.ALREADY_DONE)
                 self.refresh_status(incident_id, reason="already in the safe state: nothing sent")
+            self._not_held_at_head.discard(campaign.action)
             self._log.info("protocol already in the safe state: nothing sent", action=campaign.action)
             self._tell_outcome(campaign, ResponseStatus.ALREADY_DONE, {"sent": False})
             return
         stored = await self._unmined(campaign.action)
         if campaign.threat is not None and campaign.threat.tx_hash not in campaign.raced:
             campaign.raced.append(campaign.threat.tx_hash)
-        campaign.built = await self._paths[prepared.via].build(prepared)
+        laddered = (self._ladder_for(prepared, self._next_nonce)
+                    if stored is None and self._next_nonce is not None else None)
+        campaign.built = laddered[1] if laddered else await self._paths[prepared.via].build(prepared)
         min_tip = self._settings.block_path_min_tip if campaign.path == "block" else None
+        rung: Rung | None = None
         async with self._send_lock:
+            if stored is None and self._next_nonce is None:
+                self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
+            # No await from pricing to `campaign.fees`: a threat seen before is priced in, one seen after is
+            # outbid against the fees set (_consider_outbidding).
             fees = initial_fees(self._settings, self._base_fee, campaign.threat, min_tip)
             if stored is not None:
                 # Ours is still pending at this nonce (sent before a restart, or re-broadcast after a reorg):
@@ -303,14 +428,19 @@ class ResponseLifecycle:
                                 max_priority_fee_per_gas=max(fees.max_priority_fee_per_gas,
                                                              floor.max_priority_fee_per_gas))
             else:
-                if self._next_nonce is None:
-                    self._next_nonce = await self._rpc.nonce(self._account.address, "pending")
                 campaign.nonce = self._next_nonce
-            campaign.fees = fees
-            tx_hash, signed_at = await self._sign_store_send(campaign)
+            if laddered is not None and laddered[0].nonce == campaign.nonce:
+                rung = laddered[0].lowest_fitting(fees)
+            if rung is not None:
+                campaign.fees = fees = rung.fees
+                tx_hash, signed_at = await self._send_pre_signed(campaign, rung)
+            else:
+                campaign.fees = fees
+                tx_hash, signed_at = await self._sign_store_send(campaign)
             if stored is None:
                 self._next_nonce = campaign.nonce + 1
         broadcast_at = time.perf_counter()
+        self._run_after_sent(campaign)
         self._tell_stages((Stage.SIGNED, signed_at - campaign.decided_at), (Stage.BROADCAST, broadcast_at - signed_at))
         timings = _timings(campaign.threat if campaign.path == "mempool" else None,
                            signed=signed_at, broadcast=broadcast_at)
@@ -320,13 +450,42 @@ class ResponseLifecycle:
                 "action": campaign.action, "tx_hash": tx_hash, "nonce": campaign.nonce, "path": campaign.path,
                 "tip": fees.max_priority_fee_per_gas, "max_fee": fees.max_fee_per_gas,
                 "replaces": stored[-1].tx_hash if stored else None,
-                "endpoints": "private" if self._private else "public", **campaign.built.note,
+                "endpoints": "private" if self._private else "public", "pre_signed": rung is not None,
+                **campaign.built.note,
                 "threat_tx": campaign.threat.tx_hash if campaign.threat else None, **timings})
         self._log.warning("response sent", action=campaign.action, incidents=campaign.incidents, tx_hash=tx_hash,
                           nonce=campaign.nonce, tip=fees.max_priority_fee_per_gas,
                           replaces=stored[-1].tx_hash if stored else None, **timings)
         receipt = await self._watch(campaign)
         await self._settle(campaign, receipt)
+
+    async def _already_done(self, campaign: Campaign) -> bool:
+        """Whether the action holds already (nothing to send). A race with a pending threat trusts the latest head's
+        reading when it said "not in effect" (taken off the hot path, on_block): one round trip fewer. Should another
+        hand have put it in effect since, the pause reverts and is recorded so, the action holding."""
+        if campaign.path == "mempool" and campaign.action in self._not_held_at_head:
+            return False
+        return await self.is_done(campaign.action)
+
+    def _keep_send_connections_warm(self) -> None:
+        """One cheap call to each send endpoint per head, in the background, so the pause goes out on an open
+        keep-alive connection: a cold one costs the trip a TCP (and, to a remote builder, TLS) handshake. A failure
+        here is the send's to report, when there is one; a hung endpoint holds only this call."""
+        if self._warming is not None and not self._warming.done():
+            return
+        self._warming = asyncio.ensure_future(asyncio.gather(
+            *(endpoint.head() for endpoint in (*self._private, *self._public)), return_exceptions=True))
+
+    async def _read_held_at_head(self) -> None:
+        for name, prepared in self._prepared.items():
+            try:
+                held = await is_done(self._rpc, prepared)
+            except ChainError:
+                held = True  # unknown: the trip reads it live
+            if held:
+                self._not_held_at_head.discard(name)
+            else:
+                self._not_held_at_head.add(name)
 
     async def _unmined(self, action: str) -> list[ResponseTx] | None:
         """The transactions stored for the action's latest nonce, when that nonce is not mined yet."""
@@ -337,6 +496,24 @@ class ResponseLifecycle:
         if nonce < await self._rpc.nonce(self._account.address, "latest"):
             return None
         return [tx for tx in stored if tx.nonce == nonce]
+
+    async def _send_pre_signed(self, campaign: Campaign, rung: Rung) -> tuple[str, float]:
+        """THE one place a response is recorded after it is sent rather than before. A rung was stored with its
+        ladder when it was signed, so a crash between this send and this record is recognised on restart by its
+        hash at its nonce (`_adopt_sent_rungs`); meanwhile the campaign map (one campaign per action) and the nonce
+        (one nonce: at most one pause per sender) keep it single. A deployment that must claim in a shared
+        database before sending (replicas) claims here, before the broadcast. Returns (hash, when picked)."""
+        assert campaign.nonce is not None
+        picked_at = time.perf_counter()
+        campaign.hashes.append(rung.tx_hash)
+        try:
+            await self._broadcast(campaign, rung.raw)
+        finally:  # refused everywhere or not, it may be in a pool: its nonce is held until the chain says otherwise
+            self._store.record_response_tx(ResponseTx(
+                action=campaign.action, incident_id=campaign.incidents[0], sender=self._account.address,
+                nonce=campaign.nonce, tx_hash=rung.tx_hash, max_fee_per_gas=rung.fees.max_fee_per_gas,
+                max_priority_fee_per_gas=rung.fees.max_priority_fee_per_gas, raw=rung.raw))
+        return rung.tx_hash, picked_at
 
     async def _sign_store_send(self, campaign: Campaign, endpoints: list[Rpc] | None = None) -> tuple[str, float]:
         assert campaign.built is not None and campaign.fees is not None and campaign.nonce is not None
@@ -352,7 +529,11 @@ class ResponseLifecycle:
             nonce=campaign.nonce, tx_hash=tx_hash, max_fee_per_gas=campaign.fees.max_fee_per_gas,
             max_priority_fee_per_gas=campaign.fees.max_priority_fee_per_gas, raw=bytes(signed.raw_transaction)))
         campaign.hashes.append(tx_hash)
-        raw = signed.raw_transaction
+        await self._broadcast(campaign, bytes(signed.raw_transaction), endpoints)
+        return tx_hash, signed_at
+
+    async def _broadcast(self, campaign: Campaign, raw: bytes, endpoints: list[Rpc] | None = None) -> None:
+        """Private endpoints first, public as configured (or only `endpoints`)."""
         if endpoints is not None or not (self._private and self._public):
             await send_everywhere(endpoints or self._private or self._public, raw)
         else:
@@ -370,7 +551,6 @@ class ResponseLifecycle:
                     await send_everywhere(self._public, raw, required=False)
                     campaign.public_sent = True
         campaign.sent_at = campaign.sent_at or time.perf_counter()
-        return tx_hash, signed_at
 
     async def _replace(self, campaign: Campaign, fees: Fees) -> None:
         """Same nonce, higher fees (the caller holds the send lock)."""
@@ -430,6 +610,7 @@ class ResponseLifecycle:
         if campaign.built is not None:  # None: a transaction sent before a restart, found mined afterwards
             self._paths[self._prepared[campaign.action].via].on_mined(campaign.action, campaign.incidents, tx_hash,
                                                                       block, campaign.built)
+        self._not_held_at_head.discard(campaign.action)  # in effect now: a trip before the next head reads it live
         pause = Landing(block=block, index=index)
         if campaign.sent_at:
             self._tell_stages((Stage.INCLUDED, time.perf_counter() - campaign.sent_at))

@@ -66,8 +66,18 @@ class ModulePath:
     async def build(self, action: PreparedAction) -> BuiltTx:
         if action.name not in self._gas:
             await self._estimate(action, at_start=False)
+        built = self.ready(action)
+        assert built is not None  # estimated, or _estimate raised
+        return built
+
+    def ready(self, action: PreparedAction) -> BuiltTx | None:
+        if action.name not in self._gas:
+            return None
         return BuiltTx(to=self._module, data=self._data[action.name], gas_limit=self._gas[action.name],
                        note={"via": "module"})
+
+    async def prebuild(self, action: PreparedAction) -> BuiltTx | None:
+        return self.ready(action)  # an action with no estimate yet is estimated at its trip, never every block
 
     def on_mined(self, action: str, incident_ids: Sequence[int], tx_hash: str, block: int, built: BuiltTx) -> None:
         return None

@@ -13,6 +13,7 @@ from eth_account.signers.local import LocalAccount
 from onguard.chain.module import safe_abi
 from onguard.chain.rpc import Rpc
 from onguard.config import Config
+from onguard.errors import ChainError
 from onguard.incidents.audit import AuditKind, AuditLog
 from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
@@ -49,6 +50,8 @@ class PresignedPath:
         self._threshold = 0
         self._owners: frozenset[str] = frozenset()
         self._marked_stale: set[int] = set()
+        self._built: dict[str, tuple[int, BuiltTx]] = {}   # action → (the Safe nonce it is for, what was built)
+        self._unbuildable: dict[str, tuple[int | None, int]] = {}  # action → (Safe nonce, pre-signed txs) it failed at
         self._log = get_logger(component="presigned-path", chain_id=config.chain.chain_id, safe=self._safe,
                                relayer=account.address)
 
@@ -93,9 +96,30 @@ class PresignedPath:
         data = exec_calldata(record.tx, signatures)
         tx: dict[str, Any] = {"from": self._account.address, "to": self._safe, "data": data}
         gas = await self._rpc.estimate_gas(tx) + GAS_HEADROOM
-        return BuiltTx(to=self._safe, data=data, gas_limit=gas, note={
+        built = BuiltTx(to=self._safe, data=data, gas_limit=gas, note={
             "via": "presigned", "presigned": record.id, "safe_tx_hash": record.safe_tx_hash,
             "signers": [s.owner for s in signatures]})
+        self._built[action.name] = (record.tx.nonce, built)
+        return built
+
+    def ready(self, action: PreparedAction) -> BuiltTx | None:
+        """What was last built for the action, while the Safe's nonce as last read is still the one it was for."""
+        nonce, built = self._built.get(action.name, (None, None))
+        return built if nonce is not None and nonce == self._nonce else None
+
+    async def prebuild(self, action: PreparedAction) -> BuiltTx | None:
+        """Built once per Safe nonce (reads, an estimate); an action without usable pre-signatures is tried again
+        when the Safe's nonce moves or owners add pre-signed transactions. (Between a block that moves the nonce
+        and its handling, what was built may be void: it then reverts and the trip's retry builds afresh.)"""
+        built = self.ready(action)
+        attempt = (self._nonce, len(self._txs.list(TxKind.PRESIGNED)))
+        if built is not None or self._unbuildable.get(action.name) == attempt:
+            return built
+        try:
+            return await self.build(action)
+        except (ResponseImpossible, ChainError):
+            self._unbuildable[action.name] = attempt
+            return None
 
     def on_mined(self, action: str, incident_ids: Sequence[int], tx_hash: str, block: int, built: BuiltTx) -> None:
         record = next((r for r in self._txs.list(TxKind.PRESIGNED) if r.id == built.note.get("presigned")), None)

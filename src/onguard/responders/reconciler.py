@@ -136,6 +136,8 @@ class Reconciler:
         if not self._gate.records_statuses():
             return
         for incident in incidents:
+            if any(self._lifecycle.in_flight(r.action) for r in responses[incident.id]):
+                continue  # a response is under way: its life cycle records the outcome, then the status
             mine = {r.action: holds[r.action] for r in responses[incident.id] if r.action in holds}
             if mine:
                 self._store.set_status(incident.id, incident_status(mine, responses[incident.id]),

@@ -23,3 +23,8 @@ class Meta:
     def get(self, key: str) -> Mapping[str, Any] | None:
         value = self._db.scalar("SELECT value FROM meta WHERE key=?", (key,))
         return json.loads(value) if value is not None else None
+
+    def with_prefix(self, prefix: str) -> list[Mapping[str, Any]]:
+        """Every value whose key starts with `prefix` (a prefix without LIKE's wildcards)."""
+        rows = self._db.fetch_all("SELECT value FROM meta WHERE key LIKE ? ORDER BY key", (prefix + "%",))
+        return [json.loads(row[0]) for row in rows]
