@@ -114,7 +114,8 @@ async def trial(config_path: Path, w3: Web3, world, rpc_url: str, flood) -> dict
         await listening
         if broadcast_ms is None:
             raise RuntimeError("no pause was broadcast")
-        return {"broadcast_ms": broadcast_ms, "first": first, "counters": counters,
+        return {"judged_ms": decided.get("judged_ms"), "decided_ms": decided.get("decided_ms"),
+                "broadcast_ms": broadcast_ms, "first": first, "counters": counters,
                 "overtook": decided.get("overtook")}
     finally:
         stop.set()
