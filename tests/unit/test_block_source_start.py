@@ -32,6 +32,10 @@ class FakeChain:
                 "timestamp": 1_700_000_000 + number, "baseFeePerGas": 1, "transactions": []}
 
 
+def source_on(chain: FakeChain, store: IncidentStore, start_block: int | None) -> BlockSource:
+    return BlockSource(chain, store, CHAIN_ID, {}, start_block=start_block, max_block_range=100)  # type: ignore[arg-type]
+
+
 def first_poll(source: BlockSource) -> list[int]:
     return [batch.block.number for batch in asyncio.run(source.next_batches()).batches]
 
@@ -39,7 +43,7 @@ def first_poll(source: BlockSource) -> list[int]:
 def test_latest_is_the_head_seen_at_start_so_blocks_mined_before_the_first_poll_are_read() -> None:
     chain, store = FakeChain(head=10), IncidentStore(":memory:")
     try:
-        source = BlockSource(chain, store, CHAIN_ID, {}, start_block=None, max_block_range=100)  # type: ignore[arg-type]
+        source = source_on(chain, store, None)
         source.start_at_latest(chain.head_number)  # what the daemon does before it says "started"
         chain.head_number = 13  # mined while the first poll's head() was on its way (a drain, say)
         assert first_poll(source) == [10, 11, 12, 13]
@@ -50,11 +54,11 @@ def test_latest_is_the_head_seen_at_start_so_blocks_mined_before_the_first_poll_
 def test_a_checkpoint_or_a_configured_start_block_wins_over_latest() -> None:
     chain, store = FakeChain(head=10), IncidentStore(":memory:")
     try:
-        configured = BlockSource(chain, store, CHAIN_ID, {}, start_block=8, max_block_range=100)  # type: ignore[arg-type]
+        configured = source_on(chain, store, 8)
         configured.start_at_latest(10)
         assert first_poll(configured) == [8, 9, 10]
         configured.commit(asyncio.run(configured.next_batches()).batches[-1])
-        resumed = BlockSource(chain, store, CHAIN_ID, {}, start_block=None, max_block_range=100)  # type: ignore[arg-type]
+        resumed = source_on(chain, store, None)
         resumed.start_at_latest(10)
         chain.head_number = 11
         assert first_poll(resumed) == [11]
