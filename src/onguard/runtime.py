@@ -210,6 +210,7 @@ class Guardian:
         self.module_path.use_gas_limits(report.gas_limits)
         await self._warm_up()
         self.head = block_observation(await self.rpc.block(await self.rpc.head()), actual)
+        self.source.start_at_latest(self.head.number)  # "latest" is this head: nothing after "started" is skipped
         # Whatever a crash interrupted or a failure left undone is compared with the chain and put in effect.
         await self.reconciler.reconcile(head=self.head.number)
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,

@@ -360,3 +360,23 @@ def test_a_drain_spanning_a_restart_is_judged_over_its_whole_window(chain, guard
         assert is_paused(w3, world)
 
     asyncio.run(scenario())
+
+
+def test_a_drain_mined_between_start_and_the_first_poll_is_judged_whole(chain, guardian_config):
+    """start_block "latest" is the head seen while starting: blocks mined before the first poll (a slow endpoint, a
+    busy machine) are handled, not skipped because the first poll found a newer head."""
+    w3, world = chain.w3, chain.world
+
+    async def scenario() -> None:
+        guardian = make_guardian(guardian_config)
+        await guardian.start()
+        try:
+            for _ in range(3):  # 300k of 1M over three blocks, all before the daemon's first poll
+                drain_slice(w3, world, ALICE, tokens(100_000))
+            decisions = await handle_new_blocks(guardian)
+            assert [d.finding.policy.id for d in decisions] == ["vault-drain"]
+            assert is_paused(w3, world)
+        finally:
+            await guardian.close()
+
+    asyncio.run(scenario())

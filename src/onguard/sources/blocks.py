@@ -67,6 +67,13 @@ class BlockSource:
     def last_committed(self) -> int | None:
         return self._last[0] if self._last else None
 
+    def start_at_latest(self, head: int) -> None:
+        """Decides a start_block of "latest" now, as `head` (the head the daemon saw while starting), rather than at
+        the first poll: the blocks mined between "started" and the first poll's answer (a slow endpoint, a busy
+        machine) are read, not skipped. No effect once a checkpoint or a start block is set."""
+        if self._last is None and self._start_block is None:
+            self._start_block = head
+
     async def next_batches(self) -> SourcePoll:
         """Every block after the checkpoint up to the head (at most max_block_range of them), or a rewind
         when the chain under the checkpoint was reorganised."""
