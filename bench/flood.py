@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--junk", type=int, default=10_000)
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--policy", choices=sorted(POLICIES), default="simulate")
+    parser.add_argument("--no-self-defence", action="store_true",
+                        help="turn the built-in guardian self-defence off (to measure what it costs under a flood)")
     args = parser.parse_args()
     configure_logging("console", "critical")
     for watched_count in (1, 10, 100):
@@ -182,7 +184,8 @@ def main() -> None:
             snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
             flood = prepare_flood(w3, world.asset, args.junk)
             config = write_config(world, Path(folder) / str(number), key_env=KEY_ENV, policies_dir=policies)
-            config.write_text(config.read_text() + f'\n[mempool]\nenabled = true\nws_url = "{node.ws_url}"\n')
+            config.write_text(config.read_text() + f'\n[mempool]\nenabled = true\nws_url = "{node.ws_url}"\n'
+                              + ('\n[self_defence]\nenabled = false\n' if args.no_self_defence else ''))
             results.append(asyncio.run(trial(config, w3, world, node.rpc_url, flood)))
             w3.provider.make_request("evm_revert", [snapshot])
             print(f"  trial {number + 1}: {results[-1]}", file=sys.stderr)
