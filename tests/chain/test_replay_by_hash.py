@@ -16,6 +16,7 @@ from web3 import Web3
 from onguard.chain.anvil import start_anvil
 from onguard.cli.main import main
 from onguard.demo.world import World, artifact, build_world, deploy
+from onguard.policies.model import ROUTINE_ID, SELF_DEFENCE_ID
 from onguard.replay.world import dev_key
 
 pytestmark = pytest.mark.chain
@@ -162,6 +163,9 @@ def test_an_exploit_not_first_in_its_block_is_replayed_at_its_position_with_the_
     assert data["onguard"] and report["anvil_version"].startswith("anvil")
     assert report["fork_source"] == f"{node.rpc_url} at block {history.block - 1}"
     assert list(report["policy_files"]) == [str(policies / "vault-cash-guard.toml")]
+    # The self-defence ran too, although no file holds it: the report says so, in JSON and in text.
+    assert report["built_in_policies"] == [SELF_DEFENCE_ID, ROUTINE_ID]
+    assert f"built in     {SELF_DEFENCE_ID}, {ROUTINE_ID}" in out
 
 
 def test_the_blocks_between_the_fork_and_the_exploit_are_rebuilt_before_it(

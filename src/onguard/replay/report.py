@@ -152,6 +152,7 @@ def detail(report: ReplayReport) -> str:
                      f"{_ms(trip.detected_ms)} after the attack was first visible")
     if not report.trips:
         lines.append("tripped      nothing")
+    lines.append("built in     " + (", ".join(report.built_in_policies) or "none (self-defence turned off)"))
     for response in report.responses:
         gas = f", gas {response.gas_used:,}" if response.gas_used else ""
         why = f" ({response.error})" if response.error else ""

@@ -41,6 +41,7 @@ from onguard.errors import ChainUnavailable, OnguardError, PolicyError, ReplayFa
 from onguard.incidents.store import IncidentStore, ResponseStatus
 from onguard.policies.kinds.base import Policy, PolicyEnv
 from onguard.policies.loader import load_policies, load_policy
+from onguard.policies.selfdefence import builtin_policies
 from onguard.replay.evidence import BalanceChange, Decoder, HoldingsPoint, TxTrace, trace
 from onguard.replay.heads import ReplayHeads
 from onguard.replay.originals import OriginalTx, Originals, fetch_originals, json_rpc
@@ -120,6 +121,7 @@ class ReplayReport:
     fork_block: int | None = None
     anvil_version: str | None = None
     policy_files: Mapping[str, str] = field(default_factory=dict)  # path -> sha256 of the policies it ran
+    built_in_policies: tuple[str, ...] = ()     # generated from the config, not from a file (self-defence)
     chart: str | None = None                    # the holdings chart's file, once written
     rebuilt_blocks: tuple[int, ...] = ()        # blocks of the fork source rebuilt for transactions by hash
     rebuilt_txs: int = 0                        # their transactions besides the scenario's own
@@ -134,6 +136,11 @@ class ReplayReport:
         data = asdict(self)
         data["lead_ms"] = self.lead_ms
         return data
+
+
+def built_in_policy_ids(config: Config) -> tuple[str, ...]:
+    """The ids of the policies the guardian generates from the config (none when self-defence is off)."""
+    return tuple(id_ for policy in builtin_policies(config, None) for id_ in (policy.common.id, policy.routine.id))
 
 
 def failed_report(scenario: Scenario | None, path: Path, error: OnguardError) -> ReplayReport:
@@ -460,7 +467,8 @@ class _Replay:
                 "rebuilt_txs": sum(len(b.txs) for b in rebuilt) - len(self.originals.by_hash),
                 "fork_source": self.scenario.fork.source, "fork_block": self.scenario.fork.block,
                 "anvil_version": str(self.rpc("web3_clientVersion", [])),
-                "policy_files": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in policies}}
+                "policy_files": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in policies},
+                "built_in_policies": built_in_policy_ids(config)}
 
     def decoder(self, config: Config) -> Decoder:
         named: dict[str, tuple[str, Any]] = {}
