@@ -8,7 +8,9 @@ import copy
 from typing import Any
 
 import pytest
-from eth_utils import is_checksum_address
+from eth_utils import is_checksum_address, to_checksum_address
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hexbytes import HexBytes
 from web3._utils.method_formatters import transaction_result_formatter  # the reference: what web3 returns
 
@@ -140,3 +142,18 @@ def test_recent_hashes_remembers_each_once_and_forgets_the_oldest() -> None:
     assert "0xa" not in seen and all(h in seen for h in ("0xb", "0xc", "0xd"))
     assert seen.add("0xa") is True          # so it would be delivered again, but only that far back
     assert seen.add("0xd") is False
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=20, max_size=20), st.sampled_from([str.lower, str.upper]))
+def test_addresses_are_checksummed_exactly_as_eth_utils_does(raw: bytes, case: Any) -> None:
+    address = "0x" + case(raw.hex())
+    transaction = {**PENDING_1559, "from": address, "to": address}
+    normalised = normalise_transaction(transaction)
+    assert normalised["from"] == normalised["to"] == to_checksum_address(address)
+
+
+def test_what_is_not_an_address_is_refused_as_before() -> None:
+    with pytest.raises(ValueError):
+        normalise_transaction({**PENDING_1559, "from": "0x1234"})
+    assert normalise_transaction({**PENDING_1559, "to": None})["to"] is None

@@ -50,6 +50,7 @@ from types import MappingProxyType
 from typing import Any
 
 import websockets
+from eth_hash.auto import keccak
 from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
 from websockets.asyncio.client import ClientConnection
@@ -92,9 +93,28 @@ PendingHandler = Callable[[PendingTransaction], Awaitable[None]]  # a coroutine 
 
 # ---- normalisation: the node's hex strings to what web3.py returns for a transaction ------------------------
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def _plain_hex_address(value: str) -> bool:
+    return len(value) == 42 and value[:2] in ("0x", "0X") and _HEX_DIGITS.issuperset(value[2:].lower())
+
+
 @lru_cache(maxsize=8192)
 def _checksum(address: str) -> str:
-    return to_checksum_address(address)
+    """EIP-55, as eth_utils' to_checksum_address computes it, without its validation layers (a tenth of the cost:
+    senders of a flood are mostly new, so the cache alone does not help)."""
+    if not _plain_hex_address(address):
+        return to_checksum_address(address)  # raises, as before, for what is not an address
+    digits = address[2:].lower()
+    digest = keccak(digits.encode()).hex()
+    return "0x" + "".join(c.upper() if d in "89abcdef" else c for c, d in zip(digits, digest, strict=False))
+
+
+def _to(value: Any) -> Any:
+    if isinstance(value, str) and (_plain_hex_address(value) or is_address(value)):
+        return _checksum(value)
+    return value
 
 
 def _int(value: Any) -> Any:
@@ -163,7 +183,7 @@ _TRANSACTION: dict[str, Callable[[Any], Any]] = {
     "r": _if_not_none(_hexbytes(32, variable_length=True)),
     "raw": HexBytes,
     "s": _if_not_none(_hexbytes(32, variable_length=True)),
-    "to": lambda value: _checksum(value) if isinstance(value, str) and is_address(value) else value,
+    "to": _to,
     "hash": _hexbytes(32),
     "v": _int_or_none,
     "yParity": _int_or_none,
