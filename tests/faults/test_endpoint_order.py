@@ -7,6 +7,7 @@ so once, loudly, and the block path still pauses the drain once it is mined."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from structlog.testing import capture_logs
 
 from onguard.chain.keys import load_guardian_account
 from onguard.chain.transport import Role, Transport
+from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import contract
 from onguard.incidents.store import ResponseStatus
@@ -23,7 +25,7 @@ from onguard.sources.mempool import MempoolSource
 
 from ..chain.helpers import ALICE, ATTACKER, vault_cash
 from ..chain.test_preemption import GUARDIAN, assert_pause_first, preemption_config
-from .daemon import until
+from .daemon import configure, running, until
 from .proxy import Mode
 from .rpc_proxy import MethodRefusingProxy
 
@@ -56,6 +58,18 @@ def test_a_slow_read_endpoint_is_put_after_the_direct_one(chain, fault_proxy):
     (slow, direct), (slow_after, direct_after) = before, after
     assert slow.slow and slow.healthy and not direct.slow
     assert direct_after.answered == direct.answered + 1 and slow_after.answered == slow.answered  # direct served
+
+
+def test_status_shows_the_slow_read_endpoint(chain, tmp_path, fault_proxy, key_in_env, capsys):
+    proxy = fault_proxy(chain.node.rpc_url)
+    config_path = configure(chain, tmp_path, proxy.url, rpc_urls=f'["{chain.node.rpc_url}"]')
+    asyncio.run(running(config_path, lambda guardian: asyncio.sleep(0)))
+    proxy.set_mode(Mode.LATENCY, latency=0.5)
+    capsys.readouterr()
+    main(["status", "--json", "--config", str(config_path)])
+    slow, direct = json.loads(capsys.readouterr().out)["chain"]["endpoints"]
+    assert slow["label"] == f"read#1 {proxy.url}" and slow["slow"] and slow["healthy"]
+    assert not direct["slow"] and direct["latency_estimate_ms"] is not None
 
 
 def pending_attack(chain, config_path, *, mine_in_block_path: bool = False) -> dict:

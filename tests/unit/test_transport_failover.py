@@ -258,3 +258,24 @@ def test_a_read_endpoint_refusing_eth_simulate_without_simulation_endpoints_is_s
                 await transport.close()
 
     run(scenario)
+
+
+def test_an_idle_simulation_endpoint_demoted_for_slowness_gets_batches_only_when_the_fast_one_is_busy() -> None:
+    clock, latency = Clock(), {"slow": 2000.0, "fast": 5.0}
+
+    async def scenario() -> None:
+        async with fake_node(answering(clock, latency, "slow", simulating)) as (slow, url1), \
+                fake_node(answering(clock, latency, "fast", simulating)) as (fast, url2):
+            transport = Transport.from_urls([url2], simulate=[url1, url2], clock=clock)
+            try:
+                await transport.spread_batch(requests(1))
+                await transport.spread_batch(requests(1, 1))
+                assert served(slow, fast) == (1, 1)  # each idle endpoint in turn, until both are measured
+                assert transport.health(Role.SIMULATE)[0].slow
+                for n in range(2, 6):
+                    await transport.spread_batch(requests(1, n))
+                assert served(slow, fast) == (1, 5)  # idle both, the fast one first every time
+            finally:
+                await transport.close()
+
+    run(scenario)
