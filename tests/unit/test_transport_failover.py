@@ -211,14 +211,15 @@ def test_an_endpoint_that_serves_eth_simulate_again_is_used_again() -> None:
     run(scenario)
 
 
-def test_a_revert_or_other_error_in_a_simulation_is_not_a_refusal() -> None:
+@pytest.mark.parametrize("code,message", [(3, "execution reverted"), (-32000, "header not found"),
+                                          (-32602, "invalid params: method handler crashed")])
+def test_a_revert_or_other_error_in_a_simulation_is_not_a_refusal(code: int, message: str) -> None:
     async def scenario() -> None:
-        reverted = refusing(3, "execution reverted")
-        async with fake_node(reverted) as (first, url1), fake_node(simulating) as (second, url2):
+        async with fake_node(refusing(code, message)) as (first, url1), fake_node(simulating) as (second, url2):
             transport = Transport.from_urls([url1], simulate=[url1, url2])
             try:
                 answer = await transport.spread_batch(requests(1))
-                assert answer[0]["error"]["message"] == "execution reverted"
+                assert answer[0]["error"]["message"] == message
                 assert transport.health(Role.SIMULATE)[0].cannot_simulate is None and second.requests == []
             finally:
                 await transport.close()

@@ -56,8 +56,9 @@ SIMULATE_METHOD = "eth_simulateV1"
 # How nodes say they do not serve a method: -32601 (JSON-RPC "method not found"), -32004 (EIP-1474 "method not
 # supported"), or words to that effect under another code (providers that disabled it).
 _UNSUPPORTED_CODES = frozenset({-32601, -32004})
-_UNSUPPORTED_TEXT = re.compile(r"method .*(not found|not supported|unsupported|does not exist|not available|disabled)"
-                               r"|unsupported method|method not (found|supported|allowed)", re.IGNORECASE)
+_UNSUPPORTED_TEXT = re.compile(r"method not (found|supported|allowed|available)|unsupported method"
+                               r"|eth_simulateV1\b.{0,40}\b(not found|not supported|unsupported|does not exist"
+                               r"|not available|disabled)", re.IGNORECASE)
 
 
 class Role(StrEnum):
