@@ -64,6 +64,11 @@ class ChainUnavailable(ChainError):
     """No RPC endpoint answered."""
 
 
+class SimulationUnsupported(ChainUnavailable):
+    """Every simulation endpoint answered that it does not serve eth_simulateV1: pending transactions cannot be
+    simulated (the block path is not affected)."""
+
+
 class ResponseFailed(OnguardError):
     """A response transaction could not be sent or was reverted."""
 

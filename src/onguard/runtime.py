@@ -24,7 +24,7 @@ from onguard.chain.simulate import Simulator
 from onguard.chain.transport import Transport
 from onguard.chain.view import BatchStateReader
 from onguard.config import Config
-from onguard.errors import ChainError, ChainUnavailable, ConfigError, OnguardError
+from onguard.errors import ChainError, ChainUnavailable, ConfigError, OnguardError, SimulationUnsupported
 from onguard.incidents.audit import AuditLog, record_config
 from onguard.incidents.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStatus, IncidentStore
@@ -174,6 +174,7 @@ class Guardian:
         self._workers: list[asyncio.Task[None]] = []
         self._batch_size = SIMULATION_BATCH
         self._misses_reported, self._next_miss_report = 0, 0.0
+        self._cannot_simulate = False  # said once while no simulation endpoint serves eth_simulateV1
         self.source = BlockSource(self.rpc, self.store, chain_id, config.contracts,
                                   start_block=config.chain.start_block, max_block_range=config.chain.max_block_range)
         self.heads: HeadSource = heads or HeadFollower(config.chain.ws_url, self.rpc,
@@ -413,19 +414,37 @@ class Guardian:
             for _ in taken:
                 self.ops.pending_judged(PendingResult.TIMED_OUT)
             return
+        except SimulationUnsupported as exc:
+            self._simulation_unsupported(exc)
+            outcomes = [exc] * len(taken)
         except ChainError as exc:
             outcomes = [exc] * len(taken)
+        else:
+            if self._cannot_simulate:
+                self._cannot_simulate = False
+                self._log.warning("pending transactions are simulated again")
         for queued, outcome in zip(taken, outcomes, strict=True):
             pending = queued.pending
             if isinstance(outcome, ChainError):
                 self.pending_counters.failed += 1
                 self.ops.pending_judged(PendingResult.FAILED)
-                self._log.error("pending transaction could not be judged: left to the block path",
-                                tx=pending.hash, error=outcome.message)
+                if not isinstance(outcome, SimulationUnsupported):  # said once, not once per transaction
+                    self._log.error("pending transaction could not be judged: left to the block path",
+                                    tx=pending.hash, error=outcome.message)
             else:  # back within the batch's deadline: judged, even if this one's own passed meanwhile
                 self.pending_counters.judged += 1
                 self.ops.pending_judged(PendingResult.JUDGED)
                 self._act_on_pending(pending, queued.threat, self.engine.evaluate_simulation(pending, outcome, head))
+
+    def _simulation_unsupported(self, exc: SimulationUnsupported) -> None:
+        """Says once (until simulations work again) that no endpoint can simulate: every simulate policy is blind
+        before inclusion, the block path still judges every mined transaction."""
+        if self._cannot_simulate:
+            return
+        self._cannot_simulate = True
+        self._log.critical("NO SIMULATION ENDPOINT CAN SIMULATE: simulate policies cannot judge pending "
+                           "transactions (the block path still judges every mined one); fix it now",
+                           error=exc.message, hint=exc.hint)
 
     async def _judge_pending(self, pending: PendingTransaction, threat: Threat,
                              judging: Awaitable[EngineResult]) -> None:
@@ -678,8 +697,7 @@ class Guardian:
 
     def _log_heartbeat(self) -> None:
         health = self.chain_health
-        endpoints = {e.label: "ok" if e.healthy else f"failing x{e.consecutive_failures}"
-                     for e in (health.endpoints if health else self.transport.health())}
+        endpoints = {e.label: e.brief() for e in (health.endpoints if health else self.transport.health())}
         mempool = "off" if self.mempool is None else "live" if self.mempool.live else "DOWN"
         self.store.record_heartbeat({"block": self.source.last_committed, "mempool": mempool,
                                      "responses_under_way": len(self._responses)})

@@ -1,13 +1,23 @@
 """Every JSON-RPC call onguard makes goes through one Transport: endpoints with roles and health, failover across
-the read endpoints (healthy first), a deadline around each call, an explicit retry policy (nothing below it
-retries on its own), one throttle per endpoint, simulation batches spread over several endpoints at once, and raw
-transactions sent to several endpoints at once.
+the read endpoints (healthy first, a clearly slower one after the others), a deadline around each call, an
+explicit retry policy (nothing below it retries on its own), one throttle per endpoint, simulation batches spread
+over several endpoints at once, and raw transactions sent to several endpoints at once.
 
 Answers are returned as the node sent them (a JSON-RPC response object); `onguard.chain.rpc.Rpc` puts web3's
 result formatting on top. An endpoint that gives no usable answer (no connection, no answer before the
 deadline, HTTP 429/5xx, a body that is not JSON-RPC, a rate-limit error) is a fault of that endpoint: it is
 recorded in its health, logged, and the call moves on to the next endpoint. An answer with a JSON-RPC error
-(a revert, an unknown method) is the chain's answer and is returned, not failed over.
+(a revert, an unknown method) is the chain's answer and is returned, not failed over — except a simulation
+endpoint refusing eth_simulateV1 itself: it is marked unable to simulate and simulations go to the others.
+
+Each endpoint keeps a moving estimate of its latency (an EWMA of its successful calls). An endpoint whose estimate
+is clearly above the fastest healthy one of its role (SLOWER_BY times and SLOWER_BY_MS more) is demoted for
+slowness: it is asked after the others until its estimate comes back within BACK_WITHIN times (or SLOWER_BY_MS) of
+the fastest — two thresholds, so two similar endpoints do not swap places, and among similar ones the configured
+order wins. An estimate older than MEASURE_EVERY seconds is stale: a demoted endpoint with a stale estimate is given
+one call in its configured place (the fresh sample replaces the estimate, so it can come back), and so is a healthy
+endpoint never measured while the first one is slow enough to be beaten. In the daemon, the chain watch's probes
+keep every estimate fresh, so this rarely costs a real call.
 """
 
 from __future__ import annotations
@@ -15,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -27,7 +38,7 @@ from asyncio_throttle import Throttler
 from hexbytes import HexBytes
 from web3.providers.async_base import AsyncJSONBaseProvider
 
-from onguard.errors import ChainError, ChainUnavailable
+from onguard.errors import ChainError, ChainUnavailable, SimulationUnsupported
 from onguard.log import get_logger
 
 DEFAULT_REQUEST_TIMEOUT = 10.0
@@ -35,6 +46,19 @@ DEFAULT_REQUESTS_PER_SECOND = 500
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 _TRANSIENT_CODES = frozenset({-32005, 429})  # "limit exceeded" / rate limited: the node is there but not for us
 _MAX_ERROR_TEXT = 200
+LATENCY_WEIGHT = 0.3  # the newest sample's weight in an endpoint's latency estimate
+SLOWER_BY = 3.0  # demoted for slowness above this many times the fastest healthy endpoint's estimate ...
+SLOWER_BY_MS = 50.0  # ... and at least this many milliseconds above it (a few ms either way is noise)
+BACK_WITHIN = 1.5  # promoted again within this many times the fastest (or within SLOWER_BY_MS of it)
+MEASURE_EVERY = 30.0  # seconds after which an estimate is stale (a demoted endpoint is then tried again)
+RECHECK_SIMULATION_EVERY = 300.0  # seconds before an endpoint that refused eth_simulateV1 is asked again
+SIMULATE_METHOD = "eth_simulateV1"
+# How nodes say they do not serve a method: -32601 (JSON-RPC "method not found"), -32004 (EIP-1474 "method not
+# supported"), or words to that effect under another code (providers that disabled it).
+_UNSUPPORTED_CODES = frozenset({-32601, -32004})
+_UNSUPPORTED_TEXT = re.compile(r"method not (found|supported|allowed|available)|unsupported method"
+                               r"|eth_simulateV1\b.{0,40}\b(not found|not supported|unsupported|does not exist"
+                               r"|not available|disabled)", re.IGNORECASE)
 
 
 class Role(StrEnum):
@@ -79,11 +103,26 @@ class EndpointHealth:
     last_success_at: float | None
     last_failure_at: float | None
     last_head: int | None
-    latency_ms: float | None
+    latency_ms: float | None  # the last successful call
+    latency_estimate_ms: float | None = None  # the moving estimate the failover order uses
+    slow: bool = False  # demoted for slowness: asked after the healthy endpoints that are clearly faster
+    answered: int = 0  # successful calls so far
+    cannot_simulate: str | None = None  # why it was found unable to run eth_simulateV1 (simulation endpoints)
 
     @property
     def healthy(self) -> bool:
         return self.consecutive_failures == 0
+
+    def brief(self) -> str:
+        """A few words for the heartbeat log: ok or failing, the latency estimate, slow, cannot simulate."""
+        words = ["ok" if self.healthy else f"failing x{self.consecutive_failures}"]
+        if self.latency_estimate_ms is not None:
+            words.append(f"~{self.latency_estimate_ms:g} ms")
+        if self.slow:
+            words.append("slow")
+        if self.cannot_simulate:
+            words.append("cannot simulate")
+        return ", ".join(words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +139,10 @@ class EndpointFault(Exception):
     """This endpoint gave no usable answer; another one may."""
 
 
+class _CannotSimulate(EndpointFault):
+    """This endpoint answered, but does not serve eth_simulateV1."""
+
+
 def endpoint_label(url: str, role: Role, index: int) -> str:
     """How an endpoint is named in logs and status: role, position and host only. A URL's path and query often
     hold an API key, so they never appear."""
@@ -112,7 +155,8 @@ def endpoint_label(url: str, role: Role, index: int) -> str:
 class _Endpoint:
     """The mutable record behind an EndpointHealth, owned by the transport."""
 
-    def __init__(self, spec: EndpointSpec, index: int, requests_per_second: int) -> None:
+    def __init__(self, spec: EndpointSpec, index: int, requests_per_second: int,
+                 clock: Callable[[], float]) -> None:
         self.url = spec.url
         self.role = spec.role
         self.index = index
@@ -126,11 +170,36 @@ class _Endpoint:
         self.latency_ms: float | None = None
         self.in_flight = 0  # spread batches under way on it
         self.spread_uses = 0  # spread batches given to it so far (ties between idle endpoints go round)
+        self.clock = clock
+        self.estimate_ms: float | None = None
+        self.measured_at: float | None = None  # clock() of the last sample
+        self.tried_at: float | None = None  # clock() when it was last put first to be measured again
+        self.slow = False
+        self.answered = 0
+        self.cannot_simulate: str | None = None
+        self.cannot_simulate_since: float | None = None  # clock() of the refusal (or of the last recheck)
 
     def succeeded(self, latency: float) -> None:
         self.consecutive_failures = 0
         self.last_success_at = time.time()
         self.latency_ms = round(latency * 1000, 2)
+        self.answered += 1
+        now = self.clock()
+        if self.estimate_ms is None or self.measured_at is None or now - self.measured_at >= MEASURE_EVERY:
+            self.estimate_ms = self.latency_ms  # an old estimate says nothing of the node now: replaced
+        else:
+            self.estimate_ms = round(self.estimate_ms + LATENCY_WEIGHT * (self.latency_ms - self.estimate_ms), 2)
+        self.measured_at = now
+
+    def stale(self) -> bool:
+        """No sample (nor a try to get one) for MEASURE_EVERY seconds."""
+        last = max((t for t in (self.measured_at, self.tried_at) if t is not None), default=None)
+        return last is None or self.clock() - last >= MEASURE_EVERY
+
+    def can_simulate(self) -> bool:
+        """Not known to refuse eth_simulateV1, or refused long enough ago to be asked again."""
+        return self.cannot_simulate_since is None or \
+            self.clock() - self.cannot_simulate_since >= RECHECK_SIMULATION_EVERY
 
     def failed(self, error: str) -> None:
         self.consecutive_failures += 1
@@ -141,21 +210,25 @@ class _Endpoint:
         return EndpointHealth(label=self.label, role=self.role, consecutive_failures=self.consecutive_failures,
                               last_error=self.last_error, last_success_at=self.last_success_at,
                               last_failure_at=self.last_failure_at, last_head=self.last_head,
-                              latency_ms=self.latency_ms)
+                              latency_ms=self.latency_ms, latency_estimate_ms=self.estimate_ms, slow=self.slow,
+                              answered=self.answered, cannot_simulate=self.cannot_simulate)
 
 
 class Transport:
     """The endpoints of one chain. Safe to share between tasks; sessions are made per event loop."""
 
     def __init__(self, endpoints: Iterable[EndpointSpec], *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-                 retry: RetryPolicy = RetryPolicy(), requests_per_second: int = DEFAULT_REQUESTS_PER_SECOND) -> None:
+                 retry: RetryPolicy = RetryPolicy(), requests_per_second: int = DEFAULT_REQUESTS_PER_SECOND,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        """`clock` times calls and ages latency estimates (tests pass a scripted one)."""
         specs = list(endpoints)
         if not any(spec.role == Role.READ for spec in specs):
             raise ValueError("a transport needs at least one read endpoint")
         if request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, not {request_timeout}")
         counters = {role: itertools.count(1) for role in Role}
-        self._endpoints = [_Endpoint(spec, next(counters[spec.role]), requests_per_second) for spec in specs]
+        self._endpoints = [_Endpoint(spec, next(counters[spec.role]), requests_per_second, clock) for spec in specs]
+        self._clock = clock
         self.request_timeout = request_timeout
         self.retry = retry
         self._ids = itertools.count(1)
@@ -166,13 +239,14 @@ class Transport:
     @classmethod
     def from_urls(cls, read_urls: Sequence[str], *, send: Sequence[tuple[str, bool]] = (),
                   simulate: Sequence[str] = (), request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-                  retry: RetryPolicy = RetryPolicy(),
-                  requests_per_second: int = DEFAULT_REQUESTS_PER_SECOND) -> Transport:
+                  retry: RetryPolicy = RetryPolicy(), requests_per_second: int = DEFAULT_REQUESTS_PER_SECOND,
+                  clock: Callable[[], float] = time.perf_counter) -> Transport:
         """Read endpoints in failover order; send endpoints as (url, private) pairs; simulation endpoints."""
         specs = [EndpointSpec(url, Role.READ) for url in read_urls]
         specs += [EndpointSpec(url, Role.SIMULATE) for url in simulate]
         specs += [EndpointSpec(url, Role.PRIVATE_SEND if private else Role.SEND) for url, private in send]
-        return cls(specs, request_timeout=request_timeout, retry=retry, requests_per_second=requests_per_second)
+        return cls(specs, request_timeout=request_timeout, retry=retry, requests_per_second=requests_per_second,
+                   clock=clock)
 
     @classmethod
     def from_config(cls, config: Any) -> Transport:
@@ -209,9 +283,42 @@ class Transport:
         raise KeyError(label)
 
     def _in_order(self, role: Role) -> list[_Endpoint]:
-        """Healthy endpoints first in configured order, then the failing ones, fewest failures first."""
+        """Healthy endpoints first in configured order, those demoted for slowness after the others, then the
+        failing ones, fewest failures first. One healthy endpoint whose estimate is stale goes first for this call,
+        to be measured again: a demoted one (so it can come back), or one never measured while the first is slow
+        enough that another could beat it."""
         mine = [e for e in self._endpoints if e.role == role]
-        return sorted(mine, key=lambda e: (e.consecutive_failures > 0, e.consecutive_failures, e.index))
+        order = sorted(mine, key=lambda e: (e.consecutive_failures > 0, e.consecutive_failures, e.slow, e.index))
+        first = order[0] if order else None
+        beatable = first is not None and first.estimate_ms is not None and first.estimate_ms > SLOWER_BY_MS
+        for endpoint in order[1:]:
+            if endpoint.consecutive_failures == 0 and endpoint.stale() and \
+                    (endpoint.slow or (beatable and endpoint.estimate_ms is None)):
+                endpoint.tried_at = self._clock()  # this call measures it; the calls meanwhile keep the order
+                order.remove(endpoint)
+                order.insert(0, endpoint)
+                break
+        return order
+
+    def _rank(self, role: Role) -> None:
+        """Demotes an endpoint clearly slower than the fastest healthy one of its role, and promotes it back once
+        it is close again (two thresholds: no flapping between similar endpoints)."""
+        mine = [e for e in self._endpoints if e.role == role and e.estimate_ms is not None]
+        peers = [e.estimate_ms for e in mine if e.consecutive_failures == 0 and e.cannot_simulate is None]
+        if not peers:
+            return
+        fastest = min(peers)  # type: ignore[type-var]
+        for endpoint in mine:
+            estimate = endpoint.estimate_ms
+            assert estimate is not None
+            if not endpoint.slow and estimate > fastest * SLOWER_BY and estimate - fastest > SLOWER_BY_MS:
+                endpoint.slow = True
+                self._log.warning("endpoint demoted for slowness: asked after the faster ones",
+                                  endpoint=endpoint.label, estimate_ms=estimate, fastest_ms=fastest)
+            elif endpoint.slow and (estimate <= fastest * BACK_WITHIN or estimate - fastest <= SLOWER_BY_MS):
+                endpoint.slow = False
+                self._log.info("endpoint back in its configured place: no longer slow", endpoint=endpoint.label,
+                               estimate_ms=estimate, fastest_ms=fastest)
 
     # ---- calls -----------------------------------------------------------------------------------------------
 
@@ -234,11 +341,28 @@ class Transport:
         so a slow or failing one holds only the batch it was given. `deadline` (time.perf_counter()) bounds the
         whole batch: an attempt gets at most half of what is left while another endpoint could still answer.
         `hedge` > 1 sends the batch to that many healthy endpoints at once and takes the first answer (for what
-        must not wait on a slow node: the first transaction of a shape, what an attack looks like)."""
+        must not wait on a slow node: the first transaction of a shape, what an attack looks like).
+
+        An endpoint that answers that it does not serve eth_simulateV1 is marked unable to simulate (said once) and
+        the batch goes on to the next one; it is asked again after RECHECK_SIMULATION_EVERY seconds. When none is
+        left that can simulate, SimulationUnsupported."""
         if not any(e.role == Role.SIMULATE for e in self._endpoints):
-            return await self.batch(requests)
+            answer = await self.batch(requests)
+            refusal = _simulation_refused(answer, requests)
+            if refusal is not None:
+                raise SimulationUnsupported(f"the read endpoint does not serve {SIMULATE_METHOD} ({refusal})",
+                                            hint="list nodes that serve eth_simulateV1 (geth 1.14+, reth, Anvil) in "
+                                                 "[mempool] simulation_urls")
+            return answer
         what = f"simulation batch of {len(requests)}"
-        order = self._least_busy(Role.SIMULATE)
+        order = [e for e in self._least_busy(Role.SIMULATE) if e.can_simulate()]
+        if not order:
+            raise self._no_simulation_endpoint()
+        recheck = next((e for e in order if e.cannot_simulate_since is not None), None)
+        if recheck is not None:  # it refused long ago: this batch asks it first, the next ones wait for its answer
+            recheck.cannot_simulate_since = self._clock()
+            order.remove(recheck)
+            order.insert(0, recheck)
         width = max(1, min(hedge, sum(1 for e in order if e.consecutive_failures == 0)))
         groups = [order[:width], *([e] for e in order[width:])]
         failures: list[str] = []
@@ -250,6 +374,8 @@ class Transport:
             answer = await self._first_answer(group, what, list(requests), timeout, failures)
             if answer is not None:
                 return answer
+        if not any(e.can_simulate() for e in self._endpoints if e.role == Role.SIMULATE):
+            raise self._no_simulation_endpoint()
         tried = "; ".join(failures) or "no time left"
         raise ChainUnavailable(f"{what}: no simulation endpoint answered in time ({tried})",
                                hint="check the nodes of [mempool] simulation_urls")
@@ -287,20 +413,41 @@ class Transport:
         endpoint.in_flight += 1
         endpoint.spread_uses += 1
         try:
-            return await self._attempt(endpoint, what, requests, batch=True, timeout=timeout)
+            answer = await self._attempt(endpoint, what, requests, batch=True, timeout=timeout)
         except EndpointFault as exc:
             self._log.error("simulation endpoint failed", endpoint=endpoint.label, call=what, error=str(exc),
                             consecutive_failures=endpoint.consecutive_failures)
             raise
         finally:
             endpoint.in_flight -= 1
+        refusal = _simulation_refused(answer, requests)
+        if refusal is not None:
+            if endpoint.cannot_simulate is None:  # said once, not once per batch
+                self._log.error("simulation endpoint does not serve eth_simulateV1: simulations go to the other "
+                                "simulation endpoints", endpoint=endpoint.label, answer=refusal,
+                                asked_again_in=f"{RECHECK_SIMULATION_EVERY:g}s")
+            endpoint.cannot_simulate = refusal
+            endpoint.cannot_simulate_since = self._clock()
+            raise _CannotSimulate(f"does not serve {SIMULATE_METHOD}: {refusal}")
+        if endpoint.cannot_simulate is not None:
+            self._log.info("simulation endpoint serves eth_simulateV1 again", endpoint=endpoint.label)
+            endpoint.cannot_simulate = endpoint.cannot_simulate_since = None
+            self._rank(endpoint.role)
+        return answer
+
+    def _no_simulation_endpoint(self) -> SimulationUnsupported:
+        refusing = "; ".join(f"{e.label}: {e.cannot_simulate}" for e in self._endpoints
+                             if e.role == Role.SIMULATE and e.cannot_simulate)
+        return SimulationUnsupported(f"no simulation endpoint serves {SIMULATE_METHOD} ({refusing})",
+                                     hint="list nodes that serve eth_simulateV1 (geth 1.14+, reth, Anvil) in "
+                                          "[mempool] simulation_urls")
 
     def _least_busy(self, role: Role) -> list[_Endpoint]:
-        """Healthy endpoints first, the least busy of them first (ties: the least used, then configured order);
-        the failing ones after them, fewest failures first."""
+        """Healthy endpoints first, the least busy of them first (ties: those not demoted for slowness, then the
+        least used, then configured order); the failing ones after them, fewest failures first."""
         mine = [e for e in self._endpoints if e.role == role]
         return sorted(mine, key=lambda e: (e.consecutive_failures > 0, e.consecutive_failures, e.in_flight,
-                                           e.spread_uses, e.index))
+                                           e.slow and not e.stale(), e.spread_uses, e.index))
 
     async def batch_on(self, label: str, requests: Sequence[tuple[str, Any]]) -> list[dict[str, Any]] | dict[str, Any]:
         """A batch on one named endpoint, without failover (health probes). Raises EndpointFault."""
@@ -368,7 +515,7 @@ class Transport:
                     for i, (m, p) in zip(ids, requests, strict=True)]
         body = (b"[" + b",".join(AsyncJSONBaseProvider.encode_rpc_dict(p) for p in payloads) + b"]") if batch \
             else AsyncJSONBaseProvider.encode_rpc_dict(payloads[0])  # type: ignore[arg-type]
-        started = time.perf_counter()
+        started = self._clock()
         try:
             async with asyncio.timeout(deadline):
                 async with endpoint.throttler:
@@ -381,7 +528,8 @@ class Transport:
         except EndpointFault as exc:
             fault = exc
         else:
-            endpoint.succeeded(time.perf_counter() - started)
+            endpoint.succeeded(self._clock() - started)
+            self._rank(endpoint.role)
             return answer
         endpoint.failed(str(fault))
         raise fault
@@ -426,6 +574,22 @@ def _answer(status: int, raw: bytes, batch_ids: list[int] | None) -> Any:
     if isinstance(error, Mapping) and error.get("code") in _TRANSIENT_CODES:
         raise EndpointFault(f"rate limited: {_error_text(error)}")
     return body
+
+
+def _simulation_refused(answer: Any, requests: Sequence[tuple[str, Any]]) -> str | None:
+    """The error text when a batch of eth_simulateV1 calls was answered "no such method" (per call, or for the
+    whole batch); None when the node ran them (a call's own revert is inside its result, not here)."""
+    if not any(method == SIMULATE_METHOD for method, _ in requests):
+        return None
+    for response in answer if isinstance(answer, list) else [answer]:
+        error = response.get("error") if isinstance(response, Mapping) else None
+        if error is None:
+            continue
+        code = error.get("code") if isinstance(error, Mapping) else None
+        text = str(error.get("message", "")) if isinstance(error, Mapping) else str(error)
+        if code in _UNSUPPORTED_CODES or _UNSUPPORTED_TEXT.search(text):
+            return _error_text(error)
+    return None
 
 
 def _is_response(body: Any) -> bool:

@@ -164,7 +164,9 @@ def _chain(report: Report, config: Config, store: IncidentStore, checkpoint: int
         "chain_id": config.chain.chain_id, "head": health.head, "lag": health.lag, "genesis": health.genesis,
         "genesis_recorded": recorded, "problems": problems,
         "endpoints": [{"label": e.label, "healthy": e.healthy, "head": e.last_head, "latency_ms": e.latency_ms,
-                       "error": e.last_error} for e in health.endpoints if e.role in PROBED]}
+                       "latency_estimate_ms": e.latency_estimate_ms, "slow": e.slow,
+                       "cannot_simulate": e.cannot_simulate, "error": e.last_error}
+                      for e in health.endpoints if e.role in PROBED]}
     if health.head is not None:
         lag = f", {health.lag} block(s) after the last handled" if health.lag is not None else ""
         genesis = f", genesis {health.genesis[:12]}… as recorded" if health.genesis and recorded else ""
@@ -173,7 +175,8 @@ def _chain(report: Report, config: Config, store: IncidentStore, checkpoint: int
         if endpoint.role not in PROBED:
             continue
         if endpoint.healthy:
-            report.say(f"endpoint      {endpoint.label}: ok, head {endpoint.last_head}, {endpoint.latency_ms} ms")
+            slow = " — SLOW: asked after the faster endpoints" if endpoint.slow else ""
+            report.say(f"endpoint      {endpoint.label}: ok, head {endpoint.last_head}, {endpoint.latency_ms} ms{slow}")
         else:
             report.say(f"endpoint      {endpoint.label}: FAILING — {endpoint.last_error}")
     for problem in problems:
