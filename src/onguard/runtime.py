@@ -148,7 +148,7 @@ class Guardian:
         self.replica = ReplicaRole(config.replicas, chain_id, config.database_url)
         self.replica.guard(self.store.database)
         self.ops = GuardianOps.build(config, self.store, mempool_required=config.mempool.enabled,
-                                     hold_while=lambda: self.responder.sending())
+                                     hold_while=lambda: self.responder.sending(), leads=self.replica.leader.held)
         self.reader = BatchStateReader(self.rpc)
         self.arbiter = Arbiter(self.store, chain_id)
         self.tips = PendingTips()
@@ -664,7 +664,8 @@ class Guardian:
 
     async def _preflight_loop(self, stop: asyncio.Event) -> None:
         """Every PREFLIGHT_EVERY_BLOCKS handled blocks, checks again that every action can still be taken (a role
-        revoked, the module disabled, the key drained, a pre-signature voided): if not, an incident of its own."""
+        revoked, the module disabled, the key drained, a pre-signature voided): if not, an incident of its own.
+        Among replicas only the leader does (once-only work); the start-up preflight runs on every replica."""
         last = self.source.last_committed or 0
         while not stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
@@ -672,6 +673,8 @@ class Guardian:
             handled = self.source.last_committed or 0
             if stop.is_set() or handled < last + PREFLIGHT_EVERY_BLOCKS or self._responses:
                 continue  # never compete with a response under way for the node
+            if not self.replica.leader.held():
+                continue
             last = handled
             report = await self._preflight()
             self.module_path.use_gas_limits(report.gas_limits)

@@ -94,29 +94,32 @@ def register_guardians(chain: Any, accounts: list[LocalAccount]) -> None:
             exec_as_owners(client, world.safe, world.module, module.encode_abi("addGuardian", [account.address]))
 
 
-def replica_config(chain: Any, folder: Path, name: str, database_url: str, **replicas: str) -> Path:
+def replica_config(chain: Any, folder: Path, name: str, database_url: str, extra_toml: str = "",
+                   **replicas: str) -> Path:
     """The demo world's onguard.toml for one replica: its key from its own variable, the shared PostgreSQL
-    database, and a [replicas] section (`replicas`: TOML values as written)."""
+    database, and a [replicas] section (`replicas`: TOML values as written), then `extra_toml`."""
     path = write_config(chain.world, folder / name, key_env=_key_env(name), poll_interval="50ms",
                         database=folder / name / "unused.db")
     text = path.read_text()
     start = text.index("[state]")
     text = text[:start] + f'[state]\ndatabase_url = "{database_url}"\n'
     text += f'\n[replicas]\nid = "{name}"\n' + "".join(f"{key} = {value}\n" for key, value in replicas.items())
-    path.write_text(text)
+    path.write_text(text + extra_toml)
     return path
 
 
 @contextmanager
-def replicas(chain: Any, folder: Path, urls: list[str], **settings: str) -> Iterator[list[Replica]]:
-    """Starts one replica per database URL (replica i with key REPLICA_KEYS[i]); kills what is left after."""
+def replicas(chain: Any, folder: Path, urls: list[str], extra_toml: str = "",
+             **settings: str) -> Iterator[list[Replica]]:
+    """Starts one replica per database URL (replica i with key REPLICA_KEYS[i]); kills what is left after.
+    `extra_toml`: sections every replica's config ends with."""
     accounts = [dev_account(index) for index in REPLICA_KEYS[:len(urls)]]
     register_guardians(chain, accounts)
     started: list[Replica] = []
     try:
         for index, (url, account) in enumerate(zip(urls, accounts, strict=True)):
             name = f"r{index + 1}"
-            config = replica_config(chain, folder, name, url, **settings)
+            config = replica_config(chain, folder, name, url, extra_toml, **settings)
             replica = Replica(name=name, account=account, config=config, log=folder / f"{name}.log")
             replica.start()
             started.append(replica)

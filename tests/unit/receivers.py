@@ -34,10 +34,13 @@ class Received:
 @dataclass
 class HttpReceiver:
     """Records every request per path. /webhook answers 401 to a bad signature; /flaky answers 500 `flaky_failures`
-    times, then 200; /down always 503; /gone always 404; every other path 200 (PagerDuty's path 202)."""
+    times, then 200; /down always 503; /gone always 404; every other path 200 (PagerDuty's path 202). While
+    `refusing`, every request is answered 503 and kept in `refused` (not in `requests`)."""
 
     secret: str
     flaky_failures: int = 1
+    refusing: bool = False
+    refused: list[Received] = field(default_factory=list)
     requests: dict[str, list[Received]] = field(default_factory=lambda: defaultdict(list))
     rejected: list[Received] = field(default_factory=list)
     _runner: web.AppRunner | None = None
@@ -68,6 +71,9 @@ class HttpReceiver:
             if not hmac.compare_digest(received.headers.get("X-Onguard-Signature", ""), expected):
                 self.rejected.append(received)
                 return web.Response(status=401, text="bad signature")
+        if self.refusing:
+            self.refused.append(received)
+            return web.Response(status=503, text="not now")
         self.requests[path].append(received)
         if path == "/flaky" and len(self.requests[path]) <= self.flaky_failures:
             return web.Response(status=500, text="try again")

@@ -17,13 +17,14 @@ from onguard.arbiter import Decision
 from onguard.config import load_config
 from onguard.errors import ConfigError
 from onguard.incidents.audit import AuditLog
-from onguard.incidents.store import IncidentStatus, IncidentStore
+from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
 from onguard.ops.metrics import Metrics
 from onguard.ops.notice import Notice, NoticeKind
 from onguard.ops.reporting import GuardianOps
 from onguard.ops.service import Operations
 from onguard.policies.model import Finding, PolicyCommon, Severity, Verdict
 from onguard.preflight import Check, CheckResult, PreflightReport
+from onguard.store.outbox import DeliveryStatus, Outbox
 
 
 class Recorder:
@@ -110,20 +111,78 @@ def test_a_response_not_in_effect_and_a_guardian_that_cannot_act_are_critical(st
     assert ops.metrics.responses.labels("pause_vault", "failed")._value.get() == 1
 
 
-def test_a_notice_that_reaches_no_one_is_appended_to_the_audit_log(store: IncidentStore, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def hook_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config whose one webhook channel nobody answers (port 9), tried once."""
     data = base_config_data()
-    data["notifications"] = {"channels": {"hook": {"type": "webhook", "url_env": "HOOK", "secret_env": "SECRET"}},
+    data["notifications"] = {"max_attempts": 1,
+                             "channels": {"hook": {"type": "webhook", "url_env": "HOOK", "secret_env": "SECRET"}},
                              "routes": [{"channels": ["hook"]}]}
     path = tmp_path / "onguard.toml"
     path.write_text(to_toml(data))
     monkeypatch.setenv("HOOK", "http://127.0.0.1:9/hook")
     monkeypatch.setenv("SECRET", "s")
-    ops = GuardianOps.build(load_config(path), store, mempool_required=False)
-    ops.service.publish(Notice(kind=NoticeKind.TEST, severity=Severity.INFO, chain_id=1, title="t", summary="s"))
-    asyncio.run(ops.stop())  # never started: what is queued is recorded as not delivered
+    return path
+
+
+def test_a_notice_that_reaches_no_one_is_appended_to_the_audit_log(store: IncidentStore, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(hook_config(tmp_path, monkeypatch))
+    ops = GuardianOps.build(config, store, mempool_required=False)
+    sent = Notice(kind=NoticeKind.TEST, severity=Severity.INFO, chain_id=config.chain.chain_id, title="t",
+                  summary="s")
+
+    async def scenario() -> None:
+        assert ops.service.notifier is not None
+        ops.service.notifier.start()
+        ops.service.publish(sent)
+        await ops.service.notifier.flush()
+        await ops.stop()
+
+    asyncio.run(scenario())
     [entry] = [e for e in AuditLog(store).entries() if e.kind == "notification-failed"]
-    assert (entry.details["channel"], entry.details["kind"], entry.details["attempts"]) == ("hook", "test", 0)
+    assert (entry.details["channel"], entry.details["kind"], entry.details["attempts"]) == ("hook", "test", 1)
+    [delivery] = Outbox(store.database).deliveries(sent.id)
+    assert delivery.status == DeliveryStatus.FAILED
+
+
+def test_a_notice_the_daemon_could_not_deliver_before_it_stopped_stays_in_the_outbox(
+        store: IncidentStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a failure: the next start (or, among replicas, the leader) delivers it."""
+    config = load_config(hook_config(tmp_path, monkeypatch))
+    ops = GuardianOps.build(config, store, mempool_required=False)
+    sent = Notice(kind=NoticeKind.TEST, severity=Severity.INFO, chain_id=config.chain.chain_id, title="t",
+                  summary="s")
+    ops.service.publish(sent)
+    asyncio.run(ops.stop())  # never started
+    assert [e for e in AuditLog(store).entries() if e.kind == "notification-failed"] == []
+    [delivery] = Outbox(store.database).deliveries(sent.id)
+    assert delivery.status == DeliveryStatus.PENDING
+
+
+def test_replicas_telling_one_event_give_it_one_notice_id_and_each_event_its_own(store: IncidentStore) -> None:
+    """Two replicas (two stores on one database) publish the same opening, status change and outcome: the same
+    ids; two failures of one response are two events."""
+    other = IncidentStore(store.name)
+    try:
+        ops, told = ops_over(store)
+        twin, twin_told = ops_over(other)
+        made = decision(store, policy())
+        for each in (ops, twin):
+            each.decided(made, None, path="block")
+        store.set_status(made.incident.id, IncidentStatus.SAFE, reason="paused() holds")
+        twin.status_changed(made.incident.id, {"from": "open", "to": "safe", "by": "daemon"})
+        for each in (ops, twin):
+            each.response_outcome([made.incident.id], "pause_vault", "mined", {"tx_hash": "0x01"})
+        assert [n.id for n in told.published] == [n.id for n in twin_told.published]
+        assert len({n.id for n in told.published}) == 3
+        for _ in range(2):
+            store.update_response(made.incident.id, "pause_vault", ResponseStatus.FAILED, error="refused")
+            ops.response_outcome([made.incident.id], "pause_vault", "failed", {"error": "refused"})
+            twin.response_outcome([made.incident.id], "pause_vault", "failed", {"error": "refused"})
+        first, second = told.published[-2:]
+        assert first.id != second.id and [first.id, second.id] == [n.id for n in twin_told.published[-2:]]
+    finally:
+        other.close()
 
 
 def test_a_metrics_port_already_taken_is_a_config_error_naming_the_field(store: IncidentStore, tmp_path: Path,

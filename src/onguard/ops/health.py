@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from prometheus_client.exposition import choose_encoder
 
 from onguard.log import get_logger
 from onguard.ops.metrics import HealthSnapshot, Metrics
-from onguard.ops.notice import Notice, NoticeKind
+from onguard.ops.notice import Notice, NoticeKind, event_id, iso_time
 from onguard.ops.settings import MetricsSettings, is_loopback
 from onguard.policies.model import Severity
 
@@ -87,8 +88,11 @@ class ReadinessWatch:
     ready again (PagerDuty resolves the page). Both share one incident key, so a flapping daemon updates one page."""
 
     def __init__(self, readiness: ReadinessCheck, publish: Callable[[Notice], None], *, chain_id: int,
-                 grace: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 grace: float = 120.0, clock: Callable[[], float] = time.monotonic, replica: str | None = None) -> None:
+        """`replica`: named in the notices (among replicas, each one's readiness is its own)."""
         self._readiness = readiness
+        self._replica = replica
+        self._episode = ""  # when the daemon stopped being ready (wall clock): the alert's identity
         self._publish = publish
         self._chain_id = chain_id
         self._grace = grace
@@ -107,6 +111,7 @@ class ReadinessWatch:
             return verdict
         if self._unready_since is None:
             self._unready_since = now
+            self._episode = iso_time(datetime.now(UTC))
         if not self._alerted and now - self._unready_since >= self._grace:
             self._alerted = True
             self._publish(self._notice(
@@ -117,9 +122,14 @@ class ReadinessWatch:
         return verdict
 
     def _notice(self, title: str, summary: str, verdict: Readiness, *, status: str) -> Notice:
+        details: dict[str, object] = {"status": status, "reasons": list(verdict.reasons),
+                                      "checks": dict(verdict.checks)}
+        if self._replica is not None:
+            details["replica"] = self._replica
+        # A replica's own event: its id and the episode it began are the identity (no other replica tells it).
         return Notice(kind=NoticeKind.CHAIN_HEALTH, severity=Severity.HIGH, chain_id=self._chain_id, title=title,
-                      summary=summary, details={"status": status, "reasons": list(verdict.reasons),
-                                                "checks": dict(verdict.checks)})
+                      summary=summary, details=details,
+                      id=event_id(self._chain_id, NoticeKind.CHAIN_HEALTH, self._replica, self._episode, status))
 
 
 class HealthServer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Mapping
@@ -52,7 +53,9 @@ class Notice:
     incident_id: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    id: str = field(default_factory=lambda: os.urandom(16).hex())  # one per notice: receivers drop retried duplicates
+    # One per event: receivers drop duplicates by it (a retry, or a delivery a dead leader had in flight). The daemon
+    # derives it from the event (event_id), so replicas that record the same event record one notice.
+    id: str = field(default_factory=lambda: os.urandom(16).hex())
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, NoticeKind):
@@ -78,6 +81,13 @@ class Notice:
         return str(value) if value is not None else None
 
 
+def event_id(chain_id: int, kind: NoticeKind, *identity: object) -> str:
+    """A notice id derived from the event it tells (chain, kind and the event's own identity): the same on every
+    replica that records the event, different for every other event. 32 hex digits, like a random id."""
+    text = "\x1f".join(str(part) for part in (chain_id, kind.value, *identity))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
 def notice_document(notice: Notice) -> dict[str, Any]:
     """The webhook body, schema onguard.notice.v1 (docs/operations.md). New fields may be added within v1;
     a field is never removed or changes meaning without a new schema name."""
@@ -95,6 +105,15 @@ def notice_document(notice: Notice) -> dict[str, Any]:
         "details": {str(key): plain(value) for key, value in notice.details.items()},
         "at": iso_time(notice.at),
     }
+
+
+def notice_from_document(document: Mapping[str, Any]) -> Notice:
+    """The notice a document (notice_document) describes, as kept in the state database's outbox: details come
+    back as their JSON-native copies, which every channel renders exactly as it renders the originals."""
+    return Notice(kind=NoticeKind(document["kind"]), severity=Severity(document["severity"]),
+                  chain_id=int(document["chain_id"]), title=document["title"], summary=document["summary"],
+                  policy_id=document["policy_id"], incident_id=document["incident_id"],
+                  details=document["details"], at=datetime.fromisoformat(document["at"]), id=document["id"])
 
 
 def plain(value: Any) -> Any:

@@ -14,6 +14,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Self
 
 from onguard.log import get_logger
 from onguard.ops.channels import Channel, DeliveryError, build_channels
@@ -70,6 +71,7 @@ class Notifier:
         self._channels = dict(channels)
         self._routes = tuple(routes)
         self._retry = retry
+        self._queue_size = queue_size
         self._queues: dict[str, asyncio.Queue[Notice]] = {name: asyncio.Queue(queue_size) for name in channels}
         self._on_failure = list(on_failure)
         self._on_delivered = list(on_delivered)
@@ -88,11 +90,13 @@ class Notifier:
     def from_settings(cls, settings: NotificationSettings, *, environ: Mapping[str, str] | None = None,
                       on_failure: Sequence[FailureHook] = (), on_delivered: Sequence[DeliveredHook] = (),
                       hold_while: Callable[[], bool] | None = None,
-                      hold_limit: float = DEFAULT_HOLD_LIMIT) -> Notifier:
-        """Builds the channels, reading their secrets from the environment (ConfigError when one is missing)."""
+                      hold_limit: float = DEFAULT_HOLD_LIMIT, **extra: Any) -> Self:
+        """Builds the channels, reading their secrets from the environment (ConfigError when one is missing).
+        `extra`: a subclass's own arguments."""
         channels = build_channels(settings, os.environ if environ is None else environ)
         return cls(channels, settings.routes, retry=settings.retry, queue_size=settings.queue_size,
-                   on_failure=on_failure, on_delivered=on_delivered, hold_while=hold_while, hold_limit=hold_limit)
+                   on_failure=on_failure, on_delivered=on_delivered, hold_while=hold_while, hold_limit=hold_limit,
+                   **extra)
 
     @property
     def channel_names(self) -> list[str]:
@@ -148,7 +152,7 @@ class Notifier:
         self._workers = []
         for name, queue in self._queues.items():
             while not queue.empty():
-                self._fail(queue.get_nowait(), name, 0, "not delivered before the notifier stopped")
+                self._abandon(name, queue.get_nowait())
                 queue.task_done()
         for channel in self._channels.values():
             await channel.close()
@@ -167,8 +171,10 @@ class Notifier:
         attempt = 0
         try:
             while True:
-                attempt += 1
                 await self._hold()
+                if not self._may_deliver(name, notice):
+                    return
+                attempt += 1
                 try:
                     await channel.deliver(notice)
                 except DeliveryError as exc:
@@ -184,12 +190,29 @@ class Notifier:
                 except Exception as exc:  # a bug in a channel must cost one notice, not the worker
                     self._fail(notice, name, attempt, f"internal error: {type(exc).__name__}")
                     return
-                self.delivered[name] += 1
-                self._call(self._on_delivered, Delivered(notice=notice, channel=name, attempts=attempt))
+                self._delivered(name, notice, attempt)
                 return
         except asyncio.CancelledError:
-            self._fail(notice, name, attempt, "the notifier stopped during delivery (it may or may not have arrived)")
+            self._interrupted(name, notice, attempt)
             raise
+
+    # ---- what becomes of a notice (DurableNotifier keeps the outbox in step) ----
+
+    def _may_deliver(self, name: str, notice: Notice) -> bool:
+        """Asked before each attempt: whether this notifier still delivers (here: always)."""
+        return True
+
+    def _delivered(self, name: str, notice: Notice, attempts: int) -> None:
+        self.delivered[name] += 1
+        self._call(self._on_delivered, Delivered(notice=notice, channel=name, attempts=attempts))
+
+    def _interrupted(self, name: str, notice: Notice, attempts: int) -> None:
+        """The notifier stopped during a delivery."""
+        self._fail(notice, name, attempts, "the notifier stopped during delivery (it may or may not have arrived)")
+
+    def _abandon(self, name: str, notice: Notice) -> None:
+        """A notice still queued when the notifier stopped."""
+        self._fail(notice, name, 0, "not delivered before the notifier stopped")
 
     async def _hold(self) -> None:
         if self._hold_while is None or not self._hold_while():

@@ -5,7 +5,8 @@ so the daemon calls them after the pause is spawned without delaying it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from onguard.arbiter import Decision
@@ -17,8 +18,9 @@ from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.log import get_logger
 from onguard.ops.dashboard import Dashboard
 from onguard.ops.metrics import PendingResult, Stage
-from onguard.ops.notice import Notice, NoticeKind
+from onguard.ops.notice import Notice, NoticeKind, event_id
 from onguard.ops.notify import DeliveryFailure
+from onguard.ops.outbox import NoticeOutbox
 from onguard.ops.service import Operations
 from onguard.policies.engine import EngineResult
 from onguard.policies.model import Severity
@@ -43,8 +45,10 @@ class GuardianOps:
 
     @classmethod
     def build(cls, config: Config, store: IncidentStore, *, mempool_required: bool,
-              hold_while: Any = None) -> GuardianOps:
-        """Reads the channels' secrets now: a missing variable is a ConfigError before anything starts."""
+              hold_while: Any = None, leads: Callable[[], bool] | None = None) -> GuardianOps:
+        """Reads the channels' secrets now: a missing variable is a ConfigError before anything starts. Notices go
+        through the store's outbox; `leads()` (the leader lease; default: always) says whether this daemon
+        delivers them."""
         audit = AuditLog(store)
 
         def audit_failure(failure: DeliveryFailure) -> None:
@@ -53,7 +57,8 @@ class GuardianOps:
 
         service = Operations.build(config.notifications, config.metrics, chain_id=config.chain.chain_id,
                                    mempool_required=mempool_required, on_failure=[audit_failure],
-                                   hold_while=hold_while)
+                                   hold_while=hold_while, leads=leads,
+                                   outbox=NoticeOutbox(store, config.chain.chain_id, config.replicas.id))
         dashboard = None
         if config.dashboard.enabled:
             dashboard = Dashboard(config.dashboard, store, chain_id=config.chain.chain_id,
@@ -129,7 +134,9 @@ class GuardianOps:
             self.service.publish(Notice(
                 kind=NoticeKind.RESPONSE_OUTCOME, severity=severity, chain_id=self._chain_id,
                 title=f"{action}: {status} · {incident.title}", summary=summary, policy_id=incident.policy_id,
-                incident_id=incident_id, details={"action": action, "outcome": status, **detail}))
+                incident_id=incident_id, details={"action": action, "outcome": status, **detail},
+                id=event_id(self._chain_id, NoticeKind.RESPONSE_OUTCOME, incident_id, action, status,
+                            detail.get("tx_hash") or self._times_recorded(incident_id, action, status))))
 
     # ---- incidents and the guardian's powers ----
 
@@ -141,9 +148,14 @@ class GuardianOps:
             return
         status = str(detail.get("to"))
         severity = Severity.CRITICAL if status == IncidentStatus.FAILED else Severity(incident.severity)
-        self.service.publish(status_notice(incident_id, incident.policy_id, severity, incident.title, status,
-                                           by=str(detail.get("by")), reason=str(detail.get("reason") or ""),
-                                           chain_id=self._chain_id))
+        # Which change of the incident this is: a status change is a compare-and-set, so every replica counting the
+        # incident's changes once it is recorded finds the same number.
+        changes = sum(1 for entry in self._store.timeline(incident_id) if entry.kind == "status")
+        self.service.publish(status_notice(
+            incident_id, incident.policy_id, severity, incident.title, status, by=str(detail.get("by")),
+            reason=str(detail.get("reason") or ""), chain_id=self._chain_id,
+            notice_id=event_id(self._chain_id, NoticeKind.INCIDENT_STATUS, incident_id, detail.get("from"), status,
+                               changes)))
 
     def preflight(self, report: PreflightReport) -> None:
         self.metrics.preflight(report.ok, None if report.ok else report.summary())
@@ -151,11 +163,13 @@ class GuardianOps:
             self.metrics.guardian_balance(report.guardian, report.balance_wei, report.balance_floor_wei)
 
     def cannot_act(self, incident_id: int, report: PreflightReport) -> None:
+        """Told when the preflight opened its incident (once: opening is serialised)."""
         self.service.publish(Notice(
             kind=NoticeKind.GUARDIAN_CANNOT_ACT, severity=Severity.CRITICAL, chain_id=self._chain_id,
             title="the guardian can no longer act", summary=report.summary(), policy_id=None,
             incident_id=incident_id, details={"block": report.block,
-                                              "failures": [f.check.value for f in report.failures]}))
+                                              "failures": [f.check.value for f in report.failures]},
+            id=event_id(self._chain_id, NoticeKind.GUARDIAN_CANNOT_ACT, "incident", incident_id)))
 
     def presigned_stale(self, action: str, signed_nonce: int, safe_nonce: int) -> None:
         self.service.publish(Notice(
@@ -163,7 +177,15 @@ class GuardianOps:
             title=f"the pre-signed {action} is void",
             summary=(f"The Safe's nonce moved to {safe_nonce}: the owners' pre-signature of {action} (nonce "
                      f"{signed_nonce}) can no longer be executed. Owners must sign again (`onguard presign {action}`)."),
-            details={"action": action, "signed_nonce": signed_nonce, "safe_nonce": safe_nonce}))
+            details={"action": action, "signed_nonce": signed_nonce, "safe_nonce": safe_nonce},
+            id=event_id(self._chain_id, NoticeKind.GUARDIAN_CANNOT_ACT, "presigned-stale", action, signed_nonce)))
+
+    def _times_recorded(self, incident_id: int, action: str, status: str) -> int:
+        """How many times the incident's timeline records this response reaching `status`: identifies an outcome
+        without a transaction of its own (each failure its own event, the same count on every replica)."""
+        kind = f"response-{status}"
+        return sum(1 for entry in self._store.timeline(incident_id)
+                   if entry.kind == kind and entry.detail.get("action") == action)
 
     def chain_seen(self, health: ChainHealth, mempool_live: bool | None) -> None:
         if health.head is not None:
@@ -189,14 +211,17 @@ def opened_notice(decision: Decision, chain_id: int, *, path: str) -> Notice:
         details.setdefault(key, value)
     return Notice(kind=NoticeKind.INCIDENT_OPENED, severity=policy.severity, chain_id=chain_id, title=finding.summary,
                   summary=f"Policy {policy.id} tripped at block {finding.block_number:,}. {doing}",
-                  policy_id=policy.id, incident_id=incident.id, details=details)
+                  policy_id=policy.id, incident_id=incident.id, details=details,
+                  id=event_id(chain_id, NoticeKind.INCIDENT_OPENED, incident.id))
 
 
 def status_notice(incident_id: int, policy_id: str, severity: Severity, title: str, status: str, *, by: str,
-                  reason: str, chain_id: int) -> Notice:
-    """An incident's status changed (`status` is an IncidentStatus value, or "acknowledged")."""
-    return Notice(kind=NoticeKind.INCIDENT_STATUS, severity=severity, chain_id=chain_id,
-                  title=f"#{incident_id} {status} · {title}",
-                  summary=f"Incident {incident_id} is now {status} (by {by}){': ' + reason if reason else ''}.",
-                  policy_id=policy_id, incident_id=incident_id,
-                  details={"status": status, "by": by, "reason": reason})
+                  reason: str, chain_id: int, notice_id: str | None = None) -> Notice:
+    """An incident's status changed (`status` is an IncidentStatus value, or "acknowledged"). `notice_id`: the
+    event's (the daemon's); a person's command gets a fresh one."""
+    notice = Notice(kind=NoticeKind.INCIDENT_STATUS, severity=severity, chain_id=chain_id,
+                    title=f"#{incident_id} {status} · {title}",
+                    summary=f"Incident {incident_id} is now {status} (by {by}){': ' + reason if reason else ''}.",
+                    policy_id=policy_id, incident_id=incident_id,
+                    details={"status": status, "by": by, "reason": reason})
+    return notice if notice_id is None else replace(notice, id=notice_id)

@@ -6,43 +6,52 @@ calls `start()` before its loop, `heartbeat()` from its heartbeat and `stop()` a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from onguard.ops.health import HealthServer, Readiness, ReadinessCheck, ReadinessRules, ReadinessWatch, assess
 from onguard.ops.metrics import Metrics
 from onguard.ops.notice import Notice
 from onguard.ops.notify import FailureHook, Notifier
+from onguard.ops.outbox import DurableNotifier, NoticeOutbox
 from onguard.ops.settings import MetricsSettings, NotificationSettings
 
 
 class Operations:
     def __init__(self, metrics: Metrics, notifier: Notifier | None, server: HealthServer | None,
-                 readiness: ReadinessCheck, *, chain_id: int, alert_after: float) -> None:
+                 readiness: ReadinessCheck, *, chain_id: int, alert_after: float, replica: str | None = None) -> None:
+        """`replica`: this daemon's replica id, in its chain-health notices (each replica's health is its own)."""
         self.metrics = metrics
         self.notifier = notifier      # None: no channel is configured
         self.server = server          # None: [metrics] is off (the metrics are still kept for `status`)
         self.readiness = readiness
-        self._watch = ReadinessWatch(readiness, self.publish, chain_id=chain_id, grace=alert_after)
+        self._watch = ReadinessWatch(readiness, self.publish, chain_id=chain_id, grace=alert_after, replica=replica)
 
     @classmethod
     def build(cls, notifications: NotificationSettings, metrics: MetricsSettings, *, chain_id: int,
               mempool_required: bool, environ: Mapping[str, str] | None = None,
-              on_failure: Sequence[FailureHook] = (), hold_while: Callable[[], bool] | None = None) -> Operations:
+              on_failure: Sequence[FailureHook] = (), hold_while: Callable[[], bool] | None = None,
+              outbox: NoticeOutbox | None = None, leads: Callable[[], bool] | None = None) -> Operations:
         """Reads the channels' secrets from the environment now, so a missing one stops the start (ConfigError).
-        `hold_while`: see Notifier (pass "a response is under way and not yet broadcast")."""
+        `hold_while`: see Notifier (pass "a response is under way and not yet broadcast"). `outbox`: notices go
+        through the state database and are delivered only while `leads()` (the leader lease; default: always)."""
         instruments = Metrics()
-        notifier = None
+        notifier: Notifier | None = None
         if notifications.enabled:
-            notifier = Notifier.from_settings(notifications, environ=environ,
-                                              on_failure=[instruments.notification_failed, *on_failure],
-                                              on_delivered=[instruments.notification_delivered],
-                                              hold_while=hold_while)
+            hooks: dict[str, Any] = dict(environ=environ, on_failure=[instruments.notification_failed, *on_failure],
+                                         on_delivered=[instruments.notification_delivered], hold_while=hold_while)
+            if outbox is None:
+                notifier = Notifier.from_settings(notifications, **hooks)
+            else:
+                notifier = DurableNotifier.from_settings(notifications, outbox=outbox,
+                                                         leads=leads or (lambda: True), **hooks)
         rules = ReadinessRules.from_settings(metrics, mempool_required=mempool_required)
 
         def readiness() -> Readiness:
             return assess(instruments.snapshot(), rules)
 
         server = HealthServer(instruments, readiness, host=metrics.host, port=metrics.port) if metrics.enabled else None
-        return cls(instruments, notifier, server, readiness, chain_id=chain_id, alert_after=metrics.alert_after)
+        return cls(instruments, notifier, server, readiness, chain_id=chain_id, alert_after=metrics.alert_after,
+                   replica=None if outbox is None else outbox.replica)
 
     def heartbeat(self) -> Readiness:
         """From the daemon's heartbeat: publishes a chain_health notice when the daemon has not been ready for

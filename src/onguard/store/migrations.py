@@ -174,12 +174,29 @@ def _response_claimers(db: Database) -> None:
     _add_columns(db, "responses", {"claimed_by": "claimed_by TEXT", "claimed_at": "claimed_at TEXT"})
 
 
+# ---- 5: the notification outbox: notices recorded by every replica, delivered by the leader ----
+
+_OUTBOX = (
+    # One row per notice id (derived from the event, so replicas recording one event record one notice); id orders
+    # them as first recorded. document: the notice's JSON (schema onguard.notice.v1).
+    """CREATE TABLE IF NOT EXISTS notices (
+        id {id}, notice_id TEXT NOT NULL UNIQUE, chain_id BIGINT NOT NULL, kind TEXT NOT NULL, incident_id BIGINT,
+        document TEXT NOT NULL, recorded_by TEXT NOT NULL, recorded_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS notice_deliveries (
+        notice_id TEXT NOT NULL REFERENCES notices (notice_id), channel TEXT NOT NULL, status TEXT NOT NULL,
+        attempts INTEGER NOT NULL, delivered_by TEXT, reason TEXT, updated_at TEXT NOT NULL,
+        PRIMARY KEY (notice_id, channel))""",
+    "CREATE INDEX IF NOT EXISTS notice_deliveries_by_status ON notice_deliveries (status, channel)",
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "incidents, timelines, responses, checkpoints", both=_INITIAL),
     Migration(2, "response transactions, outcomes, reorganisations counted", both=_RESPONSE_TXS,
               run=_response_outcomes),
     Migration(3, "audit log, handled blocks, Safe transactions", both=_BLOCKS_AND_SAFE_TXS, run=_audit_head),
     Migration(4, "replicas: response claimers, leases", both=_LEASES, run=_response_claimers),
+    Migration(5, "notification outbox", both=_OUTBOX),
 )
 LATEST = MIGRATIONS[-1].version
 
