@@ -40,7 +40,7 @@ def refusing_proxy(chain) -> Iterator[MethodRefusingProxy]:
 
 def test_a_slow_read_endpoint_is_put_after_the_direct_one(chain, fault_proxy):
     proxy = fault_proxy(chain.node.rpc_url)
-    proxy.set_mode(Mode.LATENCY, latency=0.5)
+    proxy.set_mode(Mode.LATENCY, latency=1.0)
 
     async def scenario() -> tuple[Any, ...]:
         transport = Transport.from_urls([proxy.url, chain.node.rpc_url])
@@ -64,7 +64,7 @@ def test_status_shows_the_slow_read_endpoint(chain, tmp_path, fault_proxy, key_i
     proxy = fault_proxy(chain.node.rpc_url)
     config_path = configure(chain, tmp_path, proxy.url, rpc_urls=f'["{chain.node.rpc_url}"]')
     asyncio.run(running(config_path, lambda guardian: asyncio.sleep(0)))
-    proxy.set_mode(Mode.LATENCY, latency=0.5)
+    proxy.set_mode(Mode.LATENCY, latency=0.3)
     capsys.readouterr()
     main(["status", "--json", "--config", str(config_path)])
     slow, direct = json.loads(capsys.readouterr().out)["chain"]["endpoints"]
