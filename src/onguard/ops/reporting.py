@@ -60,7 +60,8 @@ class GuardianOps:
         service = Operations.build(config.notifications, config.metrics, chain_id=config.chain.chain_id,
                                    mempool_required=mempool_required, on_failure=[audit_failure],
                                    hold_while=hold_while, leads=leads,
-                                   outbox=NoticeOutbox(store, config.chain.chain_id, config.replicas.id))
+                                   outbox=NoticeOutbox(store, config.chain.chain_id, config.replicas.id),
+                                   replica=config.replicas.id if config.database_url else None)
         dashboard = None
         if config.dashboard.enabled:
             dashboard = Dashboard(config.dashboard, store, chain_id=config.chain.chain_id,
