@@ -18,7 +18,7 @@ from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import ACTION_COOLDOWN, Roles, contract, dev_account, exec_as_owners
 from onguard.preflight import Check, PreflightReport, run_preflight
-from onguard.runtime import Guardian
+from onguard.runtime import PREFLIGHT_EVERY_BLOCKS, Guardian
 from onguard.safe.chain import SafeOnChain
 
 pytestmark = pytest.mark.chain
@@ -207,3 +207,60 @@ def test_run_preflight_runs_on_the_daemons_own_rpc_client_and_store(chain, guard
     report = asyncio.run(go())
     assert report.ok, report.summary()
     assert set(report.gas_limits) == {"pause_vault", "trip_breaker"}
+
+
+class HandedLease:
+    """A leader lease the test hands over: `held()` answers `holding`, and says when it was asked once `watching`
+    (the reconciler asks it too, while the test's step() handles blocks)."""
+
+    name = "leader:test"
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.watching = False
+        self.asked = asyncio.Event()
+
+    def held(self) -> bool:
+        if self.watching:
+            self.asked.set()
+        return self.holding
+
+    async def confirm(self) -> bool:
+        return self.holding
+
+
+def test_the_scheduled_preflight_runs_on_the_leader_only(chain, guardian_config):
+    """Once PREFLIGHT_EVERY_BLOCKS blocks are handled, a replica that does not lead skips the preflight (once-only
+    work); the same replica runs it once it leads."""
+    async def scenario() -> None:
+        config = load_config(guardian_config)
+        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        lease = HandedLease()
+        guardian.replica.leader = lease
+        stop = asyncio.Event()
+        loop: asyncio.Task[None] | None = None
+        try:
+            await guardian.start()
+            at_start = guardian.preflight
+            loop = asyncio.create_task(guardian._preflight_loop(stop))
+            await asyncio.sleep(0)  # the loop takes the handled block it counts from
+            chain.mine(PREFLIGHT_EVERY_BLOCKS + 1)
+            await guardian.step()
+            lease.watching = True
+            for _ in range(2):  # twice: the loop went round once in between, and any preflight it ran is over
+                async with asyncio.timeout(60):
+                    await lease.asked.wait()  # the loop found enough blocks handled and asked whether it leads
+                lease.asked.clear()
+            assert guardian.preflight is at_start  # it does not: no preflight
+            lease.holding = True
+            async with asyncio.timeout(60):
+                while guardian.preflight is at_start:
+                    await asyncio.sleep(0.05)
+            assert guardian.preflight.ok
+        finally:
+            stop.set()
+            if loop is not None:
+                await loop
+            await guardian.close()
+
+    asyncio.run(scenario())

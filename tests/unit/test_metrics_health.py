@@ -258,3 +258,23 @@ def test_the_readiness_watch_pages_after_the_grace_once_and_resolves_when_ready_
         (NoticeKind.CHAIN_HEALTH, "open", "trigger"), (NoticeKind.CHAIN_HEALTH, "resolved", "resolve")]
     assert published[0].title == "not ready: 9 blocks behind the head (budget 3)"
     assert published[0].incident_key == published[1].incident_key == "onguard/1/chain_health/daemon"
+
+
+def test_a_replicas_health_alert_names_it_and_each_episode_has_its_own_ids() -> None:
+    from onguard.ops.health import ReadinessWatch
+    from onguard.ops.notice import Notice
+
+    clock = Clock()
+    metrics = Metrics(clock=clock)
+    rules = ReadinessRules(lag_budget=3, stale_after=600.0, mempool_required=False, require_preflight=False)
+    published: list[Notice] = []
+    watch = ReadinessWatch(lambda: assess(metrics.snapshot(), rules), published.append, chain_id=1, grace=0.0,
+                           clock=clock, replica="eu-1")
+    for block in (100, 200):  # two episodes: behind, then caught up
+        metrics.block_handled(block, lag=9)
+        watch.check()
+        metrics.block_handled(block + 9, lag=0)
+        watch.check()
+    assert [n.status for n in published] == ["open", "resolved", "open", "resolved"]
+    assert {n.details["replica"] for n in published} == {"eu-1"}
+    assert len({n.id for n in published}) == 4

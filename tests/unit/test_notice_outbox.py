@@ -249,3 +249,24 @@ def test_a_stop_leaves_what_it_could_not_deliver_pending_for_the_next_start(
     asyncio.run(scenario())
     assert failures == []  # not failures: still to be delivered
     assert Outbox(store.database).count_pending(1) == 4
+
+
+def test_a_stop_ends_whenever_it_meets_the_outbox_pump_waking_up(stores: Callable[[], IncidentStore]) -> None:
+    """Recording a notice wakes the outbox pump; stop() cancels it. Whichever turn of the loop the cancellation
+    falls on, it must not be lost in the wake-up (with asyncio.wait_for on Python 3.11 it was: stop() hung)."""
+    store = stores()
+
+    async def scenario() -> None:
+        for turns in range(12):
+            notifier = durable(store, {"SOC_URL": "http://127.0.0.1:9/", "OPS_URL": "http://127.0.0.1:9/"},
+                               replica="follower", leads=lambda: False)
+            notifier.start()
+            await asyncio.sleep(0)  # the pump waits for a wake-up
+            notifier.publish(notice(incident_id=turns))
+            for _ in range(turns):  # let the recording and the wake-up go this many turns of the loop
+                await asyncio.sleep(0)
+            async with asyncio.timeout(10):
+                await notifier.stop()
+
+    asyncio.run(scenario())
+    assert Outbox(store.database).count_pending(1) == 24  # every notice recorded, left for the leader

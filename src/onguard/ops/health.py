@@ -92,7 +92,8 @@ class ReadinessWatch:
         """`replica`: named in the notices (among replicas, each one's readiness is its own)."""
         self._readiness = readiness
         self._replica = replica
-        self._episode = ""  # when the daemon stopped being ready (wall clock): the alert's identity
+        self._episode = ""  # when (wall clock) and which time this daemon stopped being ready: its alerts' identity
+        self._episodes = 0
         self._publish = publish
         self._chain_id = chain_id
         self._grace = grace
@@ -111,7 +112,8 @@ class ReadinessWatch:
             return verdict
         if self._unready_since is None:
             self._unready_since = now
-            self._episode = iso_time(datetime.now(UTC))
+            self._episodes += 1
+            self._episode = f"{iso_time(datetime.now(UTC))}#{self._episodes}"
         if not self._alerted and now - self._unready_since >= self._grace:
             self._alerted = True
             self._publish(self._notice(

@@ -122,7 +122,7 @@ class DurableNotifier(Notifier):
     # ---- recording ----
 
     async def _recorder(self) -> None:
-        while True:
+        while not self._stopped:
             await self._record_soon.wait()
             self._record_soon.clear()
             await self._hold()
@@ -145,9 +145,12 @@ class DurableNotifier(Notifier):
     # ---- delivering (the leader) ----
 
     async def _pump(self) -> None:
-        while True:
+        while not self._stopped:
+            # asyncio.timeout, not wait_for: in Python 3.11 wait_for swallows a cancellation that meets the event
+            # being set (stop() records, then cancels), and the pump would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._look_soon.wait(), self._poll_every)
+                async with asyncio.timeout(self._poll_every):
+                    await self._look_soon.wait()
             self._look_soon.clear()
             if self._leads():
                 await self._hold()

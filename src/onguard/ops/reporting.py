@@ -4,6 +4,7 @@ so the daemon calls them after the pause is spawned without delaying it."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -25,6 +26,7 @@ from onguard.ops.service import Operations
 from onguard.policies.engine import EngineResult
 from onguard.policies.model import Severity
 from onguard.preflight import PreflightReport
+from onguard.store.database import WRITE_REFUSED
 
 # Evidence values shown in a notice: scalars and small mappings only (a person reads it on a phone).
 _EVIDENCE_LIMIT = 12
@@ -58,7 +60,8 @@ class GuardianOps:
         service = Operations.build(config.notifications, config.metrics, chain_id=config.chain.chain_id,
                                    mempool_required=mempool_required, on_failure=[audit_failure],
                                    hold_while=hold_while, leads=leads,
-                                   outbox=NoticeOutbox(store, config.chain.chain_id, config.replicas.id))
+                                   outbox=NoticeOutbox(store, config.chain.chain_id, config.replicas.id),
+                                   replica=config.replicas.id if config.database_url else None)
         dashboard = None
         if config.dashboard.enabled:
             dashboard = Dashboard(config.dashboard, store, chain_id=config.chain.chain_id,
@@ -136,7 +139,7 @@ class GuardianOps:
                 title=f"{action}: {status} · {incident.title}", summary=summary, policy_id=incident.policy_id,
                 incident_id=incident_id, details={"action": action, "outcome": status, **detail},
                 id=event_id(self._chain_id, NoticeKind.RESPONSE_OUTCOME, incident_id, action, status,
-                            detail.get("tx_hash") or self._times_recorded(incident_id, action, status))))
+                            detail.get("tx_hash") or self._occurrence(incident_id, f"response-{status}", action))))
 
     # ---- incidents and the guardian's powers ----
 
@@ -150,7 +153,7 @@ class GuardianOps:
         severity = Severity.CRITICAL if status == IncidentStatus.FAILED else Severity(incident.severity)
         # Which change of the incident this is: a status change is a compare-and-set, so every replica counting the
         # incident's changes once it is recorded finds the same number.
-        changes = sum(1 for entry in self._store.timeline(incident_id) if entry.kind == "status")
+        changes = self._occurrence(incident_id, "status")
         self.service.publish(status_notice(
             incident_id, incident.policy_id, severity, incident.title, status, by=str(detail.get("by")),
             reason=str(detail.get("reason") or ""), chain_id=self._chain_id,
@@ -180,12 +183,17 @@ class GuardianOps:
             details={"action": action, "signed_nonce": signed_nonce, "safe_nonce": safe_nonce},
             id=event_id(self._chain_id, NoticeKind.GUARDIAN_CANNOT_ACT, "presigned-stale", action, signed_nonce)))
 
-    def _times_recorded(self, incident_id: int, action: str, status: str) -> int:
-        """How many times the incident's timeline records this response reaching `status`: identifies an outcome
-        without a transaction of its own (each failure its own event, the same count on every replica)."""
-        kind = f"response-{status}"
-        return sum(1 for entry in self._store.timeline(incident_id)
-                   if entry.kind == kind and entry.detail.get("action") == action)
+    def _occurrence(self, incident_id: int, kind: str, action: str | None = None) -> str:
+        """Which occurrence of a timeline entry an event is (the n-th status change, the n-th failure of a
+        response): the same count on every replica once the entry is recorded. While the database does not hold
+        every write the count may be stale: a fresh token then, so the notice is told, not taken for an earlier."""
+        if not self._store.unsaved_writes:
+            try:
+                return str(sum(1 for entry in self._store.timeline(incident_id)
+                               if entry.kind == kind and (action is None or entry.detail.get("action") == action)))
+            except WRITE_REFUSED:
+                pass
+        return "unsaved-" + os.urandom(8).hex()
 
     def chain_seen(self, health: ChainHealth, mempool_live: bool | None) -> None:
         if health.head is not None:

@@ -30,10 +30,12 @@ class Operations:
     def build(cls, notifications: NotificationSettings, metrics: MetricsSettings, *, chain_id: int,
               mempool_required: bool, environ: Mapping[str, str] | None = None,
               on_failure: Sequence[FailureHook] = (), hold_while: Callable[[], bool] | None = None,
-              outbox: NoticeOutbox | None = None, leads: Callable[[], bool] | None = None) -> Operations:
+              outbox: NoticeOutbox | None = None, leads: Callable[[], bool] | None = None,
+              replica: str | None = None) -> Operations:
         """Reads the channels' secrets from the environment now, so a missing one stops the start (ConfigError).
         `hold_while`: see Notifier (pass "a response is under way and not yet broadcast"). `outbox`: notices go
-        through the state database and are delivered only while `leads()` (the leader lease; default: always)."""
+        through the state database and are delivered only while `leads()` (the leader lease; default: always).
+        `replica`: among replicas, this one's id (named in its chain-health notices)."""
         instruments = Metrics()
         notifier: Notifier | None = None
         if notifications.enabled:
@@ -51,7 +53,7 @@ class Operations:
 
         server = HealthServer(instruments, readiness, host=metrics.host, port=metrics.port) if metrics.enabled else None
         return cls(instruments, notifier, server, readiness, chain_id=chain_id, alert_after=metrics.alert_after,
-                   replica=None if outbox is None else outbox.replica)
+                   replica=replica)
 
     def heartbeat(self) -> Readiness:
         """From the daemon's heartbeat: publishes a chain_health notice when the daemon has not been ready for
