@@ -10,17 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from onguard.chain.keys import load_guardian_account
-from onguard.config import load_config
 from onguard.demo.world import Roles, contract, dev_account
 from onguard.incidents.store import Outcome, ResponseStatus, ResponseTx
 from onguard.responders.feeladder import rung_hashes
 from onguard.runtime import Guardian
-from onguard.sources.mempool import MempoolSource
 
-from .helpers import ALICE, ATTACKER, BOB, vault_cash
+from .helpers import ALICE, ATTACKER, BOB, following_the_mempool, make_guardian, started, until, vault_cash
 from .test_preemption import preemption_config
-from .test_presigned import config_path, presign, started, trip  # noqa: F401 (config_path: the Safe path's fixture)
+from .test_presigned import config_path, presign, trip  # noqa: F401 (config_path: the Safe path's fixture)
 
 pytestmark = pytest.mark.chain
 
@@ -38,13 +35,6 @@ def drain(chain, victim: str) -> str:
         {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
-    assert condition(), what
-
-
 def kinds(guardian: Guardian) -> list[str]:
     return [e.kind for i in guardian.store.incidents() for e in guardian.store.timeline(i.id)]
 
@@ -52,21 +42,13 @@ def kinds(guardian: Guardian) -> list[str]:
 async def with_mempool(config_path: Path, body: Callable[[Guardian], Awaitable[None]],
                        guardian: Guardian | None = None) -> None:
     """Runs `body` with a started guardian following the mempool (mining is the caller's)."""
-    config = load_config(config_path)
-    guardian = guardian or Guardian(config, load_guardian_account(config.guardian_key))
-    stop = asyncio.Event()
+    guardian = guardian or make_guardian(config_path)
     try:
         await guardian.start()
         await guardian.step()
-        source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
-                               config.contracts, ignore_senders=[GUARDIAN])
-        listening = asyncio.create_task(source.run(guardian.on_pending, stop))
-        await until(lambda: source.live, "the mempool subscription is up")
-        await body(guardian)
-        stop.set()
-        await listening
+        async with following_the_mempool(guardian):
+            await body(guardian)
     finally:
-        stop.set()
         await guardian.close()
 
 
@@ -159,14 +141,13 @@ def test_a_crash_between_the_broadcast_and_its_record_leaves_one_pause_recorded_
     crashed: dict = {}
     w3.provider.make_request("evm_setAutomine", [False])
     try:
-        config = load_config(config_path)
-        first = Guardian(config, load_guardian_account(config.guardian_key))
+        first = make_guardian(config_path)
         asyncio.run(with_mempool(config_path, crash_after_broadcast, guardian=first))
         if mined_while_down:
             w3.provider.make_request("evm_mine", [])
 
         async def restart() -> dict:
-            second = Guardian(config, load_guardian_account(config.guardian_key))
+            second = make_guardian(config_path)
             try:
                 await second.start()  # recognises the rung by its hash, then the reconciler settles or replaces it
                 if not mined_while_down:

@@ -4,42 +4,34 @@ quiet for honest use, never pauses twice, and resumes where it left off."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from web3 import Web3
 
-from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import Roles, contract, dev_account, write_config
 from onguard.errors import NotAuthorised
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
-from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, BOB, CAROL, deposit, drain_slice, is_paused, tokens, vault_cash, withdraw
+from .helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    deposit,
+    drain_slice,
+    handle_new_blocks,
+    is_paused,
+    make_guardian,
+    started,
+    tokens,
+    vault_cash,
+    withdraw,
+)
 
 pytestmark = pytest.mark.chain
 
 GUARDIAN = dev_account(Roles.GUARDIAN).address
-
-
-def make_guardian(config_path: Path) -> Guardian:
-    config = load_config(config_path)
-    return Guardian(config, load_guardian_account(config.guardian_key))
-
-
-async def started(config_path: Path) -> Guardian:
-    guardian = make_guardian(config_path)
-    await guardian.start()
-    await guardian.step()  # anchors the checkpoint at the current head
-    return guardian
-
-
-async def handle_new_blocks(guardian: Guardian) -> list:
-    decisions = await guardian.step()
-    await guardian.drain_responses()
-    return decisions
 
 
 def test_drain_trips_the_policy_and_the_safe_module_pauses_the_vault(chain, guardian_config):

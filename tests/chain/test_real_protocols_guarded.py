@@ -14,12 +14,10 @@ import pytest
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
-from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import TOKEN, Roles, artifact, contract, dev_account, transact
 from onguard.incidents.store import Incident, ResponseStatus
 from onguard.runtime import Guardian
-from onguard.sources.mempool import MempoolSource
 
 from ..fixtures.protocols.balancer import POOL_LIQUIDITY, BalancerWorld, swap_given_in
 from ..fixtures.protocols.config import Watched, forge_abi, write_guard_config
@@ -27,6 +25,7 @@ from ..fixtures.protocols.governance import guardian_module
 from ..fixtures.protocols.uniswap import UniswapWorld, swap_token0_for_token1
 from ..scenarios.fixtures.balancer_spot_price import guard_config
 from .conftest import ProtocolsChain
+from .helpers import following_the_mempool, make_guardian
 
 pytestmark = pytest.mark.chain
 
@@ -61,35 +60,25 @@ def race(w3: Web3, config_path: Path, send_attack: Callable[[], str], wait: floa
     transactions; then one block is mined and its order read."""
 
     async def scenario() -> RaceOutcome:
-        config = load_config(config_path)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
-        stop = asyncio.Event()
-        listening = None
+        guardian = make_guardian(config_path)
         try:
             await guardian.start()
             await guardian.step()
             w3.provider.make_request("evm_setAutomine", [False])
-            assert config.mempool.ws_url is not None
-            source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
-                                   config.contracts, ignore_senders=[GUARDIAN])
-            listening = asyncio.create_task(source.run(guardian.on_pending, stop))
-            await asyncio.sleep(0.3)  # the subscription is up
-            attack = await asyncio.to_thread(send_attack)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and len(sent_responses(guardian)) < responses:
-                await asyncio.sleep(0.02)
-            sent = sent_responses(guardian)
-            w3.provider.make_request("evm_mine", [])
-            await guardian.drain_responses(timeout=10)
+            async with following_the_mempool(guardian):
+                attack = await asyncio.to_thread(send_attack)
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and len(sent_responses(guardian)) < responses:
+                    await asyncio.sleep(0.02)
+                sent = sent_responses(guardian)
+                w3.provider.make_request("evm_mine", [])
+                await guardian.drain_responses(timeout=10)
             block = w3.eth.get_block("latest")
             return RaceOutcome(block_hashes=[h.to_0x_hex() for h in block["transactions"]], attack=attack,
                                responses=sent,
                                attack_status=w3.eth.get_transaction_receipt(attack)["status"],
                                incidents=guardian.store.incidents())
         finally:
-            stop.set()
-            if listening is not None:
-                await listening
             w3.provider.make_request("evm_setAutomine", [True])
             await guardian.close()
 
@@ -125,31 +114,23 @@ def follow_ordinary_use(w3: Web3, config_path: Path, ordinary_block: Callable[[i
     `ordinary_block(i)` each, its transactions mined as sent) and handles every one of them."""
 
     async def scenario() -> QuietOutcome:
-        config = load_config(config_path)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
-        stop = asyncio.Event()
-        listening = None
+        guardian = make_guardian(config_path)
         try:
             await guardian.start()
             await guardian.step()
             first = guardian.source.last_committed
-            assert config.mempool.ws_url is not None and first is not None
-            source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
-                                   config.contracts, ignore_senders=[GUARDIAN])
-            listening = asyncio.create_task(source.run(guardian.on_pending, stop))
-            for index in range(BENIGN_HOUR):
-                await asyncio.to_thread(ordinary_block, index)
-                await guardian.step()
-            head = w3.eth.block_number
-            while guardian.source.last_committed is None or guardian.source.last_committed < head:
-                await guardian.step()
-            await guardian.drain_responses(timeout=10)
+            assert first is not None
+            async with following_the_mempool(guardian):
+                for index in range(BENIGN_HOUR):
+                    await asyncio.to_thread(ordinary_block, index)
+                    await guardian.step()
+                head = w3.eth.block_number
+                while guardian.source.last_committed is None or guardian.source.last_committed < head:
+                    await guardian.step()
+                await guardian.drain_responses(timeout=10)
             return QuietOutcome(blocks=guardian.source.last_committed - first, incidents=guardian.store.incidents(),
                                 failures=guardian.store.evaluation_failures())
         finally:
-            stop.set()
-            if listening is not None:
-                await listening
             await guardian.close()
 
     return asyncio.run(scenario())
@@ -314,8 +295,7 @@ def test_balancer_a_mined_manipulation_of_the_price_source_pauses_the_vault_on_t
     transact(w3, token0.functions.mint(ATTACKER, SPOT_DUMP), ATTACKER)
 
     async def scenario() -> list[str]:
-        config = load_config(balancer_config(protocols, tmp_path))
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        guardian = make_guardian(balancer_config(protocols, tmp_path))
         try:
             await guardian.start()
             await guardian.step()
