@@ -17,7 +17,8 @@ from onguard.runtime import Guardian
 
 from .helpers import ALICE, ATTACKER, BOB, following_the_mempool, make_guardian, started, until, vault_cash
 from .test_preemption import preemption_config
-from .test_presigned import config_path, presign, trip  # noqa: F401 (config_path: the Safe path's fixture)
+from .test_presigned import config_path as presigned_config_path  # noqa: F401 (the Safe path's fixture)
+from .test_presigned import presign, trip
 
 pytestmark = pytest.mark.chain
 
@@ -181,7 +182,9 @@ def test_a_crash_between_the_broadcast_and_its_record_leaves_one_pause_recorded_
 
 
 @pytest.mark.parametrize("multisig", ["2-of-3"], indirect=True)
-def test_the_safe_paths_relayed_execution_is_a_rung_of_the_ladder_too(multisig, config_path, monkeypatch):
+def test_the_safe_paths_relayed_execution_is_a_rung_of_the_ladder_too(multisig, presigned_config_path,  # noqa: F811
+                                                                       monkeypatch):
+    config_path = presigned_config_path
     for owner in multisig.owners[: multisig.threshold]:
         assert presign(config_path, owner, monkeypatch) == 0
     seen: dict = {}

@@ -97,8 +97,9 @@ channels = ["pager"]
         key = f"onguard/{world.chain_id}/incident/{incident_id}"
         assert events == [("acknowledge", key), ("resolve", key)]
 
-        out = cli(capsys, "recover", *config_arg, str(incident_id), "--root-cause", "redeemFor lacked an allowance check",
-                  "--fix", "vault v2 deployed", "--policy", "threshold kept at 25%", "--by", "bob")
+        out = cli(capsys, "recover", *config_arg, str(incident_id),
+                  "--root-cause", "redeemFor lacked an allowance check", "--fix", "vault v2 deployed",
+                  "--policy", "threshold kept at 25%", "--by", "bob")
         proposal = re.search(r"proposal (\d+), Safe tx", out).group(1)
         assert "vault.unpause() (undo pause_vault)" in out and "module.resetCooldown(vault, pause())" in out
         assert is_paused(w3, world)  # recover sends nothing

@@ -182,7 +182,7 @@ def test_a_reorg_fourteen_blocks_deep_re_including_the_drain_and_not_the_pause_i
             await guardian.drain_responses()
             (response,) = guardian.store.responses(decision.incident.id)
             assert response.outcome == Outcome.ORPHANED_RESENT and response.tx_hash != first.tx_hash
-                        # The pause was re-sent before the new chain's drain blocks were judged again: the harm is the trip's
+            # The pause was re-sent before the new chain's drain blocks were judged again: the harm is the trip's
             # (the evidence's transactions were orphaned with the pause), measured by the evidence's value.
             assert response.outcome_detail["landed"] == Outcome.CONTAINED
             assert response.outcome_detail["loss"] == tokens(300_000)
