@@ -14,6 +14,7 @@ from web3 import Web3
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import TOKEN, Roles, World, contract, dev_account
+from onguard.incidents.store import IncidentStatus, ResponseStatus
 from onguard.runtime import Guardian
 from onguard.sources.mempool import MempoolSource
 
@@ -33,6 +34,14 @@ def drain_slice(w3: Web3, world: World, victim: str, assets: int) -> Any:
     vault = contract(w3, "Vault", world.vault)
     shares = vault.functions.previewWithdraw(assets).call()
     return send(w3, vault.functions.redeemFor(victim, ATTACKER, shares), ATTACKER)
+
+
+def send_drain(w3: Web3, world: World, victim: str) -> str:
+    """The whole demo attack in one transaction: redeemFor(victim) all its shares, to the attacker. Sent, not waited
+    for (mining may be held): its hash."""
+    vault = contract(w3, "Vault", world.vault)
+    shares = vault.functions.balanceOf(victim).call()
+    return vault.functions.redeemFor(victim, ATTACKER, shares).transact({"from": ATTACKER, "gas": 500_000}).to_0x_hex()
 
 
 def withdraw(w3: Web3, world: World, holder: str, assets: int) -> Any:
@@ -70,6 +79,19 @@ async def started(config_path: Path) -> Guardian:
     await guardian.start()
     await guardian.step()
     return guardian
+
+
+async def restart_finishes_the_response(config_path: Path, incident_id: int) -> None:
+    """A guardian started afresh on config_path sees the incident's one response through: mined, the incident safe."""
+    guardian = make_guardian(config_path)
+    try:
+        await guardian.start()
+        await guardian.drain_responses()
+        (response,) = guardian.store.responses(incident_id)
+        assert response.status == ResponseStatus.MINED
+        assert guardian.store.incident(incident_id).status == IncidentStatus.SAFE
+    finally:
+        await guardian.close()
 
 
 async def handle_new_blocks(guardian: Guardian) -> list:

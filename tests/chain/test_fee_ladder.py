@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from onguard.demo.world import Roles, contract, dev_account
+from onguard.demo.world import Roles, dev_account
 from onguard.incidents.store import Outcome, ResponseStatus, ResponseTx
 from onguard.responders.feeladder import rung_hashes
 from onguard.runtime import Guardian
 
-from .helpers import ALICE, ATTACKER, BOB, following_the_mempool, make_guardian, started, until, vault_cash
+from .helpers import ALICE, BOB, following_the_mempool, make_guardian, send_drain, started, until, vault_cash
 from .test_preemption import preemption_config
 from .test_presigned import config_path as presigned_config_path  # noqa: F401 (the Safe path's fixture)
 from .test_presigned import presign, trip
@@ -27,13 +27,6 @@ GUARDIAN = dev_account(Roles.GUARDIAN).address
 
 class Crash(BaseException):
     """The daemon dies right after a rung is on the wire, before it is recorded."""
-
-
-def drain(chain, victim: str) -> str:
-    vault = contract(chain.w3, "Vault", chain.world.vault)
-    shares = vault.functions.balanceOf(victim).call()
-    return vault.functions.redeemFor(victim, ATTACKER, shares).transact(
-        {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
 
 
 def kinds(guardian: Guardian) -> list[str]:
@@ -65,7 +58,7 @@ def test_the_pre_signed_rung_is_broadcast_against_the_pending_attack_and_lands_f
         assert ladders, "a ladder is signed and stored at start"
         w3.provider.make_request("evm_setAutomine", [False])
         try:
-            seen["attack"] = await asyncio.to_thread(drain, chain, ALICE)
+            seen["attack"] = await asyncio.to_thread(send_drain, chain.w3, chain.world, ALICE)
             await until(lambda: "response-broadcast" in kinds(guardian), "the pause is broadcast")
             w3.provider.make_request("evm_mine", [])
         finally:
@@ -99,7 +92,8 @@ def test_two_pending_attacks_make_one_pause(chain, guardian_config, tmp_path):
     async def body(guardian: Guardian) -> None:
         w3.provider.make_request("evm_setAutomine", [False])
         try:
-            seen["attacks"] = [await asyncio.to_thread(drain, chain, victim) for victim in (ALICE, BOB)]
+            seen["attacks"] = [await asyncio.to_thread(send_drain, chain.w3, chain.world, victim)
+                               for victim in (ALICE, BOB)]
             await until(lambda: kinds(guardian).count("decided") + kinds(guardian).count("tripped-again") >= 2,
                         "both attacks are judged")
             w3.provider.make_request("evm_mine", [])
@@ -132,7 +126,7 @@ def test_a_crash_between_the_broadcast_and_its_record_leaves_one_pause_recorded_
             raise Crash
 
         guardian.store.record_response_tx = dies  # type: ignore[method-assign]
-        sent_hash = await asyncio.to_thread(drain, chain, ALICE)
+        sent_hash = await asyncio.to_thread(send_drain, chain.w3, chain.world, ALICE)
         await until(lambda: bool(sent), "a rung is broadcast")
         guardian.store.record_response_tx = record  # type: ignore[method-assign]
         assert w3.eth.get_transaction(sent[0].tx_hash) is not None  # on the wire …

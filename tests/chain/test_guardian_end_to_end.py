@@ -23,6 +23,7 @@ from .helpers import (
     handle_new_blocks,
     is_paused,
     make_guardian,
+    restart_finishes_the_response,
     started,
     tokens,
     vault_cash,
@@ -248,18 +249,7 @@ def test_a_response_interrupted_by_a_crash_is_finished_after_the_restart(chain, 
     assert store.claim_response(incident.id, "pause_vault")
     store.close()
 
-    async def restart() -> None:
-        guardian = make_guardian(guardian_config)
-        try:
-            await guardian.start()
-            await guardian.drain_responses()
-            (response,) = guardian.store.responses(incident.id)
-            assert response.status == ResponseStatus.MINED
-            assert guardian.store.incident(incident.id).status == IncidentStatus.SAFE
-        finally:
-            await guardian.close()
-
-    asyncio.run(restart())
+    asyncio.run(restart_finishes_the_response(guardian_config, incident.id))
     assert is_paused(w3, world)
 
 

@@ -12,13 +12,22 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from onguard.demo.world import contract
 from onguard.incidents.audit import AuditLog
 from onguard.incidents.store import Incident, IncidentStatus
 from onguard.ops.channels import sign
 from tests.unit.receivers import HttpReceiver, SmtpReceiver
 
-from .helpers import ALICE, ATTACKER, LIMIT, drain_slice, following_the_mempool, is_paused, make_guardian, tokens, until
+from .helpers import (
+    ALICE,
+    LIMIT,
+    drain_slice,
+    following_the_mempool,
+    is_paused,
+    make_guardian,
+    send_drain,
+    tokens,
+    until,
+)
 from .test_preemption import preemption_config
 
 pytestmark = pytest.mark.chain
@@ -170,13 +179,7 @@ def test_the_mempool_path_counts_judged_transactions_and_times_every_stage(chain
     """A pending drain with mining held: the guardian judges it, pauses, and the metrics show the pending
     transaction judged, the trip, and one observation of each stage, seen → decided → … → included."""
     w3, world = chain.w3, chain.world
-    vault = contract(w3, "Vault", world.vault)
     config_path = preemption_config(chain, tmp_path)
-
-    def attack() -> str:
-        shares = vault.functions.balanceOf(ALICE).call()
-        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
-            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
 
     async def scenario() -> dict[str, float]:
         guardian = make_guardian(config_path)
@@ -185,7 +188,7 @@ def test_the_mempool_path_counts_judged_transactions_and_times_every_stage(chain
             await guardian.step()
             w3.provider.make_request("evm_setAutomine", [False])
             async with following_the_mempool(guardian):
-                await asyncio.to_thread(attack)
+                await asyncio.to_thread(send_drain, w3, world, ALICE)
                 await until(lambda: any(e.kind == "response-broadcast" for i in guardian.store.incidents()
                                         for e in guardian.store.timeline(i.id)), "the pause is broadcast")
                 w3.provider.make_request("evm_mine", [])

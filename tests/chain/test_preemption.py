@@ -13,7 +13,7 @@ from onguard.demo.world import TOKEN, Roles, artifact, contract, dev_account, wr
 from onguard.incidents.store import ResponseStatus
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, ATTACKER, following_the_mempool, make_guardian, tokens, until, vault_cash
+from .helpers import ALICE, ATTACKER, following_the_mempool, make_guardian, send_drain, tokens, until, vault_cash
 
 pytestmark = pytest.mark.chain
 
@@ -104,15 +104,8 @@ def assert_pause_first(outcome: dict) -> None:
 
 def test_a_pending_direct_drain_is_beaten_by_the_pause(chain, guardian_config, tmp_path):
     w3, world = chain.w3, chain.world
-    vault = contract(w3, "Vault", world.vault)
     cash_before = vault_cash(w3, world)
-
-    def attack() -> str:
-        shares = vault.functions.balanceOf(ALICE).call()
-        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
-            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
-
-    outcome = race(chain, preemption_config(chain, tmp_path), attack)
+    outcome = race(chain, preemption_config(chain, tmp_path), lambda: send_drain(w3, world, ALICE))
     assert_pause_first(outcome)
     assert vault_cash(w3, world) == cash_before
     assert outcome["incidents"][0].policy_id == "vault-cash-guard"

@@ -25,7 +25,18 @@ from onguard.incidents.store import IncidentStatus, IncidentStore, Outcome, Resp
 from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, ATTACKER, LIMIT, drain_slice, is_paused, make_guardian, started, tokens, until
+from .helpers import (
+    ALICE,
+    ATTACKER,
+    LIMIT,
+    drain_slice,
+    is_paused,
+    make_guardian,
+    restart_finishes_the_response,
+    started,
+    tokens,
+    until,
+)
 
 pytestmark = pytest.mark.chain
 
@@ -487,16 +498,5 @@ def test_a_restart_takes_up_a_failed_response_while_the_state_is_not_safe(chain,
     store.set_status(incident.id, IncidentStatus.FAILED, reason="every endpoint refused")
     store.close()
 
-    async def restart() -> None:
-        guardian = make_guardian(guardian_config)
-        try:
-            await guardian.start()
-            await guardian.drain_responses()
-            (response,) = guardian.store.responses(incident.id)
-            assert response.status == ResponseStatus.MINED
-            assert guardian.store.incident(incident.id).status == IncidentStatus.SAFE
-        finally:
-            await guardian.close()
-
-    asyncio.run(restart())
+    asyncio.run(restart_finishes_the_response(guardian_config, incident.id))
     assert is_paused(w3, world)

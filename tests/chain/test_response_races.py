@@ -16,7 +16,7 @@ from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore, Outcome, ResponseStatus
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, ATTACKER, drain_slice, following_the_mempool, make_guardian, tokens, until
+from .helpers import ALICE, ATTACKER, drain_slice, following_the_mempool, make_guardian, send_drain, tokens, until
 from .test_preemption import POLICIES, race
 from .test_presigned import presign
 
@@ -137,7 +137,6 @@ def test_a_block_path_pause_is_priced_above_the_drain_pending_behind_it(chain, g
 
 def test_two_policies_tripping_on_one_pending_transaction_send_one_pause(chain, guardian_config, tmp_path):
     w3, world = chain.w3, chain.world
-    vault = contract(w3, "Vault", world.vault)
     policies = {"simulate.toml": POLICIES["simulate.toml"], "redeem.toml": """
 id = "no-redeem-for-others"
 description = "Only the Safe may redeem on someone else's behalf"
@@ -150,12 +149,7 @@ functions = ["redeemFor"]
 allow_from = ["{safe}"]
 """}
 
-    def attack() -> str:
-        shares = vault.functions.balanceOf(ALICE).call()
-        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
-            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
-
-    outcome = race(chain, config_with(chain, tmp_path, policies), attack)
+    outcome = race(chain, config_with(chain, tmp_path, policies), lambda: send_drain(w3, world, ALICE))
 
     incidents = outcome["incidents"]
     assert sorted(i.policy_id for i in incidents) == ["no-redeem-for-others", "vault-cash-guard"]

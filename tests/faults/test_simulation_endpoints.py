@@ -13,10 +13,9 @@ import pytest
 
 from onguard.cli.main import main
 from onguard.chain.transport import Role
-from onguard.demo.world import contract
 from onguard.incidents.store import ResponseStatus
 
-from ..chain.helpers import ALICE, ATTACKER, following_the_mempool, make_guardian, until, vault_cash
+from ..chain.helpers import ALICE, following_the_mempool, make_guardian, send_drain, until, vault_cash
 from ..chain.test_preemption import assert_pause_first, preemption_config
 from .daemon import configure, running
 from .proxy import Mode
@@ -31,13 +30,7 @@ def test_an_attack_is_paused_before_inclusion_with_one_simulation_endpoint_black
     config_path = preemption_config(chain, tmp_path)
     config_path.write_text(config_path.read_text() + f'simulation_urls = ["{proxy.url}", "{chain.node.rpc_url}"]\n'
                                                      'simulation_timeout = "3s"\n')
-    vault = contract(w3, "Vault", world.vault)
     cash_before = vault_cash(w3, world)
-
-    def attack() -> str:
-        shares = vault.functions.balanceOf(ALICE).call()
-        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
-            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
 
     async def scenario() -> dict:
         guardian = make_guardian(config_path)
@@ -48,7 +41,7 @@ def test_an_attack_is_paused_before_inclusion_with_one_simulation_endpoint_black
             connections = proxy.connections
             w3.provider.make_request("evm_setAutomine", [False])
             async with following_the_mempool(guardian):
-                attack_hash = await asyncio.to_thread(attack)
+                attack_hash = await asyncio.to_thread(send_drain, w3, world, ALICE)
                 store = guardian.store
                 await until(lambda: any(r.status == ResponseStatus.SENT for i in store.incidents()
                                         for r in store.responses(i.id)), "the pause broadcast")
