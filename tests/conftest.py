@@ -50,7 +50,7 @@ def guardian_config(chain: Chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.fixture
-def postgres_guardian_config(chain: Chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str) -> Path:
+def postgres_guardian_config(chain: Chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str) -> Path:  # noqa: F811
     """guardian_config with the state in a fresh PostgreSQL database ([state] database_url = postgres_url)."""
     monkeypatch.setenv(GUARDIAN_KEY_ENV, dev_account(Roles.GUARDIAN).key.to_0x_hex())
     return write_config(chain.world, tmp_path, key_env=GUARDIAN_KEY_ENV, poll_interval="50ms",

@@ -192,12 +192,18 @@ def _undo(entry: Table, contracts: Mapping[str, WatchedContract], own_contract: 
         return (_call(table, "undo", contracts),)
     if not value:
         raise entry.fail("undo", "is empty", "leave it out, or give the calls that undo the action")
+    return _call_tables(entry, "undo", value, contracts)
+
+
+def _call_tables(entry: Table, key: str, items: list, contracts: Mapping[str, WatchedContract]
+                 ) -> tuple[ActionCall, ...]:
+    """The [[key]] tables of an action, each one call."""
     calls = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise entry.fail(f"undo[{index}]", f"expected a table, got {item!r}",
-                             f"write [[{entry.field_name('undo')}]] tables: {_CALL_FIELDS_HINT}")
-        table = Table(item, file=entry.file, prefix=entry.field_name(f"undo[{index}]"), error=ConfigError)
+            raise entry.fail(f"{key}[{index}]", f"expected a table, got {item!r}",
+                             f"write [[{entry.field_name(key)}]] tables: {_CALL_FIELDS_HINT}")
+        table = Table(item, file=entry.file, prefix=entry.field_name(f"{key}[{index}]"), error=ConfigError)
         calls.append(_call(table, "function", contracts))
         table.finish()
     return tuple(calls)
@@ -212,15 +218,7 @@ def _calls(entry: Table, contracts: Mapping[str, WatchedContract]) -> tuple[Acti
         items = entry.get("calls", list, hint=f"[[{entry.field_name('calls')}]] tables: {_CALL_FIELDS_HINT}")
         if not items:
             raise entry.fail("calls", "is empty", f"add a [[{entry.field_name('calls')}]] table")
-        calls = []
-        for index, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise entry.fail(f"calls[{index}]", f"expected a table, got {item!r}",
-                                 f"write [[{entry.field_name('calls')}]] tables: {_CALL_FIELDS_HINT}")
-            table = Table(item, file=entry.file, prefix=entry.field_name(f"calls[{index}]"), error=ConfigError)
-            calls.append(_call(table, "function", contracts))
-            table.finish()
-        return tuple(calls)
+        return _call_tables(entry, "calls", items, contracts)
     if not entry.has("contract") and not entry.has("call"):
         raise entry.fail("calls", "is required but missing",
                          f"one call: contract = \"vault\", call = \"pause()\"; several: [[{entry.field_name('calls')}]]"

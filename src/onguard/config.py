@@ -23,7 +23,7 @@ from onguard.ops.settings import (
 )
 from onguard.replicas.settings import ReplicaSettings, default_replicas, parse_replicas
 from onguard.store.settings import DatabaseSettings, check_database_url
-from onguard.tomlfields import Table, read_toml
+from onguard.tomlfields import Table, read_toml, seconds
 from onguard.units import parse_address, parse_amount, parse_duration
 
 SECRET_FIELDS = ("private_key", "key", "password", "mnemonic", "secret")
@@ -219,15 +219,15 @@ def _chain(table: Table) -> ChainSettings:
     settings = ChainSettings(
         rpc_url=rpc_url,
         chain_id=chain_id,
-        poll_interval=_duration_in(table, "poll_interval", 1.0, POLL_INTERVAL_RANGE),
+        poll_interval=table.duration_in("poll_interval", 1.0, POLL_INTERVAL_RANGE),
         start_block=None if start == "latest" else start,
-        max_block_range=_int_in(table, "max_block_range", 500, MAX_BLOCK_RANGE),
+        max_block_range=table.int_in("max_block_range", 500, MAX_BLOCK_RANGE),
         rpc_urls=rpc_urls,
         ws_url=ws_url,
-        request_timeout=_duration_in(table, "request_timeout", 10.0, REQUEST_TIMEOUT_RANGE),
-        stall_after=_duration_in(table, "stall_after", 60.0, STALL_AFTER_RANGE),
-        max_lag=_int_in(table, "max_lag", 20, MAX_LAG_RANGE),
-        requests_per_second=_int_in(table, "requests_per_second", 500, REQUESTS_PER_SECOND_RANGE),
+        request_timeout=table.duration_in("request_timeout", 10.0, REQUEST_TIMEOUT_RANGE),
+        stall_after=table.duration_in("stall_after", 60.0, STALL_AFTER_RANGE),
+        max_lag=table.int_in("max_lag", 20, MAX_LAG_RANGE),
+        requests_per_second=table.int_in("requests_per_second", 500, REQUESTS_PER_SECOND_RANGE),
     )
     table.finish()
     return settings
@@ -238,28 +238,6 @@ def _http_url(table: Table, key: str, url: object) -> str:
         raise table.fail(key, f"{url!r} is not an http(s) URL",
                          "JSON-RPC reads go over HTTP(S): give the node's http:// or https:// endpoint")
     return url
-
-
-def _duration_in(table: Table, key: str, default: float, bounds: tuple[float, float]) -> float:
-    value = table.parsed(key, parse_duration, default=default)
-    low, high = bounds
-    if not low <= value <= high:
-        raise table.fail(key, f"{value:g}s is outside {_seconds(low)}..{_seconds(high)}",
-                         f"write a duration from {_seconds(low)} to {_seconds(high)}, e.g. \"{_seconds(default)}\"")
-    return value
-
-
-def _int_in(table: Table, key: str, default: int, bounds: tuple[int, int]) -> int:
-    value = table.get(key, int, default=default)
-    low, high = bounds
-    if not low <= value <= high:
-        raise table.fail(key, f"{value} is outside {low:_}..{high:_}" + (" (must be at least 1)" if value < 1 else ""),
-                         f"write a whole number from {low:_} to {high:_}, e.g. {default}")
-    return value
-
-
-def _seconds(value: float) -> str:
-    return f"{round(value * 1000)}ms" if value < 1 else f"{value:g}s"
 
 
 def _safe(table: Table) -> SafeSettings:
@@ -379,10 +357,6 @@ SIMULATIONS_PER_SECOND = (1, 100_000)
 MAX_SIMULATION_URLS = 16
 
 
-def _seconds(value: float) -> str:
-    return f"{value * 1000:g}ms" if 0 < value < 1 else f"{value:g}s"
-
-
 def _wei(value: int) -> str:
     return f"{value} wei" + (f" ({value / GWEI:g} gwei)" if value >= GWEI // 1000 else "")
 
@@ -406,7 +380,7 @@ def _response(table: Table | None, rpc_url: str) -> ResponseSettings:
     if table is None:
         table = Table({}, file="", prefix="response", error=ConfigError)
     endpoints = _endpoints(table, rpc_url)
-    receipt_timeout = _ranged(table, "receipt_timeout", parse_duration, 60.0, *RECEIPT_TIMEOUT, _seconds,
+    receipt_timeout = _ranged(table, "receipt_timeout", parse_duration, 60.0, *RECEIPT_TIMEOUT, seconds,
                               "how long to wait for the response's receipt, e.g. \"60s\"")
     max_fee = _ranged(table, "max_fee_per_gas", parse_amount, 500 * GWEI, *MAX_FEE_PER_GAS, _wei,
                       "the most the guardian pays per gas, in wei, e.g. \"500e9\" for 500 gwei")
@@ -419,8 +393,8 @@ def _response(table: Table | None, rpc_url: str) -> ResponseSettings:
     bump_hint = "the pause is replaced with higher fees when not mined by then, e.g. \"3s\""
     bump_after = table.parsed("bump_after", parse_duration, default=3.0, hint=bump_hint)
     if not 0 < bump_after < receipt_timeout:
-        raise table.fail("bump_after", f"{_seconds(bump_after)} must be more than 0s and less than receipt_timeout "
-                                       f"({_seconds(receipt_timeout)})", bump_hint)
+        raise table.fail("bump_after", f"{seconds(bump_after)} must be more than 0s and less than receipt_timeout "
+                                       f"({seconds(receipt_timeout)})", bump_hint)
     bump_factor = _ranged(table, "bump_factor", _factor, Fraction(5, 4), *BUMP_FACTOR, _number,
                           "e.g. 1.25; nodes refuse a replacement that raises fees by less than 1.1")
     fallback = table.get("public_fallback_after", (str, int, float, bool), default="2s")
@@ -430,8 +404,8 @@ def _response(table: Table | None, rpc_url: str) -> ResponseSettings:
         public_fallback_after = table.parsed("public_fallback_after", parse_duration, default=2.0,
                                              hint="e.g. \"2s\", or false to never send publicly")
         if public_fallback_after >= receipt_timeout:
-            raise table.fail("public_fallback_after", f"{_seconds(public_fallback_after)} is not less than "
-                                                      f"receipt_timeout ({_seconds(receipt_timeout)})",
+            raise table.fail("public_fallback_after", f"{seconds(public_fallback_after)} is not less than "
+                                                      f"receipt_timeout ({seconds(receipt_timeout)})",
                              "the public fallback would never happen: lower it, or write false for never")
     settings = ResponseSettings(
         receipt_timeout=receipt_timeout,
@@ -447,7 +421,7 @@ def _response(table: Table | None, rpc_url: str) -> ResponseSettings:
         block_path_min_tip=table.parsed("block_path_min_tip", parse_amount, default=min(10 * 10**9, max_fee)),
         retry_backoff=table.parsed("retry_backoff", parse_duration, default=2.0),
         retry_backoff_max=table.parsed("retry_backoff_max", parse_duration, default=30.0),
-        send_timeout=_ranged(table, "send_timeout", parse_duration, 2.0, *SEND_TIMEOUT, _seconds,
+        send_timeout=_ranged(table, "send_timeout", parse_duration, 2.0, *SEND_TIMEOUT, seconds,
                              "e.g. \"2s\": a send endpoint slower than this is skipped (private ones for the "
                              "public ones)"),
     )
@@ -524,7 +498,7 @@ def _mempool(table: Table | None) -> MempoolSettings:
         max_concurrent_simulations=_ranged(table, "max_concurrent_simulations", _whole, 8,
                                            *MAX_CONCURRENT_SIMULATIONS,
                                            hint="pending transactions simulated at once, e.g. 8"),
-        simulation_timeout=_ranged(table, "simulation_timeout", parse_duration, 0.5, *SIMULATION_TIMEOUT, _seconds,
+        simulation_timeout=_ranged(table, "simulation_timeout", parse_duration, 0.5, *SIMULATION_TIMEOUT, seconds,
                                    "how long one simulation may take, e.g. \"500ms\""),
         simulations_per_second=_ranged(table, "simulations_per_second", _whole, 500, *SIMULATIONS_PER_SECOND,
                                        hint="the most simulations asked of the node per second, e.g. 500"),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from onguard.errors import InputError
+from onguard.units import parse_duration
 
 T = TypeVar("T")
 _MISSING = object()
@@ -92,6 +93,25 @@ class Table:
         except ValueError as exc:
             raise self.fail(key, str(exc), hint) from None
 
+    def duration_in(self, key: str, default: float, bounds: tuple[float, float]) -> float:
+        """A duration in seconds within `bounds` (inclusive): outside them it is a typo, not a tuning choice."""
+        value = self.parsed(key, parse_duration, default=default)
+        low, high = bounds
+        if not low <= value <= high:
+            raise self.fail(key, f"{value:g}s is outside {seconds(low)}..{seconds(high)}",
+                            f"write a duration from {seconds(low)} to {seconds(high)}, e.g. \"{seconds(default)}\"")
+        return value
+
+    def int_in(self, key: str, default: int, bounds: tuple[int, int]) -> int:
+        """A whole number within `bounds` (inclusive)."""
+        value = self.get(key, int, default=default)
+        low, high = bounds
+        if not low <= value <= high:
+            at_least_one = " (must be at least 1)" if value < 1 else ""
+            raise self.fail(key, f"{value} is outside {low:_}..{high:_}{at_least_one}",
+                            f"write a whole number from {low:_} to {high:_}, e.g. {default}")
+        return value
+
     def table(self, key: str, *, required: bool = True, hint: str | None = None) -> Table | None:
         self._seen.add(key)
         if key not in self._data:
@@ -110,6 +130,11 @@ class Table:
                 close = difflib.get_close_matches(key, sorted(self._seen), n=1)
                 hint = f"did you mean '{close[0]}'?" if close else f"known fields: {', '.join(sorted(self._seen))}"
                 raise self.fail(key, "unknown field", hint)
+
+
+def seconds(value: float) -> str:
+    """A duration as written in onguard.toml: "500ms", "0s", "30s"."""
+    return f"{value * 1000:g}ms" if 0 < value < 1 else f"{value:g}s"
 
 
 def _names(kinds: tuple[type, ...]) -> str:

@@ -73,8 +73,8 @@ def test_signatures_made_by_cast_on_the_printed_typed_data_are_accepted_and_the_
 
 
 @pytest.mark.parametrize("multisig", ["2-of-3"], indirect=True)
-def test_presign_takes_a_signature_made_elsewhere_for_one_nonce(multisig, config_path, capsys, monkeypatch,
-                                                                tmp_path):  # noqa: F811
+def test_presign_takes_a_signature_made_elsewhere_for_one_nonce(multisig, config_path, capsys, monkeypatch,  # noqa: F811
+                                                                tmp_path):
     config = str(config_path)
     nonce = safe_nonce(multisig)
     code, _, err = run(capsys, "presign", "--config", config, "pause_vault", "--depth", "2", "--signature", "0x00")

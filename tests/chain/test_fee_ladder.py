@@ -10,17 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from onguard.chain.keys import load_guardian_account
-from onguard.config import load_config
-from onguard.demo.world import Roles, contract, dev_account
+from onguard.demo.world import Roles, dev_account
 from onguard.incidents.store import Outcome, ResponseStatus, ResponseTx
 from onguard.responders.feeladder import rung_hashes
 from onguard.runtime import Guardian
-from onguard.sources.mempool import MempoolSource
 
-from .helpers import ALICE, ATTACKER, BOB, vault_cash
+from .helpers import ALICE, BOB, following_the_mempool, make_guardian, send_drain, started, until, vault_cash
 from .test_preemption import preemption_config
-from .test_presigned import config_path, presign, started, trip  # noqa: F401 (config_path: the Safe path's fixture)
+from .test_presigned import config_path as presigned_config_path  # noqa: F401 (the Safe path's fixture)
+from .test_presigned import presign, trip
 
 pytestmark = pytest.mark.chain
 
@@ -31,20 +29,6 @@ class Crash(BaseException):
     """The daemon dies right after a rung is on the wire, before it is recorded."""
 
 
-def drain(chain, victim: str) -> str:
-    vault = contract(chain.w3, "Vault", chain.world.vault)
-    shares = vault.functions.balanceOf(victim).call()
-    return vault.functions.redeemFor(victim, ATTACKER, shares).transact(
-        {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
-    assert condition(), what
-
-
 def kinds(guardian: Guardian) -> list[str]:
     return [e.kind for i in guardian.store.incidents() for e in guardian.store.timeline(i.id)]
 
@@ -52,21 +36,13 @@ def kinds(guardian: Guardian) -> list[str]:
 async def with_mempool(config_path: Path, body: Callable[[Guardian], Awaitable[None]],
                        guardian: Guardian | None = None) -> None:
     """Runs `body` with a started guardian following the mempool (mining is the caller's)."""
-    config = load_config(config_path)
-    guardian = guardian or Guardian(config, load_guardian_account(config.guardian_key))
-    stop = asyncio.Event()
+    guardian = guardian or make_guardian(config_path)
     try:
         await guardian.start()
         await guardian.step()
-        source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
-                               config.contracts, ignore_senders=[GUARDIAN])
-        listening = asyncio.create_task(source.run(guardian.on_pending, stop))
-        await until(lambda: source.live, "the mempool subscription is up")
-        await body(guardian)
-        stop.set()
-        await listening
+        async with following_the_mempool(guardian):
+            await body(guardian)
     finally:
-        stop.set()
         await guardian.close()
 
 
@@ -82,7 +58,7 @@ def test_the_pre_signed_rung_is_broadcast_against_the_pending_attack_and_lands_f
         assert ladders, "a ladder is signed and stored at start"
         w3.provider.make_request("evm_setAutomine", [False])
         try:
-            seen["attack"] = await asyncio.to_thread(drain, chain, ALICE)
+            seen["attack"] = await asyncio.to_thread(send_drain, chain.w3, chain.world, ALICE)
             await until(lambda: "response-broadcast" in kinds(guardian), "the pause is broadcast")
             w3.provider.make_request("evm_mine", [])
         finally:
@@ -116,7 +92,8 @@ def test_two_pending_attacks_make_one_pause(chain, guardian_config, tmp_path):
     async def body(guardian: Guardian) -> None:
         w3.provider.make_request("evm_setAutomine", [False])
         try:
-            seen["attacks"] = [await asyncio.to_thread(drain, chain, victim) for victim in (ALICE, BOB)]
+            seen["attacks"] = [await asyncio.to_thread(send_drain, chain.w3, chain.world, victim)
+                               for victim in (ALICE, BOB)]
             await until(lambda: kinds(guardian).count("decided") + kinds(guardian).count("tripped-again") >= 2,
                         "both attacks are judged")
             w3.provider.make_request("evm_mine", [])
@@ -149,7 +126,7 @@ def test_a_crash_between_the_broadcast_and_its_record_leaves_one_pause_recorded_
             raise Crash
 
         guardian.store.record_response_tx = dies  # type: ignore[method-assign]
-        sent_hash = await asyncio.to_thread(drain, chain, ALICE)
+        sent_hash = await asyncio.to_thread(send_drain, chain.w3, chain.world, ALICE)
         await until(lambda: bool(sent), "a rung is broadcast")
         guardian.store.record_response_tx = record  # type: ignore[method-assign]
         assert w3.eth.get_transaction(sent[0].tx_hash) is not None  # on the wire …
@@ -159,14 +136,13 @@ def test_a_crash_between_the_broadcast_and_its_record_leaves_one_pause_recorded_
     crashed: dict = {}
     w3.provider.make_request("evm_setAutomine", [False])
     try:
-        config = load_config(config_path)
-        first = Guardian(config, load_guardian_account(config.guardian_key))
+        first = make_guardian(config_path)
         asyncio.run(with_mempool(config_path, crash_after_broadcast, guardian=first))
         if mined_while_down:
             w3.provider.make_request("evm_mine", [])
 
         async def restart() -> dict:
-            second = Guardian(config, load_guardian_account(config.guardian_key))
+            second = make_guardian(config_path)
             try:
                 await second.start()  # recognises the rung by its hash, then the reconciler settles or replaces it
                 if not mined_while_down:
@@ -200,7 +176,9 @@ def test_a_crash_between_the_broadcast_and_its_record_leaves_one_pause_recorded_
 
 
 @pytest.mark.parametrize("multisig", ["2-of-3"], indirect=True)
-def test_the_safe_paths_relayed_execution_is_a_rung_of_the_ladder_too(multisig, config_path, monkeypatch):
+def test_the_safe_paths_relayed_execution_is_a_rung_of_the_ladder_too(multisig, presigned_config_path,  # noqa: F811
+                                                                       monkeypatch):
+    config_path = presigned_config_path
     for owner in multisig.owners[: multisig.threshold]:
         assert presign(config_path, owner, monkeypatch) == 0
     seen: dict = {}

@@ -4,42 +4,35 @@ quiet for honest use, never pauses twice, and resumes where it left off."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from web3 import Web3
 
-from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import Roles, contract, dev_account, write_config
 from onguard.errors import NotAuthorised
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
-from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, BOB, CAROL, deposit, drain_slice, is_paused, tokens, vault_cash, withdraw
+from .helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    deposit,
+    drain_slice,
+    handle_new_blocks,
+    is_paused,
+    make_guardian,
+    restart_finishes_the_response,
+    started,
+    tokens,
+    vault_cash,
+    withdraw,
+)
 
 pytestmark = pytest.mark.chain
 
 GUARDIAN = dev_account(Roles.GUARDIAN).address
-
-
-def make_guardian(config_path: Path) -> Guardian:
-    config = load_config(config_path)
-    return Guardian(config, load_guardian_account(config.guardian_key))
-
-
-async def started(config_path: Path) -> Guardian:
-    guardian = make_guardian(config_path)
-    await guardian.start()
-    await guardian.step()  # anchors the checkpoint at the current head
-    return guardian
-
-
-async def handle_new_blocks(guardian: Guardian) -> list:
-    decisions = await guardian.step()
-    await guardian.drain_responses()
-    return decisions
 
 
 def test_drain_trips_the_policy_and_the_safe_module_pauses_the_vault(chain, guardian_config):
@@ -256,18 +249,7 @@ def test_a_response_interrupted_by_a_crash_is_finished_after_the_restart(chain, 
     assert store.claim_response(incident.id, "pause_vault")
     store.close()
 
-    async def restart() -> None:
-        guardian = make_guardian(guardian_config)
-        try:
-            await guardian.start()
-            await guardian.drain_responses()
-            (response,) = guardian.store.responses(incident.id)
-            assert response.status == ResponseStatus.MINED
-            assert guardian.store.incident(incident.id).status == IncidentStatus.SAFE
-        finally:
-            await guardian.close()
-
-    asyncio.run(restart())
+    asyncio.run(restart_finishes_the_response(guardian_config, incident.id))
     assert is_paused(w3, world)
 
 

@@ -6,34 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 
-from onguard.chain.keys import load_guardian_account
 from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import Roles, dev_account
 from onguard.incidents.audit import AuditLog
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
-from onguard.runtime import Guardian
 
-from .helpers import ALICE, drain_slice, is_paused, tokens
+from .helpers import ALICE, drain_slice, handle_new_blocks, is_paused, make_guardian, tokens
 
 pytestmark = pytest.mark.chain
 
 GUARDIAN = dev_account(Roles.GUARDIAN).address
-
-
-def make_guardian(config_path: Path) -> Guardian:
-    config = load_config(config_path)
-    return Guardian(config, load_guardian_account(config.guardian_key))
-
-
-async def handle_new_blocks(guardian: Guardian) -> list:
-    decisions = await guardian.step()
-    await guardian.drain_responses()
-    return decisions
 
 
 def test_a_drain_is_paused_and_recorded_in_postgresql(chain, postgres_guardian_config, postgres_url, capsys):

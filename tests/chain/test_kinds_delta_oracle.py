@@ -11,15 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from onguard.chain.keys import load_guardian_account
-from onguard.config import load_config
 from onguard.demo.world import Roles, contract, dev_account, write_config
 from onguard.incidents.store import IncidentStatus, ResponseStatus
 from onguard.policies.model import Finding
 from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, ATTACKER, BOB, CAROL, drain_slice, send, tokens, withdraw
+from .helpers import ALICE, ATTACKER, BOB, CAROL, drain_slice, make_guardian, send, tokens, withdraw
 
 pytestmark = pytest.mark.chain
 
@@ -83,9 +81,7 @@ def guardian_with(tmp_path: Path, world, policy_text: str) -> Guardian:
     folder.mkdir(exist_ok=True)
     (folder / "policy.toml").write_text(HEADER + policy_text)
     # guardian_config put the guardian key in the environment; this config differs only by its policies.
-    config = load_config(write_config(world, tmp_path / "delta-oracle", key_env=GUARDIAN_KEY_ENV,
-                                      policies_dir=folder))
-    return Guardian(config, load_guardian_account(config.guardian_key))
+    return make_guardian(write_config(world, tmp_path / "delta-oracle", key_env=GUARDIAN_KEY_ENV, policies_dir=folder))
 
 
 def run(guardian: Guardian, *stages: Callable[[], None]) -> list[list[Finding]]:

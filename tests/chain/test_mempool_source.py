@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -29,7 +29,7 @@ from onguard.paths import ARTIFACTS_DIR
 from onguard.sources.mempool import MempoolSource, PendingTransaction
 
 from ..conftest import Chain
-from .helpers import ALICE, ATTACKER, BOB
+from .helpers import ALICE, ATTACKER, BOB, until
 
 pytestmark = pytest.mark.chain
 
@@ -60,15 +60,6 @@ class Collector:
 
     async def wait_for(self, *hashes: str) -> None:
         await until(lambda: set(hashes) <= set(self.hashes()), f"transactions {hashes}; got {self.hashes()}")
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SAFETY
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

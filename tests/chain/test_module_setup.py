@@ -47,7 +47,8 @@ contract = "oracle"
 function = "revokeRole(bytes32,address)"
 args = ["keccak256:UPDATER_ROLE", "{UPDATER}"]
 """
-TRIP_BREAKER = '[actions.trip_breaker]\ncontract = "breaker"\ncall = "trip()"\ndone_when = "tripped()"\nundo = "reset()"\n'
+TRIP_BREAKER = ('[actions.trip_breaker]\ncontract = "breaker"\ncall = "trip()"\ndone_when = "tripped()"\n'
+                'undo = "reset()"\n')
 RESET_BREAKER = ('\n[actions.reset_breaker]\ncontract = "breaker"\ncall = "reset()"\n'
                  'done_when = "not breaker.tripped()"\n')
 

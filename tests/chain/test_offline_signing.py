@@ -26,8 +26,8 @@ def dead_endpoint() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def test_a_proposal_is_reviewed_and_signed_with_no_node_and_its_signature_executes(multisig, paused, capsys,
-                                                                                  monkeypatch, tmp_path):  # noqa: F811
+def test_a_proposal_is_reviewed_and_signed_with_no_node_and_its_signature_executes(multisig, paused, capsys,  # noqa: F811
+                                                                                  monkeypatch, tmp_path):
     world = multisig.chain.world
     online = str(paused)
     create_unpause(capsys, paused)

@@ -12,16 +12,22 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from onguard.chain.keys import load_guardian_account
-from onguard.config import load_config
-from onguard.demo.world import contract
 from onguard.incidents.audit import AuditLog
 from onguard.incidents.store import Incident, IncidentStatus
 from onguard.ops.channels import sign
-from onguard.runtime import Guardian
 from tests.unit.receivers import HttpReceiver, SmtpReceiver
 
-from .helpers import ALICE, ATTACKER, drain_slice, is_paused, tokens
+from .helpers import (
+    ALICE,
+    LIMIT,
+    drain_slice,
+    following_the_mempool,
+    is_paused,
+    make_guardian,
+    send_drain,
+    tokens,
+    until,
+)
 from .test_preemption import preemption_config
 
 pytestmark = pytest.mark.chain
@@ -29,7 +35,6 @@ pytestmark = pytest.mark.chain
 SECRET = "wiring-test-secret"
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
 SMTP_PASSWORD = "smtp-pass-for-the-wiring-test"
-WAIT_LIMIT = 60.0  # an upper bound for conditions to come true, never a measured duration
 
 
 def notifications_toml(smtp_port: int) -> str:
@@ -82,13 +87,6 @@ class PauseCheckingReceiver(HttpReceiver):
         return await super()._handle(request)
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    async with asyncio.timeout(WAIT_LIMIT):
-        while not condition():
-            await asyncio.sleep(0.05)
-    assert condition(), what
-
-
 def documents(receiver: HttpReceiver, path: str, kind: str) -> list[dict]:
     return [r.json() for r in receiver.requests[path] if r.json().get("kind") == kind
             or r.json().get("payload", {}).get("class") == kind]
@@ -105,13 +103,11 @@ def test_an_attack_is_paused_first_then_people_are_told_and_the_metrics_show_it(
             for name, value in {"WIRING_HOOK_URL": receiver.url("/webhook"), "WIRING_HOOK_SECRET": SECRET,
                                 "WIRING_PD_KEY": ROUTING_KEY, "WIRING_SMTP_PASSWORD": SMTP_PASSWORD}.items():
                 monkeypatch.setenv(name, value)
-            config = load_config(guardian_config)
-            guardian = Guardian(config, load_guardian_account(config.guardian_key))
+            guardian = make_guardian(guardian_config)
             stop = asyncio.Event()
             daemon = asyncio.create_task(guardian.run(stop))
             try:
-                async with asyncio.timeout(WAIT_LIMIT):
-                    await guardian.ready.wait()
+                await until(guardian.ready.is_set, "the daemon is ready", task=daemon)
                 await until(lambda: guardian.source.last_committed is not None, "the daemon handles blocks")
                 for _ in range(3):
                     drain_slice(w3, world, ALICE, tokens(100_000))
@@ -183,33 +179,20 @@ def test_the_mempool_path_counts_judged_transactions_and_times_every_stage(chain
     """A pending drain with mining held: the guardian judges it, pauses, and the metrics show the pending
     transaction judged, the trip, and one observation of each stage, seen → decided → … → included."""
     w3, world = chain.w3, chain.world
-    vault = contract(w3, "Vault", world.vault)
     config_path = preemption_config(chain, tmp_path)
 
-    def attack() -> str:
-        shares = vault.functions.balanceOf(ALICE).call()
-        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
-            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
-
     async def scenario() -> dict[str, float]:
-        config = load_config(config_path)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
-        stop = asyncio.Event()
+        guardian = make_guardian(config_path)
         try:
             await guardian.start()
             await guardian.step()
             w3.provider.make_request("evm_setAutomine", [False])
-            source = guardian.mempool_source()
-            assert source is not None
-            listening = asyncio.create_task(source.run(guardian.on_pending, stop))
-            await until(lambda: source.live, "the pending-transaction subscription is up")
-            await asyncio.to_thread(attack)
-            await until(lambda: any(e.kind == "response-broadcast" for i in guardian.store.incidents()
-                                    for e in guardian.store.timeline(i.id)), "the pause is broadcast")
-            w3.provider.make_request("evm_mine", [])
-            await guardian.drain_responses(timeout=WAIT_LIMIT)
-            stop.set()
-            await listening
+            async with following_the_mempool(guardian):
+                await asyncio.to_thread(send_drain, w3, world, ALICE)
+                await until(lambda: any(e.kind == "response-broadcast" for i in guardian.store.incidents()
+                                        for e in guardian.store.timeline(i.id)), "the pause is broadcast")
+                w3.provider.make_request("evm_mine", [])
+                await guardian.drain_responses(timeout=LIMIT)
             registry = guardian.ops.metrics.registry
             sample = registry.get_sample_value
             return {
@@ -221,7 +204,6 @@ def test_the_mempool_path_counts_judged_transactions_and_times_every_stage(chain
                 "mined": sample("onguard_responses_total", {"action": "pause_vault", "outcome": "mined"}) or 0,
             }
         finally:
-            stop.set()
             w3.provider.make_request("evm_setAutomine", [True])
             await guardian.close()
 

@@ -9,15 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from onguard.chain.keys import load_guardian_account
-from onguard.config import load_config
 from onguard.demo.world import TOKEN, Roles, artifact, contract, dev_account, write_config
 from onguard.incidents.store import ResponseStatus
-from onguard.runtime import Guardian
-from onguard.sources.mempool import MempoolSource
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, ATTACKER, tokens, vault_cash
+from .helpers import ALICE, ATTACKER, following_the_mempool, make_guardian, send_drain, tokens, until, vault_cash
 
 pytestmark = pytest.mark.chain
 
@@ -65,28 +61,21 @@ def race(chain, config_path: Path, send_attack, wait: float = 5.0, until: str = 
     w3 = chain.w3
 
     async def scenario() -> dict:
-        config = load_config(config_path)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
-        stop = asyncio.Event()
+        guardian = make_guardian(config_path)
         try:
             await guardian.start()
             await guardian.step()
             w3.provider.make_request("evm_setAutomine", [False])
-            source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
-                                   config.contracts, ignore_senders=[GUARDIAN])
-            listening = asyncio.create_task(source.run(guardian.on_pending, stop))
-            await asyncio.sleep(0.3)  # the subscription is up
-            attack_hash = await asyncio.to_thread(send_attack)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and not any(
-                    e.kind == until for i in guardian.store.incidents() for e in guardian.store.timeline(i.id)):
-                await asyncio.sleep(0.02)
-            sent = [r for i in guardian.store.incidents() for r in guardian.store.responses(i.id)
-                    if r.status == ResponseStatus.SENT]
-            w3.provider.make_request("evm_mine", [])
-            await guardian.drain_responses(timeout=10)
-            stop.set()
-            await listening
+            async with following_the_mempool(guardian):
+                attack_hash = await asyncio.to_thread(send_attack)
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and not any(
+                        e.kind == until for i in guardian.store.incidents() for e in guardian.store.timeline(i.id)):
+                    await asyncio.sleep(0.02)
+                sent = [r for i in guardian.store.incidents() for r in guardian.store.responses(i.id)
+                        if r.status == ResponseStatus.SENT]
+                w3.provider.make_request("evm_mine", [])
+                await guardian.drain_responses(timeout=10)
             block = w3.eth.get_block("latest")
             hashes = [h.to_0x_hex() for h in block["transactions"]]
             return {"hashes": hashes, "attack": attack_hash, "pause": sent[0].tx_hash if sent else None,
@@ -94,7 +83,6 @@ def race(chain, config_path: Path, send_attack, wait: float = 5.0, until: str = 
                     "incidents": guardian.store.incidents(),
                     "timeline": [e for i in guardian.store.incidents() for e in guardian.store.timeline(i.id)]}
         finally:
-            stop.set()
             w3.provider.make_request("evm_setAutomine", [True])
             await guardian.close()
 
@@ -116,15 +104,8 @@ def assert_pause_first(outcome: dict) -> None:
 
 def test_a_pending_direct_drain_is_beaten_by_the_pause(chain, guardian_config, tmp_path):
     w3, world = chain.w3, chain.world
-    vault = contract(w3, "Vault", world.vault)
     cash_before = vault_cash(w3, world)
-
-    def attack() -> str:
-        shares = vault.functions.balanceOf(ALICE).call()
-        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
-            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
-
-    outcome = race(chain, preemption_config(chain, tmp_path), attack)
+    outcome = race(chain, preemption_config(chain, tmp_path), lambda: send_drain(w3, world, ALICE))
     assert_pause_first(outcome)
     assert vault_cash(w3, world) == cash_before
     assert outcome["incidents"][0].policy_id == "vault-cash-guard"
@@ -238,10 +219,10 @@ def test_the_daemon_loop_itself_pre_empts_with_its_mempool_source(chain, guardia
     """Not the pieces wired by hand: Guardian.run starts the mempool source from the config."""
     w3, world = chain.w3, chain.world
     vault = contract(w3, "Vault", world.vault)
-    config = load_config(preemption_config(chain, tmp_path))
+    config_path = preemption_config(chain, tmp_path)
 
     async def scenario() -> tuple[str, str | None]:
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        guardian = make_guardian(config_path)
         stop = asyncio.Event()
         daemon = asyncio.create_task(guardian.run(stop))
         try:
@@ -249,7 +230,8 @@ def test_the_daemon_loop_itself_pre_empts_with_its_mempool_source(chain, guardia
             # Sync web3 calls go through a thread: web3 shares one threading lock between its sync and async
             # session caches, so a sync call on the event loop can deadlock with the daemon's async requests.
             await asyncio.to_thread(w3.provider.make_request, "evm_setAutomine", [False])
-            await asyncio.sleep(0.5)  # the subscription is up
+            await until(lambda: guardian.mempool is not None and guardian.mempool.live,
+                        "the pending-transaction subscription is up", task=daemon)
             shares = await asyncio.to_thread(vault.functions.balanceOf(ALICE).call)
             attack = await asyncio.to_thread(vault.functions.redeemFor(ALICE, ATTACKER, shares).transact,
                                              {"from": ATTACKER, "gas": 500_000})

@@ -12,7 +12,6 @@ import pytest
 from eth_utils import keccak
 from safe_eth.eth import EthereumClient
 
-from onguard.chain.keys import load_guardian_account
 from onguard.chain.rpc import Rpc
 from onguard.cli.main import main
 from onguard.config import load_config
@@ -20,6 +19,8 @@ from onguard.demo.world import ACTION_COOLDOWN, Roles, contract, dev_account, ex
 from onguard.preflight import Check, PreflightReport, run_preflight
 from onguard.runtime import PREFLIGHT_EVERY_BLOCKS, Guardian
 from onguard.safe.chain import SafeOnChain
+
+from .helpers import make_guardian
 
 pytestmark = pytest.mark.chain
 
@@ -195,10 +196,8 @@ def test_an_action_that_succeeds_without_reaching_its_done_when_is_refused(chain
 
 def test_run_preflight_runs_on_the_daemons_own_rpc_client_and_store(chain, guardian_config):
     """As Guardian.start() would call it: its config, key, RPC client and database."""
-    config = load_config(guardian_config)
-
     async def go() -> PreflightReport:
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        guardian = make_guardian(guardian_config)
         try:
             return await run_preflight(guardian.config, guardian.account.address, guardian.rpc,
                                        store=guardian.store)
@@ -233,8 +232,7 @@ def test_the_scheduled_preflight_runs_on_the_leader_only(chain, guardian_config)
     """Once PREFLIGHT_EVERY_BLOCKS blocks are handled, a replica that does not lead skips the preflight (once-only
     work); the same replica runs it once it leads."""
     async def scenario() -> None:
-        config = load_config(guardian_config)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        guardian = make_guardian(guardian_config)
         lease = HandedLease()
         guardian.replica.leader = lease
         stop = asyncio.Event()

@@ -75,7 +75,7 @@ def state_config_path(config_path, request) -> Iterator[Path]:  # noqa: F811
 @pytest.mark.parametrize("multisig", ["2-of-3"], indirect=True)
 def test_a_depth_3_ladder_survives_two_routine_transactions_and_the_pause_is_mined_first(
         multisig, state_config_path, monkeypatch, capsys):
-    config_path = state_config_path
+    config_path = state_config_path  # noqa: F811
     config = str(config_path)
     start = safe_nonce(multisig)
     for owner in multisig.owners[: multisig.threshold]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from onguard.chain.keys import load_guardian_account
 from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import Roles, dev_account, write_config
@@ -20,7 +19,7 @@ from onguard.incidents.store import IncidentStatus, ResponseStatus
 from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, drain_slice, is_paused, tokens
+from .helpers import ALICE, drain_slice, is_paused, make_guardian, started, tokens
 
 pytestmark = pytest.mark.chain
 
@@ -48,14 +47,6 @@ def safe_nonce(multisig) -> int:
     return w3.eth.contract(
         address=world.safe, abi=[{"name": "nonce", "type": "function", "inputs": [], "stateMutability": "view",
                                   "outputs": [{"name": "", "type": "uint256"}]}]).functions.nonce().call()
-
-
-async def started(config_path: Path) -> Guardian:
-    config = load_config(config_path)
-    guardian = Guardian(config, load_guardian_account(config.guardian_key))
-    await guardian.start()
-    await guardian.step()
-    return guardian
 
 
 async def trip(multisig, guardian: Guardian):
@@ -110,8 +101,7 @@ def test_below_threshold_the_daemon_refuses_to_start_and_sends_nothing(multisig,
     sent_before = multisig.chain.w3.eth.get_transaction_count(GUARDIAN.address)
 
     async def scenario() -> None:
-        config = load_config(config_path)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        guardian = make_guardian(config_path)
         try:
             with pytest.raises(NotAuthorised, match=r"pre-signed \[pause_vault\]: no pre-signature with "
                                                     rf"{multisig.threshold} owners' signatures"):

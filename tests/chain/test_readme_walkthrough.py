@@ -15,13 +15,14 @@ from eth_abi import encode
 from eth_utils import function_signature_to_4byte_selector, keccak
 
 from onguard.cli.main import main
-from onguard.demo.world import TOKEN, Roles, artifact, contract, dev_account, transact
+from onguard.demo.world import TOKEN, Roles, contract, dev_account
 
 from ..fixtures.protocols.balancer import POOL_LIQUIDITY, set_paused_action_id
 from ..fixtures.protocols.config import balancer_abi, forge_abi
 from ..fixtures.protocols.governance import THRESHOLD, as_safe, deploy_safe
+from ..scenarios.fixtures.balancer_spot_price import POLICIES
 from .conftest import ProtocolsChain
-from .test_real_protocols_guarded import SPOT_DUMP, assert_response_first, race
+from .test_real_protocols_guarded import assert_response_first, race, spot_price_drain
 
 pytestmark = pytest.mark.chain
 
@@ -30,19 +31,6 @@ SIGNER_KEY_ENV = "ONGUARD_SIGNER_KEY"
 EMERGENCY_SAFE_SALT = 0xE5AFE
 GUARDIAN = dev_account(Roles.GUARDIAN).address
 ATTACKER = dev_account(Roles.ATTACKER).address
-
-POOL_DRAIN_POLICY = """id = "vault-pool-drain"
-description = "A pending transaction would take more than half of the Vault's token0 (the SpotPricePool's)"
-kind = "simulate"
-severity = "critical"
-response = ["pause_vault"]
-
-[reads]
-held = "token0.balanceOf(vault)"
-
-[trigger]
-condition = "not reverted and after.held < 50% * before.held"
-"""
 
 
 def onguard(capsys, monkeypatch, *argv: str, signer=None) -> tuple[int, str, str]:
@@ -74,7 +62,7 @@ def write_onguard_toml(protocols: ProtocolsChain, folder: Path, safe: str, modul
     shutil.copy(balancer_abi("20210418-vault", "Vault"), folder / "abis" / "Vault.json")
     shutil.copy(forge_abi("TestToken"), folder / "abis" / "TestToken.json")
     (folder / "policies").mkdir()
-    (folder / "policies" / "pool-drain.toml").write_text(POOL_DRAIN_POLICY)
+    (folder / "policies" / "pool-drain.toml").write_text(POLICIES["pool-drain.toml"])
     balancer, uniswap = protocols.worlds.balancer, protocols.worlds.uniswap
     (folder / "onguard.toml").write_text(f"""[chain]
 rpc_url = "{protocols.node.rpc_url}"
@@ -187,18 +175,7 @@ def test_the_readme_set_up_on_a_balancer_vault_then_a_pending_drain_is_beaten(
 
     # 7. The guardian, mining held, sees a pending drain of the pool and pauses the Vault ahead of it.
     token0 = contract(w3, "TestToken", uniswap.token0)
-    build = artifact("SpotPriceAttacker")
-    receipt = transact(w3, w3.eth.contract(abi=build["abi"], bytecode=build["bytecode"]["object"]).constructor(
-        balancer.vault, balancer.pool), ATTACKER)
-    attacker = w3.eth.contract(address=receipt["contractAddress"], abi=build["abi"])
-    transact(w3, token0.functions.mint(attacker.address, SPOT_DUMP), ATTACKER)
-
-    def drain() -> str:
-        return attacker.functions.attack(uniswap.token0, uniswap.token1, SPOT_DUMP,
-                                         POOL_LIQUIDITY[0] * TOKEN).transact(
-            {"from": ATTACKER, "gas": 1_000_000}).to_0x_hex()
-
-    outcome = race(w3, tmp_path / "onguard.toml", drain)
+    outcome = race(w3, tmp_path / "onguard.toml", spot_price_drain(w3, balancer, uniswap))
 
     assert_response_first(outcome, "vault-pool-drain")
     assert balancer.vault_contract(w3).functions.getPausedState().call()[0] is True

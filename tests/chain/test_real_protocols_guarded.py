@@ -14,18 +14,18 @@ import pytest
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
-from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import TOKEN, Roles, artifact, contract, dev_account, transact
 from onguard.incidents.store import Incident, ResponseStatus
 from onguard.runtime import Guardian
-from onguard.sources.mempool import MempoolSource
 
-from ..fixtures.protocols.balancer import POOL_LIQUIDITY, swap_given_in
-from ..fixtures.protocols.config import Watched, balancer_abi, forge_abi, uniswap_abi, write_guard_config
+from ..fixtures.protocols.balancer import POOL_LIQUIDITY, BalancerWorld, swap_given_in
+from ..fixtures.protocols.config import Watched, forge_abi, write_guard_config
 from ..fixtures.protocols.governance import guardian_module
-from ..fixtures.protocols.uniswap import swap_token0_for_token1
+from ..fixtures.protocols.uniswap import UniswapWorld, swap_token0_for_token1
+from ..scenarios.fixtures.balancer_spot_price import guard_config
 from .conftest import ProtocolsChain
+from .helpers import following_the_mempool, make_guardian
 
 pytestmark = pytest.mark.chain
 
@@ -60,35 +60,25 @@ def race(w3: Web3, config_path: Path, send_attack: Callable[[], str], wait: floa
     transactions; then one block is mined and its order read."""
 
     async def scenario() -> RaceOutcome:
-        config = load_config(config_path)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
-        stop = asyncio.Event()
-        listening = None
+        guardian = make_guardian(config_path)
         try:
             await guardian.start()
             await guardian.step()
             w3.provider.make_request("evm_setAutomine", [False])
-            assert config.mempool.ws_url is not None
-            source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
-                                   config.contracts, ignore_senders=[GUARDIAN])
-            listening = asyncio.create_task(source.run(guardian.on_pending, stop))
-            await asyncio.sleep(0.3)  # the subscription is up
-            attack = await asyncio.to_thread(send_attack)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and len(sent_responses(guardian)) < responses:
-                await asyncio.sleep(0.02)
-            sent = sent_responses(guardian)
-            w3.provider.make_request("evm_mine", [])
-            await guardian.drain_responses(timeout=10)
+            async with following_the_mempool(guardian):
+                attack = await asyncio.to_thread(send_attack)
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and len(sent_responses(guardian)) < responses:
+                    await asyncio.sleep(0.02)
+                sent = sent_responses(guardian)
+                w3.provider.make_request("evm_mine", [])
+                await guardian.drain_responses(timeout=10)
             block = w3.eth.get_block("latest")
             return RaceOutcome(block_hashes=[h.to_0x_hex() for h in block["transactions"]], attack=attack,
                                responses=sent,
                                attack_status=w3.eth.get_transaction_receipt(attack)["status"],
                                incidents=guardian.store.incidents())
         finally:
-            stop.set()
-            if listening is not None:
-                await listening
             w3.provider.make_request("evm_setAutomine", [True])
             await guardian.close()
 
@@ -124,31 +114,23 @@ def follow_ordinary_use(w3: Web3, config_path: Path, ordinary_block: Callable[[i
     `ordinary_block(i)` each, its transactions mined as sent) and handles every one of them."""
 
     async def scenario() -> QuietOutcome:
-        config = load_config(config_path)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
-        stop = asyncio.Event()
-        listening = None
+        guardian = make_guardian(config_path)
         try:
             await guardian.start()
             await guardian.step()
             first = guardian.source.last_committed
-            assert config.mempool.ws_url is not None and first is not None
-            source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
-                                   config.contracts, ignore_senders=[GUARDIAN])
-            listening = asyncio.create_task(source.run(guardian.on_pending, stop))
-            for index in range(BENIGN_HOUR):
-                await asyncio.to_thread(ordinary_block, index)
-                await guardian.step()
-            head = w3.eth.block_number
-            while guardian.source.last_committed is None or guardian.source.last_committed < head:
-                await guardian.step()
-            await guardian.drain_responses(timeout=10)
+            assert first is not None
+            async with following_the_mempool(guardian):
+                for index in range(BENIGN_HOUR):
+                    await asyncio.to_thread(ordinary_block, index)
+                    await guardian.step()
+                head = w3.eth.block_number
+                while guardian.source.last_committed is None or guardian.source.last_committed < head:
+                    await guardian.step()
+                await guardian.drain_responses(timeout=10)
             return QuietOutcome(blocks=guardian.source.last_committed - first, incidents=guardian.store.incidents(),
                                 failures=guardian.store.evaluation_failures())
         finally:
-            stop.set()
-            if listening is not None:
-                await listening
             await guardian.close()
 
     return asyncio.run(scenario())
@@ -241,71 +223,34 @@ def test_token_an_hour_of_ordinary_transfers_and_mints_trips_nothing(protocols: 
 
 # ---- Balancer V2: a pool drained through the Vault ---------------------------------------------------------------
 
-BALANCER_POLICIES = {
-    "pool-drain.toml": """
-id = "vault-pool-drain"
-description = "A pending transaction would take more than half of the Vault's token0 (the SpotPricePool's)"
-kind = "simulate"
-severity = "critical"
-response = ["pause_vault"]
-[reads]
-held = "token0.balanceOf(vault)"
-[trigger]
-condition = "not reverted and after.held < 50% * before.held"
-""",
-    "price-source.toml": """
-id = "price-source-jump"
-description = "The Uniswap pair the pool prices from moved its token0 reserve by more than 20% in one block"
-kind = "delta"
-severity = "critical"
-response = ["pause_vault"]
-[reads]
-reserve0 = "pair.getReserves().reserve0"
-[delta]
-of = "reserve0"
-blocks = 1
-[trigger]
-condition = "abs(change) > 20%"
-""",
-}
-
-BALANCER_ACTIONS = """
-[actions.pause_vault]
-contract = "vault"
-call = "setPaused(bool)"
-args = [true]
-done_when = "getPausedState().paused"
-"""
 SPOT_DUMP = 9_000_000 * TOKEN  # token0 the attacker pushes into the Uniswap pair
 
 
 def balancer_config(protocols: ProtocolsChain, folder: Path) -> Path:
-    world, uniswap = protocols.worlds.balancer, protocols.worlds.uniswap
-    contracts = {"vault": Watched(world.vault, balancer_abi("20210418-vault", "Vault")),
-                 "token0": Watched(uniswap.token0, forge_abi("TestToken")),
-                 "token1": Watched(uniswap.token1, forge_abi("TestToken")),
-                 "pair": Watched(uniswap.pair, uniswap_abi("UniswapV2Pair"))}
-    return write_guard_config(folder, rpc_url=protocols.node.rpc_url, chain_id=protocols.worlds.chain_id,
-                              governance=world.governance, contracts=contracts, actions=BALANCER_ACTIONS,
-                              policies=BALANCER_POLICIES, key_env=KEY_ENV, ws_url=protocols.node.ws_url)
+    return guard_config(protocols.worlds, folder, protocols.node.rpc_url, KEY_ENV, ws_url=protocols.node.ws_url)
 
 
-def test_balancer_a_pending_spot_price_drain_is_beaten_by_set_paused_true(protocols: ProtocolsChain,
-                                                                           tmp_path: Path) -> None:
-    w3, world, uniswap = protocols.w3, protocols.worlds.balancer, protocols.worlds.uniswap
-    token0 = contract(w3, "TestToken", uniswap.token0)
+def spot_price_drain(w3: Web3, balancer: BalancerWorld, uniswap: UniswapWorld) -> Callable[[], str]:
+    """Deploys the SpotPriceAttacker holding SPOT_DUMP token0; the returned call sends its drain of the pool."""
     build = artifact("SpotPriceAttacker")
     receipt = transact(w3, w3.eth.contract(abi=build["abi"], bytecode=build["bytecode"]["object"]).constructor(
-        world.vault, world.pool), ATTACKER)
+        balancer.vault, balancer.pool), ATTACKER)
     attacker = w3.eth.contract(address=receipt["contractAddress"], abi=build["abi"])
-    transact(w3, token0.functions.mint(attacker.address, SPOT_DUMP), ATTACKER)
+    transact(w3, contract(w3, "TestToken", uniswap.token0).functions.mint(attacker.address, SPOT_DUMP), ATTACKER)
 
     def drain() -> str:
         return attacker.functions.attack(uniswap.token0, uniswap.token1, SPOT_DUMP,
                                          POOL_LIQUIDITY[0] * TOKEN).transact(
             {"from": ATTACKER, "gas": 1_000_000}).to_0x_hex()
 
-    outcome = race(w3, balancer_config(protocols, tmp_path), drain)
+    return drain
+
+
+def test_balancer_a_pending_spot_price_drain_is_beaten_by_set_paused_true(protocols: ProtocolsChain,
+                                                                           tmp_path: Path) -> None:
+    w3, world, uniswap = protocols.w3, protocols.worlds.balancer, protocols.worlds.uniswap
+    token0 = contract(w3, "TestToken", uniswap.token0)
+    outcome = race(w3, balancer_config(protocols, tmp_path), spot_price_drain(w3, world, uniswap))
 
     assert_response_first(outcome, "vault-pool-drain")
     assert world.vault_contract(w3).functions.getPausedState().call()[0] is True
@@ -350,8 +295,7 @@ def test_balancer_a_mined_manipulation_of_the_price_source_pauses_the_vault_on_t
     transact(w3, token0.functions.mint(ATTACKER, SPOT_DUMP), ATTACKER)
 
     async def scenario() -> list[str]:
-        config = load_config(balancer_config(protocols, tmp_path))
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        guardian = make_guardian(balancer_config(protocols, tmp_path))
         try:
             await guardian.start()
             await guardian.step()

@@ -13,17 +13,15 @@ from pathlib import Path
 import pytest
 from eth_utils import function_signature_to_4byte_selector
 
-from onguard.chain.keys import load_guardian_account
 from onguard.chain.module import GuardianModuleClient
 from onguard.chain.rpc import Rpc
 from onguard.cli.main import main
-from onguard.config import load_config
 from onguard.demo.world import Roles, dev_account
 from onguard.incidents.store import IncidentStatus, ResponseStatus
 from onguard.runtime import Guardian
 from tests.unit.receivers import ThreadedHttpReceiver
 
-from .helpers import ALICE, BOB, drain_slice, is_paused, tokens
+from .helpers import ALICE, BOB, drain_slice, is_paused, make_guardian, tokens
 
 pytestmark = pytest.mark.chain
 
@@ -61,8 +59,7 @@ def handle(loop: asyncio.AbstractEventLoop, guardian: Guardian) -> list:
 def test_ack_resolve_recover_then_a_second_attack_is_paused_at_once(chain, guardian_config: Path, capsys,
                                                                      monkeypatch, tmp_path: Path) -> None:
     w3, world = chain.w3, chain.world
-    config = load_config(guardian_config)
-    guardian = Guardian(config, load_guardian_account(config.guardian_key))
+    guardian = make_guardian(guardian_config)
     loop = asyncio.new_event_loop()  # one loop for the guardian's whole life; the CLI runs its own
     try:
         loop.run_until_complete(guardian.start())
@@ -100,8 +97,9 @@ channels = ["pager"]
         key = f"onguard/{world.chain_id}/incident/{incident_id}"
         assert events == [("acknowledge", key), ("resolve", key)]
 
-        out = cli(capsys, "recover", *config_arg, str(incident_id), "--root-cause", "redeemFor lacked an allowance check",
-                  "--fix", "vault v2 deployed", "--policy", "threshold kept at 25%", "--by", "bob")
+        out = cli(capsys, "recover", *config_arg, str(incident_id),
+                  "--root-cause", "redeemFor lacked an allowance check", "--fix", "vault v2 deployed",
+                  "--policy", "threshold kept at 25%", "--by", "bob")
         proposal = re.search(r"proposal (\d+), Safe tx", out).group(1)
         assert "vault.unpause() (undo pause_vault)" in out and "module.resetCooldown(vault, pause())" in out
         assert is_paused(w3, world)  # recover sends nothing
@@ -131,7 +129,7 @@ channels = ["pager"]
     capsys.readouterr()  # the guardian's log lines
     code = main(["status", "--config", str(guardian_config), "--json"])
     status = json.loads(capsys.readouterr().out)
-    assert status["guardian"] == load_guardian_account(config.guardian_key).address
+    assert status["guardian"] == guardian.account.address
     assert status["preflight"]["ok"] is True and status["chain"]["head"] == w3.eth.block_number
     assert status["incidents"]["total"] == 2 and status["attention"] == [] and code == 0
 

@@ -13,51 +13,34 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from web3 import Web3
 
-from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import Roles, contract, dev_account, write_config
 from onguard.incidents.store import IncidentStatus, IncidentStore, Outcome, ResponseStatus
 from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, ATTACKER, drain_slice, is_paused, tokens
+from .helpers import (
+    ALICE,
+    ATTACKER,
+    LIMIT,
+    drain_slice,
+    is_paused,
+    make_guardian,
+    restart_finishes_the_response,
+    started,
+    tokens,
+    until,
+)
 
 pytestmark = pytest.mark.chain
 
 GUARDIAN = dev_account(Roles.GUARDIAN).address
-WAIT = 60.0  # a guard against a hang, never a timing assertion
-
-
-def make_guardian(config_path: Path) -> Guardian:
-    config = load_config(config_path)
-    return Guardian(config, load_guardian_account(config.guardian_key))
-
-
-async def started(config_path: Path) -> Guardian:
-    guardian = make_guardian(config_path)
-    await guardian.start()
-    await guardian.step()
-    return guardian
-
-
-async def until(condition: Callable[[], bool], what: str,
-                step: Callable[[], Awaitable[object]] | None = None) -> None:
-    """Polls (stepping the guardian when given) until `condition` holds."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        if step is not None:
-            await step()
-        if condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.05)
 
 
 def effective_pauses(w3: Web3, world, since_block: int) -> list[str]:  # type: ignore[no-untyped-def]
@@ -210,7 +193,7 @@ def test_a_reorg_fourteen_blocks_deep_re_including_the_drain_and_not_the_pause_i
             await guardian.drain_responses()
             (response,) = guardian.store.responses(decision.incident.id)
             assert response.outcome == Outcome.ORPHANED_RESENT and response.tx_hash != first.tx_hash
-                        # The pause was re-sent before the new chain's drain blocks were judged again: the harm is the trip's
+            # The pause was re-sent before the new chain's drain blocks were judged again: the harm is the trip's
             # (the evidence's transactions were orphaned with the pause), measured by the evidence's value.
             assert response.outcome_detail["landed"] == Outcome.CONTAINED
             assert response.outcome_detail["loss"] == tokens(300_000)
@@ -377,7 +360,7 @@ def test_a_pause_mined_while_the_daemon_was_down_is_recorded_after_the_restart(c
 
 
 def _wait(condition: Callable[[], bool], what: str, daemon: subprocess.Popen) -> None:  # type: ignore[type-arg]
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + LIMIT
     while not condition():
         assert daemon.poll() is None, f"the daemon exited ({daemon.returncode}) before: {what}"
         assert time.monotonic() < deadline, f"never happened: {what}"
@@ -515,16 +498,5 @@ def test_a_restart_takes_up_a_failed_response_while_the_state_is_not_safe(chain,
     store.set_status(incident.id, IncidentStatus.FAILED, reason="every endpoint refused")
     store.close()
 
-    async def restart() -> None:
-        guardian = make_guardian(guardian_config)
-        try:
-            await guardian.start()
-            await guardian.drain_responses()
-            (response,) = guardian.store.responses(incident.id)
-            assert response.status == ResponseStatus.MINED
-            assert guardian.store.incident(incident.id).status == IncidentStatus.SAFE
-        finally:
-            await guardian.close()
-
-    asyncio.run(restart())
+    asyncio.run(restart_finishes_the_response(guardian_config, incident.id))
     assert is_paused(w3, world)

@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import POLICIES_DIR, Roles, contract, dev_account, write_config
 from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore, Outcome, ResponseStatus
-from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, ATTACKER, drain_slice, tokens
+from .helpers import ALICE, ATTACKER, drain_slice, following_the_mempool, make_guardian, send_drain, tokens, until
 from .test_preemption import POLICIES, race
 from .test_presigned import presign
 
@@ -27,7 +25,6 @@ pytestmark = pytest.mark.chain
 GUARDIAN = dev_account(Roles.GUARDIAN).address
 BOB = dev_account(Roles.DEPOSITORS[1]).address
 GWEI = 10**9
-WAIT = 60.0
 
 
 def config_with(chain, tmp_path: Path, policies: dict[str, str], *, mempool: bool = True) -> Path:
@@ -96,44 +93,36 @@ def test_a_block_path_pause_is_priced_above_the_drain_pending_behind_it(chain, g
             {"from": ATTACKER, "gas": 500_000, **fees}).to_0x_hex()
 
     async def scenario() -> tuple[str, str, str]:
-        config = load_config(config_path)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
-        stop = asyncio.Event()
-        listening = None
+        guardian = make_guardian(config_path)
         try:
             await guardian.start()
             await guardian.step()
-            source = guardian.mempool_source()
-            assert source is not None  # no policy judges pending transactions: it runs to price the pause
-            listening = asyncio.create_task(source.run(guardian.on_pending, stop))
-            await until(lambda: source.live, "the mempool subscription is up")
-            for _ in range(2):
-                await asyncio.to_thread(drain_slice, w3, world, ALICE, tokens(100_000))
-            assert await guardian.step() == []  # 200k: under the threshold
-            await asyncio.to_thread(w3.provider.make_request, "evm_setAutomine", [False])
-            third = await asyncio.to_thread(send, ALICE)
-            await asyncio.to_thread(w3.provider.make_request, "evm_mine", [])
-            # The next slice is already pending, paying a rich tip to be mined first.
-            fourth = await asyncio.to_thread(send, BOB, maxPriorityFeePerGas=30 * GWEI, maxFeePerGas=80 * GWEI)
-            await until(lambda: (t := guardian.tips.highest()) is not None and t.tx_hash == fourth,
-                        "the pending slice seen")
-            (decision,) = await guardian.step()  # the third slice's block trips the block-path policy
-            assert decision.incident.evidence["path"] == "block"
-            await until(lambda: any(e.kind == "response-broadcast"
-                                    for e in guardian.store.timeline(decision.incident.id)), "the pause sent")
-            await asyncio.to_thread(w3.provider.make_request, "evm_mine", [])
-            await guardian.drain_responses()
-            await guardian.step()
-            (response,) = guardian.store.responses(decision.incident.id)
-            assert response.status == ResponseStatus.MINED and response.outcome == Outcome.CONTAINED
-            detail = response.outcome_detail
-            assert third in detail["harm_before"] and detail["after_pause"] == [fourth]
-            assert detail["after_pause_reverted"] == 1 and int(detail["loss"]) == tokens(300_000)
-            return third, fourth, response.tx_hash
+            # no policy judges pending transactions: the source runs to price the pause
+            async with following_the_mempool(guardian):
+                for _ in range(2):
+                    await asyncio.to_thread(drain_slice, w3, world, ALICE, tokens(100_000))
+                assert await guardian.step() == []  # 200k: under the threshold
+                await asyncio.to_thread(w3.provider.make_request, "evm_setAutomine", [False])
+                third = await asyncio.to_thread(send, ALICE)
+                await asyncio.to_thread(w3.provider.make_request, "evm_mine", [])
+                # The next slice is already pending, paying a rich tip to be mined first.
+                fourth = await asyncio.to_thread(send, BOB, maxPriorityFeePerGas=30 * GWEI, maxFeePerGas=80 * GWEI)
+                await until(lambda: (t := guardian.tips.highest()) is not None and t.tx_hash == fourth,
+                            "the pending slice seen")
+                (decision,) = await guardian.step()  # the third slice's block trips the block-path policy
+                assert decision.incident.evidence["path"] == "block"
+                await until(lambda: any(e.kind == "response-broadcast"
+                                        for e in guardian.store.timeline(decision.incident.id)), "the pause sent")
+                await asyncio.to_thread(w3.provider.make_request, "evm_mine", [])
+                await guardian.drain_responses()
+                await guardian.step()
+                (response,) = guardian.store.responses(decision.incident.id)
+                assert response.status == ResponseStatus.MINED and response.outcome == Outcome.CONTAINED
+                detail = response.outcome_detail
+                assert third in detail["harm_before"] and detail["after_pause"] == [fourth]
+                assert detail["after_pause_reverted"] == 1 and int(detail["loss"]) == tokens(300_000)
+                return third, fourth, response.tx_hash
         finally:
-            stop.set()
-            if listening is not None:
-                await listening
             await asyncio.to_thread(w3.provider.make_request, "evm_setAutomine", [True])
             await guardian.close()
 
@@ -148,7 +137,6 @@ def test_a_block_path_pause_is_priced_above_the_drain_pending_behind_it(chain, g
 
 def test_two_policies_tripping_on_one_pending_transaction_send_one_pause(chain, guardian_config, tmp_path):
     w3, world = chain.w3, chain.world
-    vault = contract(w3, "Vault", world.vault)
     policies = {"simulate.toml": POLICIES["simulate.toml"], "redeem.toml": """
 id = "no-redeem-for-others"
 description = "Only the Safe may redeem on someone else's behalf"
@@ -161,12 +149,7 @@ functions = ["redeemFor"]
 allow_from = ["{safe}"]
 """}
 
-    def attack() -> str:
-        shares = vault.functions.balanceOf(ALICE).call()
-        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
-            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
-
-    outcome = race(chain, config_with(chain, tmp_path, policies), attack)
+    outcome = race(chain, config_with(chain, tmp_path, policies), lambda: send_drain(w3, world, ALICE))
 
     incidents = outcome["incidents"]
     assert sorted(i.policy_id for i in incidents) == ["no-redeem-for-others", "vault-cash-guard"]
@@ -190,14 +173,6 @@ def config_with_path(tmp_path: Path) -> Path:
     return tmp_path / "config" / "onguard.toml"
 
 
-async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.02)
-
-
 def test_a_pause_dropped_from_the_pool_is_sent_again_at_its_nonce(chain, guardian_config, tmp_path):
     w3, world = chain.w3, chain.world
     config_path = config_with(chain, tmp_path, {"vault-drain.toml": (POLICIES_DIR / "vault-drain.toml").read_text()},
@@ -206,8 +181,7 @@ def test_a_pause_dropped_from_the_pool_is_sent_again_at_its_nonce(chain, guardia
     vault = contract(w3, "Vault", world.vault)
 
     async def scenario() -> tuple[str, int]:
-        config = load_config(config_path)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
+        guardian = make_guardian(config_path)
         try:
             await guardian.start()
             await guardian.step()

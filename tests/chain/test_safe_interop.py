@@ -64,8 +64,8 @@ def confirmation(owner, signature: bytes, kind: str) -> dict:
             "signature": "0x" + signature.hex(), "signatureType": kind}
 
 
-def test_a_safe_wallet_transaction_with_confirmations_is_imported_and_executed(multisig, paused, capsys, monkeypatch,
-                                                                              tmp_path):  # noqa: F811
+def test_a_safe_wallet_transaction_with_confirmations_is_imported_and_executed(multisig, paused, capsys, monkeypatch,  # noqa: F811
+                                                                              tmp_path):
     config = str(paused)
     tx = unpause_tx(multisig)
     first, second = multisig.owners[:2]
@@ -138,8 +138,8 @@ def test_a_transaction_builder_batch_is_imported_as_one_multisend_proposal_and_e
     assert is_paused(multisig.chain.w3, world) and breaker.functions.tripped().call()
 
 
-def test_push_pull_and_export_through_a_local_transaction_service(multisig, paused, capsys, monkeypatch,
-                                                                  tmp_path):  # noqa: F811
+def test_push_pull_and_export_through_a_local_transaction_service(multisig, paused, capsys, monkeypatch,  # noqa: F811
+                                                                  tmp_path):
     world = multisig.chain.world
     config = str(paused)
     reader = SafeOnChain(world.rpc_url, world.safe)

@@ -8,7 +8,6 @@ it before the owners' transaction. A benign Safe transaction trips nothing; a ro
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from onguard.safe.tx import BatchCall, SafeTxData, exec_calldata, sign
 from ..conftest import GUARDIAN_KEY_ENV
 from ..fixtures.protocols.config import Watched, forge_abi, write_guard_config
 from .conftest import ProtocolsChain
+from .helpers import LIMIT, until
 
 pytestmark = pytest.mark.chain
 
@@ -43,7 +43,6 @@ SENTINEL = "0x0000000000000000000000000000000000000001"
 OWNER1, OWNER2 = dev_account(Roles.OWNERS[0]), dev_account(Roles.OWNERS[1])
 ATTACKER = dev_account(Roles.ATTACKER).address
 BOB = dev_account(Roles.DEPOSITORS[1]).address
-PATIENCE = 60.0  # seconds a condition may take on a loaded machine before the test fails rather than hangs
 DRAIN_POLICY = Path(__file__).resolve().parents[2] / "policies" / "vault-drain.toml"
 
 
@@ -95,16 +94,6 @@ class Held:
     incidents: list[Incident]
 
 
-async def until(condition: Callable[[], bool], running: asyncio.Task[None], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if running.done():
-            running.result()
-            raise AssertionError(f"the guardian stopped before {what}")
-        assert time.monotonic() < deadline, f"not within {PATIENCE:.0f}s: {what}"
-        await asyncio.sleep(0.01)
-
-
 def sent(guardian: Guardian) -> list[str]:
     return [r.tx_hash for i in guardian.store.incidents() for r in guardian.store.responses(i.id)
             if r.status in (ResponseStatus.SENT, ResponseStatus.MINED) and r.tx_hash]
@@ -123,15 +112,15 @@ def hold_and_mine(w3: Web3, config_path: Path, send_threat: Callable[[], str], *
         running = asyncio.create_task(guardian.run(stop))
         try:
             await until(lambda: guardian.ready.is_set() and guardian.mempool is not None and guardian.mempool.live,
-                        running, "the guardian is up with its mempool source")
+                        "the guardian is up with its mempool source", task=running)
             w3.provider.make_request("evm_setAutomine", [False])
             threat = await asyncio.to_thread(send_threat)
-            await until(lambda: threat.lower() in judged, running, "the threat is judged")
-            await until(lambda: len(sent(guardian)) >= responses, running, f"{responses} response(s) are sent")
+            await until(lambda: threat.lower() in judged, "the threat is judged", task=running)
+            await until(lambda: len(sent(guardian)) >= responses, f"{responses} response(s) are sent", task=running)
             answered = sent(guardian)
             w3.provider.make_request("evm_mine", [])
             mined = w3.eth.block_number
-            await until(lambda: (guardian.source.last_committed or 0) >= mined, running, "the block is handled")
+            await until(lambda: (guardian.source.last_committed or 0) >= mined, "the block is handled", task=running)
             block = [h.to_0x_hex() for h in w3.eth.get_block(mined)["transactions"]]
             return Held(block=block, threat=threat, threat_status=w3.eth.get_transaction_receipt(threat)["status"],
                         responses=answered, incidents=guardian.store.incidents())
@@ -278,13 +267,13 @@ def test_a_change_mined_without_being_seen_pending_opens_a_critical_incident_on_
         stop = asyncio.Event()
         running = asyncio.create_task(guardian.run(stop))
         try:
-            await until(guardian.ready.is_set, running, "the guardian is up")
+            await until(guardian.ready.is_set, "the guardian is up", task=running)
             swap = safe_call(w3, world.safe, "swapOwner", SENTINEL, OWNER1.address, ATTACKER)
             tx = await asyncio.to_thread(owners_send, w3, world.safe, world.safe, swap, (OWNER1, OWNER2), True)
             mined = w3.eth.get_transaction_receipt(tx)["blockNumber"]
-            await until(lambda: bool(guardian.store.incidents()) and bool(sent(guardian)), running,
-                        "the incident is opened and the pause sent")
-            await guardian.drain_responses(timeout=PATIENCE)
+            await until(lambda: bool(guardian.store.incidents()) and bool(sent(guardian)),
+                        "the incident is opened and the pause sent", task=running)
+            await guardian.drain_responses(timeout=LIMIT)
             return mined, guardian.store.incidents()
         finally:
             stop.set()

@@ -8,16 +8,11 @@ import asyncio
 import pytest
 
 from onguard import runtime
-from onguard.chain.keys import load_guardian_account
-from onguard.config import load_config
 from onguard.runtime import DaemonHalted, Guardian
 
+from .helpers import make_guardian
+
 pytestmark = pytest.mark.chain
-
-
-def make_guardian(config_path) -> Guardian:  # type: ignore[no-untyped-def]
-    config = load_config(config_path)
-    return Guardian(config, load_guardian_account(config.guardian_key))
 
 
 def test_a_task_that_dies_once_is_restarted_and_the_daemon_goes_on(chain, guardian_config, monkeypatch, capsys):

@@ -1,5 +1,5 @@
-"""The daemon under test in the fault suites: the demo world's config pointed at given endpoints, the daemon run
-around a body, and a bounded wait on a condition."""
+"""The daemon under test in the fault suites: the demo world's config pointed at given endpoints, and the daemon run
+around a body."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onguard.chain.keys import load_guardian_account
-from onguard.config import load_config
 from onguard.demo.world import write_config
 from onguard.runtime import Guardian
 
+from ..chain.helpers import LIMIT, make_guardian, until
 from ..conftest import GUARDIAN_KEY_ENV
-
-LIMIT = 60.0  # seconds: a bound on waiting for a condition, only so a broken build fails instead of hanging
 
 
 def configure(chain, tmp_path: Path, rpc_url: str, **chain_fields: str) -> Path:
@@ -26,25 +23,13 @@ def configure(chain, tmp_path: Path, rpc_url: str, **chain_fields: str) -> Path:
     return path
 
 
-async def until(condition: Callable[[], Any], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + LIMIT
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.02)
-
-
 async def running(config_path: Path, body: Callable[[Guardian], Any]) -> Guardian:
     """Runs the daemon on config_path around `body(guardian)`, then stops it cleanly."""
-    config = load_config(config_path)
-    guardian = Guardian(config, load_guardian_account(config.guardian_key))
+    guardian = make_guardian(config_path)
     stop = asyncio.Event()
     daemon = asyncio.create_task(guardian.run(stop))
     try:
-        await until(lambda: guardian.ready.is_set() or daemon.done(), "the daemon started")
-        if daemon.done():
-            daemon.result()
+        await until(guardian.ready.is_set, "the daemon started", task=daemon)
         await body(guardian)
     finally:
         stop.set()

@@ -12,9 +12,9 @@ from web3 import Web3
 
 from onguard.incidents.store import IncidentStatus, IncidentStore, Outcome, ResponseStatus
 
-from ..chain.helpers import ALICE, drain_slice, is_paused, tokens
+from ..chain.helpers import ALICE, drain_slice, is_paused, tokens, until
+from .daemon import configure, running
 from .proxy import Mode
-from .daemon import configure, running, until
 
 pytestmark = pytest.mark.chain
 

@@ -18,7 +18,8 @@ from onguard.config import load_config
 from onguard.runtime import Guardian
 from onguard.sources.heads import HeadMode
 
-from .daemon import configure, running, until
+from ..chain.helpers import until
+from .daemon import configure, running
 from .proxy import Mode
 
 pytestmark = pytest.mark.chain

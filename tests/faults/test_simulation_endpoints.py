@@ -11,18 +11,13 @@ import asyncio
 
 import pytest
 
-from onguard.chain.keys import load_guardian_account
 from onguard.cli.main import main
 from onguard.chain.transport import Role
-from onguard.config import load_config
-from onguard.demo.world import contract
 from onguard.incidents.store import ResponseStatus
-from onguard.runtime import Guardian
-from onguard.sources.mempool import MempoolSource
 
-from ..chain.helpers import ALICE, ATTACKER, vault_cash
-from ..chain.test_preemption import GUARDIAN, assert_pause_first, preemption_config
-from .daemon import configure, running, until
+from ..chain.helpers import ALICE, following_the_mempool, make_guardian, send_drain, until, vault_cash
+from ..chain.test_preemption import assert_pause_first, preemption_config
+from .daemon import configure, running
 from .proxy import Mode
 
 pytestmark = pytest.mark.chain
@@ -35,37 +30,24 @@ def test_an_attack_is_paused_before_inclusion_with_one_simulation_endpoint_black
     config_path = preemption_config(chain, tmp_path)
     config_path.write_text(config_path.read_text() + f'simulation_urls = ["{proxy.url}", "{chain.node.rpc_url}"]\n'
                                                      'simulation_timeout = "3s"\n')
-    vault = contract(w3, "Vault", world.vault)
     cash_before = vault_cash(w3, world)
 
-    def attack() -> str:
-        shares = vault.functions.balanceOf(ALICE).call()
-        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
-            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
-
     async def scenario() -> dict:
-        config = load_config(config_path)
-        guardian = Guardian(config, load_guardian_account(config.guardian_key))
-        stop = asyncio.Event()
+        guardian = make_guardian(config_path)
         try:
             await guardian.start()
             await guardian.step()
             proxy.set_mode(Mode.BLACKHOLE)
             connections = proxy.connections
             w3.provider.make_request("evm_setAutomine", [False])
-            source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id,
-                                   config.contracts, ignore_senders=[GUARDIAN])
-            listening = asyncio.create_task(source.run(guardian.on_pending, stop))
-            await until(lambda: source.live, "the pending-transaction subscription is up")
-            attack_hash = await asyncio.to_thread(attack)
-            store = guardian.store
-            await until(lambda: any(r.status == ResponseStatus.SENT for i in store.incidents()
-                                    for r in store.responses(i.id)), "the pause broadcast")
-            (sent,) = [r for i in store.incidents() for r in store.responses(i.id)]
-            w3.provider.make_request("evm_mine", [])
-            await guardian.drain_responses(timeout=10)
-            stop.set()
-            await listening
+            async with following_the_mempool(guardian):
+                attack_hash = await asyncio.to_thread(send_drain, w3, world, ALICE)
+                store = guardian.store
+                await until(lambda: any(r.status == ResponseStatus.SENT for i in store.incidents()
+                                        for r in store.responses(i.id)), "the pause broadcast")
+                (sent,) = [r for i in store.incidents() for r in store.responses(i.id)]
+                w3.provider.make_request("evm_mine", [])
+                await guardian.drain_responses(timeout=10)
             block = w3.eth.get_block("latest")
             return {"hashes": [h.to_0x_hex() for h in block["transactions"]], "attack": attack_hash,
                     "pause": sent.tx_hash, "attack_status": w3.eth.get_transaction_receipt(attack_hash)["status"],
@@ -74,7 +56,6 @@ def test_an_attack_is_paused_before_inclusion_with_one_simulation_endpoint_black
                     "simulation_endpoints": guardian.transport.health(Role.SIMULATE),
                     "black_hole_asked": proxy.connections > connections}
         finally:
-            stop.set()
             w3.provider.make_request("evm_setAutomine", [True])
             await guardian.close()
 

@@ -122,7 +122,8 @@ def test_malformed_objects_raise_value_error(bad: dict[str, Any]) -> None:
 
 
 def test_decode_transaction_reads_a_normalised_pending_transaction() -> None:
-    vault = WatchedContract(name="Vault", address="0x" + "AB" * 20, abi=load_abi(ARTIFACTS_DIR / "Vault.sol" / "Vault.json"))
+    vault = WatchedContract(name="Vault", address="0x" + "AB" * 20,
+                            abi=load_abi(ARTIFACTS_DIR / "Vault.sol" / "Vault.json"))
     calldata = vault.abi.encode_call("redeemFor(address,address,uint256)", SENDER, RECEIVER, 5 * 10**18)
     raw = normalise_transaction({**PENDING_1559, "to": VAULT, "input": "0x" + calldata.hex()})
     observation = decode_transaction(raw, 31337, {VAULT: vault})

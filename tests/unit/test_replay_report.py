@@ -52,7 +52,8 @@ def test_a_trace_names_contracts_functions_and_decodes_revert_reasons() -> None:
     assert not traced.succeeded and traced.revert_reason == "InsufficientCash(7)"
     top, inner, unknown = traced.calls
     assert (top.target, top.function, top.depth) == ("vault", "redeemFor", 0)
-    assert (inner.target, inner.function, inner.error, inner.depth) == ("asset", "transfer", "ERC20: balance too low", 1)
+    assert (inner.target, inner.function, inner.error, inner.depth) == (
+        "asset", "transfer", "ERC20: balance too low", 1)
     assert unknown.function == "0xdeadbeef" and unknown.error is None and unknown.target.startswith("0x3333")
     panic = bytes.fromhex("4e487b71") + encode(["uint256"], [0x11])
     assert decoder.revert(panic, "execution reverted") == "Panic(0x11)"

@@ -184,7 +184,8 @@ def test_a_raw_calldata_step_needs_hex_of_whole_bytes_and_a_known_target(tmp_pat
     scenario = tmp_path / "raw.toml"
     for bad, field in (('to = "vault"', 'to = "nowhere"'), ('calldata = "0x2f2f', 'calldata = "0xzz2f')):
         scenario.write_text(text.replace(bad, field).replace('"../../policies', f'"{corpus.parent.parent}/policies')
-                            .replace('"policies/', f'"{corpus}/policies/').replace('"fixtures/', f'"{corpus}/fixtures/'))
+                            .replace('"policies/', f'"{corpus}/policies/')
+                            .replace('"fixtures/', f'"{corpus}/fixtures/'))
         try:
             load_scenario(scenario)
         except InputError as exc:

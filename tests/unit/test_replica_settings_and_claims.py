@@ -100,8 +100,8 @@ def test_the_watch_counts_from_the_first_sight_of_each_state_and_says_when_one_f
 def finding(policy_id: str = "drain", response: tuple[str, ...] = ("pause", "trip")) -> Finding:
     policy = PolicyCommon(id=policy_id, kind="delta", description="", severity=Severity.CRITICAL, response=response,
                           cooldown=3600, enabled=True, dry_run=False, confirmations=0, file=Path("drain.toml"))
-    return Finding(policy=policy, verdict=FindingVerdict.CONDITION_MET, summary="drained", block_number=7, block_time=70,
-                   evidence={})
+    return Finding(policy=policy, verdict=FindingVerdict.CONDITION_MET, summary="drained", block_number=7,
+                   block_time=70, evidence={})
 
 
 def cut_off_replica(holding: set[str]) -> tuple[CutOff, list[tuple[str, list[str]]], list[asyncio.Task[None]]]:

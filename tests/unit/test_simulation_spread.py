@@ -23,6 +23,7 @@ from onguard.errors import ChainUnavailable
 from onguard.incidents.blocklog import BlockLog
 from onguard.incidents.store import IncidentStore
 from tests.faults.proxy import FaultProxy, Mode
+from served import served
 
 SIMULATED = [{"calls": [{"status": "0x1", "returnData": "0x", "logs": []}]}]
 GENESIS = "0x" + "11" * 32
@@ -64,17 +65,8 @@ def _result(item: dict[str, Any]) -> Any:
 async def simulation_node(gate: Callable[[], Awaitable[None]] | None = None
                           ) -> AsyncIterator[tuple[SimulationNode, str]]:
     node = SimulationNode(gate)
-    app = web.Application()
-    app.router.add_post("/", node.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield node, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with served(node.handle) as url:
+        yield node, url
 
 
 def requests(count: int, first: int = 0) -> list[tuple[str, Any]]:

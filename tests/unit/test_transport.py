@@ -17,6 +17,7 @@ from aiohttp import web
 from onguard.chain.transport import Role, RetryPolicy, Transport, endpoint_label
 from onguard.errors import ChainError, ChainUnavailable
 from tests.faults.proxy import FaultProxy, Mode
+from served import served
 
 Answer = Callable[[dict[str, Any]], Any]  # a request → a JSON-RPC result, or web.Response to send as is
 
@@ -50,17 +51,8 @@ class FakeNode:
 @asynccontextmanager
 async def fake_node(answer: Answer) -> AsyncIterator[tuple[FakeNode, str]]:
     node = FakeNode(answer)
-    app = web.Application()
-    app.router.add_post("/", node.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield node, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with served(node.handle) as url:
+        yield node, url
 
 
 def head_is(number: int) -> Answer:

@@ -1,7 +1,8 @@
 """Is the guardian seeing the right chain, and all of it? Probes every read and simulation endpoint (chain id,
 genesis hash and head in one batch each; a probe's answer is what brings a failed endpoint back) and judges:
 blind (no read endpoint answers), a head that stopped advancing, a head behind the last handled block, another
-chain (chain id or genesis hash changed), endpoints that disagree. The answer is a frozen ChainHealth for the daemon's logs and heartbeat and for `onguard status`."""
+chain (chain id or genesis hash changed), endpoints that disagree. The answer is a frozen ChainHealth for the
+daemon's logs and heartbeat and for `onguard status`."""
 
 from __future__ import annotations
 
@@ -169,7 +170,8 @@ class ChainWatch:
                 hashes[probe.label] = probe.head_hash
                 continue
             try:
-                answers = await self._transport.batch_on(probe.label, [("eth_getBlockByNumber", [hex(low.head), False])])
+                answers = await self._transport.batch_on(probe.label,
+                                                         [("eth_getBlockByNumber", [hex(low.head), False])])
                 block = _result(answers[0]) if isinstance(answers, list) else None
             except (EndpointFault, ValueError):
                 continue

@@ -97,8 +97,8 @@ def _value_section(incident: Incident, responses: list[ResponseRecord]) -> str:
     lost = [(r.action, r.outcome_detail["loss"]) for r in responses if r.outcome_detail and "loss" in r.outcome_detail]
     stopped = [r.action for r in responses if r.outcome_detail
                and r.outcome_detail.get("landed") == "stopped-before-attack"]
-    lines = ["## Value at risk and lost\n",
-             f"- At risk (the policy's measure when it tripped): {_text(at_risk) if at_risk is not None else 'not known'}"]
+    risk = _text(at_risk) if at_risk is not None else "not known"
+    lines = ["## Value at risk and lost\n", f"- At risk (the policy's measure when it tripped): {risk}"]
     if lost:
         lines += [f"- Lost before {action} landed: {_text(amount)}" for action, amount in lost]
     elif stopped:

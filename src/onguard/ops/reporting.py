@@ -179,7 +179,8 @@ class GuardianOps:
             kind=NoticeKind.GUARDIAN_CANNOT_ACT, severity=Severity.CRITICAL, chain_id=self._chain_id,
             title=f"the pre-signed {action} is void",
             summary=(f"The Safe's nonce moved to {safe_nonce}: the owners' pre-signature of {action} (nonce "
-                     f"{signed_nonce}) can no longer be executed. Owners must sign again (`onguard presign {action}`)."),
+                     f"{signed_nonce}) can no longer be executed. Owners must sign again "
+                     f"(`onguard presign {action}`)."),
             details={"action": action, "signed_nonce": signed_nonce, "safe_nonce": safe_nonce},
             id=event_id(self._chain_id, NoticeKind.GUARDIAN_CANNOT_ACT, "presigned-stale", action, signed_nonce)))
 

@@ -121,7 +121,8 @@ def trace(tracer_output: Mapping[str, Any], decoder: Decoder, *, label: str, tx_
         target = frame.get("to")
         kind = str(frame.get("type", "CALL"))
         function = "constructor" if kind.startswith("CREATE") else decoder.function(target, data)
-        calls.append(Call(depth=depth, kind=kind, target=decoder.name(target), function=function, value=int(frame.get("value") or "0x0", 16),
+        calls.append(Call(depth=depth, kind=kind, target=decoder.name(target), function=function,
+                          value=int(frame.get("value") or "0x0", 16),
                           error=decoder.revert(_bytes(frame.get("output")), frame.get("error"))))
         for child in frame.get("calls") or ():
             visit(child, depth + 1)

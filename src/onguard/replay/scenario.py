@@ -347,7 +347,8 @@ def _accounts(table: Table | None) -> dict[str, int | str]:
         assert table is not None
         value = table.get(name, (int, str))
         if isinstance(value, int) and not 0 <= value < ANVIL_KEYS:
-            raise table.fail(name, f"{value} is not one of Anvil's keys", f"an index 0..{ANVIL_KEYS - 1} or a 0x address")
+            raise table.fail(name, f"{value} is not one of Anvil's keys",
+                             f"an index 0..{ANVIL_KEYS - 1} or a 0x address")
         if isinstance(value, str) and not _ADDRESS.match(value):
             raise table.fail(name, f"{value!r} is not an address", "a 0x address (impersonated) or an Anvil key index")
         accounts[name] = value

@@ -8,7 +8,6 @@ import socket
 from dataclasses import dataclass
 
 from onguard.tomlfields import Table
-from onguard.units import parse_duration
 
 REPLICA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
 # Sane ranges: outside them a value is a typo (a unit missing, a zero too many), not a tuning choice.
@@ -52,30 +51,16 @@ def parse_replicas(table: Table | None) -> ReplicaSettings:
         raise table.fail("id", f"{replica_id!r} is not a replica name",
                          "1 to 64 letters, digits or . _ : @ -, starting with a letter or digit, e.g. \"eu-1\"")
     defaults = ReplicaSettings(id=replica_id)
-    ttl = _duration_in(table, "lease_ttl", defaults.lease_ttl, LEASE_TTL)
-    renew = _duration_in(table, "renew_every", defaults.renew_every, RENEW_EVERY)
+    ttl = table.duration_in("lease_ttl", defaults.lease_ttl, LEASE_TTL)
+    renew = table.duration_in("renew_every", defaults.renew_every, RENEW_EVERY)
     if renew > ttl / 2:
         raise table.fail("renew_every", f"{renew:g}s is more than half of lease_ttl ({ttl:g}s)",
                          "renew at least twice per lease_ttl, or one late renewal loses the lease: e.g. "
                          "renew_every = \"1s\" with lease_ttl = \"3s\"")
     settings = ReplicaSettings(
         id=replica_id, lease_ttl=ttl, renew_every=renew,
-        send_deadline=_duration_in(table, "send_deadline", defaults.send_deadline, SEND_DEADLINE),
-        land_deadline=_duration_in(table, "land_deadline", defaults.land_deadline, LAND_DEADLINE),
-        partition_deadline=_duration_in(table, "partition_deadline", defaults.partition_deadline,
-                                        PARTITION_DEADLINE))
+        send_deadline=table.duration_in("send_deadline", defaults.send_deadline, SEND_DEADLINE),
+        land_deadline=table.duration_in("land_deadline", defaults.land_deadline, LAND_DEADLINE),
+        partition_deadline=table.duration_in("partition_deadline", defaults.partition_deadline, PARTITION_DEADLINE))
     table.finish()
     return settings
-
-
-def _duration_in(table: Table, key: str, default: float, bounds: tuple[float, float]) -> float:
-    value = table.parsed(key, parse_duration, default=default)
-    low, high = bounds
-    if not low <= value <= high:
-        raise table.fail(key, f"{value:g}s is outside {_seconds(low)}..{_seconds(high)}",
-                         f"write a duration from {_seconds(low)} to {_seconds(high)}, e.g. \"{_seconds(default)}\"")
-    return value
-
-
-def _seconds(value: float) -> str:
-    return f"{round(value * 1000)}ms" if value < 1 else f"{value:g}s"
