@@ -17,7 +17,7 @@ from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import ACTION_COOLDOWN, Roles, contract, dev_account, exec_as_owners
 from onguard.preflight import Check, PreflightReport, run_preflight
-from onguard.runtime import PREFLIGHT_EVERY_BLOCKS, Guardian
+from onguard.runtime import PREFLIGHT_EVERY_BLOCKS
 from onguard.safe.chain import SafeOnChain
 
 from .helpers import make_guardian
