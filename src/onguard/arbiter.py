@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onguard.incidents.audit import AuditKind, AuditLog
+from onguard.store.audit import AuditKind, AuditLog
 from onguard.incidents.store import Incident, IncidentStatus, IncidentStore
 from onguard.log import get_logger
 from onguard.policies.model import Finding
@@ -23,7 +23,7 @@ class Arbiter:
     def __init__(self, store: IncidentStore, chain_id: int) -> None:
         self._store = store
         self._chain_id = chain_id
-        self._audit = AuditLog(store)
+        self._audit = AuditLog(store.database)
         self._log = get_logger(component="arbiter", chain_id=chain_id)
 
     def decide(self, finding: Finding) -> Decision:

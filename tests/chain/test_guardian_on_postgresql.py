@@ -14,7 +14,7 @@ from onguard.chain.keys import load_guardian_account
 from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import Roles, dev_account
-from onguard.incidents.audit import AuditLog
+from onguard.store.audit import AuditLog
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
 from onguard.runtime import Guardian
 
@@ -65,7 +65,7 @@ def test_a_drain_is_paused_and_recorded_in_postgresql(chain, postgres_guardian_c
         assert [tx.tx_hash for tx in store.response_txs(GUARDIAN)] == [response.tx_hash]
         kinds = [entry.kind for entry in store.timeline(incident_id)]
         assert kinds[0] == "detected" and "response-mined" in kinds
-        count, broken = AuditLog(store).verify()
+        count, broken = AuditLog(store.database).verify()
         assert broken is None and count >= 2  # the config, the decision, the status change
     finally:
         store.close()

@@ -15,7 +15,7 @@ from aiohttp import web
 from onguard.chain.keys import load_guardian_account
 from onguard.config import load_config
 from onguard.demo.world import contract
-from onguard.incidents.audit import AuditLog
+from onguard.store.audit import AuditLog
 from onguard.incidents.store import Incident, IncidentStatus
 from onguard.ops.channels import sign
 from onguard.runtime import Guardian
@@ -127,7 +127,7 @@ def test_an_attack_is_paused_first_then_people_are_told_and_the_metrics_show_it(
                     async with http.get(f"http://127.0.0.1:{port}/metrics") as answer:
                         scrape = await answer.text()
                 incidents = guardian.store.incidents()
-                audited = [entry.kind for entry in AuditLog(guardian.store).entries()]
+                audited = [entry.kind for entry in AuditLog(guardian.store.database).entries()]
             finally:
                 stop.set()
                 await daemon

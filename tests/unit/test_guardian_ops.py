@@ -16,7 +16,7 @@ from conftest import base_config_data, to_toml
 from onguard.arbiter import Decision
 from onguard.config import load_config
 from onguard.errors import ConfigError
-from onguard.incidents.audit import AuditLog
+from onguard.store.audit import AuditLog
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.ops.metrics import Metrics
 from onguard.ops.notice import Notice, NoticeKind
@@ -122,7 +122,7 @@ def test_a_notice_that_reaches_no_one_is_appended_to_the_audit_log(store: Incide
     ops = GuardianOps.build(load_config(path), store, mempool_required=False)
     ops.service.publish(Notice(kind=NoticeKind.TEST, severity=Severity.INFO, chain_id=1, title="t", summary="s"))
     asyncio.run(ops.stop())  # never started: what is queued is recorded as not delivered
-    [entry] = [e for e in AuditLog(store).entries() if e.kind == "notification-failed"]
+    [entry] = [e for e in AuditLog(store.database).entries() if e.kind == "notification-failed"]
     assert (entry.details["channel"], entry.details["kind"], entry.details["attempts"]) == ("hook", "test", 0)
 
 

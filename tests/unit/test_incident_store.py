@@ -11,6 +11,8 @@ import pytest
 
 from onguard.errors import ConfigError
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
+from onguard.store import migrations
+from onguard.store.blocklog import BlockLog
 from onguard.store.settings import DatabaseSettings
 from tests.pg import accept_connections, refuse_connections
 
@@ -69,6 +71,50 @@ def test_checkpoint_survives_reopening_the_database(state_location: Path | Datab
         assert second.checkpoint("blocks", 31337) == (123_456, "0x" + "ab" * 32)
     finally:
         second.close()
+
+
+def test_each_replica_keeps_its_own_checkpoint_and_handled_blocks(state_location: Path | DatabaseSettings) -> None:
+    """Replicas on one database at different heights: the lagging one does not move the leader's checkpoint back,
+    and restarted it resumes after the last block IT handled, not after the most advanced replica's."""
+    ahead, behind = (IncidentStore(state_location, claimant=name) for name in ("r1", "r2"))
+    try:
+        behind.save_checkpoint("blocks", 31337, 100, "0x64")
+        ahead.save_checkpoint("blocks", 31337, 110, "0x6e")
+        behind.save_checkpoint("blocks", 31337, 101, "0x65")  # written last: it moved a shared checkpoint back
+        assert ahead.checkpoint("blocks", 31337) == (110, "0x6e")
+        BlockLog(ahead.database, 31337, replica=ahead.replica).record(110, "0x6e")
+        assert BlockLog(behind.database, 31337, replica=behind.replica).hash_at(110) is None
+    finally:
+        ahead.close()
+        behind.close()
+    restarted, newcomer, tool = (IncidentStore(state_location, claimant=name) for name in ("r2", "r3", None))
+    try:
+        assert restarted.checkpoint("blocks", 31337) == (101, "0x65")  # blocks 102..110 are still to be judged
+        assert newcomer.checkpoint("blocks", 31337) == (110, "0x6e")   # first start: where the most advanced is
+        assert tool.checkpoint_row("blocks", 31337)[0] == 110           # `status`: how far the guardian got
+    finally:
+        for store in (restarted, newcomer, tool):
+            store.close()
+
+
+def test_the_shared_checkpoint_of_schema_4_is_where_each_replica_resumes(
+        state_location: Path | DatabaseSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as schema_4:
+        schema_4.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:4])
+        schema_4.setattr(migrations, "LATEST", 4)
+        old = IncidentStore(state_location)
+        old.database.execute("INSERT INTO checkpoints (source, chain_id, block_number, block_hash, updated_at) "
+                             "VALUES ('blocks', 31337, 77, '0x4d', 'then')")
+        old.database.execute("INSERT INTO handled_blocks (chain_id, number, hash) VALUES (31337, 77, '0x4d')")
+        old.close()
+    alone, replica = IncidentStore(state_location), IncidentStore(state_location, claimant="r1")
+    try:
+        assert migrations.schema_version(alone.database) == 5
+        assert alone.checkpoint("blocks", 31337) == replica.checkpoint("blocks", 31337) == (77, "0x4d")
+        assert BlockLog(alone.database, 31337).hash_at(77) == "0x4d"  # the daemon alone keeps its history
+    finally:
+        alone.close()
+        replica.close()
 
 
 # ---- incidents and timeline ----
@@ -301,7 +347,7 @@ def test_two_writers_racing_to_open_make_one_incident(db_path: Path) -> None:
 
 
 def test_every_status_change_is_in_the_timeline_and_the_audit_log(store: IncidentStore) -> None:
-    from onguard.incidents.audit import AuditLog
+    from onguard.store.audit import AuditLog
 
     incident_id = open_one(store)
     assert store.set_status(incident_id, IncidentStatus.SAFE, reason="paused() holds") is True
@@ -310,7 +356,7 @@ def test_every_status_change_is_in_the_timeline_and_the_audit_log(store: Inciden
     changes = [e.detail for e in store.timeline(incident_id) if e.kind == "status"]
     assert [(c["from"], c["to"], c["by"]) for c in changes] == [("open", "safe", "daemon"),
                                                                ("safe", "resolved", "alice")]
-    audit = [(e.kind, e.actor, e.details["to"], e.details["reason"]) for e in AuditLog(store).entries()]
+    audit = [(e.kind, e.actor, e.details["to"], e.details["reason"]) for e in AuditLog(store.database).entries()]
     assert audit == [("incident-status", "daemon", "safe", "paused() holds"),
                      ("incident-status", "alice", "resolved", "fixed and unpaused")]
     assert [i.id for i in store.watched_incidents(31337)] == []

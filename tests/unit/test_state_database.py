@@ -18,10 +18,10 @@ import pytest
 from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.errors import ConfigError
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.blocklog import BlockLog
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.blocklog import BlockLog
 from onguard.incidents.daemonlock import daemon_lock
-from onguard.incidents.safetxs import SafeTxStore, TxKind
+from onguard.store.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
 from onguard.safe.tx import SafeTxData
 from onguard.store.incidents import Incidents
@@ -106,15 +106,15 @@ def test_a_sqlite_file_of_an_older_onguard_is_brought_up_to_date(tmp_path: Path,
         assert (response.status, response.block_number, response.orphaned, response.claimed_by) == (
             ResponseStatus.MINED, 101, 0, None)
         assert store.checkpoint("blocks", 31337) == (105, "0x" + "cd" * 32)
-        audit = AuditLog(store)
+        audit = AuditLog(store.database)
         assert audit.verify() == (audit_entries, None)
         assert audit.append(AuditKind.DECISION, "daemon", {"after": "upgrade"}).seq == audit_entries + 1
         assert audit.verify() == (audit_entries + 1, None)
         incident_two, opened = store.open_or_join(**{**INCIDENT, "policy_id": "oracle-jump"})
         assert opened and incident_two.id == 2
         if version == 2:
-            assert BlockLog(store, 31337).hash_at(105) == "0x" + "cd" * 32
-            assert [p.purpose for p in SafeTxStore(store).list(TxKind.PROPOSAL)] == ["unpause"]
+            assert BlockLog(store.database, 31337).hash_at(105) == "0x" + "cd" * 32
+            assert [p.purpose for p in SafeTxStore(store.database).list(TxKind.PROPOSAL)] == ["unpause"]
     finally:
         store.close()
 
@@ -275,7 +275,7 @@ def test_many_connections_claiming_one_action_claim_it_once(state_location: Loca
 def test_appends_from_two_connections_make_one_unbroken_chain(state_location: Location, capsys) -> None:
     one, two = IncidentStore(state_location), IncidentStore(state_location)
     try:
-        logs = [AuditLog(one), AuditLog(two)]
+        logs = [AuditLog(one.database), AuditLog(two.database)]
         in_threads(2, lambda n: [logs[n].append(AuditKind.DECISION, f"writer-{n}", {"i": i}) for i in range(25)])
         entries = list(logs[0].entries())
         assert [e.seq for e in entries] == list(range(1, 51))
@@ -292,8 +292,8 @@ def test_appends_from_two_connections_make_one_unbroken_chain(state_location: Lo
 def test_the_audit_tables_refuse_plain_edits_on_either_engine(state_location: Location) -> None:
     store = IncidentStore(state_location)
     try:
-        AuditLog(store).append(AuditKind.DECISION, "daemon", {})
-        AuditLog(store).append(AuditKind.DECISION, "daemon", {})
+        AuditLog(store.database).append(AuditKind.DECISION, "daemon", {})
+        AuditLog(store.database).append(AuditKind.DECISION, "daemon", {})
         refused = (sqlite3.IntegrityError, psycopg.IntegrityError)
         for statement, says in [("UPDATE audit_log SET actor='x' WHERE seq=1", "append-only"),
                                 ("DELETE FROM audit_log WHERE seq=2", "append-only"),
@@ -301,7 +301,7 @@ def test_the_audit_tables_refuse_plain_edits_on_either_engine(state_location: Lo
                                 ("DELETE FROM audit_head", "never deleted")]:
             with pytest.raises(refused, match=says):
                 store.database.execute(statement)
-        assert AuditLog(store).verify() == (2, None)
+        assert AuditLog(store.database).verify() == (2, None)
     finally:
         store.close()
 
@@ -321,7 +321,7 @@ def test_the_cli_reads_the_state_from_postgresql(write_toml, config_data, postgr
         tx = SafeTxData(safe=config_data["safe"]["address"], chain_id=31337, to="0x" + "ab" * 20, value=0,
                         data=bytes.fromhex("3f4ba83a"), operation=0, safe_tx_gas=0, base_gas=0, gas_price=0,
                         gas_token="0x" + "00" * 20, refund_receiver="0x" + "00" * 20, nonce=3)
-        SafeTxStore(store).add(TxKind.PROPOSAL, tx, purpose="unpause after the fix", proposer="alice",
+        SafeTxStore(store.database).add(TxKind.PROPOSAL, tx, purpose="unpause after the fix", proposer="alice",
                                incident_id=incident.id)
     finally:
         store.close()

@@ -14,7 +14,7 @@ from typing import Any
 from hexbytes import HexBytes
 
 from onguard.chain.transport import EndpointFault, EndpointHealth, Role, Transport
-from onguard.incidents.blocklog import BlockLog
+from onguard.store.blocklog import BlockLog
 
 HEAD_GAP = 5  # blocks between the read endpoints' heads beyond which they are said to disagree
 

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 
 from onguard.errors import ConfigError
 from onguard.log import get_logger
-from onguard.store.checkpoints import Checkpoints
+from onguard.store.audit import AuditLog
+from onguard.store.checkpoints import ALONE, Checkpoints
 from onguard.store.database import WRITE_REFUSED, Database, Dialect, connect
 from onguard.store.settings import DatabaseSettings
 from onguard.store.incidents import EvaluationFailures, Incidents
@@ -56,7 +57,7 @@ class IncidentStore:
         except BaseException:
             self.database.close()
             raise
-        self._checkpoints = Checkpoints(self.database)
+        self._checkpoints = Checkpoints(self.database, self.replica)
         self._incidents = Incidents(self.database)
         self._failures = EvaluationFailures(self.database)
         self._responses = Responses(self.database)
@@ -69,6 +70,11 @@ class IncidentStore:
         # operations publish a notice here).
         self.status_listeners: list[Callable[[int, Mapping[str, Any]], None]] = []
         self._log = get_logger(component="store", database=self.database.name)
+
+    @property
+    def replica(self) -> str:
+        """Whose checkpoint and handled blocks this store reads and writes: the replica's id, "" alone."""
+        return self.claimant or ALONE
 
     @property
     def name(self) -> str:
@@ -239,9 +245,7 @@ class IncidentStore:
         return True
 
     def _audit_status(self, incident_id: int, detail: Mapping[str, Any], actor: str) -> None:
-        from onguard.incidents.audit import AuditLog  # the audit log is built on this store: imported late
-
-        AuditLog(self).append(INCIDENT_STATUS_AUDIT_KIND, actor, {"incident_id": incident_id, **detail})
+        AuditLog(self.database).append(INCIDENT_STATUS_AUDIT_KIND, actor, {"incident_id": incident_id, **detail})
 
     def latest_incident(self, chain_id: int, policy_id: str) -> Incident | None:
         return self._incidents.latest(chain_id, policy_id)

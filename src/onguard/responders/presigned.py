@@ -14,8 +14,8 @@ from onguard.chain.module import safe_abi
 from onguard.chain.rpc import Rpc
 from onguard.config import Config
 from onguard.errors import ChainError
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
@@ -41,8 +41,8 @@ class PresignedPath:
         self._leads = leads or _always
         self._config = config
         self._account = account
-        self._txs = SafeTxStore(store)
-        self._audit = AuditLog(store)
+        self._txs = SafeTxStore(store.database)
+        self._audit = AuditLog(store.database)
         self._store = store
         self._safe = config.safe.address
         self._actions: set[str] = set()
