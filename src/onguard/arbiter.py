@@ -74,6 +74,7 @@ class Arbiter:
 
     def _append(self, finding: Finding, incident: Incident, *, opened: bool, actions: tuple[str, ...]) -> None:
         self._audit.append(AuditKind.DECISION, "daemon", {
-            "chain_id": self._chain_id, "policy_id": finding.policy.id, "incident_id": incident.id,
+            "chain_id": self._chain_id, "policy_id": finding.policy.id,
+            "incident_id": self._store.saved_id(incident.id),  # run later, once a provisional id is saved
             "opened": opened, "actions": list(actions), "block": finding.block_number,
             "verdict": finding.verdict.value, "summary": finding.summary, "dry_run": finding.policy.dry_run})

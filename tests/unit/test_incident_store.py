@@ -472,15 +472,71 @@ def test_an_incident_opened_while_the_database_refuses_writes_is_saved_when_it_t
     outage = Outage(store, state_location)
     outage.begin(first)
     incident, opened = open_or_join(store, 5_000, policy_id="other-policy")
-    assert opened and incident.id > first and store.incident(incident.id).policy_id == "other-policy"  # in memory
+    assert opened and incident.id < 0 and store.incident(incident.id).policy_id == "other-policy"  # in memory
     joined, opened_again = open_or_join(store, 5_001, policy_id="other-policy")
     assert (joined.id, opened_again) == (incident.id, False)
     outage.end()
     wait_until(store.flush, "the kept writes to be saved")
     assert [(r.action, r.status) for r in store.responses(incident.id)] == [("pause_vault", "claimed")]
-    assert store.incident(incident.id).policy_id == "other-policy"
+    saved = store.incident(incident.id)
+    assert saved.policy_id == "other-policy" and saved.id > first  # the database's id from now on
     later, _ = open_or_join(store, 5_000, policy_id="third-policy")
-    assert later.id > incident.id  # ids the database gives come after the one saved from memory
+    assert later.id > saved.id
+
+
+class CutOff:
+    """One store cut off from a database the others still reach: on SQLite its connection made read-only (every
+    write refused), on PostgreSQL its `reachable` guard down, as a replica's is once its leases lapse."""
+
+    def __init__(self, store: IncidentStore) -> None:
+        self.store = store
+
+    def begin(self) -> None:
+        if self.store.database.dialect == "sqlite":
+            self.store.database.execute("PRAGMA query_only=ON")
+        else:
+            self.store.database.reachable = lambda: False  # type: ignore[attr-defined]
+
+    def end(self) -> None:
+        if self.store.database.dialect == "sqlite":
+            self.store.database.execute("PRAGMA query_only=OFF")
+        else:
+            self.store.database.reachable = lambda: True  # type: ignore[attr-defined]
+
+
+def test_an_incident_opened_while_cut_off_never_shares_an_id_with_another_replicas(
+        state_location: Path | DatabaseSettings) -> None:
+    """Replica r1 is cut off and opens incidents in memory while r2, still connected, opens others: none of r1's
+    ids is one the database gives r2, and what r1 wrote under them lands on its own incident, or on the one r2
+    opened for the same policy meanwhile (one incident per attack)."""
+    r1, r2 = IncidentStore(state_location, claimant="r1"), IncidentStore(state_location, claimant="r2")
+    cut = CutOff(r1)
+    try:
+        open_or_join(r2, 1_000, policy_id="before")
+        cut.begin()
+        mine, opened = open_or_join(r1, 2_000, policy_id="only-r1")
+        both, _ = open_or_join(r1, 2_000, policy_id="both")
+        assert opened and r1.unsaved_writes
+        theirs, _ = open_or_join(r2, 2_000, policy_id="other")         # under the id max+1 gave r1 before
+        theirs_too, _ = open_or_join(r2, 2_001, policy_id="both")
+        assert {mine.id, both.id}.isdisjoint({theirs.id, theirs_too.id})
+        r1.add_timeline(mine.id, "note", {"by": "r1"})
+        r1.add_timeline(both.id, "note", {"by": "r1"})
+        assert r1.incident(mine.id).policy_id == "only-r1"
+        cut.end()
+        wait_until(r1.flush, "r1's kept writes to be saved")
+        saved = r1.incident(mine.id)
+        assert saved.policy_id == "only-r1" and saved.id not in (theirs.id, theirs_too.id) and saved.id > 0
+        assert [e.kind for e in r2.timeline(saved.id)] == ["detected", "note"]
+        assert [(r.action, r.claimed_by) for r in r2.responses(saved.id)] == [("pause_vault", "r1")]
+        assert "note" not in [e.kind for e in r2.timeline(theirs.id)]
+        assert r1.incident(both.id).id == theirs_too.id  # joined the incident r2 opened meanwhile
+        assert [e.kind for e in r2.timeline(theirs_too.id)] == ["detected", "tripped-again", "note"]
+        assert [r.claimed_by for r in r2.responses(theirs_too.id)] == ["r2"]
+        assert [i.policy_id for i in r2.incidents()].count("both") == 1
+    finally:
+        r1.close()
+        r2.close()
 
 
 def test_the_daemons_last_heartbeat_is_kept_for_status(state_location: Path | DatabaseSettings) -> None:

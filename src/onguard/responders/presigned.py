@@ -129,8 +129,8 @@ class PresignedPath:
             record, TxStatus.EXECUTED, tx_hash=tx_hash, block_number=block))
         self._store.durably("audit execution", lambda: self._audit.append(
             AuditKind.EXECUTION, f"daemon:{self._account.address}", {
-                "presigned": record.id, "action": action, "incident_id": incident_ids[0],
-                "incidents": list(incident_ids), "tx_hash": tx_hash, "block": block,
+                "presigned": record.id, "action": action, "incident_id": self._store.saved_id(incident_ids[0]),
+                "incidents": [self._store.saved_id(i) for i in incident_ids], "tx_hash": tx_hash, "block": block,
                 "safe_tx_hash": record.safe_tx_hash, "nonce": record.tx.nonce}))
         self._log.warning("pre-signed Safe transaction mined", action=action, tx_hash=tx_hash, block=block,
                           safe_tx_hash=record.safe_tx_hash)

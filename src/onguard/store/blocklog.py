@@ -48,8 +48,9 @@ class Reorg:
 
 
 class BlockLog:
-    """One chain's identity, reorganisations, and the blocks one replica handled, in the state database. The daemon passes its store's `durably`, so
-    a database that refuses a write (full disk) does not stop it: the write is kept for later."""
+    """One chain's identity, its reorganisations and the blocks one replica handled, in the state database. The
+    daemon passes its store's `durably`, so a database that refuses a write (full disk) does not stop it: the
+    write is kept for later."""
 
     def __init__(self, db: Database, chain_id: int, *, replica: str = ALONE, keep: int = HISTORY_BLOCKS,
                  durably: Durably = at_once) -> None:

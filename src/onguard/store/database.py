@@ -158,9 +158,6 @@ class Database:
         (the latest incident, the audit head) is not interleaved with another writer's."""
         assert self._depth, "serialise() belongs inside transaction()"
 
-    def sync_ids(self, table: str) -> None:
-        """After rows were inserted with ids chosen by the code: the next generated id comes after them."""
-
     # ---- what the schema holds (for migrations) ----
 
     def tables(self) -> set[str]:
@@ -295,9 +292,6 @@ class PostgresDatabase(Database):
     def serialise(self, name: str) -> None:
         super().serialise(name)
         self._run("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
-
-    def sync_ids(self, table: str) -> None:
-        self._run(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))", ())
 
     def tables(self) -> set[str]:
         return {r[0] for r in self.fetch_all("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
