@@ -654,7 +654,11 @@ class Guardian:
             if stop.is_set() or handled < last + PREFLIGHT_EVERY_BLOCKS or self._responses:
                 continue  # never compete with a response under way for the node
             last = handled
-            report = await self._preflight()
+            try:
+                report = await self._preflight()
+            except WRITE_REFUSED as exc:  # it reads the pre-signed transactions: a database outage is not a death
+                self._log.error("preflight skipped: the state database does not answer", error=str(exc).strip())
+                continue
             self.module_path.use_gas_limits(report.gas_limits)
             if not report.ok:
                 self._cannot_act(report)

@@ -26,8 +26,9 @@ from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatu
 from onguard.safe.tx import SafeTxData
 from onguard.store.incidents import Incidents
 from onguard.store.migrations import LATEST, MIGRATIONS, schema_version
+from onguard.store.database import PostgresDatabase
 from onguard.store.settings import PASSWORD_ENV, DatabaseSettings
-from tests.pg import server_url
+from tests.pg import SilentProxy, server_url
 
 LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "state"
 Location = Path | DatabaseSettings
@@ -356,3 +357,52 @@ def test_the_daemon_refuses_to_start_on_a_schema_it_does_not_know(
     assert f"is at schema version {LATEST + 1}; this onguard knows versions up to {LATEST}" in err
     assert "hint: this database was written by a newer onguard; upgrade" in err
     assert out == "" and "Traceback" not in err
+
+
+# ---- a server that stops answering ----
+
+
+def test_a_statement_the_server_never_answers_is_given_up_and_the_connection_opened_again(postgres_url: str,
+                                                                                         tmp_path: Path) -> None:
+    """The daemon bounds each statement (the proxy keeps the connection open and forwards nothing: no TCP timeout
+    would end the wait). Given up, the statement fails; so does the next one, at once, while the first has not
+    returned; once the server answers, statements go through again on a new connection."""
+    with SilentProxy(postgres_url) as proxy:
+        store = IncidentStore(DatabaseSettings(path=tmp_path / "unused.db", url=proxy.url_through(postgres_url)))
+        try:
+            database = store.database
+            assert isinstance(database, PostgresDatabase)
+            database.deadline = 0.5
+            store.save_checkpoint("blocks", 1, 10, "0x0a")
+            proxy.blackhole()
+            with pytest.raises(psycopg.OperationalError, match="did not answer within 0.5s"):
+                database.scalar("SELECT 1")
+            store.save_checkpoint("blocks", 1, 11, "0x0b")  # refused, kept in memory: nothing raised
+            assert store.unsaved_writes == 1
+            proxy.restore()
+            wait_until(store.flush, "the kept checkpoint to be saved")
+            assert database.scalar("SELECT 1") == 1
+            assert store.checkpoint("blocks", 1) == (11, "0x0b")
+        finally:
+            store.close()
+
+
+def test_reads_the_daemon_needs_while_it_acts_answer_from_memory_during_an_outage(postgres_url: str,
+                                                                                 tmp_path: Path, capsys) -> None:
+    store = IncidentStore(DatabaseSettings(path=tmp_path / "unused.db", url=postgres_url), claimant="r1")
+    try:
+        incident, _ = store.open_or_join(chain_id=1, policy_id="p", cooldown=60, severity="critical", title="t",
+                                         dry_run=False, block=1, block_time=1, evidence={},
+                                         status=IncidentStatus.OPEN, actions=("pause",))
+        assert store.incident(incident.id).status == IncidentStatus.OPEN
+        store.database.reachable = lambda: False  # type: ignore[attr-defined]  # cut off, as a replica's guard does
+        assert store.responses(incident.id) == [] and store.timeline(incident.id) == []
+        assert store.response_txs("0xG") == []
+        assert store.incident(incident.id).policy_id == "p"  # as last read
+        assert store.set_status(incident.id, IncidentStatus.SAFE, reason="paused")  # kept for later
+        assert "database read FAILED" in capsys.readouterr().out
+        store.database.reachable = lambda: True  # type: ignore[attr-defined]
+        wait_until(store.flush, "the kept status to be saved")
+        assert store.incident(incident.id).status == IncidentStatus.SAFE
+    finally:
+        store.close()

@@ -1,7 +1,9 @@
 """The daemon's state, as the rest of the code uses it: a facade over the database layer (onguard.store) with the
 repositories for checkpoints, incidents, responses and the daemon's heartbeat. A write the database refuses (full
 disk, I/O error, lost PostgreSQL connection) while an attack is under way never stops the daemon: it is logged at
-critical level, kept in memory and replayed in order once the database takes writes."""
+critical level, kept in memory and replayed in order once the database takes writes; a read the daemon needs while
+it acts (its responses, its signed transactions, an incident it holds) answers with what memory holds instead of
+raising."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from onguard.store.records import (  # noqa: F401  (re-exported: the records' lo
 from onguard.store.responses import Responses
 
 LOG_EVERY_UNSAVED = 50   # while writes are refused: a critical line for the first and every 50th kept in memory
+LOG_EVERY_UNREAD = 50    # while reads fail: a line for the first and every 50th answered from memory
 T = TypeVar("T")
 
 
@@ -71,6 +74,8 @@ class IncidentStore:
         self._saved_as: dict[int, int] = {}  # provisional id -> the database's
         self._last_provisional = 0
         self._statuses: dict[int, IncidentStatus] = {}  # as last set here, for while writes are held in memory
+        self._known: dict[int, Incident] = {}  # as last read here, for while the database does not answer reads
+        self._failed_reads = 0
         # Called after each status change with (incident id, the change's detail); must not block (the daemon's
         # operations publish a notice here).
         self.status_listeners: list[Callable[[int, Mapping[str, Any]], None]] = []
@@ -112,6 +117,20 @@ class IncidentStore:
             if not self._backlog:
                 self._log.warning("database writes resumed: every write kept in memory is saved")
         return True
+
+    def _read(self, what: str, read: Callable[[], T], fallback: Callable[[], T]) -> T:
+        """`read()`, or when the database cannot answer (a PostgreSQL outage) what memory holds: the daemon goes on
+        acting on what it knows rather than crash in the middle of a response."""
+        try:
+            value = read()
+        except WRITE_REFUSED as exc:
+            self._failed_reads += 1
+            if self._failed_reads % LOG_EVERY_UNREAD == 1:  # loud, not a flood
+                self._log.error("database read FAILED: going on with what this daemon holds in memory", read=what,
+                                error=str(exc).strip(), failed_reads=self._failed_reads)
+            return fallback()
+        self._failed_reads = 0
+        return value
 
     def durably(self, what: str, write: Callable[[], T]) -> T | None:
         """Runs `write` (one transaction) after any backlog, or keeps it for later when the database refuses."""
@@ -234,7 +253,9 @@ class IncidentStore:
     def set_status(self, incident_id: int, status: IncidentStatus, *, actor: str = "daemon",
                    reason: str = "") -> bool:
         """Moves the incident to `status`, with a timeline entry and an audit-log entry. False if it was there."""
-        before = self._incidents.status(self.saved_id(incident_id))
+        remembered = self._statuses.get(incident_id, getattr(self._unsaved_incidents.get(incident_id), "status", None))
+        before = self._read("incident status", lambda: self._incidents.status(self.saved_id(incident_id)),
+                            lambda: remembered)
         if self._backlog:  # the database may not hold what was last set yet
             before = self._statuses.get(incident_id, before)
         if before == status:
@@ -264,9 +285,11 @@ class IncidentStore:
     def incident(self, incident_id: int) -> Incident:
         if incident_id in self._unsaved_incidents:  # not in the database yet (which may not even answer)
             return self._unsaved_incidents[incident_id]
-        found = self._incidents.get(self.saved_id(incident_id))
+        found = self._read("incident", lambda: self._incidents.get(self.saved_id(incident_id)),
+                           lambda: self._known.get(incident_id))
         if found is None:
             raise LookupError(incident_id)
+        self._known[incident_id] = found
         return found
 
     def incidents(self, limit: int = 100) -> list[Incident]:
@@ -277,7 +300,7 @@ class IncidentStore:
         return self._incidents.watched(chain_id)
 
     def timeline(self, incident_id: int) -> list[TimelineEntry]:
-        return self._incidents.timeline(self.saved_id(incident_id))
+        return self._read("timeline", lambda: self._incidents.timeline(self.saved_id(incident_id)), list)
 
     # ---- policy evaluation failures ----
 
@@ -318,7 +341,7 @@ class IncidentStore:
                      lambda: self._responses.record_orphaned(self.saved_id(incident_id), action, tx_hash, block))
 
     def responses(self, incident_id: int) -> list[ResponseRecord]:
-        return self._responses.of_incident(self.saved_id(incident_id))
+        return self._read("responses", lambda: self._responses.of_incident(self.saved_id(incident_id)), list)
 
     def unfinished_responses(self) -> list[ResponseRecord]:
         """Responses a crash may have interrupted: claimed or sent, with no final outcome recorded."""
@@ -344,7 +367,7 @@ class IncidentStore:
 
     def response_txs(self, sender: str, action: str | None = None) -> list[ResponseTx]:
         """The transactions `sender` signed for responses (for one action), oldest first."""
-        return self._responses.txs(sender, action)
+        return self._read("response transactions", lambda: self._responses.txs(sender, action), list)
 
 
 INCIDENT_STATUS_AUDIT_KIND = "incident-status"

@@ -140,7 +140,7 @@ class LeaseConnection:
 
     def __init__(self, url: str, deadline: float) -> None:
         self._url = url
-        self._deadline = deadline
+        self.deadline = deadline
         self._connection: psycopg.AsyncConnection | None = None
 
     async def one(self, sql: str, params: dict[str, object], *, returns: bool = True) -> tuple | None:
@@ -153,7 +153,7 @@ class LeaseConnection:
     async def _bounded(self, sql: str, params: dict[str, object], *, fetch: bool) -> list[tuple]:
         try:
             await self._connect()
-            return await asyncio.wait_for(self._execute(sql, params, fetch), self._deadline)
+            return await asyncio.wait_for(self._execute(sql, params, fetch), self.deadline)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self.close()  # the next call connects afresh
             if isinstance(exc, psycopg.Error):

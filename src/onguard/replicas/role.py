@@ -57,10 +57,12 @@ class ReplicaRole:
         return {} if self.leases is None else {"leases": self.leases.run}
 
     def guard(self, database: Database) -> None:
-        """Stops `database` from trying the server while this replica is cut off: a hung connection must not hold
-        the daemon's loop (the leases' own connection, bounded, finds out when the server answers again)."""
+        """Stops `database` from trying the server while this replica is cut off, and bounds every statement by
+        the leases' own deadline: a server that stops answering must not hold the daemon's loop longer than a
+        lease renewal may take (the leases' connection finds out when the server answers again)."""
         if isinstance(database, PostgresDatabase) and self.leases is not None:
             database.reachable = lambda: not self.cut_off()
+            database.deadline = self.leases.connection.deadline
 
     def cut_off(self) -> bool:
         """The database has not renewed this replica's liveness lately: its claims cannot be written, and the
