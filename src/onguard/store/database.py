@@ -306,8 +306,6 @@ class PostgresDatabase(Database):
         again later), and until it has returned every statement fails at once instead of waiting its turn."""
         if self._given_up is not None and not self._given_up.done():
             raise psycopg.OperationalError("the state database has not answered an earlier statement: not tried")
-        if not self.reachable():  # not even a thread's hop (the check is repeated there, where it closes)
-            raise psycopg.OperationalError("cut off from the database (this replica's leases lapsed): not tried")
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onguard-postgres")
         running = self._worker.submit(self._statement, sql, params)
