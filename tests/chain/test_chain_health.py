@@ -36,7 +36,8 @@ def test_one_chain_two_endpoints_all_well_then_drifting_apart(chain, base_chain,
                 health = await watch.check(head)
                 assert health.problems(max_lag=0) == ()
                 assert health.head == head and health.lag == 0
-                assert BlockLog(store.database, chain.world.chain_id).genesis() == health.genesis  # recorded at first look
+                recorded = BlockLog(store.database, chain.world.chain_id).genesis()
+                assert recorded == health.genesis  # recorded at first look
                 assert [e.last_head for e in health.endpoints] == [head, head]
 
                 chain.mine(1)  # same height on both, after one block on each: two different blocks

@@ -45,9 +45,9 @@ def populated(path: Path) -> tuple[IncidentStore, str]:
     store.record_outcome(incident.id, "pause_vault", Outcome.STOPPED_BEFORE_ATTACK,
                          {"landed": "stopped-before-attack"})
     store.set_status(incident.id, IncidentStatus.SAFE, reason="paused() holds")
-    proposal = SafeTxStore(store.database).add(TxKind.PROPOSAL, SafeTxData.call(SAFE, 1, VAULT, bytes.fromhex("3f4ba83a"), 4),
-                                      purpose="recover from incident 1: vault.unpause()", proposer="alice",
-                                      incident_id=incident.id)
+    proposal = SafeTxStore(store.database).add(
+        TxKind.PROPOSAL, SafeTxData.call(SAFE, 1, VAULT, bytes.fromhex("3f4ba83a"), 4),
+        purpose="recover from incident 1: vault.unpause()", proposer="alice", incident_id=incident.id)
     store.record_evaluation_failure(1, "oracle-deviation", 19, "the read oracle.latestAnswer() reverted")
     return store, proposal.safe_tx_hash
 

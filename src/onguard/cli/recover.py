@@ -45,7 +45,8 @@ def handle(args: argparse.Namespace) -> int:
         tx = SafeTxData.batch(config.safe.address, config.chain.chain_id, [step.call for step in steps], nonce)
         by = args.by or getpass.getuser()
         purpose = f"recover from incident {incident.id}: " + "; ".join(step.text for step in steps)
-        record = SafeTxStore(store.database).add(TxKind.PROPOSAL, tx, purpose=purpose, proposer=by, incident_id=incident.id)
+        record = SafeTxStore(store.database).add(TxKind.PROPOSAL, tx, purpose=purpose, proposer=by,
+                                                 incident_id=incident.id)
         audit = AuditLog(store.database)
         audit.append(AuditKind.PROPOSAL, by, {"proposal": record.id, "purpose": purpose, "incident_id": incident.id,
                                              "safe_tx_hash": record.safe_tx_hash, "to": tx.to, "data": tx.data,
