@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onguard.incidents.audit import AuditKind, AuditLog
+from onguard.store.audit import AuditKind, AuditLog
 from onguard.incidents.store import Incident, IncidentStatus, IncidentStore
 from onguard.log import get_logger
 from onguard.policies.model import Finding
@@ -23,7 +23,7 @@ class Arbiter:
     def __init__(self, store: IncidentStore, chain_id: int) -> None:
         self._store = store
         self._chain_id = chain_id
-        self._audit = AuditLog(store)
+        self._audit = AuditLog(store.database)
         self._log = get_logger(component="arbiter", chain_id=chain_id)
 
     def decide(self, finding: Finding) -> Decision:
@@ -74,6 +74,7 @@ class Arbiter:
 
     def _append(self, finding: Finding, incident: Incident, *, opened: bool, actions: tuple[str, ...]) -> None:
         self._audit.append(AuditKind.DECISION, "daemon", {
-            "chain_id": self._chain_id, "policy_id": finding.policy.id, "incident_id": incident.id,
+            "chain_id": self._chain_id, "policy_id": finding.policy.id,
+            "incident_id": self._store.saved_id(incident.id),  # run later, once a provisional id is saved
             "opened": opened, "actions": list(actions), "block": finding.block_number,
             "verdict": finding.verdict.value, "summary": finding.summary, "dry_run": finding.policy.dry_run})

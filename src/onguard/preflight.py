@@ -24,7 +24,7 @@ from onguard.actions import ActionSettings
 from onguard.chain.view import BatchStateReader, ReadFailure, decode_read
 from onguard.config import Config
 from onguard.errors import ChainError, NotAuthorised
-from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
+from onguard.store.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
 from onguard.policies.reads import ReadSpec
 from onguard.safe.tx import OwnerSignature, exec_calldata
@@ -113,7 +113,7 @@ class _Preflight:
         self.config = config
         self.guardian = guardian
         self.rpc = rpc
-        self.txs = SafeTxStore(store)
+        self.txs = SafeTxStore(store.database)
         self.reader = ModuleReader(rpc, config) if config.safe.guardian_module else None
         self.state = BatchStateReader(rpc)
         self.results: list[CheckResult] = []

@@ -25,8 +25,8 @@ from onguard.chain.transport import Transport
 from onguard.chain.view import BatchStateReader
 from onguard.config import Config
 from onguard.errors import ChainError, ChainUnavailable, ConfigError, OnguardError, SimulationUnsupported
-from onguard.incidents.audit import AuditLog, record_config
-from onguard.incidents.safetxs import SafeTxStore, TxKind
+from onguard.store.audit import AuditLog, record_config
+from onguard.store.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
@@ -136,7 +136,7 @@ class Guardian:
         self.store = store or IncidentStore(config.state, claimant=replica_claimant(config))
         if policies is None:
             policies = load_policies(config.policies_dir, config.contracts, config.actions)
-        proposals = SafeTxStore(self.store)
+        proposals = SafeTxStore(self.store.database)
         # Built in, whatever policies were given: a team (or a replay) cannot leave the guardian defenceless.
         policies = [*policies, *builtin_policies(
             config, account.address, recorded=lambda safe_tx_hash: proposals.by_hash(TxKind.PROPOSAL,
@@ -239,7 +239,7 @@ class Guardian:
         """Audits what the daemon runs with: an entry on the first start and whenever a file changed since."""
         files = [self.config.path, *sorted(self.config.policies_dir.glob("*.toml"))]
         try:
-            entry = record_config(AuditLog(self.store), f"daemon:{self.account.address}", files,
+            entry = record_config(AuditLog(self.store.database), f"daemon:{self.account.address}", files,
                                   per_actor=self.replica.shared)
         except WRITE_REFUSED as exc:
             # A full disk must not stop the guardian from starting: it can still pause.
@@ -676,7 +676,11 @@ class Guardian:
             if not self.replica.leader.held():
                 continue
             last = handled
-            report = await self._preflight()
+            try:
+                report = await self._preflight()
+            except WRITE_REFUSED as exc:  # it reads the pre-signed transactions: a database outage is not a death
+                self._log.error("preflight skipped: the state database does not answer", error=str(exc).strip())
+                continue
             self.module_path.use_gas_limits(report.gas_limits)
             if not report.ok:
                 self._cannot_act(report)

@@ -13,7 +13,7 @@ from web3 import Web3
 from onguard.chain.anvil import start_anvil
 from onguard.chain.health import ChainWatch
 from onguard.chain.transport import Transport
-from onguard.incidents.blocklog import BlockLog
+from onguard.store.blocklog import BlockLog
 from onguard.incidents.store import IncidentStore
 
 pytestmark = pytest.mark.chain
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.chain
 def watch_over(urls: list[str], store: IncidentStore, chain_id: int, stall_after: float = 3600.0) \
         -> tuple[Transport, ChainWatch]:
     transport = Transport.from_urls(urls)
-    return transport, ChainWatch(transport, BlockLog(store, chain_id), chain_id, stall_after=stall_after)
+    return transport, ChainWatch(transport, BlockLog(store.database, chain_id), chain_id, stall_after=stall_after)
 
 
 def test_one_chain_two_endpoints_all_well_then_drifting_apart(chain, base_chain, tmp_path: Path):
@@ -36,7 +36,8 @@ def test_one_chain_two_endpoints_all_well_then_drifting_apart(chain, base_chain,
                 health = await watch.check(head)
                 assert health.problems(max_lag=0) == ()
                 assert health.head == head and health.lag == 0
-                assert BlockLog(store, chain.world.chain_id).genesis() == health.genesis  # recorded at first look
+                recorded = BlockLog(store.database, chain.world.chain_id).genesis()
+                assert recorded == health.genesis  # recorded at first look
                 assert [e.last_head for e in health.endpoints] == [head, head]
 
                 chain.mine(1)  # same height on both, after one block on each: two different blocks
@@ -94,7 +95,7 @@ def test_another_chain_is_named_and_the_record_is_kept(chain, tmp_path: Path):
                 health = await watch.check(None)
                 assert health.wrong_chain and "read#2" in health.wrong_chain and "genesis" in health.wrong_chain
                 assert health.head == chain.w3.eth.block_number  # the right endpoint still counts
-                assert BlockLog(store, chain.world.chain_id).genesis() == recorded
+                assert BlockLog(store.database, chain.world.chain_id).genesis() == recorded
                 assert not transport.health()[1].healthy  # demoted: reads go to the right chain first
             finally:
                 await transport.close()

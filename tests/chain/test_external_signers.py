@@ -12,7 +12,7 @@ import pytest
 
 from onguard.chain.anvil import PROJECT_ROOT
 from onguard.demo.world import Roles, dev_account
-from onguard.incidents.safetxs import SafeTxStore, TxKind
+from onguard.store.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStore
 
 from .helpers import is_paused
@@ -37,7 +37,7 @@ def test_signatures_made_by_cast_on_the_printed_typed_data_are_accepted_and_the_
     code, typed, err = run(capsys, "proposals", "--config", config, "sign", "1", "--typed-data")
     assert code == 0, err
     assert json.loads(typed)["primaryType"] == "SafeTx" and "domain hash  0x" in err and "message hash 0x" in err
-    (record,) = SafeTxStore(IncidentStore(load_db(paused))).list(TxKind.PROPOSAL)
+    (record,) = SafeTxStore(IncidentStore(load_db(paused)).database).list(TxKind.PROPOSAL)
     typed_file = tmp_path / "typed.json"
     typed_file.write_text(typed)
     first, second, third = multisig.owners[:3]

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from onguard.incidents.audit import AuditLog
+from onguard.store.audit import AuditLog
 from onguard.incidents.store import Incident, IncidentStatus
 from onguard.ops.channels import sign
 from tests.unit.receivers import HttpReceiver, SmtpReceiver
@@ -123,7 +123,7 @@ def test_an_attack_is_paused_first_then_people_are_told_and_the_metrics_show_it(
                     async with http.get(f"http://127.0.0.1:{port}/metrics") as answer:
                         scrape = await answer.text()
                 incidents = guardian.store.incidents()
-                audited = [entry.kind for entry in AuditLog(guardian.store).entries()]
+                audited = [entry.kind for entry in AuditLog(guardian.store.database).entries()]
             finally:
                 stop.set()
                 await daemon

@@ -17,7 +17,7 @@ from eth_utils import function_signature_to_4byte_selector
 
 from onguard.cli.main import main
 from onguard.demo.world import Roles, dev_account
-from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
+from onguard.store.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import ResponseStatus
 
 from .helpers import is_paused
@@ -125,7 +125,7 @@ def test_a_depth_3_ladder_survives_two_routine_transactions_and_the_pause_is_min
             incident_id = await trip(multisig, guardian)
             (response,) = guardian.store.responses(incident_id)
             assert response.status == ResponseStatus.MINED, response
-            executed = [r for r in SafeTxStore(guardian.store).list(TxKind.PRESIGNED)
+            executed = [r for r in SafeTxStore(guardian.store.database).list(TxKind.PRESIGNED)
                         if r.status == TxStatus.EXECUTED]
             assert [r.tx.nonce for r in executed] == [start + 2]
         finally:

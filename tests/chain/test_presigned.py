@@ -13,8 +13,8 @@ from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import Roles, dev_account, write_config
 from onguard.errors import NotAuthorised
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStatus, ResponseStatus
 from onguard.runtime import Guardian
 
@@ -77,9 +77,9 @@ def test_presigned_pause_is_executed_by_the_daemon(multisig, config_path, monkey
             tx = w3.eth.get_transaction(response.tx_hash)
             # The relayer is the guardian key, the call goes to the Safe (execTransaction), not the module.
             assert tx["from"] == GUARDIAN.address and tx["to"] == world.safe
-            (record,) = SafeTxStore(guardian.store).list(TxKind.PRESIGNED)
+            (record,) = SafeTxStore(guardian.store.database).list(TxKind.PRESIGNED)
             assert record.status == TxStatus.EXECUTED and record.tx_hash == response.tx_hash
-            audit = AuditLog(guardian.store)
+            audit = AuditLog(guardian.store.database)
             kinds = [e.kind for e in audit.entries()]
             assert kinds.count(AuditKind.SIGNATURE) == multisig.threshold
             assert AuditKind.DECISION in kinds and AuditKind.CONFIG in kinds
@@ -162,9 +162,9 @@ def test_a_nonce_move_makes_presignatures_stale_within_a_block(multisig, config_
             exec_as_owners(client, world.safe, world.safe,
                            safe.encode_abi("changeThreshold", [multisig.threshold]), tuple(indexes))
             await guardian.step()  # the one block that moved the nonce
-            (record,) = SafeTxStore(guardian.store).list(TxKind.PRESIGNED)
+            (record,) = SafeTxStore(guardian.store.database).list(TxKind.PRESIGNED)
             assert record.status == TxStatus.STALE
-            stale = list(AuditLog(guardian.store).entries(AuditKind.PRESIGNED_STALE))
+            stale = list(AuditLog(guardian.store.database).entries(AuditKind.PRESIGNED_STALE))
             assert len(stale) == 1 and stale[0].details["action"] == "pause_vault"
         finally:
             await guardian.close()
@@ -192,7 +192,7 @@ def test_mixed_ecdsa_and_approved_hash_signatures_execute(multisig, config_path,
     async def scenario() -> None:
         guardian = await started(config_path)
         try:
-            (record,) = SafeTxStore(guardian.store).list(TxKind.PRESIGNED)
+            (record,) = SafeTxStore(guardian.store.database).list(TxKind.PRESIGNED)
             assert sorted(s.kind for s in record.signatures) == ["approved"] * len(rest) + ["eoa"]
             incident_id = await trip(multisig, guardian)
             (response,) = guardian.store.responses(incident_id)

@@ -11,7 +11,7 @@ import pytest
 from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.demo.world import Roles, contract, dev_account, write_config
-from onguard.incidents.safetxs import SafeTxStore, TxKind
+from onguard.store.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStore
 from onguard.safe.chain import SafeOnChain
 from onguard.safe.tx import DELEGATECALL, MULTISEND_CALL_ONLY, BatchCall, SafeTxData
@@ -33,7 +33,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def propose(config_path, tx: SafeTxData, purpose: str) -> int:
     store = IncidentStore(load_config(config_path).database)
     try:
-        return SafeTxStore(store).add(TxKind.PROPOSAL, tx, purpose=purpose, proposer="test").id
+        return SafeTxStore(store.database).add(TxKind.PROPOSAL, tx, purpose=purpose, proposer="test").id
     finally:
         store.close()
 

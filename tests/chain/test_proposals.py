@@ -11,7 +11,7 @@ from safe_eth.eth import EthereumClient
 
 from onguard.cli.main import main
 from onguard.demo.world import Roles, contract, dev_account, exec_as_owners, write_config
-from onguard.incidents.audit import AuditLog
+from onguard.store.audit import AuditLog
 from onguard.incidents.store import IncidentStore
 from onguard.safe.tx import SafeTxData, sign
 
@@ -88,8 +88,8 @@ def test_a_proposal_signed_by_threshold_owners_executes_and_unpauses(multisig, p
     code, _, err = run(capsys, "proposals", "--config", config, "sign", "1", *as_signer(monkeypatch,
                                                                                          multisig.owners[-1]))
     assert code == 2 and "executed" in err
-    assert AuditLog(store).verify()[1] is None
-    assert [e.kind for e in AuditLog(store).entries()].count("signature") == multisig.threshold
+    assert AuditLog(store.database).verify()[1] is None
+    assert [e.kind for e in AuditLog(store.database).entries()].count("signature") == multisig.threshold
     store.close()
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from onguard.config import load_config
 from onguard.demo.world import POLICIES_DIR, Roles, contract, dev_account, write_config
-from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
+from onguard.store.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore, Outcome, ResponseStatus
 
 from ..conftest import GUARDIAN_KEY_ENV
@@ -70,7 +70,7 @@ def test_the_presigned_path_outbids_the_threat_and_replaces_a_lingering_transact
     assert ours[0]["hash"].to_0x_hex() == replaced[-1]["tx_hash"] and outcome["attack_status"] == 0
     store = IncidentStore(load_config(config_path).database)
     try:
-        (record,) = SafeTxStore(store).list(TxKind.PRESIGNED)
+        (record,) = SafeTxStore(store.database).list(TxKind.PRESIGNED)
         assert record.status == TxStatus.EXECUTED and record.tx_hash == ours[0]["hash"].to_0x_hex()
         (incident,) = store.incidents()
         (response,) = store.responses(incident.id)

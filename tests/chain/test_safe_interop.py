@@ -21,8 +21,8 @@ from safe_eth.safe.proxy_factory import ProxyFactoryV141
 from safe_eth.safe.safe import SafeV111, SafeV130
 
 from onguard.demo.world import Roles, contract, dev_account, write_config
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
 from onguard.safe.chain import SafeOnChain
 from onguard.safe.tx import MULTISEND_CALL_ONLY, SafeTxData, sign
@@ -176,7 +176,7 @@ def test_push_pull_and_export_through_a_local_transaction_service(multisig, paus
         code, out, err = run(capsys, "proposals", "--config", other, "pull", "--service", service.url)
         assert code == 0, err
         assert "1 pending transaction(s) pulled" in out and "1 new signature(s) imported" in out
-    (record,) = SafeTxStore(IncidentStore(load_db(Path(other)))).list(TxKind.PROPOSAL)
+    (record,) = SafeTxStore(IncidentStore(load_db(Path(other))).database).list(TxKind.PROPOSAL)
     assert record.safe_tx_hash == listed["safeTxHash"]
     assert run(capsys, "proposals", "--config", other, "sign", str(record.id), *as_signer(monkeypatch, second))[0] == 0
     code, _, err = run(capsys, "proposals", "--config", other, "execute", str(record.id),
@@ -202,15 +202,15 @@ def test_a_rejection_is_a_safe_transaction_at_the_same_nonce_and_its_actor_is_th
     assert code == 0, err
     assert "rejection is proposal 2" in out and f"signed by {second.address}: 1 of 2" in out
     store = IncidentStore(load_db(paused))
-    rejection = SafeTxStore(store).get(2)
+    rejection = SafeTxStore(store.database).get(2)
     assert rejection.tx.to == multisig.chain.world.safe and rejection.tx.data == b"" and rejection.tx.value == 0
-    assert rejection.tx.nonce == SafeTxStore(store).get(1).tx.nonce
+    assert rejection.tx.nonce == SafeTxStore(store.database).get(1).tx.nonce
     assert run(capsys, "proposals", "--config", config, "sign", "2", *as_signer(monkeypatch, first))[0] == 0
     code, out, err = run(capsys, "proposals", "--config", config, "execute", "2", *as_signer(monkeypatch, RELAYER))
     assert code == 0, err
     assert "proposal 1 is rejected" in out
-    assert SafeTxStore(store).get(1).status == TxStatus.REJECTED
-    (entry,) = AuditLog(store).entries(AuditKind.REJECTION)
+    assert SafeTxStore(store.database).get(1).status == TxStatus.REJECTED
+    (entry,) = AuditLog(store.database).entries(AuditKind.REJECTION)
     assert set(entry.actor.split(",")) == {first.address, second.address}
     code, _, err = run(capsys, "proposals", "--config", config, "execute", "1", *as_signer(monkeypatch, RELAYER))
     assert code == 2 and "rejected" in err
@@ -301,7 +301,7 @@ def test_a_nested_safe_owner_approves_through_its_own_safe_transaction_and_the_p
     code, out, err = run(capsys, "proposals", "--config", nested_config, "import", str(batch), "--by", "treasury")
     assert code == 0, err
     code, out, _ = run(capsys, "proposals", "--config", nested_config, "show", "1")
-    parent_hash = SafeTxStore(IncidentStore(load_db(paused))).get(1).safe_tx_hash
+    parent_hash = SafeTxStore(IncidentStore(load_db(paused)).database).get(1).safe_tx_hash
     assert f"to           {world.safe}" in out and parent_hash[2:] in out  # approveHash(the parent's Safe tx hash)
     assert "simulation   succeeds" in out
     for owner in (second, third):

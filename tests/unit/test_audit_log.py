@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from onguard.cli.main import main
-from onguard.incidents.audit import GENESIS, AuditKind, AuditLog, Break, Head, entry_hash, read_export, \
+from onguard.store.audit import GENESIS, AuditKind, AuditLog, Break, Head, entry_hash, read_export, \
     record_config, verify_entries
 from onguard.incidents.store import IncidentStore
 
@@ -26,7 +26,7 @@ def store(tmp_path: Path):
 
 
 def filled(store: IncidentStore, count: int = 5) -> AuditLog:
-    audit = AuditLog(store)
+    audit = AuditLog(store.database)
     for n in range(count):
         audit.append(AuditKind.SIGNATURE, f"0x{n:040x}", {"n": n, "big": 10**24, "raw": b"\x01\x02"})
     return audit
@@ -64,7 +64,7 @@ def test_the_database_refuses_plain_updates_and_deletes(store):
 def test_an_edited_entry_is_named(store):
     filled(store)
     tamper(store.path, "UPDATE audit_log SET details=? WHERE seq=3", json.dumps({"n": 99}))
-    _, broken = AuditLog(store).verify()
+    _, broken = AuditLog(store.database).verify()
     assert broken is not None and broken.seq == 3 and "content" in broken.reason
 
 
@@ -118,7 +118,7 @@ def test_cli_a_file_that_is_not_an_export_is_bad_input(tmp_path):
 
 
 def test_config_recorded_on_first_start_and_on_change_only(store, tmp_path):
-    audit = AuditLog(store)
+    audit = AuditLog(store.database)
     config, policy = tmp_path / "onguard.toml", tmp_path / "p.toml"
     config.write_text("a = 1\n")
     policy.write_text("id = 'x'\n")
@@ -143,7 +143,7 @@ def test_every_arbiter_decision_is_audited(store):
     for block in (10, 11):
         arbiter.decide(Finding(policy=policy, verdict=Verdict.CONDITION_MET, summary="sum", block_number=block,
                                block_time=1_700_000_000 + block, evidence={"value": 10**24}))
-    decisions = list(AuditLog(store).entries(AuditKind.DECISION))
+    decisions = list(AuditLog(store.database).entries(AuditKind.DECISION))
     assert [(d.details["opened"], d.details["actions"], d.details["block"]) for d in decisions] == [
         (True, ["pause_vault"], 10), (False, [], 11)]
     assert decisions[0].details["incident_id"] == decisions[1].details["incident_id"] == 1
@@ -160,7 +160,7 @@ def test_the_head_follows_every_append(store):
 
 
 def test_an_empty_log_is_intact_and_its_head_is_genesis(store):
-    audit = AuditLog(store)
+    audit = AuditLog(store.database)
     assert audit.head() == Head(seq=0, hash=GENESIS)
     assert audit.verify() == (0, None)
 
@@ -196,7 +196,7 @@ def test_a_deleted_head_record_is_found(store):
     db = sqlite3.connect(store.path)
     db.executescript("DROP TRIGGER audit_head_no_delete; DELETE FROM audit_head;")
     db.close()
-    assert AuditLog(store).head() is None  # not silently re-created from what is left
+    assert AuditLog(store.database).head() is None  # not silently re-created from what is left
     _, broken = audit.verify()
     assert broken is not None and "head record" in broken.reason and "was deleted" in broken.reason
 
@@ -229,7 +229,7 @@ def test_a_database_from_before_the_head_gets_the_newest_entry_as_its_head(tmp_p
     db.close()
     store = IncidentStore(path)
     try:
-        audit = AuditLog(store)
+        audit = AuditLog(store.database)
         assert audit.head() == Head(seq=3, hash=list(audit.entries())[-1].hash)
         assert audit.verify() == (3, None)
     finally:

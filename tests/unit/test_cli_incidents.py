@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from onguard.cli.main import main
-from onguard.incidents.audit import AuditLog
+from onguard.store.audit import AuditLog
 from onguard.incidents.store import IncidentStatus, IncidentStore, Outcome, ResponseStatus
 
 TX = "0x" + "ab" * 32
@@ -56,7 +56,7 @@ def test_resolve_records_who_and_why_in_the_audit_log(db: Path, capsys) -> None:
     try:
         assert store.incident(1).status == IncidentStatus.RESOLVED
         assert store.watched_incidents(31337) == []
-        last = list(AuditLog(store).entries())[-1]
+        last = list(AuditLog(store.database).entries())[-1]
         assert (last.kind, last.actor, last.details["to"], last.details["reason"]) == (
             "incident-status", "alice", "resolved", "fixed; owners unpause")
     finally:
@@ -88,7 +88,7 @@ def test_ack_and_note_record_who_and_why_in_the_timeline_and_the_audit_log(db: P
         kinds = {e.kind: e.detail for e in store.timeline(1)}
         assert kinds["acknowledged"] == {"by": "bob", "reason": "looking at the vault"}
         assert kinds["note"] == {"by": "carol", "reason": "the oracle was fed a stale price"}
-        audited = [(e.kind, e.actor, e.details["incident_id"]) for e in AuditLog(store).entries()][-2:]
+        audited = [(e.kind, e.actor, e.details["incident_id"]) for e in AuditLog(store.database).entries()][-2:]
         assert audited == [("incident-acknowledged", "bob", 1), ("incident-note", "carol", 1)]
     finally:
         store.close()

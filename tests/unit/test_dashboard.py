@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from onguard.errors import ConfigError
-from onguard.incidents.safetxs import SafeTxStore, TxKind
+from onguard.store.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStatus, IncidentStore, Outcome, ResponseStatus
 from onguard.ops.dashboard import Dashboard
 from onguard.ops.health import ReadinessRules, assess
@@ -45,9 +45,9 @@ def populated(path: Path) -> tuple[IncidentStore, str]:
     store.record_outcome(incident.id, "pause_vault", Outcome.STOPPED_BEFORE_ATTACK,
                          {"landed": "stopped-before-attack"})
     store.set_status(incident.id, IncidentStatus.SAFE, reason="paused() holds")
-    proposal = SafeTxStore(store).add(TxKind.PROPOSAL, SafeTxData.call(SAFE, 1, VAULT, bytes.fromhex("3f4ba83a"), 4),
-                                      purpose="recover from incident 1: vault.unpause()", proposer="alice",
-                                      incident_id=incident.id)
+    proposal = SafeTxStore(store.database).add(
+        TxKind.PROPOSAL, SafeTxData.call(SAFE, 1, VAULT, bytes.fromhex("3f4ba83a"), 4),
+        purpose="recover from incident 1: vault.unpause()", proposer="alice", incident_id=incident.id)
     store.record_evaluation_failure(1, "oracle-deviation", 19, "the read oracle.latestAnswer() reverted")
     return store, proposal.safe_tx_hash
 

@@ -16,7 +16,7 @@ from conftest import base_config_data, to_toml
 from onguard.arbiter import Decision
 from onguard.config import load_config
 from onguard.errors import ConfigError
-from onguard.incidents.audit import AuditLog
+from onguard.store.audit import AuditLog
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
 from onguard.ops.metrics import Metrics
 from onguard.ops.notice import Notice, NoticeKind
@@ -139,7 +139,7 @@ def test_a_notice_that_reaches_no_one_is_appended_to_the_audit_log(store: Incide
         await ops.stop()
 
     asyncio.run(scenario())
-    [entry] = [e for e in AuditLog(store).entries() if e.kind == "notification-failed"]
+    [entry] = [e for e in AuditLog(store.database).entries() if e.kind == "notification-failed"]
     assert (entry.details["channel"], entry.details["kind"], entry.details["attempts"]) == ("hook", "test", 1)
     [delivery] = Outbox(store.database).deliveries(sent.id)
     assert delivery.status == DeliveryStatus.FAILED
@@ -154,7 +154,7 @@ def test_a_notice_the_daemon_could_not_deliver_before_it_stopped_stays_in_the_ou
                   summary="s")
     ops.service.publish(sent)
     asyncio.run(ops.stop())  # never started
-    assert [e for e in AuditLog(store).entries() if e.kind == "notification-failed"] == []
+    assert [e for e in AuditLog(store.database).entries() if e.kind == "notification-failed"] == []
     [delivery] = Outbox(store.database).deliveries(sent.id)
     assert delivery.status == DeliveryStatus.PENDING
 

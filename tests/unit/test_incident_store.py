@@ -11,6 +11,8 @@ import pytest
 
 from onguard.errors import ConfigError
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
+from onguard.store import migrations
+from onguard.store.blocklog import BlockLog
 from onguard.store.settings import DatabaseSettings
 from tests.pg import accept_connections, refuse_connections
 
@@ -69,6 +71,50 @@ def test_checkpoint_survives_reopening_the_database(state_location: Path | Datab
         assert second.checkpoint("blocks", 31337) == (123_456, "0x" + "ab" * 32)
     finally:
         second.close()
+
+
+def test_each_replica_keeps_its_own_checkpoint_and_handled_blocks(state_location: Path | DatabaseSettings) -> None:
+    """Replicas on one database at different heights: the lagging one does not move the leader's checkpoint back,
+    and restarted it resumes after the last block IT handled, not after the most advanced replica's."""
+    ahead, behind = (IncidentStore(state_location, claimant=name) for name in ("r1", "r2"))
+    try:
+        behind.save_checkpoint("blocks", 31337, 100, "0x64")
+        ahead.save_checkpoint("blocks", 31337, 110, "0x6e")
+        behind.save_checkpoint("blocks", 31337, 101, "0x65")  # written last: it moved a shared checkpoint back
+        assert ahead.checkpoint("blocks", 31337) == (110, "0x6e")
+        BlockLog(ahead.database, 31337, replica=ahead.replica).record(110, "0x6e")
+        assert BlockLog(behind.database, 31337, replica=behind.replica).hash_at(110) is None
+    finally:
+        ahead.close()
+        behind.close()
+    restarted, newcomer, tool = (IncidentStore(state_location, claimant=name) for name in ("r2", "r3", None))
+    try:
+        assert restarted.checkpoint("blocks", 31337) == (101, "0x65")  # blocks 102..110 are still to be judged
+        assert newcomer.checkpoint("blocks", 31337) == (110, "0x6e")   # first start: where the most advanced is
+        assert tool.checkpoint_row("blocks", 31337)[0] == 110           # `status`: how far the guardian got
+    finally:
+        for store in (restarted, newcomer, tool):
+            store.close()
+
+
+def test_the_shared_checkpoint_of_schema_4_is_where_each_replica_resumes(
+        state_location: Path | DatabaseSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as schema_4:
+        schema_4.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:4])
+        schema_4.setattr(migrations, "LATEST", 4)
+        old = IncidentStore(state_location)
+        old.database.execute("INSERT INTO checkpoints (source, chain_id, block_number, block_hash, updated_at) "
+                             "VALUES ('blocks', 31337, 77, '0x4d', 'then')")
+        old.database.execute("INSERT INTO handled_blocks (chain_id, number, hash) VALUES (31337, 77, '0x4d')")
+        old.close()
+    alone, replica = IncidentStore(state_location), IncidentStore(state_location, claimant="r1")
+    try:
+        assert migrations.schema_version(alone.database) == 5
+        assert alone.checkpoint("blocks", 31337) == replica.checkpoint("blocks", 31337) == (77, "0x4d")
+        assert BlockLog(alone.database, 31337).hash_at(77) == "0x4d"  # the daemon alone keeps its history
+    finally:
+        alone.close()
+        replica.close()
 
 
 # ---- incidents and timeline ----
@@ -301,7 +347,7 @@ def test_two_writers_racing_to_open_make_one_incident(db_path: Path) -> None:
 
 
 def test_every_status_change_is_in_the_timeline_and_the_audit_log(store: IncidentStore) -> None:
-    from onguard.incidents.audit import AuditLog
+    from onguard.store.audit import AuditLog
 
     incident_id = open_one(store)
     assert store.set_status(incident_id, IncidentStatus.SAFE, reason="paused() holds") is True
@@ -310,7 +356,7 @@ def test_every_status_change_is_in_the_timeline_and_the_audit_log(store: Inciden
     changes = [e.detail for e in store.timeline(incident_id) if e.kind == "status"]
     assert [(c["from"], c["to"], c["by"]) for c in changes] == [("open", "safe", "daemon"),
                                                                ("safe", "resolved", "alice")]
-    audit = [(e.kind, e.actor, e.details["to"], e.details["reason"]) for e in AuditLog(store).entries()]
+    audit = [(e.kind, e.actor, e.details["to"], e.details["reason"]) for e in AuditLog(store.database).entries()]
     assert audit == [("incident-status", "daemon", "safe", "paused() holds"),
                      ("incident-status", "alice", "resolved", "fixed and unpaused")]
     assert [i.id for i in store.watched_incidents(31337)] == []
@@ -426,15 +472,71 @@ def test_an_incident_opened_while_the_database_refuses_writes_is_saved_when_it_t
     outage = Outage(store, state_location)
     outage.begin(first)
     incident, opened = open_or_join(store, 5_000, policy_id="other-policy")
-    assert opened and incident.id > first and store.incident(incident.id).policy_id == "other-policy"  # in memory
+    assert opened and incident.id < 0 and store.incident(incident.id).policy_id == "other-policy"  # in memory
     joined, opened_again = open_or_join(store, 5_001, policy_id="other-policy")
     assert (joined.id, opened_again) == (incident.id, False)
     outage.end()
     wait_until(store.flush, "the kept writes to be saved")
     assert [(r.action, r.status) for r in store.responses(incident.id)] == [("pause_vault", "claimed")]
-    assert store.incident(incident.id).policy_id == "other-policy"
+    saved = store.incident(incident.id)
+    assert saved.policy_id == "other-policy" and saved.id > first  # the database's id from now on
     later, _ = open_or_join(store, 5_000, policy_id="third-policy")
-    assert later.id > incident.id  # ids the database gives come after the one saved from memory
+    assert later.id > saved.id
+
+
+class CutOff:
+    """One store cut off from a database the others still reach: on SQLite its connection made read-only (every
+    write refused), on PostgreSQL its `reachable` guard down, as a replica's is once its leases lapse."""
+
+    def __init__(self, store: IncidentStore) -> None:
+        self.store = store
+
+    def begin(self) -> None:
+        if self.store.database.dialect == "sqlite":
+            self.store.database.execute("PRAGMA query_only=ON")
+        else:
+            self.store.database.reachable = lambda: False  # type: ignore[attr-defined]
+
+    def end(self) -> None:
+        if self.store.database.dialect == "sqlite":
+            self.store.database.execute("PRAGMA query_only=OFF")
+        else:
+            self.store.database.reachable = lambda: True  # type: ignore[attr-defined]
+
+
+def test_an_incident_opened_while_cut_off_never_shares_an_id_with_another_replicas(
+        state_location: Path | DatabaseSettings) -> None:
+    """Replica r1 is cut off and opens incidents in memory while r2, still connected, opens others: none of r1's
+    ids is one the database gives r2, and what r1 wrote under them lands on its own incident, or on the one r2
+    opened for the same policy meanwhile (one incident per attack)."""
+    r1, r2 = IncidentStore(state_location, claimant="r1"), IncidentStore(state_location, claimant="r2")
+    cut = CutOff(r1)
+    try:
+        open_or_join(r2, 1_000, policy_id="before")
+        cut.begin()
+        mine, opened = open_or_join(r1, 2_000, policy_id="only-r1")
+        both, _ = open_or_join(r1, 2_000, policy_id="both")
+        assert opened and r1.unsaved_writes
+        theirs, _ = open_or_join(r2, 2_000, policy_id="other")         # under the id max+1 gave r1 before
+        theirs_too, _ = open_or_join(r2, 2_001, policy_id="both")
+        assert {mine.id, both.id}.isdisjoint({theirs.id, theirs_too.id})
+        r1.add_timeline(mine.id, "note", {"by": "r1"})
+        r1.add_timeline(both.id, "note", {"by": "r1"})
+        assert r1.incident(mine.id).policy_id == "only-r1"
+        cut.end()
+        wait_until(r1.flush, "r1's kept writes to be saved")
+        saved = r1.incident(mine.id)
+        assert saved.policy_id == "only-r1" and saved.id not in (theirs.id, theirs_too.id) and saved.id > 0
+        assert [e.kind for e in r2.timeline(saved.id)] == ["detected", "note"]
+        assert [(r.action, r.claimed_by) for r in r2.responses(saved.id)] == [("pause_vault", "r1")]
+        assert "note" not in [e.kind for e in r2.timeline(theirs.id)]
+        assert r1.incident(both.id).id == theirs_too.id  # joined the incident r2 opened meanwhile
+        assert [e.kind for e in r2.timeline(theirs_too.id)] == ["detected", "tripped-again", "note"]
+        assert [r.claimed_by for r in r2.responses(theirs_too.id)] == ["r2"]
+        assert [i.policy_id for i in r2.incidents()].count("both") == 1
+    finally:
+        r1.close()
+        r2.close()
 
 
 def test_the_daemons_last_heartbeat_is_kept_for_status(state_location: Path | DatabaseSettings) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from eth_account import Account
 
-from onguard.incidents.safetxs import TxStatus
+from onguard.store.safetxs import TxStatus
 from onguard.safe.ladder import build_ladders
 from onguard.safe.tx import SafeTxData, approved_hash, sign
 

@@ -20,7 +20,7 @@ from onguard.chain.rpc import Rpc
 from onguard.chain.simulate import Head, Simulation, Simulator
 from onguard.chain.transport import Role, Transport
 from onguard.errors import ChainUnavailable
-from onguard.incidents.blocklog import BlockLog
+from onguard.store.blocklog import BlockLog
 from onguard.incidents.store import IncidentStore
 from tests.faults.proxy import FaultProxy, Mode
 from served import served
@@ -238,7 +238,7 @@ def test_a_probe_that_finds_a_failed_simulation_endpoint_well_puts_it_back_in_tu
                 flaky.set_mode(Mode.DROP)
                 transport = Transport.from_urls([other_url], simulate=[flaky.url, other_url], request_timeout=5)
                 store = IncidentStore(tmp_path / "state.db")
-                watch = ChainWatch(transport, BlockLog(store, 31337), 31337, stall_after=60)
+                watch = ChainWatch(transport, BlockLog(store.database, 31337), 31337, stall_after=60)
                 try:
                     await transport.spread_batch(requests(1))
                     assert transport.health(Role.SIMULATE)[0].consecutive_failures == 1

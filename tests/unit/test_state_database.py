@@ -18,16 +18,17 @@ import pytest
 from onguard.cli.main import main
 from onguard.config import load_config
 from onguard.errors import ConfigError
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.blocklog import BlockLog
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.blocklog import BlockLog
 from onguard.incidents.daemonlock import daemon_lock
-from onguard.incidents.safetxs import SafeTxStore, TxKind
+from onguard.store.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStatus, IncidentStore, ResponseStatus
 from onguard.safe.tx import SafeTxData
 from onguard.store.incidents import Incidents
 from onguard.store.migrations import LATEST, MIGRATIONS, schema_version
+from onguard.store.database import PostgresDatabase
 from onguard.store.settings import PASSWORD_ENV, DatabaseSettings
-from tests.pg import server_url
+from tests.pg import SilentProxy, server_url
 
 LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "state"
 Location = Path | DatabaseSettings
@@ -106,15 +107,15 @@ def test_a_sqlite_file_of_an_older_onguard_is_brought_up_to_date(tmp_path: Path,
         assert (response.status, response.block_number, response.orphaned, response.claimed_by) == (
             ResponseStatus.MINED, 101, 0, None)
         assert store.checkpoint("blocks", 31337) == (105, "0x" + "cd" * 32)
-        audit = AuditLog(store)
+        audit = AuditLog(store.database)
         assert audit.verify() == (audit_entries, None)
         assert audit.append(AuditKind.DECISION, "daemon", {"after": "upgrade"}).seq == audit_entries + 1
         assert audit.verify() == (audit_entries + 1, None)
         incident_two, opened = store.open_or_join(**{**INCIDENT, "policy_id": "oracle-jump"})
         assert opened and incident_two.id == 2
         if version == 2:
-            assert BlockLog(store, 31337).hash_at(105) == "0x" + "cd" * 32
-            assert [p.purpose for p in SafeTxStore(store).list(TxKind.PROPOSAL)] == ["unpause"]
+            assert BlockLog(store.database, 31337).hash_at(105) == "0x" + "cd" * 32
+            assert [p.purpose for p in SafeTxStore(store.database).list(TxKind.PROPOSAL)] == ["unpause"]
     finally:
         store.close()
 
@@ -275,7 +276,7 @@ def test_many_connections_claiming_one_action_claim_it_once(state_location: Loca
 def test_appends_from_two_connections_make_one_unbroken_chain(state_location: Location, capsys) -> None:
     one, two = IncidentStore(state_location), IncidentStore(state_location)
     try:
-        logs = [AuditLog(one), AuditLog(two)]
+        logs = [AuditLog(one.database), AuditLog(two.database)]
         in_threads(2, lambda n: [logs[n].append(AuditKind.DECISION, f"writer-{n}", {"i": i}) for i in range(25)])
         entries = list(logs[0].entries())
         assert [e.seq for e in entries] == list(range(1, 51))
@@ -292,8 +293,8 @@ def test_appends_from_two_connections_make_one_unbroken_chain(state_location: Lo
 def test_the_audit_tables_refuse_plain_edits_on_either_engine(state_location: Location) -> None:
     store = IncidentStore(state_location)
     try:
-        AuditLog(store).append(AuditKind.DECISION, "daemon", {})
-        AuditLog(store).append(AuditKind.DECISION, "daemon", {})
+        AuditLog(store.database).append(AuditKind.DECISION, "daemon", {})
+        AuditLog(store.database).append(AuditKind.DECISION, "daemon", {})
         refused = (sqlite3.IntegrityError, psycopg.IntegrityError)
         for statement, says in [("UPDATE audit_log SET actor='x' WHERE seq=1", "append-only"),
                                 ("DELETE FROM audit_log WHERE seq=2", "append-only"),
@@ -301,7 +302,7 @@ def test_the_audit_tables_refuse_plain_edits_on_either_engine(state_location: Lo
                                 ("DELETE FROM audit_head", "never deleted")]:
             with pytest.raises(refused, match=says):
                 store.database.execute(statement)
-        assert AuditLog(store).verify() == (2, None)
+        assert AuditLog(store.database).verify() == (2, None)
     finally:
         store.close()
 
@@ -321,7 +322,7 @@ def test_the_cli_reads_the_state_from_postgresql(write_toml, config_data, postgr
         tx = SafeTxData(safe=config_data["safe"]["address"], chain_id=31337, to="0x" + "ab" * 20, value=0,
                         data=bytes.fromhex("3f4ba83a"), operation=0, safe_tx_gas=0, base_gas=0, gas_price=0,
                         gas_token="0x" + "00" * 20, refund_receiver="0x" + "00" * 20, nonce=3)
-        SafeTxStore(store).add(TxKind.PROPOSAL, tx, purpose="unpause after the fix", proposer="alice",
+        SafeTxStore(store.database).add(TxKind.PROPOSAL, tx, purpose="unpause after the fix", proposer="alice",
                                incident_id=incident.id)
     finally:
         store.close()
@@ -356,3 +357,52 @@ def test_the_daemon_refuses_to_start_on_a_schema_it_does_not_know(
     assert f"is at schema version {LATEST + 1}; this onguard knows versions up to {LATEST}" in err
     assert "hint: this database was written by a newer onguard; upgrade" in err
     assert out == "" and "Traceback" not in err
+
+
+# ---- a server that stops answering ----
+
+
+def test_a_statement_the_server_never_answers_is_given_up_and_the_connection_opened_again(postgres_url: str,
+                                                                                         tmp_path: Path) -> None:
+    """The daemon bounds each statement (the proxy keeps the connection open and forwards nothing: no TCP timeout
+    would end the wait). Given up, the statement fails; so does the next one, at once, while the first has not
+    returned; once the server answers, statements go through again on a new connection."""
+    with SilentProxy(postgres_url) as proxy:
+        store = IncidentStore(DatabaseSettings(path=tmp_path / "unused.db", url=proxy.url_through(postgres_url)))
+        try:
+            database = store.database
+            assert isinstance(database, PostgresDatabase)
+            database.deadline = 0.5
+            store.save_checkpoint("blocks", 1, 10, "0x0a")
+            proxy.blackhole()
+            with pytest.raises(psycopg.OperationalError, match="did not answer within 0.5s"):
+                database.scalar("SELECT 1")
+            store.save_checkpoint("blocks", 1, 11, "0x0b")  # refused, kept in memory: nothing raised
+            assert store.unsaved_writes == 1
+            proxy.restore()
+            wait_until(store.flush, "the kept checkpoint to be saved")
+            assert database.scalar("SELECT 1") == 1
+            assert store.checkpoint("blocks", 1) == (11, "0x0b")
+        finally:
+            store.close()
+
+
+def test_reads_the_daemon_needs_while_it_acts_answer_from_memory_during_an_outage(postgres_url: str,
+                                                                                 tmp_path: Path, capsys) -> None:
+    store = IncidentStore(DatabaseSettings(path=tmp_path / "unused.db", url=postgres_url), claimant="r1")
+    try:
+        incident, _ = store.open_or_join(chain_id=1, policy_id="p", cooldown=60, severity="critical", title="t",
+                                         dry_run=False, block=1, block_time=1, evidence={},
+                                         status=IncidentStatus.OPEN, actions=("pause",))
+        assert store.incident(incident.id).status == IncidentStatus.OPEN
+        store.database.reachable = lambda: False  # type: ignore[attr-defined]  # cut off, as a replica's guard does
+        assert store.responses(incident.id) == [] and store.timeline(incident.id) == []
+        assert store.response_txs("0xG") == []
+        assert store.incident(incident.id).policy_id == "p"  # as last read
+        assert store.set_status(incident.id, IncidentStatus.SAFE, reason="paused")  # kept for later
+        assert "database read FAILED" in capsys.readouterr().out
+        store.database.reachable = lambda: True  # type: ignore[attr-defined]
+        wait_until(store.flush, "the kept status to be saved")
+        assert store.incident(incident.id).status == IncidentStatus.SAFE
+    finally:
+        store.close()

@@ -15,7 +15,8 @@ from typing import Any
 from hexbytes import HexBytes
 
 from onguard.chain.transport import EndpointFault, EndpointHealth, Role, Transport
-from onguard.incidents.blocklog import BlockLog
+from onguard.store.blocklog import BlockLog
+from onguard.store.database import WRITE_REFUSED
 
 HEAD_GAP = 5  # blocks between the read endpoints' heads beyond which they are said to disagree
 
@@ -89,6 +90,7 @@ class ChainWatch:
         self._chain_id = chain_id
         self._stall_after = stall_after
         self._best_head: int | None = None
+        self._genesis: str | None = None  # as the state database last said
         self._advanced_at: float | None = None
 
     async def check(self, checkpoint: int | None) -> ChainHealth:
@@ -140,12 +142,16 @@ class ChainWatch:
 
     def _wrong_chain(self, probes: Sequence[_Probe]) -> dict[str, str]:
         """The endpoints on another chain, with the reason. The first genesis seen is recorded for later."""
-        recorded = self._history.genesis()
-        if recorded is None and self._record_genesis:
+        try:
+            self._genesis = self._history.genesis() or self._genesis
+        except WRITE_REFUSED:
+            pass  # the state database does not answer (an outage): the genesis last read here is compared
+        if self._genesis is None and self._record_genesis:
             right_id = [p for p in probes if p.chain_id == self._chain_id]
             if right_id:
                 self._history.record_genesis(right_id[0].genesis)
-                recorded = right_id[0].genesis
+                self._genesis = right_id[0].genesis
+        recorded = self._genesis
         wrong: dict[str, str] = {}
         for probe in probes:
             if probe.chain_id != self._chain_id:

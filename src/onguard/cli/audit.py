@@ -10,7 +10,7 @@ from pathlib import Path
 from onguard.cli.common import add_config_argument
 from onguard.config import load_config
 from onguard.errors import InputError
-from onguard.incidents.audit import AuditLog, Break, contains_head, read_export, verify_entries
+from onguard.store.audit import AuditLog, Break, contains_head, read_export, verify_entries
 from onguard.incidents.store import IncidentStore
 
 _HASH = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
@@ -66,7 +66,7 @@ def _verify_database(args: argparse.Namespace, head: str | None) -> int:
     rewrite the file can rewrite its head record too, but not the hash you kept elsewhere."""
     store = _store(args)
     try:
-        audit = AuditLog(store)
+        audit = AuditLog(store.database)
         count, broken = audit.verify()
         if broken is None and head is not None:
             broken = contains_head(audit.entries(), head)
@@ -95,7 +95,7 @@ def _head_hash(value: str) -> str:
 def handle_export(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
-        audit = AuditLog(store)
+        audit = AuditLog(store.database)
         count, last = audit.export(args.file)
         recorded = audit.head()
     finally:

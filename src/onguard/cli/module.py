@@ -23,8 +23,8 @@ from onguard.chain.rpc import Rpc
 from onguard.cli.signing import add_key_arguments, confirm, connect, load_signer
 from onguard.config import Config, load_config
 from onguard.errors import ChainError, InputError, ToolchainError
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.safetxs import SafeTxStore, TxKind
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStore
 from onguard.safe.tx import BatchCall, SafeTxData
 from onguard.units import parse_address, parse_duration
@@ -243,8 +243,8 @@ def handle_propose(args: argparse.Namespace) -> int:
     store = IncidentStore(config.state)
     try:
         by = args.by or getpass.getuser()
-        record = SafeTxStore(store).add(TxKind.PROPOSAL, tx, purpose=args.purpose, proposer=by)
-        AuditLog(store).append(AuditKind.PROPOSAL, by, {
+        record = SafeTxStore(store.database).add(TxKind.PROPOSAL, tx, purpose=args.purpose, proposer=by)
+        AuditLog(store.database).append(AuditKind.PROPOSAL, by, {
             "proposal": record.id, "purpose": args.purpose, "incident_id": None, "safe_tx_hash": record.safe_tx_hash,
             "to": tx.to, "data": tx.data, "nonce": nonce, "operation": tx.operation,
             "steps": [text for text, _ in calls]})

@@ -14,8 +14,8 @@ from onguard.cli.signing import accept_signature, add_external_signature_argumen
 from onguard.actions import ActionSettings
 from onguard.config import Config, load_config
 from onguard.errors import InputError
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
 from onguard.safe.chain import SafeState
 from onguard.safe.tx import OwnerSignature, SafeTxData, approved_hash, sign
@@ -64,7 +64,7 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     store = IncidentStore(config.state)
     try:
-        txs = SafeTxStore(store)
+        txs = SafeTxStore(store.database)
         print(f"pre-signing emergency action {action.name} ({call.text}) for nonce"
               + (f" {nonces[0]}:" if len(nonces) == 1 else f"s {nonces[0]}..{nonces[-1]} ({len(nonces)}):"))
         print("\n".join(describe(config, txs_to_sign[0], state, txs.by_hash(TxKind.PRESIGNED,
@@ -166,7 +166,7 @@ def _store(store: IncidentStore, txs: SafeTxStore, action: ActionSettings, tx: S
     record = txs.add(TxKind.PRESIGNED, tx, purpose=f"emergency action {action.name}", proposer=signature.owner,
                      action=action.name)
     added = txs.add_signature(record, signature)
-    AuditLog(store).append(AuditKind.SIGNATURE, signature.owner, {
+    AuditLog(store.database).append(AuditKind.SIGNATURE, signature.owner, {
         "presigned": record.id, "action": action.name, "safe_tx_hash": record.safe_tx_hash,
         "nonce": tx.nonce, "signature_kind": signature.kind, "new": added})
     count = len(txs.get(record.id).signatures)

@@ -21,8 +21,8 @@ from safe_eth.safe.safe_tx import SafeTx
 
 from onguard.cli.proposal_session import ProposalSession, SafeView, create_proposal, session
 from onguard.errors import ChainError, InputError
-from onguard.incidents.audit import AuditKind
-from onguard.incidents.safetxs import SafeTxRecord, TxKind, TxStatus
+from onguard.store.audit import AuditKind
+from onguard.store.safetxs import SafeTxRecord, TxKind, TxStatus
 from onguard.safe.interop import ImportedTx, SafeSnapshot, approval_batch, export_tx, is_tx_builder_batch, \
     parse_service_tx, parse_tx_builder, read_json
 from onguard.safe.tx import SAFE_VERSION, SafeTxData, SignatureKind, encode_signatures

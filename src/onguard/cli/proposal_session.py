@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from onguard.cli.signing import connect, exhausts, ladder_effects, ladders
 from onguard.config import Config, load_config
 from onguard.errors import ChainError, InputError, OnguardError
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
 from onguard.safe.chain import SafeOnChain, SafeState
 from onguard.safe.interop import SafeSnapshot
@@ -38,8 +38,8 @@ class ProposalSession:
     def __init__(self, args: argparse.Namespace) -> None:
         self.config: Config = load_config(args.config)
         self.store = IncidentStore(self.config.state)
-        self.txs = SafeTxStore(self.store)
-        self.audit = AuditLog(self.store)
+        self.txs = SafeTxStore(self.store.database)
+        self.audit = AuditLog(self.store.database)
         self._safe: SafeOnChain | None = None
         self._unreachable: ChainError | None = None
 

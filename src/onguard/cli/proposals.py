@@ -20,8 +20,8 @@ from onguard.cli.signing import accept_signature, add_external_signature_argumen
     describe, given_signature, ladder_effects, ladders, load_signer, print_typed_data
 from onguard.config import Config, WatchedContract
 from onguard.errors import ChainError, InputError
-from onguard.incidents.audit import AuditKind
-from onguard.incidents.safetxs import SafeTxRecord, TxKind, TxStatus
+from onguard.store.audit import AuditKind
+from onguard.store.safetxs import SafeTxRecord, TxKind, TxStatus
 from onguard.safe.chain import SafeOnChain, SafeState
 from onguard.safe.tx import CALL, OwnerSignature, SafeTxData, SignatureKind, approved_hash, encode_signatures, \
     external_signature_over, nested_message_hash, nested_message_typed_data, parse_signatures_over, sign

@@ -11,9 +11,9 @@ from onguard.cli.common import add_config_argument
 from onguard.cli.signing import connect
 from onguard.config import load_config
 from onguard.errors import InputError
-from onguard.incidents.audit import AuditKind, AuditLog
+from onguard.store.audit import AuditKind, AuditLog
 from onguard.incidents.recovery import CHECKLIST, checklist_answers, recovery_steps
-from onguard.incidents.safetxs import SafeTxStore, TxKind
+from onguard.store.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStore
 from onguard.safe.tx import SafeTxData
 
@@ -45,8 +45,9 @@ def handle(args: argparse.Namespace) -> int:
         tx = SafeTxData.batch(config.safe.address, config.chain.chain_id, [step.call for step in steps], nonce)
         by = args.by or getpass.getuser()
         purpose = f"recover from incident {incident.id}: " + "; ".join(step.text for step in steps)
-        record = SafeTxStore(store).add(TxKind.PROPOSAL, tx, purpose=purpose, proposer=by, incident_id=incident.id)
-        audit = AuditLog(store)
+        record = SafeTxStore(store.database).add(TxKind.PROPOSAL, tx, purpose=purpose, proposer=by,
+                                                 incident_id=incident.id)
+        audit = AuditLog(store.database)
         audit.append(AuditKind.PROPOSAL, by, {"proposal": record.id, "purpose": purpose, "incident_id": incident.id,
                                              "safe_tx_hash": record.safe_tx_hash, "to": tx.to, "data": tx.data,
                                              "nonce": nonce})

@@ -17,7 +17,7 @@ from onguard.chain.abi import ContractAbi
 from onguard.chain.module import module_abi, safe_abi
 from onguard.config import Config
 from onguard.errors import ConfigError, InputError, KeyLoadError
-from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind
+from onguard.store.safetxs import SafeTxRecord, SafeTxStore, TxKind
 from onguard.safe.chain import SafeOnChain, SafeState
 from onguard.safe.ladder import Ladder, build_ladders
 from onguard.safe.tx import BatchCall, OwnerSignature, SafeTxData, SignatureKind, external_signature

@@ -18,9 +18,9 @@ from onguard.chain.transport import Role, Transport
 from onguard.cli.signing import ladders, presigned_actions
 from onguard.config import Config, load_config
 from onguard.errors import ChainError, OnguardError
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.blocklog import BlockLog
-from onguard.incidents.safetxs import SafeTxStore
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.blocklog import BlockLog
+from onguard.store.safetxs import SafeTxStore
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.preflight import run_preflight
 from onguard.safe.chain import SafeOnChain
@@ -128,7 +128,7 @@ def presigned_section(config: Config, store: IncidentStore, report: Report) -> N
     try:
         safe = SafeOnChain(config.chain.rpc_url, config.safe.address)
         state = safe.retrieve_state()
-        now = ladders(config, SafeTxStore(store), state, safe)
+        now = ladders(config, SafeTxStore(store.database), state, safe)
     except OnguardError as exc:
         report.attention("the Safe cannot be read")
         report.say(f"presigned     CANNOT READ THE SAFE: {exc.message}; whether {', '.join(names)} can be executed "
@@ -158,7 +158,7 @@ def presigned_section(config: Config, store: IncidentStore, report: Report) -> N
 def _chain(report: Report, config: Config, store: IncidentStore, checkpoint: int | None) -> ChainHealth:
     """The chain as the read endpoints show it now: blind, behind or on another chain needs a human."""
     health = asyncio.run(_look(config, store, checkpoint))
-    recorded = BlockLog(store, config.chain.chain_id).genesis()
+    recorded = BlockLog(store.database, config.chain.chain_id).genesis()
     problems = list(health.problems(max_lag=config.chain.max_lag))
     report.doc["chain"] = {
         "chain_id": config.chain.chain_id, "head": health.head, "lag": health.lag, "genesis": health.genesis,
@@ -188,7 +188,7 @@ def _chain(report: Report, config: Config, store: IncidentStore, checkpoint: int
 def _preflight(report: Report, config: Config, store: IncidentStore, health: ChainHealth) -> None:
     """A fresh preflight of the guardian the daemon last started as (its address is in the config audit entry):
     can it still act? Skipped when the daemon never started or the chain cannot be read."""
-    entry = AuditLog(store).last(AuditKind.CONFIG)
+    entry = AuditLog(store.database).last(AuditKind.CONFIG)
     guardian = entry.actor.removeprefix(DAEMON_ACTOR) if entry and entry.actor.startswith(DAEMON_ACTOR) else None
     report.doc["guardian"] = guardian
     if guardian is None or health.head is None or health.wrong_chain:
@@ -225,7 +225,7 @@ async def _run_preflight(config: Config, guardian: str, store: IncidentStore) ->
 async def _look(config: Config, store: IncidentStore, checkpoint: int | None) -> ChainHealth:
     transport = Transport.from_config(config)
     try:
-        watch = ChainWatch(transport, BlockLog(store, config.chain.chain_id), config.chain.chain_id,
+        watch = ChainWatch(transport, BlockLog(store.database, config.chain.chain_id), config.chain.chain_id,
                            stall_after=config.chain.stall_after, record_genesis=False)
         return await watch.check(checkpoint)
     finally:

@@ -4,7 +4,7 @@ incident's timeline and the hash-chained audit log. (Resolving is a status chang
 from __future__ import annotations
 
 from onguard.errors import InputError
-from onguard.incidents.audit import AuditKind, AuditLog
+from onguard.store.audit import AuditKind, AuditLog
 from onguard.incidents.store import Incident, IncidentStatus, IncidentStore
 
 ACKNOWLEDGED = "acknowledged"  # the timeline entry of an acknowledgement (and the notice's status)
@@ -33,4 +33,4 @@ def _record(store: IncidentStore, incident_id: int, kind: str, audit_kind: str, 
         raise InputError("the text is empty", hint="say why, or what was done (it is audited)")
     detail = {"by": by, "reason": text}
     store.add_timeline(incident_id, kind, detail)
-    AuditLog(store).append(audit_kind, by, {"incident_id": incident_id, **detail})
+    AuditLog(store.database).append(audit_kind, by, {"incident_id": incident_id, **detail})

@@ -8,8 +8,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.safetxs import SafeTxRecord, SafeTxStore, TxKind
 from onguard.incidents.store import Incident, IncidentStore, ResponseRecord, TimelineEntry
 
 # Stage → (timeline entry, field): milliseconds from the threat's arrival (the mempool path records them).
@@ -43,8 +43,8 @@ def build_report(store: IncidentStore, incident_id: int) -> str:
     incident = store.incident(incident_id)
     timeline = store.timeline(incident_id)
     responses = store.responses(incident_id)
-    proposals = [r for r in SafeTxStore(store).list(TxKind.PROPOSAL) if r.incident_id == incident_id]
-    audit = [e for e in AuditLog(store).entries() if e.details.get("incident_id") == incident_id
+    proposals = [r for r in SafeTxStore(store.database).list(TxKind.PROPOSAL) if r.incident_id == incident_id]
+    audit = [e for e in AuditLog(store.database).entries() if e.details.get("incident_id") == incident_id
              or (e.kind in _OWNER_AUDIT and e.details.get("proposal") in {p.id for p in proposals})]
     parts = [
         f"# Incident {incident.id}: {incident.title}\n",

@@ -1,17 +1,21 @@
 """The daemon's state, as the rest of the code uses it: a facade over the database layer (onguard.store) with the
 repositories for checkpoints, incidents, responses and the daemon's heartbeat. A write the database refuses (full
 disk, I/O error, lost PostgreSQL connection) while an attack is under way never stops the daemon: it is logged at
-critical level, kept in memory and replayed in order once the database takes writes."""
+critical level, kept in memory and replayed in order once the database takes writes; a read the daemon needs while
+it acts (its responses, its signed transactions, an incident it holds) answers with what memory holds instead of
+raising."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from onguard.errors import ConfigError
 from onguard.log import get_logger
-from onguard.store.checkpoints import Checkpoints
+from onguard.store.audit import AuditLog
+from onguard.store.checkpoints import ALONE, Checkpoints
 from onguard.store.database import WRITE_REFUSED, Database, Dialect, connect
 from onguard.store.settings import DatabaseSettings
 from onguard.store.incidents import EvaluationFailures, Incidents
@@ -32,6 +36,7 @@ from onguard.store.records import (  # noqa: F401  (re-exported: the records' lo
 from onguard.store.responses import Responses
 
 LOG_EVERY_UNSAVED = 50   # while writes are refused: a critical line for the first and every 50th kept in memory
+LOG_EVERY_UNREAD = 50    # while reads fail: a line for the first and every 50th answered from memory
 T = TypeVar("T")
 
 
@@ -56,19 +61,30 @@ class IncidentStore:
         except BaseException:
             self.database.close()
             raise
-        self._checkpoints = Checkpoints(self.database)
+        self._checkpoints = Checkpoints(self.database, self.replica)
         self._incidents = Incidents(self.database)
         self._failures = EvaluationFailures(self.database)
         self._responses = Responses(self.database)
         self._meta = Meta(self.database)
         self._backlog: list[tuple[str, Callable[[], object]]] = []
-        self._unsaved_incidents: dict[int, Incident] = {}  # opened while the database refused writes
+        # Incidents opened while the database refused writes, under provisional ids: negative, which the database
+        # never hands out, so that one can never be taken for an incident another replica opened meanwhile. Once
+        # saved, the database's id is the incident's; every write and read under the provisional id goes there.
+        self._unsaved_incidents: dict[int, Incident] = {}
+        self._saved_as: dict[int, int] = {}  # provisional id -> the database's
+        self._last_provisional = 0
         self._statuses: dict[int, IncidentStatus] = {}  # as last set here, for while writes are held in memory
-        self._highest_id = 0  # the highest incident id seen here: ids for incidents opened in memory come after it
+        self._known: dict[int, Incident] = {}  # as last read here, for while the database does not answer reads
+        self._failed_reads = 0
         # Called after each status change with (incident id, the change's detail); must not block (the daemon's
         # operations publish a notice here).
         self.status_listeners: list[Callable[[int, Mapping[str, Any]], None]] = []
         self._log = get_logger(component="store", database=self.database.name)
+
+    @property
+    def replica(self) -> str:
+        """Whose checkpoint and handled blocks this store reads and writes: the replica's id, "" alone."""
+        return self.claimant or ALONE
 
     @property
     def name(self) -> str:
@@ -101,6 +117,20 @@ class IncidentStore:
             if not self._backlog:
                 self._log.warning("database writes resumed: every write kept in memory is saved")
         return True
+
+    def _read(self, what: str, read: Callable[[], T], fallback: Callable[[], T]) -> T:
+        """`read()`, or when the database cannot answer (a PostgreSQL outage) what memory holds: the daemon goes on
+        acting on what it knows rather than crash in the middle of a response."""
+        try:
+            value = read()
+        except WRITE_REFUSED as exc:
+            self._failed_reads += 1
+            if self._failed_reads % LOG_EVERY_UNREAD == 1:  # loud, not a flood
+                self._log.error("database read FAILED: going on with what this daemon holds in memory", read=what,
+                                error=str(exc).strip(), failed_reads=self._failed_reads)
+            return fallback()
+        self._failed_reads = 0
+        return value
 
     def durably(self, what: str, write: Callable[[], T]) -> T | None:
         """Runs `write` (one transaction) after any backlog, or keeps it for later when the database refuses."""
@@ -147,7 +177,6 @@ class IncidentStore:
         incident_id = self._incidents.insert(chain_id=chain_id, policy_id=policy_id, severity=severity, title=title,
                                              dry_run=dry_run, block=block, block_time=block_time, evidence=evidence,
                                              status=status)
-        self._highest_id = max(self._highest_id, incident_id)
         return self.incident(incident_id)
 
     def open_or_join(self, *, chain_id: int, policy_id: str, cooldown: float, severity: str, title: str,
@@ -157,8 +186,9 @@ class IncidentStore:
         """In ONE transaction (so two writers, or two replicas, cannot both open): joins the policy's latest
         unresolved incident opened less than `cooldown` seconds of chain time before, or opens one and claims its
         actions. `seen` is what the tripped-again entry records when joining (default: the evidence).
-        (incident, opened). When the database refuses the write, the incident is opened in memory under the next
-        id and saved once writes resume: the response must not wait for the disk."""
+        (incident, opened). When the database refuses the write, the incident is opened in memory under a
+        provisional id (negative) and saved once writes resume, as the database opens or joins it then (another
+        replica may have opened it meanwhile): the response must not wait for the database."""
         fields = dict(chain_id=chain_id, policy_id=policy_id, severity=severity, title=title, dry_run=dry_run,
                       block=block, block_time=block_time, evidence=evidence, status=status)
         latest = self._unsaved_latest(chain_id, policy_id)
@@ -170,7 +200,6 @@ class IncidentStore:
                     if opened:
                         for action in actions:
                             self._responses.claim(incident_id, action, self.claimant)
-                self._highest_id = max(self._highest_id, incident_id)
                 return self.incident(incident_id), opened
             except WRITE_REFUSED as exc:
                 error = str(exc)
@@ -179,10 +208,12 @@ class IncidentStore:
         if latest is not None and latest.status != IncidentStatus.RESOLVED \
                 and block_time - latest.opened_block_time < cooldown:
             return latest, False
-        incident_id = max([self._max_incident_id(), *self._unsaved_incidents]) + 1
-        self.durably(f"open incident {incident_id}", lambda: self._save_opened(incident_id, actions, fields))
-        self._log.critical("incident opened in memory only: the database refused it", incident_id=incident_id,
-                           error=error)
+        self._last_provisional -= 1
+        incident_id = self._last_provisional
+        self.durably(f"open incident {incident_id}", lambda: self._save_opened(
+            incident_id, actions, fields, cooldown=cooldown, seen=evidence if seen is None else seen))
+        self._log.critical("incident opened in memory only, under a provisional id: the database refused it",
+                           incident_id=incident_id, error=error)
         incident = Incident(id=incident_id, chain_id=chain_id, policy_id=policy_id, severity=severity,
                             status=status, title=title, dry_run=dry_run, opened_at=now(), opened_block=block,
                             opened_block_time=block_time, last_seen_at=now(), last_seen_block=block,
@@ -190,35 +221,41 @@ class IncidentStore:
         self._unsaved_incidents[incident_id] = incident
         return incident, True
 
-    def _save_opened(self, incident_id: int, actions: tuple[str, ...], fields: Mapping[str, Any]) -> None:
+    def _save_opened(self, provisional: int, actions: tuple[str, ...], fields: Mapping[str, Any], *,
+                     cooldown: float, seen: Mapping[str, Any]) -> None:
         with self.database.transaction():
-            self._incidents.insert(incident_id=incident_id, **fields)
-            for action in actions:
-                self._responses.claim(incident_id, action, self.claimant)
-        self._unsaved_incidents.pop(incident_id, None)
+            incident_id, opened = self._incidents.open_or_join(cooldown=cooldown, seen=seen, **fields)
+            if opened:
+                for action in actions:
+                    self._responses.claim(incident_id, action, self.claimant)
+        self._saved_as[provisional] = incident_id
+        self._unsaved_incidents.pop(provisional, None)
+        self._log.warning("an incident opened in memory is saved: its provisional id now stands for the "
+                          "database's", provisional_id=provisional, incident_id=incident_id, joined=not opened)
+
+    def saved_id(self, incident_id: int) -> int:
+        """The database's id of an incident: the id itself, or the one a provisional id was saved as (the same
+        provisional id while it is not saved yet). Writes kept for later call it when they run."""
+        return self._saved_as.get(incident_id, incident_id)
 
     def _unsaved_latest(self, chain_id: int, policy_id: str) -> Incident | None:
         mine = [i for i in self._unsaved_incidents.values() if (i.chain_id, i.policy_id) == (chain_id, policy_id)]
         return max(mine, key=lambda i: i.id) if mine else None
 
-    def _max_incident_id(self) -> int:
-        try:
-            self._highest_id = max(self._highest_id, self._incidents.max_id())
-        except WRITE_REFUSED:  # PostgreSQL unreachable: the ids this process has seen
-            pass
-        return self._highest_id
-
     def record_seen_again(self, incident_id: int, block: int, evidence: Mapping[str, Any]) -> None:
-        self.durably("tripped-again", lambda: self._incidents.seen_again(incident_id, block, evidence))
+        self.durably("tripped-again", lambda: self._incidents.seen_again(self.saved_id(incident_id), block, evidence))
 
     def add_timeline(self, incident_id: int, kind: str, detail: Mapping[str, Any]) -> None:
         at = now()  # when it happened, even if the database takes it later
-        self.durably(f"timeline {kind}", lambda: self._incidents.add_timeline(incident_id, kind, detail, at=at))
+        self.durably(f"timeline {kind}",
+                     lambda: self._incidents.add_timeline(self.saved_id(incident_id), kind, detail, at=at))
 
     def set_status(self, incident_id: int, status: IncidentStatus, *, actor: str = "daemon",
                    reason: str = "") -> bool:
         """Moves the incident to `status`, with a timeline entry and an audit-log entry. False if it was there."""
-        before = self._incidents.status(incident_id)
+        remembered = self._statuses.get(incident_id, getattr(self._unsaved_incidents.get(incident_id), "status", None))
+        before = self._read("incident status", lambda: self._incidents.status(self.saved_id(incident_id)),
+                            lambda: remembered)
         if self._backlog:  # the database may not hold what was last set yet
             before = self._statuses.get(incident_id, before)
         if before == status:
@@ -226,10 +263,11 @@ class IncidentStore:
         detail = {"from": before, "to": str(status), "by": actor, "reason": reason}
 
         def write() -> bool:
+            saved = self.saved_id(incident_id)
             with self.database.transaction():
-                moved = self._incidents.set_status(incident_id, status, detail, expected=before)
+                moved = self._incidents.set_status(saved, status, detail, expected=before)
                 if moved:
-                    self._audit_status(incident_id, detail, actor)
+                    self._audit_status(saved, detail, actor)
             return moved
         if self.durably(f"status {status}", write) is False:
             return False  # another writer (a replica) moved it first: its change, its entries, its notice
@@ -239,9 +277,7 @@ class IncidentStore:
         return True
 
     def _audit_status(self, incident_id: int, detail: Mapping[str, Any], actor: str) -> None:
-        from onguard.incidents.audit import AuditLog  # the audit log is built on this store: imported late
-
-        AuditLog(self).append(INCIDENT_STATUS_AUDIT_KIND, actor, {"incident_id": incident_id, **detail})
+        AuditLog(self.database).append(INCIDENT_STATUS_AUDIT_KIND, actor, {"incident_id": incident_id, **detail})
 
     def latest_incident(self, chain_id: int, policy_id: str) -> Incident | None:
         return self._incidents.latest(chain_id, policy_id)
@@ -249,9 +285,11 @@ class IncidentStore:
     def incident(self, incident_id: int) -> Incident:
         if incident_id in self._unsaved_incidents:  # not in the database yet (which may not even answer)
             return self._unsaved_incidents[incident_id]
-        found = self._incidents.get(incident_id)
+        found = self._read("incident", lambda: self._incidents.get(self.saved_id(incident_id)),
+                           lambda: self._known.get(incident_id))
         if found is None:
             raise LookupError(incident_id)
+        self._known[incident_id] = found
         return found
 
     def incidents(self, limit: int = 100) -> list[Incident]:
@@ -262,7 +300,7 @@ class IncidentStore:
         return self._incidents.watched(chain_id)
 
     def timeline(self, incident_id: int) -> list[TimelineEntry]:
-        return self._incidents.timeline(incident_id)
+        return self._read("timeline", lambda: self._incidents.timeline(self.saved_id(incident_id)), list)
 
     # ---- policy evaluation failures ----
 
@@ -278,32 +316,32 @@ class IncidentStore:
 
     def claim_response(self, incident_id: int, action: str) -> bool:
         """Reserves `action` for this incident. False when it was already claimed: never send twice."""
-        return self._responses.claim(incident_id, action, self.claimant)
+        return self._responses.claim(self.saved_id(incident_id), action, self.claimant)
 
     def take_over_claim(self, incident_id: int, action: str, claimed_by: str, replica: str) -> bool:
         """Among replicas: moves the claim of `action` from `claimed_by` to `replica`, unless it moved already."""
-        return self._responses.take_over(incident_id, action, claimed_by, replica)
+        return self._responses.take_over(self.saved_id(incident_id), action, claimed_by, replica)
 
     def update_response(self, incident_id: int, action: str, status: ResponseStatus, *, tx_hash: str | None = None,
                         block_number: int | None = None, gas_used: int | None = None,
                         error: str | None = None) -> None:
         at = now()
         self.durably(f"response {action} {status}", lambda: self._responses.update(
-            incident_id, action, status, tx_hash=tx_hash, block_number=block_number, gas_used=gas_used, error=error,
-            at=at))
+            self.saved_id(incident_id), action, status, tx_hash=tx_hash, block_number=block_number, gas_used=gas_used,
+            error=error, at=at))
 
     def record_outcome(self, incident_id: int, action: str, outcome: Outcome, detail: Mapping[str, Any]) -> None:
         """Where the response landed against the harm, as the chain shows it (see responders/outcome.py)."""
         self.durably(f"outcome {action}",
-                     lambda: self._responses.record_outcome(incident_id, action, outcome, detail))
+                     lambda: self._responses.record_outcome(self.saved_id(incident_id), action, outcome, detail))
 
     def record_orphaned(self, incident_id: int, action: str, tx_hash: str, block: int | None) -> None:
         """A mined response a reorganisation dropped: counted, back to being sent."""
         self.durably(f"orphaned {action}",
-                     lambda: self._responses.record_orphaned(incident_id, action, tx_hash, block))
+                     lambda: self._responses.record_orphaned(self.saved_id(incident_id), action, tx_hash, block))
 
     def responses(self, incident_id: int) -> list[ResponseRecord]:
-        return self._responses.of_incident(incident_id)
+        return self._read("responses", lambda: self._responses.of_incident(self.saved_id(incident_id)), list)
 
     def unfinished_responses(self) -> list[ResponseRecord]:
         """Responses a crash may have interrupted: claimed or sent, with no final outcome recorded."""
@@ -313,7 +351,8 @@ class IncidentStore:
 
     def record_response_tx(self, tx: ResponseTx) -> None:
         """Stored BEFORE the transaction is sent, so a restart knows the nonce it holds and the fees to beat."""
-        self.durably("response transaction", lambda: self._responses.record_tx(tx))
+        self.durably("response transaction",
+                     lambda: self._responses.record_tx(replace(tx, incident_id=self.saved_id(tx.incident_id))))
 
     def save_signed_ladders(self, sender: str, action: str, ladders: Sequence[Mapping[str, Any]]) -> None:
         """The fee ladders last signed for `sender`'s `action` (responders/feeladder.py), newest first: kept so a
@@ -328,7 +367,7 @@ class IncidentStore:
 
     def response_txs(self, sender: str, action: str | None = None) -> list[ResponseTx]:
         """The transactions `sender` signed for responses (for one action), oldest first."""
-        return self._responses.txs(sender, action)
+        return self._read("response transactions", lambda: self._responses.txs(sender, action), list)
 
 
 INCIDENT_STATUS_AUDIT_KIND = "incident-status"

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from onguard.errors import ConfigError
 from onguard.incidents.report import race_lines, stage_milliseconds
-from onguard.incidents.safetxs import SafeTxStore, TxKind, TxStatus
+from onguard.store.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import WATCHED_STATUSES, Incident, IncidentStore
 from onguard.log import get_logger
 from onguard.ops.health import Readiness
@@ -141,7 +141,7 @@ class Dashboard:
             + _table(("at (UTC)", "what", "detail"), timeline_rows) + "</details></div>"])
 
     def _proposals(self) -> str:
-        pending = SafeTxStore(self._store).list(TxKind.PROPOSAL, TxStatus.PENDING)
+        pending = SafeTxStore(self._store.database).list(TxKind.PROPOSAL, TxStatus.PENDING)
         rows = [(p.id, p.purpose, p.incident_id or "-", p.tx.nonce, len(p.signatures), _code(p.safe_tx_hash))
                 for p in pending]
         return "<h2>Proposals awaiting signatures</h2>" + (

@@ -14,7 +14,7 @@ from onguard.arbiter import Decision
 from onguard.chain.health import ChainHealth
 from onguard.config import Config
 from onguard.errors import ConfigError
-from onguard.incidents.audit import AuditKind, AuditLog
+from onguard.store.audit import AuditKind, AuditLog
 from onguard.incidents.store import IncidentStatus, IncidentStore
 from onguard.log import get_logger
 from onguard.ops.dashboard import Dashboard
@@ -51,7 +51,7 @@ class GuardianOps:
         """Reads the channels' secrets now: a missing variable is a ConfigError before anything starts. Notices go
         through the store's outbox; `leads()` (the leader lease; default: always) says whether this daemon
         delivers them."""
-        audit = AuditLog(store)
+        audit = AuditLog(store.database)
 
         def audit_failure(failure: DeliveryFailure) -> None:
             store.durably("audit notification-failed",

@@ -140,7 +140,7 @@ class LeaseConnection:
 
     def __init__(self, url: str, deadline: float) -> None:
         self._url = url
-        self._deadline = deadline
+        self.deadline = deadline
         self._connection: psycopg.AsyncConnection | None = None
 
     async def one(self, sql: str, params: dict[str, object], *, returns: bool = True) -> tuple | None:
@@ -153,7 +153,7 @@ class LeaseConnection:
     async def _bounded(self, sql: str, params: dict[str, object], *, fetch: bool) -> list[tuple]:
         try:
             await self._connect()
-            return await asyncio.wait_for(self._execute(sql, params, fetch), self._deadline)
+            return await asyncio.wait_for(self._execute(sql, params, fetch), self.deadline)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self.close()  # the next call connects afresh
             if isinstance(exc, psycopg.Error):
@@ -219,29 +219,33 @@ class ReplicaLeases:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Renews both leases until `stop`, then releases them (another replica leads at once)."""
-        failures = 0
         try:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.renew_every)
-                if stop.is_set():
-                    break
-                try:
-                    if not await self.alive.renew():
-                        self._log.critical("this replica's liveness row is held by another replica with the same "
-                                           "id: give each replica its own [replicas] id")
-                    await self._renew_leader()
-                except psycopg.Error as exc:
-                    self.alive.lapse()
-                    self.leader.lapse()
-                    failures += 1
-                    if failures % LOG_EVERY_FAILURES == 1:  # loud, not a flood
-                        self._log.error("the leases could not be renewed: the database is out of reach",
-                                        error=str(exc).strip(), failures=failures, leader=self.leader.held())
-                else:
-                    failures = 0
+            await self.renew(stop)
         finally:
             await self.stop()
+
+    async def renew(self, stop: asyncio.Event) -> None:
+        """Renews both leases every `renew_every` until `stop`; a renewal the database refuses is logged."""
+        failures = 0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.renew_every)
+            if stop.is_set():
+                break
+            try:
+                if not await self.alive.renew():
+                    self._log.critical("this replica's liveness row is held by another replica with the same "
+                                       "id: give each replica its own [replicas] id")
+                await self._renew_leader()
+            except psycopg.Error as exc:
+                self.alive.lapse()
+                self.leader.lapse()
+                failures += 1
+                if failures % LOG_EVERY_FAILURES == 1:  # loud, not a flood
+                    self._log.error("the leases could not be renewed: the database is out of reach",
+                                    error=str(exc).strip(), failures=failures, leader=self.leader.held())
+            else:
+                failures = 0
 
     async def stop(self) -> None:
         """Releases both leases (another replica leads at once) and closes their connection; once."""

@@ -5,6 +5,7 @@ claim is its own, so the single daemon behaves exactly as before."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import psycopg
@@ -27,6 +28,9 @@ class ReplicaRole:
         self.claims = ClaimWatch(settings)
         self.leases: ReplicaLeases | None = None
         self._started = False  # before its leases are first taken, a replica is not cut off: it has not tried
+        self._database: PostgresDatabase | None = None  # the state database guard() bounds once the daemon runs
+        self._early: asyncio.Task[None] | None = None  # renewals between start() and the daemon's own task
+        self._early_stop = asyncio.Event()
         self.leader: Lease = SoleLease(leader_name(chain_id))
         if database_url is not None:
             self.leases = ReplicaLeases(database_url, settings.id, chain_id, ttl=settings.lease_ttl,
@@ -45,22 +49,43 @@ class ReplicaRole:
         if self.leases is not None:
             await self.leases.start()
             self._started = True
+            # Renewed from now on, not only once the daemon's tasks run: a start that takes longer than the lease
+            # (preflight, warm-up, resumed responses, a loaded machine) must not leave this replica cut off.
+            self._early = asyncio.ensure_future(self.leases.renew(self._early_stop))
             self._log.info("replica started", leader=self.leader.held(), lease_ttl=self.settings.lease_ttl)
 
     async def stop(self) -> None:
         """Leaves the replicas: a daemon closed without its leases task having run (or ended) still releases its
         liveness lease, so it can start again under its id at once."""
+        await self._end_early_renewals()
         if self.leases is not None and self._started:
             await self.leases.stop()
 
     def tasks(self) -> dict[str, Callable[[asyncio.Event], Awaitable[None]]]:
-        return {} if self.leases is None else {"leases": self.leases.run}
+        return {} if self.leases is None else {"leases": self._run_leases}
+
+    async def _run_leases(self, stop: asyncio.Event) -> None:
+        """The daemon's leases task; from now on each statement on the state database is bounded (see guard)."""
+        assert self.leases is not None
+        await self._end_early_renewals()
+        if self._database is not None:
+            self._database.deadline = self.leases.connection.deadline
+        await self.leases.run(stop)
+
+    async def _end_early_renewals(self) -> None:
+        if self._early is not None:
+            self._early_stop.set()
+            with contextlib.suppress(Exception):
+                await self._early
+            self._early = None
 
     def guard(self, database: Database) -> None:
-        """Stops `database` from trying the server while this replica is cut off: a hung connection must not hold
-        the daemon's loop (the leases' own connection, bounded, finds out when the server answers again)."""
+        """Stops `database` from trying the server while this replica is cut off, and once the daemon runs bounds
+        every statement by the leases' own deadline: a server that stops answering must not hold the daemon's
+        loop longer than a lease renewal may take (the leases' connection finds out when it answers again)."""
         if isinstance(database, PostgresDatabase) and self.leases is not None:
             database.reachable = lambda: not self.cut_off()
+            self._database = database
 
     def cut_off(self) -> bool:
         """The database has not renewed this replica's liveness lately: its claims cannot be written, and the

@@ -14,8 +14,8 @@ from onguard.chain.module import safe_abi
 from onguard.chain.rpc import Rpc
 from onguard.config import Config
 from onguard.errors import ChainError
-from onguard.incidents.audit import AuditKind, AuditLog
-from onguard.incidents.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
+from onguard.store.audit import AuditKind, AuditLog
+from onguard.store.safetxs import SafeTxRecord, SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore
 from onguard.log import get_logger
 from onguard.observations import BlockObservation
@@ -41,8 +41,8 @@ class PresignedPath:
         self._leads = leads or _always
         self._config = config
         self._account = account
-        self._txs = SafeTxStore(store)
-        self._audit = AuditLog(store)
+        self._txs = SafeTxStore(store.database)
+        self._audit = AuditLog(store.database)
         self._store = store
         self._safe = config.safe.address
         self._actions: set[str] = set()
@@ -129,8 +129,8 @@ class PresignedPath:
             record, TxStatus.EXECUTED, tx_hash=tx_hash, block_number=block))
         self._store.durably("audit execution", lambda: self._audit.append(
             AuditKind.EXECUTION, f"daemon:{self._account.address}", {
-                "presigned": record.id, "action": action, "incident_id": incident_ids[0],
-                "incidents": list(incident_ids), "tx_hash": tx_hash, "block": block,
+                "presigned": record.id, "action": action, "incident_id": self._store.saved_id(incident_ids[0]),
+                "incidents": [self._store.saved_id(i) for i in incident_ids], "tx_hash": tx_hash, "block": block,
                 "safe_tx_hash": record.safe_tx_hash, "nonce": record.tx.nonce}))
         self._log.warning("pre-signed Safe transaction mined", action=action, tx_hash=tx_hash, block=block,
                           safe_tx_hash=record.safe_tx_hash)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from onguard.incidents.safetxs import SafeTxRecord, TxStatus
+from onguard.store.safetxs import SafeTxRecord, TxStatus
 from onguard.safe.tx import OwnerSignature, SignatureKind
 
 # (owner, safe tx hash) -> approved on chain. Offline nobody can say: None then, and approved hashes are counted.

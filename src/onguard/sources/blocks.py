@@ -13,7 +13,7 @@ from hexbytes import HexBytes
 
 from onguard.chain.rpc import Rpc
 from onguard.config import WatchedContract
-from onguard.incidents.blocklog import BlockLog, BlockRef, Reorg
+from onguard.store.blocklog import BlockLog, BlockRef, Reorg
 from onguard.incidents.store import IncidentStore
 from onguard.log import get_logger
 from onguard.observations import (
@@ -58,7 +58,7 @@ class BlockSource:
         self._max_range = max_block_range
         self._end_block = end_block  # a bounded range (policy tests, replays); None follows the head for ever
         self._last: tuple[int, str] | None = store.checkpoint(SOURCE_NAME, chain_id)
-        self.history = BlockLog(store, chain_id)
+        self.history = BlockLog(store.database, chain_id, replica=store.replica, durably=store.durably)
         if self._last is not None and self.history.hash_at(self._last[0]) is None:
             self.history.record(*self._last)  # a checkpoint written before the history was kept
         self._log = get_logger(component="block-source", chain_id=chain_id)

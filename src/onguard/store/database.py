@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as NoAnswer
 from collections.abc import Callable, Iterator, Sequence
 from enum import Enum, StrEnum
 from functools import lru_cache
@@ -158,9 +161,6 @@ class Database:
         (the latest incident, the audit head) is not interleaved with another writer's."""
         assert self._depth, "serialise() belongs inside transaction()"
 
-    def sync_ids(self, table: str) -> None:
-        """After rows were inserted with ids chosen by the code: the next generated id comes after them."""
-
     # ---- what the schema holds (for migrations) ----
 
     def tables(self) -> set[str]:
@@ -249,8 +249,14 @@ class PostgresDatabase(Database):
         self.url = url
         # Whether to try the server at all; replicas point it at their liveness lease (see replicas/role.py).
         self.reachable: Callable[[], bool] = lambda: True
+        # The longest a caller waits for one statement (None: as long as libpq does). The daemon sets it (see
+        # replicas/role.py): a server that stops answering — hung, or a network that drops packets after a proxy
+        # or a load balancer acknowledged them — must not hold the event loop, and no TCP timeout ends that wait.
+        self.deadline: float | None = None
         self._config_file = config_file
         self._next_attempt = 0.0
+        self._worker: ThreadPoolExecutor | None = None
+        self._given_up: Future[Any] | None = None  # a statement past its deadline that has not returned yet
         self._conn = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -285,9 +291,39 @@ class PostgresDatabase(Database):
         return self._conn
 
     def _run(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+        if self.deadline is None:
+            return self._statement(sql, params)
+        return self._bounded(sql, params, self.deadline)
+
+    def _statement(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
         if params:
             return self._connection().execute(_postgres_sql(sql), _plain(params))
         return self._connection().execute(sql)
+
+    def _bounded(self, sql: str, params: Sequence[Any], deadline: float) -> psycopg.Cursor[Any]:
+        """Runs the statement on this database's own thread and waits `deadline` for it. Past it the statement is
+        given up: the connection's socket is shut (the statement then fails there, and the connection is opened
+        again later), and until it has returned every statement fails at once instead of waiting its turn."""
+        if self._given_up is not None and not self._given_up.done():
+            raise psycopg.OperationalError("the state database has not answered an earlier statement: not tried")
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onguard-postgres")
+        running = self._worker.submit(self._statement, sql, params)
+        try:
+            return running.result(timeout=deadline)
+        except NoAnswer:
+            self._given_up = running
+            self._shut(self._conn)
+            raise psycopg.OperationalError(f"the state database did not answer within {deadline:g}s: given up "
+                                           "(the connection is opened again)") from None
+
+    @staticmethod
+    def _shut(connection: psycopg.Connection[Any]) -> None:
+        """Shuts the connection's socket down under libpq's feet (its file descriptor stays open, so the thread
+        blocked on it wakes with an error rather than reading a freed one)."""
+        with contextlib.suppress(OSError, psycopg.Error, ValueError):
+            with socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _begin(self, *, write: bool) -> None:
         self._run("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", ())
@@ -295,9 +331,6 @@ class PostgresDatabase(Database):
     def serialise(self, name: str) -> None:
         super().serialise(name)
         self._run("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
-
-    def sync_ids(self, table: str) -> None:
-        self._run(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))", ())
 
     def tables(self) -> set[str]:
         return {r[0] for r in self.fetch_all("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
@@ -307,6 +340,12 @@ class PostgresDatabase(Database):
                                              "table_schema = current_schema() AND table_name = ?", (table,))}
 
     def close(self) -> None:
+        if self._given_up is not None and not self._given_up.done():
+            self._shut(self._conn)  # the thread is still on the connection: freed only once it is off it
+            with contextlib.suppress(Exception):
+                self._given_up.result(timeout=CONNECT_TIMEOUT_S + 1)
+        if self._worker is not None:
+            self._worker.shutdown(wait=False)
         self._conn.close()
 
 

@@ -27,21 +27,15 @@ class Incidents:
 
     # ---- writes (each atomic; callers may wrap several in one transaction) ----
 
-    def insert(self, *, incident_id: int | None = None, chain_id: int, policy_id: str, severity: str, title: str,
-               dry_run: bool, block: int, block_time: int, evidence: Mapping[str, Any],
-               status: IncidentStatus) -> int:
-        """Opens an incident with its "detected" timeline entry; its id (given when it was opened in memory)."""
+    def insert(self, *, chain_id: int, policy_id: str, severity: str, title: str, dry_run: bool, block: int,
+               block_time: int, evidence: Mapping[str, Any], status: IncidentStatus) -> int:
+        """Opens an incident with its "detected" timeline entry; its id, the database's."""
         at = now()
         values = (chain_id, policy_id, severity, status, title, int(dry_run), at, block, block_time, at, block,
                   as_json(evidence))
         with self._db.transaction():
-            if incident_id is None:
-                incident_id = int(self._db.scalar(
-                    f"INSERT INTO incidents ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id", values))
-            else:
-                self._db.execute(f"INSERT INTO incidents (id, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                 (incident_id, *values))
-                self._db.sync_ids("incidents")
+            incident_id = int(self._db.scalar(
+                f"INSERT INTO incidents ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id", values))
             self.add_timeline(incident_id, "detected", {"block": block, **evidence}, at=at)
         return incident_id
 
@@ -107,9 +101,6 @@ class Incidents:
         rows = self._db.fetch_all(f"SELECT * FROM incidents WHERE chain_id=? AND dry_run=0 AND status IN ({marks}) "
                                   "ORDER BY id", (chain_id, *WATCHED_STATUSES))
         return [_incident(row) for row in rows]
-
-    def max_id(self) -> int:
-        return int(self._db.scalar("SELECT COALESCE(MAX(id), 0) FROM incidents"))
 
     def timeline(self, incident_id: int) -> list[TimelineEntry]:
         rows = self._db.fetch_all("SELECT at, kind, detail FROM timeline WHERE incident_id=? ORDER BY id",

@@ -174,7 +174,31 @@ def _response_claimers(db: Database) -> None:
     _add_columns(db, "responses", {"claimed_by": "claimed_by TEXT", "claimed_at": "claimed_at TEXT"})
 
 
-# ---- 5: the notification outbox: notices recorded by every replica, delivered by the leader ----
+# ---- 5: checkpoints and handled blocks per replica (one daemon alone is replica "") ----
+
+# Replicas on different nodes, at different heights, must not move one another's checkpoint (a lagging replica
+# moved it back, a restarted one resumed past blocks it never judged) nor mix their handled blocks (a reorg walked
+# back through another node's hashes). The rows so far were one daemon's, or all replicas': replica "".
+_PER_REPLICA = (
+    """CREATE TABLE checkpoints_by_replica (
+        replica TEXT NOT NULL, source TEXT NOT NULL, chain_id BIGINT NOT NULL,
+        block_number BIGINT NOT NULL, block_hash TEXT NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (replica, source, chain_id))""",
+    "INSERT INTO checkpoints_by_replica (replica, source, chain_id, block_number, block_hash, updated_at) "
+    "SELECT '', source, chain_id, block_number, block_hash, updated_at FROM checkpoints",
+    "DROP TABLE checkpoints",
+    "ALTER TABLE checkpoints_by_replica RENAME TO checkpoints",
+    """CREATE TABLE handled_blocks_by_replica (
+        replica TEXT NOT NULL, chain_id BIGINT NOT NULL, number BIGINT NOT NULL, hash TEXT NOT NULL,
+        PRIMARY KEY (replica, chain_id, number))""",
+    "INSERT INTO handled_blocks_by_replica (replica, chain_id, number, hash) "
+    "SELECT '', chain_id, number, hash FROM handled_blocks",
+    "DROP TABLE handled_blocks",
+    "ALTER TABLE handled_blocks_by_replica RENAME TO handled_blocks",
+)
+
+
+# ---- 6: the notification outbox: notices recorded by every replica, delivered by the leader ----
 
 _OUTBOX = (
     # One row per notice id (derived from the event, so replicas recording one event record one notice); id orders
@@ -196,7 +220,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               run=_response_outcomes),
     Migration(3, "audit log, handled blocks, Safe transactions", both=_BLOCKS_AND_SAFE_TXS, run=_audit_head),
     Migration(4, "replicas: response claimers, leases", both=_LEASES, run=_response_claimers),
-    Migration(5, "notification outbox", both=_OUTBOX),
+    Migration(5, "checkpoints and handled blocks per replica", both=_PER_REPLICA),
+    Migration(6, "notification outbox", both=_OUTBOX),
 )
 LATEST = MIGRATIONS[-1].version
 

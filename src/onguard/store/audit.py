@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from onguard.errors import InputError
-from onguard.incidents.store import IncidentStore
+from onguard.store.database import Database
 from onguard.store.records import AUDIT_GENESIS, now
 
 GENESIS = AUDIT_GENESIS
@@ -93,8 +93,8 @@ class AuditLog:
     one unbroken chain. The head (seq and hash of the newest entry) moves in the same transaction as each append,
     so entries deleted from the end are found missing."""
 
-    def __init__(self, store: IncidentStore) -> None:
-        self._db = store.database
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def head(self) -> Head | None:
         """The recorded head; None when its row was deleted."""

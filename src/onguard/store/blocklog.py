@@ -6,11 +6,23 @@ receipts were in an orphaned range can be verified again)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from onguard.incidents.store import IncidentStore, now
+from onguard.store.checkpoints import ALONE
+from onguard.store.database import Database
+from onguard.store.records import now
 
 HISTORY_BLOCKS = 10_000  # handled blocks remembered per chain: the deepest reorganisation walked back exactly
+T = TypeVar("T")
+# How a write the database may refuse is run: IncidentStore.durably keeps it in memory for later; alone, it runs.
+Durably = Callable[[str, Callable[[], Any]], Any]
+
+
+def at_once(what: str, write: Callable[[], T]) -> T:
+    del what
+    return write()
 
 @dataclass(frozen=True, slots=True)
 class BlockRef:
@@ -36,50 +48,55 @@ class Reorg:
 
 
 class BlockLog:
-    """One chain's handled blocks and identity in the store's database."""
+    """One chain's identity, its reorganisations and the blocks one replica handled, in the state database. The
+    daemon passes its store's `durably`, so a database that refuses a write (full disk) does not stop it: the
+    write is kept for later."""
 
-    def __init__(self, store: IncidentStore, chain_id: int, *, keep: int = HISTORY_BLOCKS) -> None:
-        self._store = store
-        self._db = store.database
+    def __init__(self, db: Database, chain_id: int, *, replica: str = ALONE, keep: int = HISTORY_BLOCKS,
+                 durably: Durably = at_once) -> None:
+        """`replica`: whose handled blocks (each replica walks back through the blocks it handled itself)."""
+        self._db = db
+        self._durably = durably
         self.chain_id = chain_id
+        self.replica = replica
         self.keep = keep
 
     # ---- handled blocks ----
 
     def record(self, number: int, block_hash: str) -> None:
-        """Remembers a handled block (replacing what was recorded at that height) and forgets the oldest. A
-        database that refuses the write (full disk) does not stop the daemon: the store keeps it for later."""
+        """Remembers a handled block (replacing what was recorded at that height) and forgets the oldest."""
         def write() -> None:
             with self._db.transaction():
-                self._db.execute("INSERT INTO handled_blocks (chain_id, number, hash) VALUES (?, ?, ?) "
-                                 "ON CONFLICT (chain_id, number) DO UPDATE SET hash=excluded.hash",
-                                 (self.chain_id, number, block_hash))
-                self._db.execute("DELETE FROM handled_blocks WHERE chain_id=? AND number<=?",
-                                 (self.chain_id, number - self.keep))
-        self._store.durably("handled block", write)
+                self._db.execute("INSERT INTO handled_blocks (replica, chain_id, number, hash) VALUES (?, ?, ?, ?) "
+                                 "ON CONFLICT (replica, chain_id, number) DO UPDATE SET hash=excluded.hash",
+                                 (self.replica, self.chain_id, number, block_hash))
+                self._db.execute("DELETE FROM handled_blocks WHERE replica=? AND chain_id=? AND number<=?",
+                                 (self.replica, self.chain_id, number - self.keep))
+        self._durably("handled block", write)
 
     def hash_at(self, number: int) -> str | None:
-        row = self._db.fetch_one("SELECT hash FROM handled_blocks WHERE chain_id=? AND number=?",
-                                 (self.chain_id, number))
+        row = self._db.fetch_one("SELECT hash FROM handled_blocks WHERE replica=? AND chain_id=? AND number=?",
+                                 (self.replica, self.chain_id, number))
         return row[0] if row else None
 
     def oldest(self) -> BlockRef | None:
-        row = self._db.fetch_one("SELECT number, hash FROM handled_blocks WHERE chain_id=? ORDER BY number LIMIT 1",
-                                 (self.chain_id,))
+        row = self._db.fetch_one("SELECT number, hash FROM handled_blocks WHERE replica=? AND chain_id=? "
+                                 "ORDER BY number LIMIT 1", (self.replica, self.chain_id))
         return BlockRef(row[0], row[1]) if row else None
 
     def forget_after(self, number: int) -> tuple[BlockRef, ...]:
         """Forgets the blocks above `number` and returns them, oldest first."""
-        rows = self._db.fetch_all("SELECT number, hash FROM handled_blocks WHERE chain_id=? AND number>? "
-                                  "ORDER BY number", (self.chain_id, number))
-        self._store.durably("forget orphaned blocks", lambda: self._db.execute(
-            "DELETE FROM handled_blocks WHERE chain_id=? AND number>?", (self.chain_id, number)))
+        rows = self._db.fetch_all("SELECT number, hash FROM handled_blocks WHERE replica=? AND chain_id=? "
+                                  "AND number>? ORDER BY number", (self.replica, self.chain_id, number))
+        self._durably("forget orphaned blocks", lambda: self._db.execute(
+            "DELETE FROM handled_blocks WHERE replica=? AND chain_id=? AND number>?",
+            (self.replica, self.chain_id, number)))
         return tuple(BlockRef(n, h) for n, h in rows)
 
     # ---- reorganisations ----
 
     def record_reorg(self, reorg: Reorg) -> Reorg:
-        reorg_id = self._store.durably("reorganisation", lambda: self._db.scalar(
+        reorg_id = self._durably("reorganisation", lambda: self._db.scalar(
             "INSERT INTO reorgs (chain_id, ancestor_number, ancestor_hash, orphaned, exhausted, noticed_at) "
             "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (self.chain_id, reorg.ancestor.number if reorg.ancestor else None,
@@ -105,6 +122,6 @@ class BlockLog:
 
     def record_genesis(self, genesis_hash: str) -> None:
         """Records the genesis hash the first time; an existing record is never overwritten."""
-        self._store.durably("chain identity", lambda: self._db.execute(
+        self._durably("chain identity", lambda: self._db.execute(
             "INSERT INTO chain_identity (chain_id, genesis_hash, recorded_at) VALUES (?, ?, ?) "
             "ON CONFLICT (chain_id) DO NOTHING", (self.chain_id, genesis_hash, now())))

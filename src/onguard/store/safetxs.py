@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from onguard.incidents.store import IncidentStore, now
 from onguard.safe.interop import SafeSnapshot
 from onguard.safe.tx import OwnerSignature, SafeTxData
+from onguard.store.database import Database
+from onguard.store.incidents import Incidents
+from onguard.store.records import now
 
 class TxKind(StrEnum):
     PRESIGNED = "presigned"
@@ -43,16 +45,27 @@ class SafeTxRecord:
 
 
 class SafeTxStore:
-    """The Safe transactions repository: records, owner signatures and the Safe snapshots files carried."""
+    """The Safe transactions repository: records, owner signatures and the Safe snapshots files carried. A change
+    that concerns an incident writes its timeline entry in the same transaction."""
 
-    def __init__(self, store: IncidentStore) -> None:
-        self._store = store
-        self._db = store.database
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._incidents = Incidents(db)
 
     def add(self, kind: str, tx: SafeTxData, *, purpose: str, proposer: str, action: str | None = None,
             incident_id: int | None = None) -> SafeTxRecord:
         """Records the transaction, or returns the one already recorded with the same hash."""
         at = now()
+        with self._db.transaction():
+            record = self._insert(kind, tx, at, purpose=purpose, proposer=proposer, action=action,
+                                  incident_id=incident_id)
+            if incident_id is not None and kind == TxKind.PROPOSAL:
+                self._incidents.add_timeline(incident_id, "proposed", {
+                    "proposal": record.id, "by": proposer, "purpose": purpose, "safe_tx_hash": record.safe_tx_hash})
+        return record
+
+    def _insert(self, kind: str, tx: SafeTxData, at: str, *, purpose: str, proposer: str, action: str | None,
+                incident_id: int | None) -> SafeTxRecord:
         self._db.execute(
             "INSERT INTO safe_txs (kind, chain_id, safe, to_address, value, data, operation, safe_tx_gas, "
             "base_gas, gas_price, gas_token, refund_receiver, nonce, safe_tx_hash, action, purpose, incident_id, "
@@ -63,41 +76,42 @@ class SafeTxStore:
              tx.safe_tx_hash_hex, action, purpose, incident_id, proposer, TxStatus.PENDING, at, at))
         record_id = self._db.scalar("SELECT id FROM safe_txs WHERE kind=? AND safe_tx_hash=?",
                                     (kind, tx.safe_tx_hash_hex))
-        record = self.get(record_id)
-        if incident_id is not None and kind == TxKind.PROPOSAL:
-            self._store.add_timeline(incident_id, "proposed", {"proposal": record.id, "by": proposer,
-                                                               "purpose": purpose, "safe_tx_hash": record.safe_tx_hash})
-        return record
+        return self.get(record_id)
 
     def add_signature(self, record: SafeTxRecord, signature: OwnerSignature) -> bool:
         """False when this owner's signature was already held."""
-        added = self._db.execute(
-            "INSERT INTO safe_signatures (safe_tx_id, owner, kind, signature, added_at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT (safe_tx_id, owner) DO NOTHING",
-            (record.id, signature.owner, signature.kind, signature.hex, now())) == 1
-        if added and record.incident_id is not None:
-            self._store.add_timeline(record.incident_id, "signed", {"proposal": record.id, "owner": signature.owner,
-                                                                    "signature_kind": signature.kind})
+        with self._db.transaction():
+            added = self._db.execute(
+                "INSERT INTO safe_signatures (safe_tx_id, owner, kind, signature, added_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (safe_tx_id, owner) DO NOTHING",
+                (record.id, signature.owner, signature.kind, signature.hex, now())) == 1
+            if added:
+                self._signed(record, signature)
         return added
 
     def replace_signature(self, record: SafeTxRecord, signature: OwnerSignature) -> None:
         """A contract owner's signature grows as its own owners sign: the newer payload replaces the older."""
-        self._db.execute(
-            "INSERT INTO safe_signatures (safe_tx_id, owner, kind, signature, added_at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT (safe_tx_id, owner) DO UPDATE SET kind=excluded.kind, signature=excluded.signature, "
-            "added_at=excluded.added_at", (record.id, signature.owner, signature.kind, signature.hex, now()))
+        with self._db.transaction():
+            self._db.execute(
+                "INSERT INTO safe_signatures (safe_tx_id, owner, kind, signature, added_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (safe_tx_id, owner) DO UPDATE SET kind=excluded.kind, signature=excluded.signature, "
+                "added_at=excluded.added_at", (record.id, signature.owner, signature.kind, signature.hex, now()))
+            self._signed(record, signature)
+
+    def _signed(self, record: SafeTxRecord, signature: OwnerSignature) -> None:
         if record.incident_id is not None:
-            self._store.add_timeline(record.incident_id, "signed", {"proposal": record.id, "owner": signature.owner,
-                                                                    "signature_kind": signature.kind})
+            self._incidents.add_timeline(record.incident_id, "signed", {
+                "proposal": record.id, "owner": signature.owner, "signature_kind": signature.kind})
 
     def set_status(self, record: SafeTxRecord, status: str, *, tx_hash: str | None = None,
                    block_number: int | None = None, note: str | None = None) -> None:
-        self._db.execute("UPDATE safe_txs SET status=?, tx_hash=COALESCE(?, tx_hash), "
-                         "block_number=COALESCE(?, block_number), note=COALESCE(?, note), updated_at=? WHERE id=?",
-                         (status, tx_hash, block_number, note, now(), record.id))
-        if record.incident_id is not None and status in (TxStatus.EXECUTED, TxStatus.REJECTED):
-            self._store.add_timeline(record.incident_id, status, {"proposal": record.id, "tx_hash": tx_hash,
-                                                                  "block": block_number, "note": note})
+        with self._db.transaction():
+            self._db.execute("UPDATE safe_txs SET status=?, tx_hash=COALESCE(?, tx_hash), "
+                             "block_number=COALESCE(?, block_number), note=COALESCE(?, note), updated_at=? WHERE id=?",
+                             (status, tx_hash, block_number, note, now(), record.id))
+            if record.incident_id is not None and status in (TxStatus.EXECUTED, TxStatus.REJECTED):
+                self._incidents.add_timeline(record.incident_id, status, {"proposal": record.id, "tx_hash": tx_hash,
+                                                                          "block": block_number, "note": note})
 
     def record_snapshot(self, record: SafeTxRecord, snapshot: SafeSnapshot, source: str) -> None:
         """The Safe's state a file carried with this transaction: what offline review and signing go by."""
