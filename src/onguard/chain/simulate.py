@@ -1,15 +1,17 @@
 """Predicts what a pending transaction would do: executes it on top of the head's state with eth_simulateV1,
 reading the policies' views just before and just after it, changing nothing on chain. Probes (calls from a given
 sender, e.g. the guardian's own pause) are made once on the head's state and once right after the transaction, to
-tell what an account could do before and after it. Several transactions go in
+tell what an account could do before and after it; the head's probes are made once per head, warmed when the
+head arrives (warm_probes) rather than inside the first pending transaction's batch. Several transactions go in
 one JSON-RPC batch (one eth_simulateV1 each, every one against the same head state, not one after another), and
 results are remembered per (transaction hash, head hash): a transaction is never simulated twice on one state.
 Batches go to the simulation endpoints (spread over them, each batch failing over on its own)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +73,42 @@ class Simulator:
         self._cache: OrderedDict[tuple[Any, ...], Simulation] = OrderedDict()
         self._cache_size = cache_size
         self._probed: tuple[tuple[Any, ...], Mapping[ReadSpec, Any]] | None = None  # per (head hash, probes)
+        self._warming: tuple[tuple[Any, ...], asyncio.Future[Mapping[ReadSpec, Any] | ChainError]] | None = None
+
+    def warm_probes(self, head: Head, probes: Sequence[ReadSpec]) -> None:
+        """Makes the probes on `head`'s state now, in the background (once per head): a pending transaction then
+        finds them read instead of carrying them in its own batch."""
+        probes = tuple(probes)
+        key = (head.hash, probes)
+        if not probes or (self._probed is not None and self._probed[0] == key) or \
+                (self._warming is not None and self._warming[0] == key):
+            return
+        self._warming = (key, asyncio.ensure_future(self._probe_head(head, probes)))
+
+    async def _probe_head(self, head: Head, probes: tuple[ReadSpec, ...]) -> Mapping[ReadSpec, Any] | ChainError:
+        request = ("eth_simulateV1", [{"blockStateCalls": [{"calls": [read_call(spec) for spec in probes]}],
+                                      "validation": False}, hex(head.number)])
+        try:
+            (response,) = await self._rpc.simulation_batch([request])
+        except ChainError as exc:
+            return exc
+        probed = _probed(probes, response)
+        if not isinstance(probed, ChainError):
+            self._probed = ((head.hash, probes), probed)
+        return probed
+
+    def _head_probes(self, key: tuple[Any, ...] | None) -> Awaitable[Mapping[ReadSpec, Any] | ChainError] | None:
+        """The head's probes when read or being read (warm_probes); None: the caller's batch makes them."""
+        if key is None:
+            return None
+        if self._probed is not None and self._probed[0] == key:
+            done: asyncio.Future[Mapping[ReadSpec, Any] | ChainError] = asyncio.get_running_loop().create_future()
+            done.set_result(self._probed[1])
+            return done
+        warming = self._warming
+        if warming is None or warming[0] != key or (warming[1].done() and isinstance(warming[1].result(), ChainError)):
+            return None  # a warming that failed is not trusted: the caller's batch probes again
+        return asyncio.shield(warming[1])
 
     async def simulate(self, raw: Mapping[str, Any], specs: Iterable[ReadSpec], head: Head | None = None,
                        probes: Sequence[ReadSpec] = ()) -> Simulation:
@@ -100,12 +138,17 @@ class Simulator:
                                                                             *read_calls, *probe_calls]}],
                                              "validation": False}, block]) for i in missing]
             probe_key = None if head is None else (head.hash, probes)
-            probed = self._probed[1] if self._probed is not None and probe_key == self._probed[0] else None
-            if probes and probed is None:
+            warming = self._head_probes(probe_key) if probes else None
+            in_batch = bool(probes) and warming is None
+            if in_batch:
                 requests.append(("eth_simulateV1", [{"blockStateCalls": [{"calls": probe_calls}],
                                                      "validation": False}, block]))
-            responses = await self._rpc.simulation_batch(requests, deadline=deadline, hedge=hedge)
-            if probes and probed is None:
+            batch = self._rpc.simulation_batch(requests, deadline=deadline, hedge=hedge)
+            if warming is None:
+                responses, probed = await batch, None
+            else:  # read already, or being read: awaited alongside this batch, not before it
+                responses, probed = await asyncio.gather(batch, warming)
+            if in_batch:
                 probed = _probed(probes, responses.pop())
                 if probe_key is not None and not isinstance(probed, ChainError):
                     self._probed = (probe_key, probed)
