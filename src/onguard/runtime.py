@@ -335,9 +335,9 @@ class Guardian:
         if pending.observation is not None and self.engine.judges_calls:
             state = self.engine.state_read_at(head)
             if state is not None:
-                self.pending_counters.judged += 1
-                self.ops.pending_judged(PendingResult.JUDGED)
                 self._act_on_pending(pending, threat, self.engine.judge_call(pending, state, head))
+                self.pending_counters.judged += 1
+                self.ops.pending_judged(PendingResult.JUDGED)  # counted once a pause is under way, not before
             else:  # the first pending transaction of this head: the state is read once, then judged on the spot
                 judging_call = asyncio.ensure_future(self._judge_pending(
                     pending, threat, self.engine.evaluate_pending_call(pending, head, self.reader)))
