@@ -211,7 +211,7 @@ class Guardian:
         await self._warm_up()
         self.head = block_observation(await self.rpc.block(await self.rpc.head()), actual)
         self.source.start_at_latest(self.head.number)  # "latest" is this head: nothing after "started" is skipped
-        self._warm_head_probes()
+        self._warm_head()
         # Whatever a crash interrupted or a failure left undone is compared with the chain and put in effect.
         await self.reconciler.reconcile(head=self.head.number)
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
@@ -297,7 +297,7 @@ class Guardian:
             self.head = batch.block
             self.ops.block_handled(batch.block.number, self.chain_health.head if self.chain_health else None)
         if poll.batches:
-            self._warm_head_probes()
+            self._warm_head()
             await self.responder.on_block(poll.batches[-1].block)
         if self.replica.cut_off():
             return decisions  # incidents live in the database: compared again once it answers
@@ -305,12 +305,13 @@ class Guardian:
             await self.reconciler.reconcile(head=self.head.number if self.head else None, rewound_to=poll.rewound_to)
         return decisions
 
-    def _warm_head_probes(self) -> None:
-        """The guardian's own probes on the new head's state, made now in the background: an attack seen on this
-        head is then simulated without them in its batch."""
-        probes = self.engine.simulation_probes
-        if self.simulator is not None and self.head is not None and probes and self.config.mempool.enabled:
-            self.simulator.warm_probes(SimulationHead(self.head.number, self.head.hash), probes)
+    def _warm_head(self) -> None:
+        """What the new head's own state shows (the simulate policies' reads, the guardian's own probes), read now
+        in the background, once: a pending transaction seen on this head is then simulated without them."""
+        whole = self.engine.whole_simulation
+        if self.simulator is not None and self.head is not None and self.config.mempool.enabled and \
+                (whole.reads or whole.probes):
+            self.simulator.warm_head(SimulationHead(self.head.number, self.head.hash), whole.reads, whole.probes)
 
     def on_pending(self, pending: PendingTransaction) -> asyncio.Future[None]:
         """The pre-emption path: judge a pending transaction and, if it trips a policy, race it with a pause. Every
