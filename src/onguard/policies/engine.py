@@ -110,7 +110,7 @@ class PolicyEngine:
         # A pending transaction's simulation for the policies comes first, alone: the guardian's own probes (the
         # built-in self-defence: its pause run after the transaction) are a second simulation, not a wait on it.
         probing = [j for j in self._simulation_judges if getattr(j, "simulation_probes", None) is not None]
-        plain = [j for j in self._simulation_judges if j not in probing]
+        plain = [j for j in self._simulation_judges if getattr(j, "simulation_probes", None) is None]
         self.whole_simulation = whole
         self.simulation_stages = tuple(_stage(judges) for judges in (plain, probing) if judges)
         self._pending_reads = frozenset(s for j in self._pending_judges for s in j.reads)
