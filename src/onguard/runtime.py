@@ -20,7 +20,7 @@ from onguard.arbiter import Arbiter, Decision
 from onguard.chain.health import ChainHealth, ChainWatch
 from onguard.chain.rpc import Rpc
 from onguard.chain.simulate import Head as SimulationHead
-from onguard.chain.simulate import Simulator
+from onguard.chain.simulate import Simulation, Simulator
 from onguard.chain.transport import Transport
 from onguard.chain.view import BatchStateReader
 from onguard.config import Config
@@ -32,7 +32,7 @@ from onguard.log import get_logger
 from onguard.observations import BlockObservation
 from onguard.ops.metrics import PendingResult
 from onguard.ops.reporting import GuardianOps
-from onguard.policies.engine import EngineResult, PolicyEngine, worth_simulating
+from onguard.policies.engine import EngineResult, PolicyEngine, SimulationStage, worth_simulating
 from onguard.policies.loader import Policy, load_policies
 from onguard.policies.model import EvaluationFailure, Finding
 from onguard.policies.selfdefence import builtin_policies
@@ -212,6 +212,7 @@ class Guardian:
         await self._warm_up()
         self.head = block_observation(await self.rpc.block(await self.rpc.head()), actual)
         self.source.start_at_latest(self.head.number)  # "latest" is this head: nothing after "started" is skipped
+        self._warm_head()
         # Whatever a crash interrupted or a failure left undone is compared with the chain and put in effect.
         await self.reconciler.reconcile(head=self.head.number)
         self._log.info("guardian started", guardian=self.account.address, policies=self.engine.policy_ids,
@@ -297,12 +298,21 @@ class Guardian:
             self.head = batch.block
             self.ops.block_handled(batch.block.number, self.chain_health.head if self.chain_health else None)
         if poll.batches:
+            self._warm_head()
             await self.responder.on_block(poll.batches[-1].block)
         if self.replica.cut_off():
             return decisions  # incidents live in the database: compared again once it answers
         if poll.batches or poll.rewound_to is not None or self.reconciler.retry_due():
             await self.reconciler.reconcile(head=self.head.number if self.head else None, rewound_to=poll.rewound_to)
         return decisions
+
+    def _warm_head(self) -> None:
+        """What the new head's own state shows (the simulate policies' reads, the guardian's own probes), read now
+        in the background, once: a pending transaction seen on this head is then simulated without them."""
+        whole = self.engine.whole_simulation
+        if self.simulator is not None and self.head is not None and self.config.mempool.enabled and \
+                (whole.reads or whole.probes):
+            self.simulator.warm_head(SimulationHead(self.head.number, self.head.hash), whole.reads, whole.probes)
 
     def on_pending(self, pending: PendingTransaction) -> asyncio.Future[None]:
         """The pre-emption path: judge a pending transaction and, if it trips a policy, race it with a pause. Every
@@ -327,9 +337,9 @@ class Guardian:
         if pending.observation is not None and self.engine.judges_calls:
             state = self.engine.state_read_at(head)
             if state is not None:
-                self.pending_counters.judged += 1
-                self.ops.pending_judged(PendingResult.JUDGED)
                 self._act_on_pending(pending, threat, self.engine.judge_call(pending, state, head))
+                self.pending_counters.judged += 1
+                self.ops.pending_judged(PendingResult.JUDGED)  # counted once a pause is under way, not before
             else:  # the first pending transaction of this head: the state is read once, then judged on the spot
                 judging_call = asyncio.ensure_future(self._judge_pending(
                     pending, threat, self.engine.evaluate_pending_call(pending, head, self.reader)))
@@ -386,7 +396,7 @@ class Guardian:
                 async with self._throttle:
                     pass
             try:
-                await self._simulate_batch(taken, hedge=NOVEL_HEDGE if novel_only else 1)
+                await self._simulate_batch(taken, hedge=NOVEL_HEDGE if novel_only else 1, staged=novel_only)
             except Exception as exc:  # noqa: BLE001 - the worker carries on; the failure is the items'
                 for queued in taken:
                     _settle(queued.done, exc)
@@ -397,44 +407,71 @@ class Guardian:
     def _missed_in_queue(self, queued: _Queued) -> None:
         _settle(queued.done)
 
-    async def _simulate_batch(self, taken: list[_Queued], hedge: int) -> None:
+    async def _simulate_batch(self, taken: list[_Queued], hedge: int, staged: bool = False) -> None:
         """Simulates the transactions against the head in one batch, within the latest of their deadlines, on
-        `hedge` simulation endpoints at once."""
+        `hedge` simulation endpoints at once. `staged` (the first of a shape: what an attack looks like): the
+        policies' simulation first and acted on, then the guardian's own probes as a simulation of their own;
+        else one simulation for every judge (a flood's batches: one request per transaction)."""
         head = self.head
         assert self.simulator is not None and head is not None
         last_deadline = max(q.pending.seen_at for q in taken) + self.config.mempool.simulation_timeout
+        failed: set[int] = set()
+        reverted: set[int] = set()  # a transaction that reverts on the head's state changes nothing there
+        for stage in self.engine.simulation_stages if staged else (self.engine.whole_simulation,):
+            if len(reverted) == len(taken):
+                break
+            if stage.probes:
+                # The guardian's probes never compete with its own pause for the node or the CPU: held while a
+                # response is being sent, for at most half of what is left of the deadline.
+                await self.responder.until_sent((last_deadline - time.perf_counter()) / 2)
+            outcomes = await self._simulate_stage(taken, stage, head, hedge, last_deadline)
+            if outcomes is None:
+                return
+            for index, (queued, outcome) in enumerate(zip(taken, outcomes, strict=True)):
+                if index in reverted:
+                    continue
+                if isinstance(outcome, ChainError):
+                    if index not in failed and not isinstance(outcome, SimulationUnsupported):  # said once
+                        self._log.error("pending transaction could not be judged: left to the block path",
+                                        tx=queued.pending.hash, error=outcome.message)
+                    failed.add(index)
+                else:  # back within the batch's deadline: judged, even if this one's own passed meanwhile
+                    self._act_on_pending(queued.pending, queued.threat,
+                                         self.engine.evaluate_simulation(queued.pending, outcome, head, stage.judges))
+                    if outcome.reverted:
+                        reverted.add(index)
+        for index in range(len(taken)):
+            if index in failed:
+                self.pending_counters.failed += 1
+                self.ops.pending_judged(PendingResult.FAILED)
+            else:
+                self.pending_counters.judged += 1
+                self.ops.pending_judged(PendingResult.JUDGED)
+
+    async def _simulate_stage(self, taken: list[_Queued], stage: SimulationStage, head: BlockObservation,
+                              hedge: int, deadline: float) -> list[Simulation | ChainError] | None:
+        """One stage's simulation of the transactions; None when the deadline passed (counted as missed)."""
+        assert self.simulator is not None
         try:
-            outcomes = await asyncio.wait_for(
-                self.simulator.simulate_many([q.pending.raw for q in taken], self.engine.simulation_reads,
-                                             SimulationHead(head.number, head.hash),
-                                             self.engine.simulation_probes, deadline=last_deadline, hedge=hedge),
-                timeout=max(last_deadline - time.perf_counter(), 0.0))
+            outcomes: list[Simulation | ChainError] = await asyncio.wait_for(
+                self.simulator.simulate_many([q.pending.raw for q in taken], stage.reads,
+                                             SimulationHead(head.number, head.hash), stage.probes,
+                                             deadline=deadline, hedge=hedge),
+                timeout=max(deadline - time.perf_counter(), 0.0))
         except TimeoutError:
             self.pending_counters.missed += len(taken)
             for _ in taken:
                 self.ops.pending_judged(PendingResult.TIMED_OUT)
-            return
+            return None
         except SimulationUnsupported as exc:
             self._simulation_unsupported(exc)
-            outcomes = [exc] * len(taken)
+            return [exc] * len(taken)
         except ChainError as exc:
-            outcomes = [exc] * len(taken)
-        else:
-            if self._cannot_simulate:
-                self._cannot_simulate = False
-                self._log.warning("pending transactions are simulated again")
-        for queued, outcome in zip(taken, outcomes, strict=True):
-            pending = queued.pending
-            if isinstance(outcome, ChainError):
-                self.pending_counters.failed += 1
-                self.ops.pending_judged(PendingResult.FAILED)
-                if not isinstance(outcome, SimulationUnsupported):  # said once, not once per transaction
-                    self._log.error("pending transaction could not be judged: left to the block path",
-                                    tx=pending.hash, error=outcome.message)
-            else:  # back within the batch's deadline: judged, even if this one's own passed meanwhile
-                self.pending_counters.judged += 1
-                self.ops.pending_judged(PendingResult.JUDGED)
-                self._act_on_pending(pending, queued.threat, self.engine.evaluate_simulation(pending, outcome, head))
+            return [exc] * len(taken)
+        if self._cannot_simulate:
+            self._cannot_simulate = False
+            self._log.warning("pending transactions are simulated again")
+        return outcomes
 
     def _simulation_unsupported(self, exc: SimulationUnsupported) -> None:
         """Says once (until simulations work again) that no endpoint can simulate: every simulate policy is blind

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from onguard.demo.world import TOKEN, Roles, artifact, contract, dev_account, write_config
 from onguard.incidents.store import ResponseStatus
+from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
 from .helpers import ALICE, ATTACKER, following_the_mempool, make_guardian, send_drain, tokens, until, vault_cash
@@ -55,13 +57,17 @@ def preemption_config(chain, tmp_path: Path) -> Path:
     return config
 
 
-def race(chain, config_path: Path, send_attack, wait: float = 5.0, until: str = "response-broadcast") -> dict:
+def race(chain, config_path: Path, send_attack, wait: float = 5.0, until: str = "response-broadcast",
+         watch: Callable[[Guardian], None] | None = None) -> dict:
     """Starts the guardian with its mempool source, sends the attack with mining held, waits for the pause to be
-    broadcast (or a quiet second), mines one block and reports what the block holds."""
+    broadcast (or a quiet second), mines one block and reports what the block holds. `watch` sees the guardian
+    once it is built."""
     w3 = chain.w3
 
     async def scenario() -> dict:
         guardian = make_guardian(config_path)
+        if watch is not None:
+            watch(guardian)
         try:
             await guardian.start()
             await guardian.step()
@@ -109,6 +115,40 @@ def test_a_pending_direct_drain_is_beaten_by_the_pause(chain, guardian_config, t
     assert_pause_first(outcome)
     assert vault_cash(w3, world) == cash_before
     assert outcome["incidents"][0].policy_id == "vault-cash-guard"
+
+
+def test_the_guardians_own_probes_wait_until_the_simulate_policys_pause_is_on_the_wire(chain, guardian_config,
+                                                                                        tmp_path):
+    # The attack's simulation for the policies carries none of the built-in self-defence's probes; those are a
+    # simulation of their own, asked for only once the pause's broadcast has returned. (A deadline long enough
+    # that the hold's bound, half of it, is never what ends the wait on a loaded machine.)
+    w3, world = chain.w3, chain.world
+    vault = contract(w3, "Vault", world.vault)
+    config = preemption_config(chain, tmp_path)
+    config.write_text(config.read_text() + "simulation_timeout = 30\n")
+    simulations: list[tuple[bool, bool, int]] = []  # (with probes, a response being sent, transactions)
+
+    def watch(guardian: Guardian) -> None:
+        assert guardian.simulator is not None
+        simulate_many = guardian.simulator.simulate_many
+
+        async def recording(raws, specs, head=None, probes=(), **options):  # type: ignore[no-untyped-def]
+            simulations.append((bool(probes), guardian.responder.sending(), len(raws)))
+            return await simulate_many(raws, specs, head, probes, **options)
+
+        guardian.simulator.simulate_many = recording  # type: ignore[method-assign]
+
+    def attack() -> str:
+        shares = vault.functions.balanceOf(ALICE).call()
+        return vault.functions.redeemFor(ALICE, ATTACKER, shares).transact(
+            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
+
+    outcome = race(chain, config, attack, watch=watch)
+    assert_pause_first(outcome)
+    assert simulations[0] == (False, False, 1), "the policies' simulation first, without probes"
+    probing = [s for s in simulations if s[0]]
+    assert probing, "the self-defence still judged the attack"
+    assert not any(sending for _, sending, _ in probing), "no probe went out while the pause was being sent"
 
 
 def test_an_oracle_manipulation_and_borrow_in_one_transaction_is_beaten(chain, guardian_config, tmp_path):

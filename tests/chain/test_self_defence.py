@@ -379,3 +379,45 @@ def test_probes_run_on_the_head_once_and_after_each_transaction(chain, tmp_path:
     assert all(isinstance(value, ReadFailure) for value in disabling.probed_after.values())
     assert all(not isinstance(value, ReadFailure) for value in harmless.probed_after.values())
     assert contract(w3, "Vault", world.vault).functions.paused().call() is False
+
+
+def test_the_head_warmed_when_it_arrives_leaves_the_transactions_batch(chain, tmp_path: Path) -> None:
+    # warm_head (the daemon calls it on each new head): the reads and the guardian's pause on the head's own state
+    # in a request of its own, once, so a pending transaction's batch carries only its own simulation (the reads
+    # and probes after it) — and what was warmed is what the transaction is judged against.
+    w3, world = chain.w3, chain.world
+    config = load_config(demo_config(chain, tmp_path))
+    (policy,) = builtin_policies(config, world.guardian)
+    probes, reads = policy.authority.probes, policy.authority.reads
+    disable = safe_call(w3, world.safe, "disableModule", SENTINEL, world.module)
+    pending = {"from": world.safe, "to": world.safe, "input": disable, "value": 0, "gas": 500_000,
+               "hash": bytes([4]) * 32}
+    block = w3.eth.get_block("latest")
+    head = Head(block["number"], block["hash"].to_0x_hex())
+    requests: list[int] = []
+    calls: list[int] = []
+
+    class CountingRpc(Rpc):
+        async def simulation_batch(self, batch, **kwargs):  # type: ignore[no-untyped-def]
+            requests.append(len(batch))
+            calls.extend(len(request[1][0]["blockStateCalls"][0]["calls"]) for request in batch)
+            return await super().simulation_batch(batch, **kwargs)
+
+    async def simulate() -> Any:
+        rpc = CountingRpc(config.chain.rpc_url)
+        try:
+            simulator = Simulator(rpc)
+            await simulator.warm_head(head, reads, probes)
+            await simulator.warm_head(head, reads, probes)  # once per head, however often asked
+            (outcome,) = await simulator.simulate_many([pending], reads, head, probes)
+            return outcome
+        finally:
+            await rpc.close()
+
+    disabling = asyncio.run(simulate())
+    assert requests == [1, 1], "the head's reads and probes alone, then the transaction alone"
+    assert calls == [len(reads) + len(probes), 1 + len(reads) + len(probes)]
+    assert disabling.before[policy.authority.module_enabled] is True
+    assert disabling.after[policy.authority.module_enabled] is False
+    assert all(not isinstance(value, ReadFailure) for value in disabling.probed_before.values())
+    assert all(isinstance(value, ReadFailure) for value in disabling.probed_after.values())

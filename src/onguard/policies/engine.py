@@ -77,6 +77,23 @@ class SimulationJudge(Protocol):
     def observe_simulation(self, raw: Any, simulation: Simulation, head: BlockObservation) -> Finding | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SimulationStage:
+    """One simulation of a pending transaction for some of the simulate judges: the reads they take before and
+    after it, and the probes made after it (and once on the head's state)."""
+
+    reads: frozenset[ReadSpec]
+    probes: tuple[ReadSpec, ...]
+    judges: tuple[SimulationJudge, ...]
+
+
+def _stage(judges: Sequence[SimulationJudge]) -> SimulationStage:
+    # Probes change the state they run on: one ordered list, the same before and after every transaction.
+    return SimulationStage(reads=frozenset(s for j in judges for s in j.simulation_reads),
+                           probes=tuple(dict.fromkeys(p for j in judges for p in getattr(j, "simulation_probes", ()))),
+                           judges=tuple(judges))
+
+
 class PendingLike(Protocol):
     raw: Mapping[str, Any]
     observation: TransactionObservation | None
@@ -88,10 +105,14 @@ class PolicyEngine:
         evaluators = [slot.evaluator for slot in self._slots]
         self._pending_judges = [e for e in evaluators if isinstance(e, PendingJudge)]
         self._simulation_judges = [e for e in evaluators if isinstance(e, SimulationJudge)]
-        self._simulation_reads = frozenset(s for j in self._simulation_judges for s in j.simulation_reads)
-        # Probes change the state they run on: one ordered list, the same before and after every transaction.
-        self._simulation_probes = tuple(dict.fromkeys(
-            p for j in self._simulation_judges for p in getattr(j, "simulation_probes", ())))
+        whole = _stage(self._simulation_judges)
+        self._simulation_reads, self._simulation_probes = whole.reads, whole.probes
+        # A pending transaction's simulation for the policies comes first, alone: the guardian's own probes (the
+        # built-in self-defence: its pause run after the transaction) are a second simulation, not a wait on it.
+        probing = [j for j in self._simulation_judges if getattr(j, "simulation_probes", None) is not None]
+        plain = [j for j in self._simulation_judges if getattr(j, "simulation_probes", None) is None]
+        self.whole_simulation = whole
+        self.simulation_stages = tuple(_stage(judges) for judges in (plain, probing) if judges)
         self._pending_reads = frozenset(s for j in self._pending_judges for s in j.reads)
         # A pending call is shown only to the call policies on its contract: the cost per transaction grows with
         # the policies that can trip on it, not with every policy loaded.
@@ -164,11 +185,12 @@ class PolicyEngine:
                         observation, state, head))
         return result
 
-    def evaluate_simulation(self, pending: PendingLike, simulation: Simulation,
-                            head: BlockObservation) -> EngineResult:
-        """The simulate policies on what a pending transaction would do (simulated against `head`)."""
+    def evaluate_simulation(self, pending: PendingLike, simulation: Simulation, head: BlockObservation,
+                            judges: Sequence[SimulationJudge] | None = None) -> EngineResult:
+        """The simulate policies (or `judges`, one stage's) on what a pending transaction would do (simulated
+        against `head`)."""
         result = EngineResult()
-        for judge in self._simulation_judges:
+        for judge in self._simulation_judges if judges is None else judges:
             self._collect(result, judge, head.number,
                           lambda j=judge: j.observe_simulation(pending.raw, simulation, head))
         return result

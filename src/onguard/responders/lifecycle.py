@@ -111,6 +111,7 @@ class Campaign:
     public_sent: bool = False
     decided_at: float = field(default_factory=time.perf_counter)  # when the campaign was started (decided)
     after_sent: list[Callable[[], None]] = field(default_factory=list)  # bookkeeping waiting for the broadcast
+    on_wire: bool = False            # its first transaction's broadcast returned (or it ended without one)
 
 
 class NotInEffect(Exception):
@@ -138,6 +139,7 @@ class ResponseLifecycle:
         self._private = [Rpc(e.url, request_timeout=timeout) for e in config.response.endpoints if e.private]
         self._public = [Rpc(e.url, request_timeout=timeout) for e in config.response.endpoints if not e.private]
         self._campaigns: dict[str, Campaign] = {}
+        self._quiet_waiters: list[asyncio.Future[None]] = []  # until_sent() callers, woken once nothing is sending
         self.failures = 0   # campaigns that ended without the action in effect, since start
         self._nothing_to_settle: set[tuple[str, int | None, frozenset[str]]] = set()
         self._next_nonce: int | None = None
@@ -158,8 +160,23 @@ class ResponseLifecycle:
         return action in self._campaigns
 
     def sending(self) -> bool:
-        """A response is under way and not on the wire yet (notifications hold their deliveries meanwhile)."""
-        return any(not campaign.hashes for campaign in self._campaigns.values())
+        """A response is under way and not on the wire yet (notifications and the self-defence's simulations hold
+        meanwhile)."""
+        return any(not campaign.on_wire for campaign in self._campaigns.values())
+
+    async def until_sent(self, timeout: float) -> None:
+        """Waits until no response is being priced, signed or sent (sending() is False), at most `timeout` s."""
+        if timeout <= 0 or not self.sending():
+            return
+        quiet: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._quiet_waiters.append(quiet)
+        try:
+            await asyncio.wait_for(quiet, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if quiet in self._quiet_waiters:
+                self._quiet_waiters.remove(quiet)
 
     def knows(self, action: str) -> bool:
         return action in self._prepared
@@ -292,12 +309,18 @@ class ResponseLifecycle:
         wait for the pause, never the other way round."""
         for action in actions:
             campaign = self._campaigns.get(action)
-            if campaign is not None and not campaign.hashes:
+            if campaign is not None and not campaign.on_wire:
                 campaign.after_sent.append(bookkeeping)
                 return
         bookkeeping()
 
     def _run_after_sent(self, campaign: Campaign) -> None:
+        campaign.on_wire = True
+        if self._quiet_waiters and not self.sending():
+            waiters, self._quiet_waiters = self._quiet_waiters, []
+            for quiet in waiters:
+                if not quiet.done():
+                    quiet.set_result(None)
         waiting, campaign.after_sent = campaign.after_sent, []
         for bookkeeping in waiting:
             try:
