@@ -62,6 +62,11 @@ def test_the_next_leader_delivers_what_the_killed_leader_left_and_each_event_has
             wait_for(lambda: is_paused(w3, world), "the vault is paused", group)
             refused = wait_for(lambda: [r.json() for r in receiver.refused if r.json()["kind"] == "incident_opened"],
                                "the leader tried to deliver the opening", group)
+            # The opening, the pause's outcome and the incident's status change are recorded, none delivered: then
+            # the leader dies. (A notice published in the very instant before a SIGKILL, not yet recorded, is lost
+            # with its replica: see the README's limits.)
+            wait_for(lambda: {"incident_opened", "response_outcome", "incident_status"} <= {
+                kind for (kind,) in rows(replica_database, "SELECT kind FROM notices")}, "the notices recorded", group)
             leader.kill()
             receiver.refusing = False
 

@@ -17,7 +17,7 @@ from typing import Any
 from onguard.incidents.store import IncidentStore
 from onguard.ops.channels import Channel
 from onguard.ops.notice import Notice, notice_document, notice_from_document
-from onguard.ops.notify import Notifier
+from onguard.ops.notify import DEFAULT_STOP_TIMEOUT, Notifier
 from onguard.ops.settings import Route
 from onguard.store.database import WRITE_REFUSED
 from onguard.store.outbox import DeliveryStatus, Outbox
@@ -76,7 +76,8 @@ class DurableNotifier(Notifier):
         self._left = 0  # deliveries left pending when the notifier stopped
 
     def publish(self, notice: Notice) -> None:
-        """Keeps the notice for recording just after the caller yields. Never awaits, never does I/O."""
+        """Keeps the notice for recording just after the caller yields: never awaits, never does I/O (except once
+        the notifier has stopped: the daemon is shutting down, so it is recorded at once)."""
         channels = self.channels_for(notice)
         if not channels:
             return
@@ -104,7 +105,7 @@ class DurableNotifier(Notifier):
         self._take()
         await super().flush()
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         """Records what was published; the leader delivers what is pending for up to `timeout` seconds. What is
         left stays pending in the outbox: the next leader, or the next start, delivers it."""
         self._stopped = True
