@@ -156,6 +156,55 @@ def test_anvil_reorg_dropping_the_pause_block_is_answered_by_sending_it_again(ch
     asyncio.run(scenario())
 
 
+def test_an_orphaned_response_joins_the_pause_a_new_trip_already_started(chain, guardian_config):
+    """The losing order of the test above, forced: the second trip's campaign is under way (held before its send)
+    when the reconciler finds the first incident's pause orphaned. The first incident joins that campaign, so the
+    one live pause is recorded for both as soon as it is mined — no later poll needed (none comes without a block)."""
+    w3, world = chain.w3, chain.world
+
+    async def scenario() -> None:
+        guardian = await started(guardian_config)
+        try:
+            chain.mine(1)  # anvil reorganises only blocks mined after the fork point
+            drains = [drain_slice(w3, world, ALICE, tokens(100_000))["transactionHash"].to_0x_hex()
+                      for _ in range(3)]
+            (decision,) = await guardian.step()
+            await guardian.drain_responses()
+            first_incident = decision.incident.id
+            (first,) = guardian.store.responses(first_incident)
+            rpc(w3, "anvil_reorg", 1, [])
+            assert not is_paused(w3, world) and _receipt_gone(w3, first.tx_hash)
+            rpc(w3, "evm_increaseTime", 3600)  # the module's and the policy's cooldowns end (see the test above)
+            chain.mine(1)
+            # The send lock is held through the step: the new trip's campaign starts but cannot send before the
+            # reconciler has compared the chain (and found the first pause orphaned).
+            async with guardian.responder._send_lock:
+                (second,) = [d for d in await guardian.step() if d.opened]  # the cooldown is over: a new incident
+                (orphaned,) = guardian.store.responses(first_incident)
+                assert orphaned.status == ResponseStatus.ORPHANED and guardian.responder.in_flight(orphaned.action)
+            await guardian.drain_responses()
+            # No step since: the campaign itself recorded its end for the first incident too (mined, or reverted on
+            # the state anvil_reorg leaves behind, see the test above).
+            (joined,), (own,) = (guardian.store.responses(i) for i in (first_incident, second.incident.id))
+            assert joined.status == own.status != ResponseStatus.ORPHANED and joined.tx_hash == own.tx_hash
+
+            def recorded() -> bool:
+                (response,) = guardian.store.responses(first_incident)
+                return response.status == ResponseStatus.MINED and response.orphaned == 1
+
+            await until(lambda: is_paused(w3, world) and recorded(), "paused again, and recorded", step=guardian.step)
+            await guardian.drain_responses()
+            (response,) = guardian.store.responses(first_incident)
+            assert response.outcome == Outcome.ORPHANED_RESENT and response.tx_hash != first.tx_hash
+            assert sorted(response.outcome_detail["harm_before"]) == sorted(drains)
+            assert all(r.tx_hash == response.tx_hash for i in guardian.store.incidents()
+                       for r in guardian.store.responses(i.id))  # every incident names the one live pause
+        finally:
+            await guardian.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_reorg_fourteen_blocks_deep_re_including_the_drain_and_not_the_pause_is_answered(chain, guardian_config):
     """The issue's case: the daemon had read and committed the pause's block and ten more; a reorganisation 14
     blocks deep brings a chain with the same three drain slices and no pause. The block source walks back to the

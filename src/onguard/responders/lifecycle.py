@@ -159,6 +159,11 @@ class ResponseLifecycle:
     def in_flight(self, action: str) -> bool:
         return action in self._campaigns
 
+    def serves(self, action: str) -> frozenset[int]:
+        """The incidents the campaign under way for `action` records its outcome for (none when none is)."""
+        campaign = self._campaigns.get(action)
+        return frozenset(campaign.incidents) if campaign is not None else frozenset()
+
     def sending(self) -> bool:
         """A response is under way and not on the wire yet (notifications and the self-defence's simulations hold
         meanwhile)."""

@@ -150,6 +150,8 @@ class Reconciler:
                          retry_at=retry.at if retry else None, now=time.monotonic())
         if step == Step.HOLDS:
             self._retries.pop(action, None)
+        if step == Step.UNDER_WAY:
+            await self._join(action, wanting, responses)
         if step != Step.ACT:
             return
         wanting = await self._gate.acting_for(action, wanting, responses)
@@ -163,6 +165,19 @@ class Reconciler:
         self._log.warning("an action does not hold on chain: putting it in effect", action=action,
                           incidents=[i.id for i in wanting], retry=failed or None)
         for incident in wanting:
+            self._lifecycle.respond(incident.id, action)
+
+    async def _join(self, action: str, wanting: list[Incident], responses: dict[int, list[ResponseRecord]]) -> None:
+        """A campaign is out for the action: an incident whose response for it is not in effect (orphaned by a
+        reorganisation found meanwhile, failed) joins it, so that the campaign records what the chain shows for it
+        too. Left out, it would wait for a poll after the campaign ended, and none comes while no block does."""
+        served = self._lifecycle.serves(action)
+        stale = [i for i in wanting if i.id not in served and any(
+            r.action == action and r.status not in IN_EFFECT and self._gate.mine(r) for r in responses[i.id])]
+        joining = await self._gate.acting_for(action, stale, responses) if stale else []
+        if not self._lifecycle.in_flight(action):
+            return  # ended while the claims were read: the next poll settles them from the chain
+        for incident in joining:
             self._lifecycle.respond(incident.id, action)
 
     async def _reverify(self, responses: dict[int, list[ResponseRecord]], rewound_to: int,
