@@ -18,10 +18,10 @@ from eth_utils import (
     collapse_if_tuple,
     event_abi_to_log_topic,
     function_abi_to_4byte_selector,
-    to_checksum_address,
 )
 from hexbytes import HexBytes
 
+from onguard.chain.checksum import checksum
 from onguard.errors import ConfigError
 
 
@@ -168,7 +168,7 @@ def _normalise(abi_type: Any, value: Any) -> Any:
     if isinstance(abi_type, TupleType):
         return tuple(_normalise(t, v) for t, v in zip(abi_type.components, value, strict=True))
     if abi_type.base == "address":
-        return to_checksum_address(value)
+        return checksum(value)
     if isinstance(value, (bytes, bytearray)):
         return "0x" + bytes(value).hex()
     return value

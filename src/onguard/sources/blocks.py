@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 
+from onguard.chain.checksum import checksum
 from onguard.chain.rpc import Rpc
 from onguard.config import WatchedContract
 from onguard.store.blocklog import BlockLog, BlockRef, Reorg
@@ -227,7 +227,7 @@ def decode_transaction(raw: Any, chain_id: int,
         chain_id=chain_id,
         hash=_hex(raw["hash"]),
         block_number=int(block_number) if block_number is not None else None,
-        sender=to_checksum_address(raw["from"]),
+        sender=checksum(raw["from"]),
         to=contract.address,
         contract=contract.name,
         value=int(raw.get("value", 0)),

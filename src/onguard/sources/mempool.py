@@ -45,17 +45,16 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
 import websockets
-from eth_hash.auto import keccak
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address
 from hexbytes import HexBytes
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
+from onguard.chain.checksum import checksum, plain_hex_address
 from onguard.chain.rpc import Rpc
 from onguard.config import WatchedContract
 from onguard.errors import ChainError
@@ -93,27 +92,9 @@ PendingHandler = Callable[[PendingTransaction], Awaitable[None]]  # a coroutine 
 
 # ---- normalisation: the node's hex strings to what web3.py returns for a transaction ------------------------
 
-_HEX_DIGITS = frozenset("0123456789abcdef")
-
-
-def _plain_hex_address(value: str) -> bool:
-    return len(value) == 42 and value[:2] in ("0x", "0X") and _HEX_DIGITS.issuperset(value[2:].lower())
-
-
-@lru_cache(maxsize=8192)
-def _checksum(address: str) -> str:
-    """EIP-55, as eth_utils' to_checksum_address computes it, without its validation layers (a tenth of the cost:
-    senders of a flood are mostly new, so the cache alone does not help)."""
-    if not _plain_hex_address(address):
-        return to_checksum_address(address)  # raises, as before, for what is not an address
-    digits = address[2:].lower()
-    digest = keccak(digits.encode()).hex()
-    return "0x" + "".join(c.upper() if d in "89abcdef" else c for c, d in zip(digits, digest, strict=False))
-
-
 def _to(value: Any) -> Any:
-    if isinstance(value, str) and (_plain_hex_address(value) or is_address(value)):
-        return _checksum(value)
+    if isinstance(value, str) and (plain_hex_address(value) or is_address(value)):
+        return checksum(value)
     return value
 
 
@@ -165,8 +146,8 @@ def _formatted(formatters: Mapping[str, Callable[[Any], Any]], item: Any) -> Any
     return {key: formatters[key](value) if key in formatters else value for key, value in item.items()}
 
 
-_ACCESS_ENTRY = {"address": _checksum, "storageKeys": lambda keys: [_storage_key(k) for k in keys]}
-_AUTHORISATION = {"chainId": _int, "address": _checksum, "nonce": _int, "yParity": _int, "r": _int, "s": _int}
+_ACCESS_ENTRY = {"address": checksum, "storageKeys": lambda keys: [_storage_key(k) for k in keys]}
+_AUTHORISATION = {"chainId": _int, "address": checksum, "nonce": _int, "yParity": _int, "r": _int, "s": _int}
 
 _TRANSACTION: dict[str, Callable[[Any], Any]] = {
     "blockHash": _if_not_none(_hexbytes(32)),
@@ -178,7 +159,7 @@ _TRANSACTION: dict[str, Callable[[Any], Any]] = {
     "maxFeePerGas": _int,
     "maxPriorityFeePerGas": _int,
     "value": _int,
-    "from": _checksum,
+    "from": checksum,
     "publicKey": _if_not_none(_hexbytes(64)),
     "r": _if_not_none(_hexbytes(32, variable_length=True)),
     "raw": HexBytes,
