@@ -30,6 +30,7 @@ from onguard.store.settings import PASSWORD_ENV, POSTGRES_SCHEMES, DatabaseSetti
 
 CONNECT_TIMEOUT_S = 5
 RECONNECT_EVERY_S = 1.0
+SQLITE_LOCKED_WAIT_S = 30.0
 # A cut network must fail a statement within seconds, not hang the daemon: unacknowledged data and silent peers.
 TCP_USER_TIMEOUT_MS = 10_000
 KEEPALIVE = dict(keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
@@ -191,7 +192,7 @@ class SqliteDatabase(Database):
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._db = self._connect(exclusive=False)
+                self._db = self._connect_when_unlocked()
             except sqlite3.OperationalError as exc:
                 if not self.path.exists():
                     raise
@@ -204,6 +205,21 @@ class SqliteDatabase(Database):
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the state database ({exc})", file=self.name, field=self.field,
                               hint="point it at a writable path, for a new or an existing onguard database") from None
+
+    def _connect_when_unlocked(self) -> sqlite3.Connection:
+        """Another process or thread creating the file or switching it to WAL holds its lock for a moment, and
+        switching the journal mode does not wait on SQLite's busy handler: wait here instead, bounded (daemons
+        and tools starting together on one file)."""
+        deadline = time.monotonic() + SQLITE_LOCKED_WAIT_S
+        delay = 0.01
+        while True:
+            try:
+                return self._connect(exclusive=False)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     def _connect(self, *, exclusive: bool) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
