@@ -208,6 +208,7 @@ class Guardian:
         if not report.ok:
             raise report.refusal()
         await self.responder.prepare()
+        self.store.rehearse_trip(self.config.chain.chain_id, self.account.address, tuple(self.responder.prepared))
         self.module_path.use_gas_limits(report.gas_limits)
         await self._warm_up()
         self.head = block_observation(await self.rpc.block(await self.rpc.head()), actual)

@@ -311,6 +311,38 @@ def test_open_or_join_opens_with_claims_then_joins_within_the_cooldown(store: In
     assert [e.kind for e in store.timeline(incident.id)] == ["detected", "tripped-again"]
 
 
+def test_rehearsing_a_trip_leaves_nothing_behind(store: IncidentStore) -> None:
+    """The start-up rehearsal of a trip's statements is rolled back: no incident, claim, timeline or audit entry,
+    and the first real incident still gets the first id (SQLite's AUTOINCREMENT counter is rolled back too)."""
+    store.rehearse_trip(31337, "0x" + "11" * 20, ("pause_vault", "trip_breaker"))
+    assert store.incidents() == [] and store.unfinished_responses() == []
+    counts = {table: store.database.scalar(f"SELECT COUNT(*) FROM {table}")
+              for table in ("incidents", "timeline", "responses", "response_txs")}
+    assert counts == dict.fromkeys(counts, 0)
+    incident, opened = open_or_join(store, 1_000)
+    assert opened and [(r.action, r.status) for r in store.responses(incident.id)] == [("pause_vault", "claimed")]
+    if store.database.dialect.value == "sqlite":
+        assert incident.id == 1
+
+
+def test_rehearsing_a_trip_on_a_database_refusing_writes_opens_nothing(db_path: Path) -> None:
+    """Unlike a real trip, the rehearsal keeps nothing in memory when the database refuses it (SQLite only: on
+    PostgreSQL there is no rehearsal)."""
+    store = IncidentStore(db_path)
+    try:
+        incident_id = open_one(store)
+        outage = Outage(store, db_path)
+        outage.begin(incident_id)
+        unsaved = store.unsaved_writes
+        store.rehearse_trip(31337, "0x" + "11" * 20, ("pause_vault",))
+        assert store.unsaved_writes == unsaved
+        outage.end()
+        assert store.flush()
+        assert [i.id for i in store.incidents()] == [incident_id]
+    finally:
+        store.close()
+
+
 def test_a_resolved_incident_is_never_joined(store: IncidentStore) -> None:
     incident, _ = open_or_join(store, 1_000)
     store.set_status(incident.id, IncidentStatus.RESOLVED, actor="alice", reason="owners unpaused after the fix")

@@ -221,6 +221,34 @@ class IncidentStore:
         self._unsaved_incidents[incident_id] = incident
         return incident, True
 
+    def rehearse_trip(self, chain_id: int, sender: str, actions: Sequence[str]) -> None:
+        """Runs the statements a trip runs before its pause is sent — opening an incident (open_or_join's
+        statements, the claims, the read back) and reading the response transactions stored for each action — once,
+        in a transaction rolled back at its end, so nothing of it stays. SQLite compiles a statement the first time a
+        connection runs it, and the first trip of a daemon is the one that matters: measured, the first
+        open_or_join on a new connection took p50 1.03 ms, the following ones 0.49 ms — the difference came
+        straight off the first pause. Not on PostgreSQL, where a rolled-back insert still spends a sequence value
+        (and a statement's round trip dwarfs its compilation). A database refusing the write is left for the real
+        trip to meet (and keep in memory)."""
+        if self.database.dialect != Dialect.SQLITE:
+            return
+        try:
+            with self.database.transaction():
+                incident_id, _ = self._incidents.open_or_join(
+                    cooldown=0, seen={}, chain_id=chain_id, policy_id=_REHEARSAL_POLICY, severity="info",
+                    title="rehearsal", dry_run=False, block=0, block_time=0, evidence={},
+                    status=IncidentStatus.OPEN)
+                for action in actions:
+                    self._responses.claim(incident_id, action, self.claimant)
+                    self._responses.txs(sender, action)
+                self._incidents.get(incident_id)
+                raise _Rehearsed
+        except _Rehearsed:
+            pass
+        except WRITE_REFUSED as exc:
+            self._log.warning("could not rehearse opening an incident: the database refuses writes",
+                              error=str(exc).strip())
+
     def _save_opened(self, provisional: int, actions: tuple[str, ...], fields: Mapping[str, Any], *,
                      cooldown: float, seen: Mapping[str, Any]) -> None:
         with self.database.transaction():
@@ -371,4 +399,9 @@ class IncidentStore:
 
 
 INCIDENT_STATUS_AUDIT_KIND = "incident-status"
+_REHEARSAL_POLICY = "onguard:rehearsal"  # never stays in the database: see IncidentStore.rehearse_trip
+
+
+class _Rehearsed(Exception):
+    """Rolls a rehearsal's transaction back."""
 _LADDER_KEY = "signed-ladder:"
