@@ -106,6 +106,54 @@ def test_a_reorg_that_orphans_the_pause_is_answered_by_sending_it_again(chain, g
     asyncio.run(scenario())
 
 
+def test_an_orphaned_pause_whose_action_another_hand_put_in_effect_is_recorded_as_already_done(
+        chain, guardian_config):
+    """A reorganisation drops the guardian's pause, and on the new chain the Safe itself paused the vault: nothing
+    is sent again, and the response says what the chain shows (already done), not "orphaned, being sent again"."""
+    w3, world = chain.w3, chain.world
+
+    async def scenario() -> None:
+        guardian = await started(guardian_config)
+        try:
+            start = w3.eth.block_number
+            snapshot = rpc(w3, "evm_snapshot")
+            for _ in range(3):
+                drain_slice(w3, world, ALICE, tokens(100_000))
+            (decision,) = await guardian.step()
+            await guardian.drain_responses()
+            incident_id = decision.incident.id
+            (first,) = guardian.store.responses(incident_id)
+            assert first.status == ResponseStatus.MINED and is_paused(w3, world)
+
+            rpc(w3, "evm_revert", snapshot)  # the new chain: the drain again, and the owners' own pause
+            for _ in range(3):
+                drain_slice(w3, world, ALICE, tokens(100_000))
+            rpc(w3, "anvil_impersonateAccount", world.safe)
+            rpc(w3, "anvil_setBalance", world.safe, hex(10**18))
+            owners_pause = contract(w3, "Vault", world.vault).functions.pause().transact({"from": world.safe})
+            rpc(w3, "anvil_stopImpersonatingAccount", world.safe)
+            chain.mine(2)
+            assert is_paused(w3, world) and _receipt_gone(w3, first.tx_hash)
+
+            def recorded() -> bool:
+                (response,) = guardian.store.responses(incident_id)
+                return response.status == ResponseStatus.ALREADY_DONE
+
+            await until(recorded, "the orphaned response recorded as already done", step=guardian.step)
+            await guardian.drain_responses()
+            (response,) = guardian.store.responses(incident_id)
+            assert response.orphaned == 1
+            assert guardian.store.incident(incident_id).status == IncidentStatus.SAFE
+            kinds = [e.kind for e in guardian.store.timeline(incident_id)]
+            assert kinds.index("response-orphaned") < kinds.index("response-already-done")
+            assert effective_pauses(w3, world, start) == []  # nothing of the guardian's was sent again
+            assert w3.eth.get_transaction_receipt(owners_pause)["status"] == 1
+        finally:
+            await guardian.close()
+
+    asyncio.run(scenario())
+
+
 def test_anvil_reorg_dropping_the_pause_block_is_answered_by_sending_it_again(chain, guardian_config):
     w3, world = chain.w3, chain.world
 

@@ -378,9 +378,11 @@ class ResponseLifecycle:
         of ours needed."""
         if action in self._campaigns:
             return
-        # The hash each response recorded when it was sent: among replicas, perhaps another's (one that died).
+        # The hash each response recorded when it was sent (or last mined, before a reorganisation orphaned it):
+        # among replicas, perhaps another's (one that died).
         recorded = {r.tx_hash for i in incident_ids for r in self._store.responses(i)
-                    if r.action == action and r.status == ResponseStatus.SENT and r.tx_hash}
+                    if r.action == action and r.status in (ResponseStatus.SENT, ResponseStatus.ORPHANED)
+                    and r.tx_hash}
         stored = self._store.response_txs(self._account.address, action)
         nonce = stored[-1].nonce if stored else None
         settled_key = (action, nonce, frozenset(recorded))
@@ -396,8 +398,11 @@ class ResponseLifecycle:
                                   tx_hash=tx_hash, incidents=list(incident_ids))
                 await self._settle(campaign, receipt)
                 return
+        # None of ours is mined (each hash was looked up above), yet the action holds: another hand put it in
+        # effect. Claimed, or orphaned by a reorganisation, the response is already done: the record says what
+        # the chain shows, not "being sent again".
         for incident_id in incident_ids:
-            if any(r.action == action and r.status == ResponseStatus.CLAIMED
+            if any(r.action == action and r.status in (ResponseStatus.CLAIMED, ResponseStatus.ORPHANED)
                    for r in self._store.responses(incident_id)):
                 self._store.update_response(incident_id, action, ResponseStatus.ALREADY_DONE)
         if nonce is None or nonce < await self._rpc.nonce(self._account.address, "latest"):
