@@ -34,7 +34,6 @@ from onguard.demo.flood import prepare_flood, send_raw
 from onguard.demo.world import Roles, build_world, contract, dev_account, write_config
 from onguard.log import configure_logging
 from onguard.runtime import Guardian, freeze_start_up_objects
-from onguard.sources.mempool import MempoolSource
 from onguard.sources.triage import PendingCounters, PendingQueue, Triage
 
 KEY_ENV = "ONGUARD_BENCH_GUARDIAN_KEY"
@@ -73,8 +72,8 @@ async def trial(config_path: Path, w3: Web3, world, rpc_url: str, flood) -> dict
         await guardian.step()
         freeze_start_up_objects()  # as `onguard run` does once started
         w3.provider.make_request("evm_setAutomine", [False])
-        source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id, config.contracts,
-                               ignore_senders=[guardian.account.address])
+        source = guardian.mempool_source()  # the source `onguard run` follows the pool with
+        assert source is not None
         listening = asyncio.create_task(source.run(guardian.on_pending, stop))
         while not source.live:
             await asyncio.sleep(0.01)

@@ -32,7 +32,6 @@ from onguard.demo.world import Roles, build_world, contract, dev_account, write_
 from onguard.incidents.store import ResponseStatus
 from onguard.log import configure_logging
 from onguard.runtime import Guardian, freeze_start_up_objects
-from onguard.sources.mempool import MempoolSource
 
 KEY_ENV = "ONGUARD_BENCH_GUARDIAN_KEY"
 POLICY = """id = "vault-cash-guard"
@@ -62,8 +61,8 @@ async def trial(config_path: Path, w3: Web3, world) -> tuple[dict[str, float], b
         await guardian.step()
         freeze_start_up_objects()  # as `onguard run` does once started
         w3.provider.make_request("evm_setAutomine", [False])
-        source = MempoolSource(config.mempool.ws_url, config.chain.rpc_url, config.chain.chain_id, config.contracts,
-                               ignore_senders=[guardian.account.address])
+        source = guardian.mempool_source()  # the source `onguard run` follows the pool with
+        assert source is not None
         listening = asyncio.create_task(source.run(guardian.on_pending, stop))
         while not source.live:
             await asyncio.sleep(0.01)

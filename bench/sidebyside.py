@@ -40,6 +40,9 @@ MAX_DRAINS = 4  # the victim's shares cover four slices of 10%
 COALESCED_MS = 0.3  # less than signing alone takes: the observer's attack stamp came late
 READY_LIMIT = 60.0  # seconds a contender may take to start (a bound so a broken one fails, not a timing)
 CONTENDERS = ("onguard-call", "onguard-simulate", "bare")
+# The same daemons with their simulations and the pause sent over WebSockets to the node (as the bare script sends
+# its pause), where the defaults use HTTP: `--contenders onguard-call-ws,onguard-simulate-ws,bare`.
+OVER_WEBSOCKETS = ("onguard-call-ws", "onguard-simulate-ws")
 NO_GUARDIAN = "none"  # the control (--contenders none): the drain runs its course, showing what is at stake
 POLICIES = {
     "onguard-call": """id = "redeem-for-only-by-the-safe"
@@ -112,9 +115,12 @@ def start_contender(name: str, world: World, folder: Path, ws_url: str) -> subpr
     else:
         policies = folder / "policies"
         policies.mkdir(exist_ok=True)
-        (policies / "bench.toml").write_text(POLICIES[name].replace("{safe}", world.safe))
+        (policies / "bench.toml").write_text(POLICIES[name.removesuffix("-ws")].replace("{safe}", world.safe))
         (policies / "vault-drain.toml").write_text((ROOT / "policies" / "vault-drain.toml").read_text())
         config = write_config(world, folder, key_env=KEY_ENV, policies_dir=policies, mempool_ws=ws_url)
+        if name in OVER_WEBSOCKETS:  # [mempool] is the file's last table: the key lands in it
+            config.write_text(config.read_text() + f'simulation_urls = ["{ws_url}"]\n\n'
+                              f'[[response.endpoints]]\nurl = "{ws_url}"\nprivate = false\n')
         args = [str(ROOT / ".venv" / "bin" / "onguard"), "run", "--config", str(config)]
     with open(folder / f"{name}.log", "w") as log:  # the process writes to its own copy of the descriptor
         return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
@@ -175,7 +181,7 @@ def run_trial(name: str, world: World, dump: str, folder: Path, rng: random.Rand
         contender = start_contender(name, world, folder, node.ws_url)
         try:
             wait_ready(contender, folder / f"{name}.log",
-                       "following pending transactions" if name in POLICIES else "ready")
+                       "following pending transactions" if name.removesuffix("-ws") in POLICIES else "ready")
             cash = contract(w3, "TestToken", world.asset).functions.balanceOf(world.vault)
             before = cash.call()
             drains, offset_ms, sent_at = attack(w3, world, rng)
@@ -241,7 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10, help="trials per contender (default 10)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS),
-                        help="comma-separated, of " + ", ".join((*CONTENDERS, NO_GUARDIAN)))
+                        help="comma-separated, of " + ", ".join((*CONTENDERS, *OVER_WEBSOCKETS, NO_GUARDIAN)))
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     contenders = tuple(args.contenders.split(","))

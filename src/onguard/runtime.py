@@ -577,7 +577,8 @@ class Guardian:
             self._log.info("mempool source started for block-path pricing only: no call or simulate policy judges "
                            "pending transactions")
         return MempoolSource(self.config.mempool.ws_url, self.rpc, self.config.chain.chain_id,
-                             self.config.contracts, ignore_senders=[self.account.address])
+                             self.config.contracts, ignore_senders=[self.account.address],
+                             yield_each_while=self.responder.sending)
 
     def _record_failures(self, failures: list[EvaluationFailure]) -> None:
         for failure in failures:

@@ -348,6 +348,44 @@ def test_each_hash_is_delivered_once_across_reconnects_and_bare_hashes_are_fetch
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("sending", [False, True])
+def test_while_a_pause_is_being_sent_the_reader_lets_other_tasks_run_after_every_message(sending: bool) -> None:
+    """A burst of 200 notifications already buffered: read in runs of up to YIELD_EVERY between two turns of
+    another task — unless `yield_each_while` says a pause is being sent, when every message gives the loop away
+    (each step of the send would otherwise wait behind a run). The run without it shows the burst was buffered."""
+    burst = [fake_transaction(n) for n in range(1, 201)]
+
+    async def scenario() -> tuple[list[int], int]:
+        delivered: list[PendingTransaction] = []
+        turns: list[int] = []  # deliveries so far, at each turn of the other task
+
+        def on_pending(pending: PendingTransaction) -> asyncio.Future[None]:
+            delivered.append(pending)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+        async def other_task() -> None:
+            while len(delivered) < len(burst):
+                turns.append(len(delivered))
+                await asyncio.sleep(0)
+
+        async with FakeNode(sessions=[burst]) as fake:
+            source = MempoolSource(fake.ws_url, fake.rpc_url, CHAIN_ID, {}, yield_each_while=lambda: sending,
+                                   **FAST)
+            async with running(source, on_pending):
+                await asyncio.wait_for(other_task(), SAFETY)
+        runs = [later - earlier for earlier, later in zip(turns, turns[1:], strict=False)]
+        return runs, len(delivered)
+
+    runs, count = asyncio.run(scenario())
+    assert count == len(burst)
+    if sending:
+        assert max(runs) <= 1
+    else:
+        assert max(runs) > 1
+
+
 # ---- the fallbacks --------------------------------------------------------------------------------------------
 
 def test_without_a_websocket_url_it_polls_a_filter(node: AnvilNode, accounts: list[str]) -> None:

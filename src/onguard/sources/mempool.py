@@ -250,7 +250,10 @@ class MempoolSource:
 
     def __init__(self, ws_url: str | None, rpc: Rpc | str, chain_id: int, contracts: Mapping[str, WatchedContract], *,
                  poll_interval: float = 0.2, reconnect_delay: float = 0.5, max_reconnect_delay: float = 10.0,
-                 ignore_senders: Iterable[str] = ()) -> None:
+                 ignore_senders: Iterable[str] = (), yield_each_while: Callable[[], bool] | None = None) -> None:
+        """`yield_each_while`: while it answers True (the guardian's pause being sent), the reader lets other
+        tasks run after every message rather than every YIELD_EVERY: under a flood, each step of the send (the
+        request written, the answer read) otherwise waits behind up to YIELD_EVERY messages being read."""
         self._ws_url = ws_url
         # A URL (tests, the CLI) gets a one-endpoint Rpc of its own; the daemon passes its transport's.
         self._owns_rpc = isinstance(rpc, str)
@@ -261,6 +264,7 @@ class MempoolSource:
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max(max_reconnect_delay, reconnect_delay)
         self._ignore = frozenset(address.lower() for address in ignore_senders)
+        self._yield_each_while = yield_each_while or (lambda: False)
         self._seen = RecentHashes()
         self._mode = SUBSCRIPTION if ws_url is not None else FILTER
         self._live = False
@@ -393,7 +397,7 @@ class MempoolSource:
         """The hot loop: read, timestamp, hand over. Raises ConnectionClosed when the socket goes."""
         unyielded = 0
         while True:
-            if unyielded >= YIELD_EVERY:
+            if unyielded >= YIELD_EVERY or (unyielded and self._yield_each_while()):
                 # recv() does not give the loop away while messages are buffered: under a flood the handlers'
                 # work (a pause to send) would wait for the whole backlog to be read.
                 await asyncio.sleep(0)
