@@ -6,7 +6,9 @@ objects) that stamps every pending transaction as it arrives. The attacker drain
 block through its flawed redeemFor (real transactions, mined by the interval miner) until the drain reverts or four
 blocks have passed; the first drain is sent at a random point of a block. Per trial: attack pending → pause pending
 on the observer's clock, whether the pause was mined before the attack in the attack's block, the vault's loss.
-Contenders alternate trial by trial, so load on the machine falls on all of them alike.
+Contenders alternate trial by trial, so load on the machine falls on all of them alike. The `-ws` contenders are
+the same daemons configured to simulate and send over WebSockets to the node (`simulation_urls` and
+`[[response.endpoints]]` at its ws:// URL), as the bare script sends its pause; the default ones use HTTP.
 
 Run: .venv/bin/python bench/sidebyside.py [--trials 10]
 (`observe WS_URL` is the observer process: one JSON line per pending transaction, after a "ready" line.)
