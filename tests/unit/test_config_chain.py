@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from onguard.config import load_config
-from onguard.errors import ConfigError
+from onguard.errors import ChainError, ConfigError
+from onguard.safe.chain import SafeOnChain
 
 WriteToml = Callable[..., Path]
 
@@ -80,6 +81,17 @@ def test_every_endpoint_field_takes_a_websocket_url(write_toml: WriteToml, confi
     assert config.mempool.simulation_urls == ("ws://10.0.0.2:8545", "https://sim.example/key")
     assert [(e.url, e.private) for e in config.response.endpoints] == [("wss://relay.example/key", True),
                                                                         ("ws://127.0.0.1:8545", False)]
+
+
+def test_with_only_websocket_read_endpoints_the_clis_safe_client_asks_for_an_http_one(
+        write_toml: WriteToml, config_data: dict[str, Any]) -> None:
+    config_data["chain"].update(rpc_url="ws://127.0.0.1:8545", rpc_urls=["wss://b.example/key"])
+    config = load_config(write_toml(config_data))
+    assert config.chain.http_url is None
+    with pytest.raises(ChainError) as caught:
+        SafeOnChain(config.chain.http_url, config.safe.address)
+    assert "no read endpoint is an http(s) URL" in caught.value.message
+    assert caught.value.hint and "chain.rpc_urls" in caught.value.hint
 
 
 def test_a_send_endpoint_with_a_bad_scheme_is_refused(write_toml: WriteToml, config_data: dict[str, Any]) -> None:

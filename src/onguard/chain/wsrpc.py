@@ -91,6 +91,8 @@ class _Link:
         finally:
             for i in ids:
                 self.waiting.pop(i, None)  # answered, failed or given up: a late answer finds no one and is dropped
+            if future.done() and not future.cancelled():
+                future.exception()  # seen: the reader may have failed it while the send was failing too
 
     async def close(self) -> None:
         await self.ws.close()
