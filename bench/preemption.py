@@ -8,7 +8,10 @@ signed: the pre-signed rung picked, or the pause signed when no rung fits; broad
 it lost its time; the load average is
 printed before and after (the machine is shared: read the figures with it).
 
-Run: .venv/bin/python bench/preemption.py [--trials 200]
+With `--ws` every JSON-RPC endpoint of the guardian is the node's ws:// URL (the read endpoint, the simulation
+endpoint and the one send endpoint: calls over kept-open WebSockets) instead of its http:// URL.
+
+Run: .venv/bin/python bench/preemption.py [--trials 200] [--ws]
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ async def trial(config_path: Path, w3: Web3, world) -> tuple[dict[str, float], b
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--ws", action="store_true", help="read, simulate and send over ws:// instead of http://")
     args = parser.parse_args()
     configure_logging("console", "critical")
     os.environ[KEY_ENV] = dev_account(Roles.GUARDIAN).key.to_0x_hex()
@@ -116,7 +120,12 @@ def main() -> None:
         for number in range(args.trials):
             snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
             config = write_config(world, Path(folder) / str(number), key_env=KEY_ENV, policies_dir=policies)
-            config.write_text(config.read_text() + f'\n[mempool]\nenabled = true\nws_url = "{node.ws_url}"\n')
+            text = config.read_text() + f'\n[mempool]\nenabled = true\nws_url = "{node.ws_url}"\n'
+            if args.ws:
+                text = text.replace(f'rpc_url = "{node.rpc_url}"', f'rpc_url = "{node.ws_url}"') + (
+                    f'simulation_urls = ["{node.ws_url}"]\n\n[[response.endpoints]]\nurl = "{node.ws_url}"\n')
+                assert f'rpc_url = "{node.ws_url}"' in text, "the config's read endpoint is still http://"
+            config.write_text(text)
             stages, first = asyncio.run(trial(config, w3, world))
             runs.append(stages)
             firsts += first
@@ -125,7 +134,8 @@ def main() -> None:
                 print(f"  {number + 1}/{args.trials} trials", file=sys.stderr)
         load_after = os.getloadavg()
     latencies = sorted(run["broadcast_ms"] for run in runs)
-    print(f"pending tx read off the socket -> signed pause accepted by the node, {len(latencies)} trials: "
+    print(f"endpoints over {'ws' if args.ws else 'http'}: "
+          f"pending tx read off the socket -> signed pause accepted by the node, {len(latencies)} trials: "
           f"p50 {statistics.median(latencies):.1f} ms, p90 {percentile(latencies, 0.90):.1f} ms, "
           f"p99 {percentile(latencies, 0.99):.1f} ms, max {latencies[-1]:.1f} ms "
           f"(slowest three: {', '.join(f'{x:.1f}' for x in latencies[-3:])}); "

@@ -50,6 +50,12 @@ class ChainSettings:
         """Every read endpoint, in failover order."""
         return (self.rpc_url, *self.rpc_urls)
 
+    @property
+    def http_url(self) -> str | None:
+        """The first read endpoint over HTTP(S), for clients that speak only HTTP (the CLI's Safe reads through
+        safe-eth-py); None when every read endpoint is a WebSocket."""
+        return next((url for url in self.read_urls if url.startswith(("http://", "https://"))), None)
+
 
 @dataclass(frozen=True, slots=True)
 class SafeSettings:
@@ -202,9 +208,9 @@ REQUESTS_PER_SECOND_RANGE = (1, 100_000)
 
 
 def _chain(table: Table) -> ChainSettings:
-    rpc_url = _http_url(table, "rpc_url", table.get("rpc_url", str))
+    rpc_url = _rpc_url(table, "rpc_url", table.get("rpc_url", str))
     extra = table.get("rpc_urls", list, default=[])
-    rpc_urls = tuple(_http_url(table, "rpc_urls", url) for url in extra)
+    rpc_urls = tuple(_rpc_url(table, "rpc_urls", url) for url in extra)
     if len({rpc_url, *rpc_urls}) != 1 + len(rpc_urls):
         raise table.fail("rpc_urls", "lists an endpoint twice (or repeats rpc_url)",
                          "each read endpoint once: rpc_url is the first, rpc_urls the ones tried after it")
@@ -233,10 +239,14 @@ def _chain(table: Table) -> ChainSettings:
     return settings
 
 
-def _http_url(table: Table, key: str, url: object) -> str:
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise table.fail(key, f"{url!r} is not an http(s) URL",
-                         "JSON-RPC reads go over HTTP(S): give the node's http:// or https:// endpoint")
+RPC_SCHEMES = ("http://", "https://", "ws://", "wss://")  # JSON-RPC over HTTP(S), or over a kept-open WebSocket
+
+
+def _rpc_url(table: Table, key: str, url: object) -> str:
+    if not isinstance(url, str) or not url.startswith(RPC_SCHEMES):
+        raise table.fail(key, f"{url!r} is not an http(s) or ws(s) URL",
+                         "give the node's JSON-RPC endpoint: http:// or https://, or ws:// or wss:// to keep one "
+                         "WebSocket open to it (faster per call)")
     return url
 
 
@@ -460,9 +470,7 @@ def _endpoints(table: Table, rpc_url: str) -> tuple[Endpoint, ...]:
             raise table.fail("endpoints", f"entry {index} is not a table",
                              "write [[response.endpoints]] tables with url and private")
         item = Table(entry, file=table.file, prefix=f"response.endpoints[{index}]", error=ConfigError)
-        url = item.get("url", str)
-        if not url.startswith(("http://", "https://")):
-            raise item.fail("url", f"{url!r} is not an http(s) URL")
+        url = _rpc_url(item, "url", item.get("url", str))
         endpoints.append(Endpoint(url=url, private=item.get("private", bool, default=False)))
         item.finish()
     if not endpoints:
@@ -474,7 +482,7 @@ def _simulation_urls(table: Table) -> tuple[str, ...]:
     """The endpoints simulation batches are spread over, each once (they must serve eth_simulateV1)."""
     listed = table.get("simulation_urls", list, default=[],
                        hint='a list of nodes that serve eth_simulateV1, e.g. ["http://10.0.0.2:8545"]')
-    urls = tuple(_http_url(table, "simulation_urls", url) for url in listed)
+    urls = tuple(_rpc_url(table, "simulation_urls", url) for url in listed)
     if len(set(urls)) != len(urls):
         raise table.fail("simulation_urls", "lists an endpoint twice",
                          "each simulation endpoint once: batches are spread over distinct nodes")

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from onguard.config import load_config
-from onguard.errors import ConfigError
+from onguard.errors import ChainError, ConfigError
+from onguard.safe.chain import SafeOnChain
 
 WriteToml = Callable[..., Path]
 
@@ -68,8 +69,42 @@ def test_numbers_outside_their_range_are_refused(write_toml: WriteToml, config_d
     assert error.exit_code == 2
 
 
+def test_every_endpoint_field_takes_a_websocket_url(write_toml: WriteToml, config_data: dict[str, Any]) -> None:
+    """ws:// and wss:// go wherever http(s) does: the transport keeps one WebSocket open to each."""
+    config_data["chain"].update(rpc_url="ws://127.0.0.1:8545", rpc_urls=["wss://b.example/key", "http://c:8545"])
+    config_data["mempool"] = {"simulation_urls": ["ws://10.0.0.2:8545", "https://sim.example/key"]}
+    config_data["response"] = {"endpoints": [{"url": "wss://relay.example/key", "private": True},
+                                             {"url": "ws://127.0.0.1:8545"}]}
+    config = load_config(write_toml(config_data))
+    assert config.chain.read_urls == ("ws://127.0.0.1:8545", "wss://b.example/key", "http://c:8545")
+    assert config.chain.http_url == "http://c:8545"  # the CLI's HTTP-only Safe client reads through this one
+    assert config.mempool.simulation_urls == ("ws://10.0.0.2:8545", "https://sim.example/key")
+    assert [(e.url, e.private) for e in config.response.endpoints] == [("wss://relay.example/key", True),
+                                                                        ("ws://127.0.0.1:8545", False)]
+
+
+def test_with_only_websocket_read_endpoints_the_clis_safe_client_asks_for_an_http_one(
+        write_toml: WriteToml, config_data: dict[str, Any]) -> None:
+    config_data["chain"].update(rpc_url="ws://127.0.0.1:8545", rpc_urls=["wss://b.example/key"])
+    config = load_config(write_toml(config_data))
+    assert config.chain.http_url is None
+    with pytest.raises(ChainError) as caught:
+        SafeOnChain(config.chain.http_url, config.safe.address)
+    assert "no read endpoint is an http(s) URL" in caught.value.message
+    assert caught.value.hint and "chain.rpc_urls" in caught.value.hint
+
+
+def test_a_send_endpoint_with_a_bad_scheme_is_refused(write_toml: WriteToml, config_data: dict[str, Any]) -> None:
+    config_data["response"] = {"endpoints": [{"url": "http://a:1"}, {"url": "udp://relay.example"}]}
+    path = write_toml(config_data)
+    error = load_error(path)
+    assert (error.file, error.field) == (str(path), "response.endpoints[1].url")
+    assert "not an http(s) or ws(s) URL" in str(error)
+    assert error.hint and "wss://" in error.hint
+
+
 @pytest.mark.parametrize(("field", "value", "says"), [
-    ("rpc_urls", ["ws://127.0.0.1:8546"], "not an http(s) URL"),
+    ("rpc_urls", ["ftp://127.0.0.1:8546"], "not an http(s) or ws(s) URL"),
     ("rpc_urls", ["http://127.0.0.1:8545"], "twice"),
     ("rpc_urls", ["http://a:1", "http://a:1"], "twice"),
     ("rpc_urls", "http://a:1", "expected a list"),
@@ -93,7 +128,7 @@ def test_simulation_endpoints_are_read_in_order_and_default_to_none(write_toml: 
 
 
 @pytest.mark.parametrize(("fields", "says"), [
-    ({"simulation_urls": ["ws://127.0.0.1:8546"]}, "not an http(s) URL"),
+    ({"simulation_urls": ["tcp://127.0.0.1:8546"]}, "not an http(s) or ws(s) URL"),
     ({"simulation_urls": ["http://a:1", "http://a:1"]}, "lists an endpoint twice"),
     ({"simulation_urls": "http://a:1"}, "expected a list"),
     ({"simulation_urls": [f"http://a:{port}" for port in range(1, 18)]}, "17 endpoints, more than 16"),

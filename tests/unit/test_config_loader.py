@@ -159,14 +159,14 @@ def test_missing_rpc_url(write_toml: WriteToml, config_data: dict[str, Any]) -> 
     assert "required but missing" in str(error)
 
 
-@pytest.mark.parametrize("url", ["ftp://example.org", "127.0.0.1:8545", "localhost", "ws://127.0.0.1:8546",
-                                 "wss://rpc.example.org/ws"])
+@pytest.mark.parametrize("url", ["ftp://example.org", "127.0.0.1:8545", "localhost", "wsx://127.0.0.1:8546",
+                                 "http:/rpc.example.org"])
 def test_rpc_url_with_a_bad_scheme(write_toml: WriteToml, config_data: dict[str, Any], url: str) -> None:
     config_data["chain"]["rpc_url"] = url
     path = write_toml(config_data)
     error = load_error(path)
     assert_names(error, path, "chain.rpc_url")
-    assert f"{url!r} is not an http(s) URL" in str(error)
+    assert f"{url!r} is not an http(s) or ws(s) URL" in str(error)
     assert error.hint is not None and "http://" in error.hint
 
 

@@ -1,7 +1,10 @@
 """Every JSON-RPC call onguard makes goes through one Transport: endpoints with roles and health, failover across
 the read endpoints (healthy first, a clearly slower one after the others), a deadline around each call, an
 explicit retry policy (nothing below it retries on its own), one throttle per endpoint, simulation batches spread
-over several endpoints at once, and raw transactions sent to several endpoints at once.
+over several endpoints at once, and raw transactions sent to several endpoints at once. An endpoint is asked
+over HTTP(S), or over one persistent WebSocket when its URL is ws:// or wss:// (onguard.chain.wsrpc: opened on first
+use, reopened on the call after a drop, several calls in flight on it): the same deadline, throttle, health and
+faults either way.
 
 Answers are returned as the node sent them (a JSON-RPC response object); `onguard.chain.rpc.Rpc` puts web3's
 result formatting on top. An endpoint that gives no usable answer (no connection, no answer before the
@@ -38,6 +41,7 @@ from asyncio_throttle import Throttler
 from hexbytes import HexBytes
 from web3.providers.async_base import AsyncJSONBaseProvider
 
+from onguard.chain.wsrpc import WebSocketFault, WebSocketRpc
 from onguard.errors import ChainError, ChainUnavailable, SimulationUnsupported
 from onguard.log import get_logger
 
@@ -161,6 +165,7 @@ class _Endpoint:
         self.role = spec.role
         self.index = index
         self.label = endpoint_label(spec.url, spec.role, index)
+        self.over_socket = urlsplit(spec.url).scheme in ("ws", "wss")
         self.throttler = Throttler(rate_limit=requests_per_second, period=1.0)
         self.consecutive_failures = 0
         self.last_error: str | None = None
@@ -215,7 +220,8 @@ class _Endpoint:
 
 
 class Transport:
-    """The endpoints of one chain. Safe to share between tasks; sessions are made per event loop."""
+    """The endpoints of one chain. Safe to share between tasks; HTTP sessions and WebSockets are made per event
+    loop."""
 
     def __init__(self, endpoints: Iterable[EndpointSpec], *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                  retry: RetryPolicy = RetryPolicy(), requests_per_second: int = DEFAULT_REQUESTS_PER_SECOND,
@@ -234,6 +240,8 @@ class Transport:
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._sockets: dict[str, WebSocketRpc] = {}  # by URL: one socket per ws:// endpoint
+        self._sockets_loop: asyncio.AbstractEventLoop | None = None
         self._log = get_logger(component="transport")
 
     @classmethod
@@ -519,12 +527,13 @@ class Transport:
         try:
             async with asyncio.timeout(deadline):
                 async with endpoint.throttler:
-                    status, raw = await self._post(endpoint.url, body)
-            answer = _answer(status, raw, ids if batch else None)
+                    answer = await self._exchange(endpoint, body, ids, batch)
         except TimeoutError:
             fault = EndpointFault(f"no answer within {deadline:.3g}s")
         except (aiohttp.ClientError, OSError) as exc:
             fault = EndpointFault(f"{type(exc).__name__}: {_short(str(exc))}")
+        except WebSocketFault as exc:
+            fault = EndpointFault(str(exc))
         except EndpointFault as exc:
             fault = exc
         else:
@@ -533,6 +542,24 @@ class Transport:
             return answer
         endpoint.failed(str(fault))
         raise fault
+
+    async def _exchange(self, endpoint: _Endpoint, body: bytes, ids: list[int], batch: bool) -> Any:
+        """The body sent to the endpoint and its JSON-RPC answer: over its WebSocket (ws://, wss://), where the
+        answer is the message with the body's ids, or as an HTTP POST."""
+        if endpoint.over_socket:
+            message = await self._socket_for_this_loop(endpoint.url).call(body, ids)
+            return _checked(message, ids if batch else None, "a WebSocket message")
+        status, raw = await self._post(endpoint.url, body)
+        return _answer(status, raw, ids if batch else None)
+
+    def _socket_for_this_loop(self, url: str) -> WebSocketRpc:
+        loop = asyncio.get_running_loop()
+        if self._sockets_loop is not loop:  # as sessions: a socket belongs to the loop it was opened in
+            self._sockets, self._sockets_loop = {}, loop
+        socket = self._sockets.get(url)
+        if socket is None:
+            socket = self._sockets[url] = WebSocketRpc(url)
+        return socket
 
     async def _post(self, url: str, body: bytes) -> tuple[int, bytes]:
         session = self._session_for_this_loop()
@@ -551,6 +578,9 @@ class Transport:
         session, self._session = self._session, None
         if session is not None and not session.closed and self._session_loop is asyncio.get_running_loop():
             await session.close()
+        sockets, self._sockets = self._sockets, {}
+        if self._sockets_loop is asyncio.get_running_loop():
+            await asyncio.gather(*(socket.close() for socket in sockets.values()))
 
 
 def _answer(status: int, raw: bytes, batch_ids: list[int] | None) -> Any:
@@ -561,6 +591,12 @@ def _answer(status: int, raw: bytes, batch_ids: list[int] | None) -> Any:
         body = json.loads(raw)
     except ValueError:
         raise EndpointFault(f"HTTP {status} with a body that is not JSON: {_short(raw.decode('utf-8', 'replace'))!r}")
+    return _checked(body, batch_ids, f"HTTP {status} with a body")
+
+
+def _checked(body: Any, batch_ids: list[int] | None, what: str) -> Any:
+    """A parsed answer if it is a JSON-RPC answer (a batch's: its responses in request order), or EndpointFault.
+    `what` names where it came from in the fault's words."""
     if batch_ids is not None and isinstance(body, list):
         if not all(_is_response(item) for item in body):
             raise EndpointFault("a batch answer holds something that is not a JSON-RPC response")
@@ -569,7 +605,7 @@ def _answer(status: int, raw: bytes, batch_ids: list[int] | None) -> Any:
             raise EndpointFault(f"a batch of {len(batch_ids)} was answered with {len(body)} responses")
         return [by_id[i] for i in batch_ids]
     if not _is_response(body):
-        raise EndpointFault(f"HTTP {status} with a body that is not a JSON-RPC response: {_short(str(body))!r}")
+        raise EndpointFault(f"{what} that is not a JSON-RPC response: {_short(str(body))!r}")
     error = body.get("error")
     if isinstance(error, Mapping) and error.get("code") in _TRANSIENT_CODES:
         raise EndpointFault(f"rate limited: {_error_text(error)}")

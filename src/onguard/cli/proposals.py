@@ -298,7 +298,7 @@ def _sign_for_owner_safe(args: argparse.Namespace, s: ProposalSession, record: S
     if not state.is_owner(owner_safe):
         raise InputError(f"{owner_safe} is not an owner of the Safe {state.address}", field="--for-safe",
                          hint="owners: " + ", ".join(state.owners))
-    inner_state = SafeOnChain(s.config.chain.rpc_url, owner_safe).retrieve_state()
+    inner_state = SafeOnChain(s.config.chain.http_url, owner_safe).retrieve_state()
     given = given_signature(args)
     if given is not None:
         signature = external_signature_over(signed_hash, given[0], given[1])

@@ -126,7 +126,7 @@ def load_signer(args: argparse.Namespace) -> LocalAccount:
 
 
 def connect(config: Config) -> SafeOnChain:
-    safe = SafeOnChain(config.chain.rpc_url, config.safe.address)
+    safe = SafeOnChain(config.chain.http_url, config.safe.address)
     actual = safe.chain_id()
     if actual != config.chain.chain_id:
         raise ConfigError(f"the node is on chain {actual}, the config says {config.chain.chain_id}",

@@ -126,7 +126,7 @@ def presigned_section(config: Config, store: IncidentStore, report: Report) -> N
     if not names:
         return
     try:
-        safe = SafeOnChain(config.chain.rpc_url, config.safe.address)
+        safe = SafeOnChain(config.chain.http_url, config.safe.address)
         state = safe.retrieve_state()
         now = ladders(config, SafeTxStore(store.database), state, safe)
     except OnguardError as exc:

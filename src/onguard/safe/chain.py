@@ -40,7 +40,12 @@ class SafeState:
 
 
 class SafeOnChain:
-    def __init__(self, rpc_url: str, safe: str) -> None:
+    def __init__(self, rpc_url: str | None, safe: str) -> None:
+        """`rpc_url`: an http(s) endpoint (safe-eth-py speaks HTTP only); None when the config has none."""
+        if rpc_url is None or not rpc_url.startswith(("http://", "https://")):
+            raise ChainError("the Safe is read over HTTP(S), and no read endpoint is an http(s) URL",
+                             hint="add the node's http:// or https:// endpoint to chain.rpc_urls (the daemon keeps "
+                                  "using the WebSocket ones)")
         self.client = EthereumClient(rpc_url)
         self.w3 = self.client.w3
         self.address = self.w3.to_checksum_address(safe)
