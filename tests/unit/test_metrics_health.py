@@ -278,3 +278,31 @@ def test_a_replicas_health_alert_names_it_and_each_episode_has_its_own_ids() -> 
     assert [n.status for n in published] == ["open", "resolved", "open", "resolved"]
     assert {n.details["replica"] for n in published} == {"eu-1"}
     assert len({n.id for n in published}) == 4
+
+
+def test_each_replicas_health_page_is_its_own_so_one_resolving_never_closes_anothers() -> None:
+    """Two replicas behind the head, then one catches up: its "resolved" carries its own dedup key, so the other's
+    page stays open (with one shared key, PagerDuty closed it while that replica was still behind)."""
+    from onguard.ops.health import ReadinessWatch
+    from onguard.ops.messages import pagerduty_event
+    from onguard.ops.notice import Notice
+
+    clock = Clock()
+    rules = ReadinessRules(lag_budget=3, stale_after=600.0, mempool_required=False, require_preflight=False)
+    published: list[Notice] = []
+    watches = {}
+    for name in ("eu-1", "us-1"):
+        metrics = Metrics(clock=clock)
+        watch = ReadinessWatch(lambda m=metrics: assess(m.snapshot(), rules), published.append, chain_id=1,
+                               grace=0.0, clock=clock, replica=name)
+        watches[name] = (metrics, watch)
+        metrics.block_handled(100, lag=9)
+        watch.check()
+    metrics, watch = watches["eu-1"]
+    metrics.block_handled(109, lag=0)
+    watch.check()
+    opened = {n.details["replica"]: n.incident_key for n in published if n.status == "open"}
+    (resolved,) = [n for n in published if n.status == "resolved"]
+    assert opened == {"eu-1": "onguard/1/chain_health/daemon/eu-1", "us-1": "onguard/1/chain_health/daemon/us-1"}
+    assert resolved.incident_key == opened["eu-1"] != opened["us-1"]
+    assert pagerduty_event(resolved, routing_key="k", source="s")["dedup_key"] == opened["eu-1"]

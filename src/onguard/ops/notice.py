@@ -69,10 +69,13 @@ class Notice:
     @property
     def incident_key(self) -> str:
         """Stable across every notice about the same incident (PagerDuty's dedup_key); without an incident, stable
-        per chain, kind and policy, so that a repeated health alert updates one page instead of opening many."""
+        per chain, kind, policy and replica, so that a repeated health alert updates one page instead of opening
+        many — and one replica's "resolved" never closes the page another replica's alert opened."""
         if self.incident_id is not None:
             return f"onguard/{self.chain_id}/incident/{self.incident_id}"
-        return f"onguard/{self.chain_id}/{self.kind.value}/{self.policy_id or 'daemon'}"
+        key = f"onguard/{self.chain_id}/{self.kind.value}/{self.policy_id or 'daemon'}"
+        replica = self.details.get("replica")
+        return key if replica is None else f"{key}/{replica}"
 
     @property
     def status(self) -> str | None:
