@@ -49,6 +49,7 @@ from onguard.sources.heads import HeadFollower, HeadMode
 from onguard.sources.mempool import MempoolSource, PendingTransaction
 from onguard.sources.triage import Lane, PendingCounters, PendingQueue, Triage
 from onguard.store.database import WRITE_REFUSED
+from onguard.chain.transport import redacted_url
 
 MAX_BACKOFF = 10.0
 MAX_RESTARTS = 5          # deaths of one task within RESTART_WINDOW before the daemon halts
@@ -194,7 +195,7 @@ class Guardian:
         await self.replica.start()
         actual = await self.rpc.chain_id()
         if actual != self.config.chain.chain_id:
-            raise ConfigError(f"the node at {self.config.chain.rpc_url} is on chain {actual}, "
+            raise ConfigError(f"the node at {redacted_url(self.config.chain.rpc_url)} is on chain {actual}, "
                               f"the config says {self.config.chain.chain_id}", file=str(self.config.path),
                               field="chain.chain_id", hint="point chain.rpc_url at the right network, "
                                                            "or fix chain.chain_id")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from onguard.chain.transport import Role, RetryPolicy, Transport, endpoint_label
+from onguard.chain.transport import Role, RetryPolicy, Transport, endpoint_label, redacted_url
 from onguard.errors import ChainError, ChainUnavailable
 from tests.faults.proxy import FaultProxy, Mode
 from served import served
@@ -232,3 +232,21 @@ def test_send_raw_goes_to_every_send_endpoint_once_and_reports_who_took_it() -> 
 
 def test_labels_never_carry_the_path_or_query() -> None:
     assert endpoint_label("https://mainnet.example.io/v3/KEY?x=1", Role.READ, 2) == "read#2 https://mainnet.example.io"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://eth-mainnet.example/v2/SECRETKEY", "https://eth-mainnet.example/…"),
+    ("https://user:SECRET@node.example:8545/?apikey=SECRET", "https://node.example:8545/…"),
+    ("wss://node.example/ws/SECRET", "wss://node.example/…"),
+    ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+    ("http://127.0.0.1:8545/", "http://127.0.0.1:8545"),
+])
+def test_a_url_shown_in_messages_and_reports_keeps_its_host_and_hides_its_secrets(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown and "SECRET" not in redacted_url(url)
+
+
+def test_a_replay_forked_from_a_keyed_url_names_its_host_only() -> None:
+    from onguard.replay.scenario import Fork
+
+    fork = Fork(fixture=None, state_file=None, rpc_url="https://eth-mainnet.example/v2/SECRETKEY", block=17)
+    assert fork.source == "https://eth-mainnet.example/… at block 17"

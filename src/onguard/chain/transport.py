@@ -150,10 +150,25 @@ class _CannotSimulate(EndpointFault):
 def endpoint_label(url: str, role: Role, index: int) -> str:
     """How an endpoint is named in logs and status: role, position and host only. A URL's path and query often
     hold an API key, so they never appear."""
+    return f"{role.value}#{index} {_origin(url)}"
+
+
+def redacted_url(url: str) -> str:
+    """A node's URL as messages, logs and reports may show it: scheme, host and port, with "/…" standing for a path
+    or query (providers put the API key there: https://eth-mainnet.example/v2/KEY), and user and password dropped."""
+    parts = urlsplit(url)
+    hidden = (parts.path not in ("", "/")) or bool(parts.query) or bool(parts.fragment)
+    return _origin(url) + ("/…" if hidden else "")
+
+
+def _origin(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{role.value}#{index} {parts.scheme}://{host}{port}"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number: said as "?" rather than raising in an error path
+        port = ":?"
+    return f"{parts.scheme}://{host}{port}"
 
 
 class _Endpoint:

@@ -28,6 +28,7 @@ from onguard.store.safetxs import SafeTxStore, TxKind
 from onguard.incidents.store import IncidentStore
 from onguard.safe.tx import BatchCall, SafeTxData
 from onguard.units import parse_address, parse_duration
+from onguard.chain.transport import redacted_url
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -270,7 +271,7 @@ def handle_deploy(args: argparse.Namespace) -> int:
             raise InputError(f"no contract at {safe}: not a Safe", field="--safe")
         version = w3.eth.contract(address=safe, abi=safe_abi().raw).functions.VERSION().call()
     except (Web3Exception, ValueError, OSError) as exc:
-        raise ChainError(f"reading the Safe {safe} through {args.rpc_url}: {exc}",
+        raise ChainError(f"reading the Safe {safe} through {redacted_url(args.rpc_url)}: {exc}",
                          hint="check --rpc-url and --safe") from None
     try:
         artifact = json.loads(MODULE_ARTIFACT.read_text())

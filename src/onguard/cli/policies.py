@@ -23,6 +23,7 @@ from onguard.policies.selfdefence import builtin_policies, configured_guardian
 from onguard.replay.recording import RecordedBlock, load_recording
 from onguard.sources.blocks import BlockSource
 from onguard.tomlfields import field_line
+from onguard.chain.transport import redacted_url
 
 PROGRESS_EVERY = 500
 
@@ -235,7 +236,7 @@ async def _test(config: Config, policy: Policy, first: int, last: int | None) ->
         engine = PolicyEngine([policy])
         reader = BatchStateReader(rpc)
         fired = failures = evaluated = 0
-        print(f"testing {policy.common.id} on blocks {first}..{last} of {config.chain.rpc_url} "
+        print(f"testing {policy.common.id} on blocks {first}..{last} of {redacted_url(config.chain.rpc_url)} "
               "(no action is taken; cooldowns are ignored, every firing block is shown)")
         while source.last_committed is None or source.last_committed < last:
             poll = await source.next_batches()

@@ -16,6 +16,7 @@ from eth_utils import to_checksum_address
 
 from onguard.errors import InputError, ReplayFailed
 from onguard.replay.scenario import TX_HASH, Scenario, ScenarioError, Step
+from onguard.chain.transport import redacted_url
 
 PROBE_TIMEOUT = 5.0        # seconds a fork source gets to answer before the scenario fails
 
@@ -164,9 +165,9 @@ def json_rpc(url: str, method: str, params: list[Any]) -> Any:
             answer = json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ReplayFailed(f"the fork source {url} is unreachable ({reason})",
+        raise ReplayFailed(f"the fork source {redacted_url(url)} is unreachable ({reason})",
                            hint="check fork.rpc_url (and that the node serves historical state at fork.block), "
                                 "or replay from a state file (fork.state_file) without any network") from None
     if "error" in answer:
-        raise ReplayFailed(f"the fork source {url} refused {method}: {answer['error']}")
+        raise ReplayFailed(f"the fork source {redacted_url(url)} refused {method}: {answer['error']}")
     return answer.get("result")

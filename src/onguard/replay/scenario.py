@@ -25,6 +25,7 @@ from onguard.errors import InputError, ToolchainError
 from onguard.replay.world import ANVIL_KEYS, Fixture, forge_artifact, load_fixture, read_abi
 from onguard.tomlfields import Table, read_toml
 from onguard.units import parse_amount
+from onguard.chain.transport import redacted_url
 
 EXPECTATIONS = ("stopped-before-inclusion", "stopped", "no-trip")
 MINING_MODES = ("manual", "automine", "interval")
@@ -60,7 +61,7 @@ class Fork:
             return f"fixture {self.fixture.path.name}"
         if self.state_file:
             return f"state file {self.state_file}"
-        return f"{self.rpc_url} at block {self.block}"
+        return f"{redacted_url(self.rpc_url or '')} at block {self.block}"
 
 
 @dataclass(frozen=True, slots=True)
