@@ -116,7 +116,7 @@ class PolicyEngine:
         self.simulation_stages = tuple(_stage(judges) for judges in (plain, probing) if judges)
         self._pending_reads = frozenset(s for j in self._pending_judges for s in j.reads)
         self._calls = _CallIndex(self._pending_judges)
-        self._failing: tuple[StateValues, BlockObservation, frozenset[int]] | None = None  # per head
+        self._failing: tuple[StateValues, BlockObservation, dict[str, frozenset[int]]] | None = None  # per head
         self._pending_state: tuple[str, asyncio.Future[StateValues]] | None = None  # read once per head, not per tx
 
     @property
@@ -176,7 +176,7 @@ class PolicyEngine:
         tx = pending.observation
         if tx is None:
             return result
-        judges = self._calls.judges(tx, self._failing_at(state, head))
+        judges = self._calls.judges(tx, self._failing_on(tx.contract, state, head))
         for judge in judges:  # _collect inlined: this loop is the pending path's cost per policy
             result.evaluated.append(judge.common.id)
             try:
@@ -188,21 +188,19 @@ class PolicyEngine:
                 result.findings.append(finding)
         return result
 
-    def _failing_at(self, state: StateValues, head: BlockObservation) -> frozenset[int]:
-        """The call policies (by id()) whose condition cannot be judged on this head (a read it needs failed),
-        found once per head: they are shown every call to their contract, whatever its function, and report the
-        failure, as when every policy on a contract judged every call to it."""
+    def _failing_on(self, contract: str, state: StateValues, head: BlockObservation) -> frozenset[int]:
+        """The call policies on `contract` (by id()) whose condition cannot be judged on this head (a read it needs
+        failed), found once per head and contract: they are shown every call to their contract, whatever its
+        function, and report the failure, as when every policy on a contract judged every call to it."""
         cached = self._failing
-        if cached is not None and cached[0] is state and cached[1] is head:
-            return cached[2]
-        failing: set[int] = set()
-        for judge in self._calls.by_function_only:
-            try:
-                judge.head_context(state, head)
-            except Exception:  # noqa: BLE001 - whatever it is, judging a call raises it again and _collect's rules apply
-                failing.add(id(judge))
-        self._failing = (state, head, frozenset(failing))
-        return self._failing[2]
+        if cached is None or cached[0] is not state or cached[1] is not head:
+            cached = self._failing = (state, head, {})
+        failing = cached[2].get(contract)
+        if failing is None:
+            failing = cached[2][contract] = frozenset(
+                id(judge) for judge in self._calls.by_function_only.get(contract, ())
+                if not _judgeable(judge, state, head))
+        return failing
 
     def evaluate_simulation(self, pending: PendingLike, simulation: Simulation, head: BlockObservation,
                             judges: Sequence[SimulationJudge] | None = None) -> EngineResult:
@@ -337,7 +335,8 @@ class _CallIndex:
                 by_contract.setdefault(contract, []).append(judge)
         self.anywhere = tuple(j for j in judges if _judged_contract(j) is None)
         self.by_contract = {contract: (*on, *self.anywhere) for contract, on in by_contract.items()}
-        self.by_function_only = tuple(j for j in judges if isinstance(j, CallEvaluator))
+        self.by_function_only = {contract: tuple(j for j in on if isinstance(j, CallEvaluator))
+                                 for contract, on in by_contract.items()}
         self._any_function = {contract: (*(j for j in on if not isinstance(j, CallEvaluator)), *self.anywhere)
                               for contract, on in by_contract.items()}
         self._by_function = {(contract, function): (*(j for j in on if not isinstance(j, CallEvaluator)
@@ -347,7 +346,7 @@ class _CallIndex:
 
     def judges(self, tx: TransactionObservation, failing: frozenset[int]) -> tuple[PendingJudge, ...]:
         """The judges to show `tx` to; `failing`: the id()s of call policies shown every call to their contract
-        (see PolicyEngine._failing_at). Judges are told apart by identity: a judge need not be hashable."""
+        (see PolicyEngine._failing_on). Judges are told apart by identity: a judge need not be hashable."""
         chosen = self._by_function.get((tx.contract, tx.function))
         if chosen is None:
             chosen = self._any_function.get(tx.contract, self.anywhere)
@@ -355,6 +354,14 @@ class _CallIndex:
             return chosen
         shown = {id(j) for j in chosen} | failing
         return tuple(j for j in self.by_contract.get(tx.contract, self.anywhere) if id(j) in shown)
+
+
+def _judgeable(judge: CallEvaluator, state: StateValues, head: BlockObservation) -> bool:
+    try:
+        judge.head_context(state, head)
+    except Exception:  # noqa: BLE001 - whatever it is, judging a call raises it again and _collect's rules apply
+        return False
+    return True
 
 
 def _judged_contract(judge: PendingJudge) -> str | None:
