@@ -18,6 +18,7 @@ from onguard.chain.view import StateReader
 from onguard.errors import OnguardError
 from onguard.observations import BlockBatch, BlockObservation, TransactionObservation
 from onguard.policies.kinds.base import Evaluator, Policy, StateValues
+from onguard.policies.kinds.call import CallEvaluator
 from onguard.policies.model import EvaluationFailure, Finding
 from onguard.policies.reads import ReadSpec
 
@@ -114,12 +115,8 @@ class PolicyEngine:
         self.whole_simulation = whole
         self.simulation_stages = tuple(_stage(judges) for judges in (plain, probing) if judges)
         self._pending_reads = frozenset(s for j in self._pending_judges for s in j.reads)
-        # A pending call is shown only to the call policies on its contract: the cost per transaction grows with
-        # the policies that can trip on it, not with every policy loaded.
-        self._pending_judges_by_contract: dict[str | None, list[PendingJudge]] = {}
-        for judge in self._pending_judges:
-            self._pending_judges_by_contract.setdefault(_judged_contract(judge), []).append(judge)
-        self._pending_judges_anywhere = self._pending_judges_by_contract.pop(None, [])
+        self._calls = _CallIndex(self._pending_judges)
+        self._failing: tuple[StateValues, BlockObservation, dict[str, frozenset[int]]] | None = None  # per head
         self._pending_state: tuple[str, asyncio.Future[StateValues]] | None = None  # read once per head, not per tx
 
     @property
@@ -176,14 +173,34 @@ class PolicyEngine:
     def judge_call(self, pending: PendingLike, state: StateValues, head: BlockObservation) -> EngineResult:
         """The call policies on a pending transaction's decoded call and the head's state: pure, no I/O."""
         result = EngineResult()
-        observation = pending.observation
-        if observation is not None:
-            for judges in (self._pending_judges_by_contract.get(observation.contract, ()),
-                           self._pending_judges_anywhere):
-                for judge in judges:
-                    self._collect(result, judge, head.number, lambda j=judge: j.observe_pending(
-                        observation, state, head))
+        tx = pending.observation
+        if tx is None:
+            return result
+        judges = self._calls.judges(tx, self._failing_on(tx.contract, state, head))
+        for judge in judges:  # _collect inlined: this loop is the pending path's cost per policy
+            result.evaluated.append(judge.common.id)
+            try:
+                finding = judge.observe_pending(tx, state, head)
+            except _JUDGE_ERRORS as exc:
+                result.failures.append(_failure(judge, head.number, exc))
+                continue
+            if finding is not None:
+                result.findings.append(finding)
         return result
+
+    def _failing_on(self, contract: str, state: StateValues, head: BlockObservation) -> frozenset[int]:
+        """The call policies on `contract` (by id()) whose condition cannot be judged on this head (a read it needs
+        failed), found once per head and contract: they are shown every call to their contract, whatever its
+        function, and report the failure, as when every policy on a contract judged every call to it."""
+        cached = self._failing
+        if cached is None or cached[0] is not state or cached[1] is not head:
+            cached = self._failing = (state, head, {})
+        failing = cached[2].get(contract)
+        if failing is None:
+            failing = cached[2][contract] = frozenset(
+                id(judge) for judge in self._calls.by_function_only.get(contract, ())
+                if not _judgeable(judge, state, head))
+        return failing
 
     def evaluate_simulation(self, pending: PendingLike, simulation: Simulation, head: BlockObservation,
                             judges: Sequence[SimulationJudge] | None = None) -> EngineResult:
@@ -220,9 +237,8 @@ class PolicyEngine:
         result.evaluated.append(evaluator.common.id)
         try:
             finding = judge()
-        except (OnguardError, ArithmeticError, KeyError, TypeError, ValueError) as exc:
-            message = exc.message if isinstance(exc, OnguardError) else f"{type(exc).__name__}: {exc}"
-            result.failures.append(EvaluationFailure(evaluator.common.id, block, message))
+        except _JUDGE_ERRORS as exc:
+            result.failures.append(_failure(evaluator, block, exc))
             return
         if finding is not None:
             result.findings.append(finding)
@@ -293,6 +309,59 @@ def state_block(evaluator: Evaluator, block_number: int) -> int:
     if getattr(evaluator, "reads_parent_state", False):
         return max(block_number - 1, 0)
     return block_number
+
+
+# What a policy raises when it cannot judge (a failed read, a missing value, a division by zero): an evaluation
+# failure of that policy, never a pass. Anything else is a bug and propagates.
+_JUDGE_ERRORS = (OnguardError, ArithmeticError, KeyError, TypeError, ValueError)
+
+
+def _failure(evaluator: Any, block: int, exc: Exception) -> EvaluationFailure:
+    message = exc.message if isinstance(exc, OnguardError) else f"{type(exc).__name__}: {exc}"
+    return EvaluationFailure(evaluator.common.id, block, message)
+
+
+class _CallIndex:
+    """Which pending judges a call is shown to: the call policies on its contract that watch its function, the
+    judges on its contract that look at every function, then the judges of any contract, each group in load
+    order. Built once, at load: the cost per pending transaction grows with the policies that can trip on it,
+    not with every policy loaded (a call policy never trips on a function it does not watch)."""
+
+    def __init__(self, judges: Sequence[PendingJudge]) -> None:
+        by_contract: dict[str, list[PendingJudge]] = {}
+        for judge in judges:
+            contract = _judged_contract(judge)
+            if contract is not None:
+                by_contract.setdefault(contract, []).append(judge)
+        self.anywhere = tuple(j for j in judges if _judged_contract(j) is None)
+        self.by_contract = {contract: (*on, *self.anywhere) for contract, on in by_contract.items()}
+        self.by_function_only = {contract: tuple(j for j in on if isinstance(j, CallEvaluator))
+                                 for contract, on in by_contract.items()}
+        self._any_function = {contract: (*(j for j in on if not isinstance(j, CallEvaluator)), *self.anywhere)
+                              for contract, on in by_contract.items()}
+        self._by_function = {(contract, function): (*(j for j in on if not isinstance(j, CallEvaluator)
+                                                      or function in j.functions), *self.anywhere)
+                             for contract, on in by_contract.items()
+                             for function in {f for j in on if isinstance(j, CallEvaluator) for f in j.functions}}
+
+    def judges(self, tx: TransactionObservation, failing: frozenset[int]) -> tuple[PendingJudge, ...]:
+        """The judges to show `tx` to; `failing`: the id()s of call policies shown every call to their contract
+        (see PolicyEngine._failing_on). Judges are told apart by identity: a judge need not be hashable."""
+        chosen = self._by_function.get((tx.contract, tx.function))
+        if chosen is None:
+            chosen = self._any_function.get(tx.contract, self.anywhere)
+        if not failing:
+            return chosen
+        shown = {id(j) for j in chosen} | failing
+        return tuple(j for j in self.by_contract.get(tx.contract, self.anywhere) if id(j) in shown)
+
+
+def _judgeable(judge: CallEvaluator, state: StateValues, head: BlockObservation) -> bool:
+    try:
+        judge.head_context(state, head)
+    except Exception:  # noqa: BLE001 - whatever it is, judging a call raises it again and _collect's rules apply
+        return False
+    return True
 
 
 def _judged_contract(judge: PendingJudge) -> str | None:

@@ -57,10 +57,9 @@ class CallPolicy:
     def trips(self, tx: TransactionObservation, context: dict[str, Any]) -> bool:
         if tx.contract != self.contract or tx.function not in self.functions:
             return False
-        sender = tx.sender.lower()
-        if self.allow_from is not None and sender in self.allow_from:
+        if self.allow_from is not None and tx.sender.lower() in self.allow_from:
             return False
-        if self.deny_from is not None and sender not in self.deny_from:
+        if self.deny_from is not None and tx.sender.lower() not in self.deny_from:
             return False
         if self.where is None:
             return True
@@ -143,24 +142,53 @@ class CallEvaluator(MemorylessEvaluator):
     # for a pending one (observe_pending). Read after the block, it would already include the call's own effect.
     reads_parent_state = True
 
+    def __init__(self, policy: CallPolicy) -> None:
+        super().__init__(policy)
+        # The pending path judges many calls on one head: what a condition sees besides the call is built once per
+        # head (the state, the block, the contracts), not once per call. Keyed by identity: a head's state, once
+        # read, is not changed.
+        self._head: tuple[StateValues, BlockObservation, dict[str, Any]] | None = None
+
+    @property
+    def contract(self) -> str:
+        return self.policy.contract
+
+    @property
+    def functions(self) -> frozenset[str]:
+        return self.policy.functions
+
     def observe(self, batch: BlockBatch, state: StateValues) -> Finding | None:
         """Mined calls, judged on the state of the block before theirs (the engine reads it there)."""
-        return self._judge(batch.transactions, state, batch.block, path="block")
+        candidates = [tx for tx in batch.transactions if tx.contract == self.policy.contract]
+        if not candidates:
+            return None
+        context = self._context(state, batch.block)
+        tripped = [tx for tx in candidates if self.policy.trips(tx, context)]
+        return self._finding(tripped, batch.block, path="block") if tripped else None
 
     def observe_pending(self, tx: TransactionObservation, state: StateValues, head: BlockObservation) -> Finding | None:
         """The same judgement on a transaction still in the mempool (state read at the latest block)."""
-        return self._judge((tx,), state, head, path="mempool")
+        if tx.contract != self.policy.contract:
+            return None
+        if not self.policy.trips(tx, self.head_context(state, head)):
+            return None
+        return self._finding([tx], head, path="mempool")
 
-    def _judge(self, transactions: Sequence[TransactionObservation], state: StateValues, block: BlockObservation,
-               path: str) -> Finding | None:
-        candidates = [tx for tx in transactions if tx.contract == self.policy.contract]
-        if not candidates:
-            return None
-        context = {"state": self.policy.reads.context(state) if self.policy.where else {},
-                   "block": {"number": block.number, "timestamp": block.timestamp}, **self.policy.contracts_context}
-        tripped = [tx for tx in candidates if self.policy.trips(tx, context)]
-        if not tripped:
-            return None
+    def head_context(self, state: StateValues, head: BlockObservation) -> dict[str, Any]:
+        """What the condition sees besides the call, on `head` and its state; built once per head. Raises when a
+        read the condition needs failed: then judging any call to the contract reports that failure."""
+        cached = self._head
+        if cached is not None and cached[0] is state and cached[1] is head:
+            return cached[2]
+        context = self._context(state, head)
+        self._head = (state, head, context)
+        return context
+
+    def _context(self, state: StateValues, block: BlockObservation) -> dict[str, Any]:
+        return {"state": self.policy.reads.context(state) if self.policy.where else {},
+                "block": {"number": block.number, "timestamp": block.timestamp}, **self.policy.contracts_context}
+
+    def _finding(self, tripped: Sequence[TransactionObservation], block: BlockObservation, path: str) -> Finding:
         first = tripped[0]
         summary = f"{first.function} called on {self.policy.contract} by {first.sender} (tx {first.hash})"
         evidence = {
