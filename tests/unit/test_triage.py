@@ -31,6 +31,18 @@ def test_lanes_of_pending_transactions() -> None:
     assert triage.lane(tx(STRANGER, b"\x01\x02")) is None
 
 
+def test_calldata_mentioning_any_watched_address_is_found_whatever_its_bytes() -> None:
+    """The calldata is searched for every watched address in one pass: addresses made of bytes a regular expression
+    treats specially (. | * ( \\ ) are matched as bytes, and nothing is found when nothing is watched."""
+    special = "0x" + "2e7c2a285c5b3f2b7b24" * 2
+    triage = Triage([VAULT, special])
+    call = HexBytes("0x12345678") + bytes(12)
+    assert triage.lane(tx(EXPLOIT, call + bytes.fromhex(special[2:]))) is Lane.MENTIONS
+    assert triage.lane(tx(EXPLOIT, call + bytes.fromhex(special[2:])[:-1] + b"\x00")) is Lane.CALL
+    assert triage.lane(tx(EXPLOIT, call + bytes.fromhex("2e" * 20))) is Lane.CALL  # "." is no wildcard
+    assert Triage([]).lane(tx(EXPLOIT, call + bytes.fromhex(VAULT[2:]))) is Lane.CALL
+
+
 def test_a_creation_marks_its_contract_fresh() -> None:
     triage = Triage([VAULT])
     # the address a creation by 0x11…11 at nonce 0 deploys to: keccak(rlp([sender, nonce]))[12:]
