@@ -3,6 +3,7 @@ Anvil fork of it for every test that needs a chain (isolated, and cheap: a fork 
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,22 @@ def _native_anvil() -> None:
 
 
 _native_anvil()
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_marked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist, a test marked `alone` runs while no other worker runs a test: it holds an exclusive lock
+    on a file all workers of this run share, every other test a shared one. For tests whose outcome depends on the
+    machine's spare CPU (the flood: 2,000 pending transactions judged against a deadline), so that a second worker
+    cannot starve them. Without xdist there is no other worker, and nothing is locked."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    mode = fcntl.LOCK_EX if request.node.get_closest_marker("alone") else fcntl.LOCK_SH
+    # (the workers' temporary folders are popen-gwN inside one folder of this run)
+    with open(tmp_path_factory.getbasetemp().parent / "alone.lock", "a") as lock:
+        fcntl.flock(lock, mode)
+        yield
 
 
 @dataclass
