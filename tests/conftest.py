@@ -3,7 +3,8 @@ Anvil fork of it for every test that needs a chain (isolated, and cheap: a fork 
 
 from __future__ import annotations
 
-import tempfile
+import fcntl
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,39 @@ from web3 import Web3
 
 from onguard.chain.anvil import AnvilNode, start_anvil
 from onguard.demo.world import Roles, World, build_world, dev_account, write_config
+from onguard.paths import PROJECT_ROOT
 from tests.pg import postgres_url, state_location  # noqa: F401  (fixtures for every tier)
 
 GUARDIAN_KEY_ENV = "ONGUARD_TEST_GUARDIAN_KEY"
+
+
+def _native_anvil() -> None:
+    """Points ONGUARD_ANVIL (for this process and the `onguard` commands the tests start) at the platform binary
+    of the pinned npm Foundry rather than its node_modules/.bin launcher, a Node.js script that starts that same
+    binary: Node's start-up (0.4-0.7 s on 2 busy cores) was paid by every Anvil node the suite starts, one or more
+    a chain test. The node is the same Anvil either way; an ONGUARD_ANVIL already set is kept."""
+    binaries = sorted((PROJECT_ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
+    if binaries and "ONGUARD_ANVIL" not in os.environ:
+        os.environ["ONGUARD_ANVIL"] = str(binaries[0])
+
+
+_native_anvil()
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_marked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist, a test marked `alone` runs while no other worker runs a test: it holds an exclusive lock
+    on a file all workers of this run share, every other test a shared one. For tests whose outcome depends on the
+    machine's spare CPU (the flood: 2,000 pending transactions judged against a deadline), so that a second worker
+    cannot starve them. Without xdist there is no other worker, and nothing is locked."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    mode = fcntl.LOCK_EX if request.node.get_closest_marker("alone") else fcntl.LOCK_SH
+    # (the workers' temporary folders are popen-gwN inside one folder of this run)
+    with open(tmp_path_factory.getbasetemp().parent / "alone.lock", "a") as lock:
+        fcntl.flock(lock, mode)
+        yield
 
 
 @dataclass
@@ -29,8 +60,9 @@ class Chain:
 
 
 @pytest.fixture(scope="session")
-def base_chain() -> Iterator[tuple[AnvilNode, World]]:
-    log = Path(tempfile.gettempdir()) / "onguard-test-base-anvil.log"
+def base_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AnvilNode, World]]:
+    # (its log in this run's, this worker's, temporary folder: runs and pytest-xdist workers each build their own)
+    log = tmp_path_factory.mktemp("base-chain") / "anvil.log"
     with start_anvil(log_path=log) as node:
         yield node, build_world(node.rpc_url)
 

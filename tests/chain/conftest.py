@@ -4,10 +4,8 @@ a 3-of-5 Safe (a second base chain built once per session), each test on a fresh
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import structlog
@@ -36,8 +34,8 @@ class Multisig:
 
 
 @pytest.fixture(scope="session")
-def base_chain_3_of_5() -> Iterator[tuple[AnvilNode, World]]:
-    log = Path(tempfile.gettempdir()) / "onguard-test-base-anvil-3of5.log"
+def base_chain_3_of_5(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AnvilNode, World]]:
+    log = tmp_path_factory.mktemp("base-chain-3-of-5") / "anvil.log"
     with start_anvil(log_path=log) as node:
         yield node, build_world(node.rpc_url, owner_indexes=OWNERS_3_OF_5, threshold=3)
 
@@ -66,8 +64,8 @@ class ProtocolsChain:
 
 
 @pytest.fixture(scope="session")
-def protocols_base_chain() -> Iterator[tuple[AnvilNode, ProtocolWorlds]]:
-    log = Path(tempfile.gettempdir()) / "onguard-test-protocols-anvil.log"
+def protocols_base_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AnvilNode, ProtocolWorlds]]:
+    log = tmp_path_factory.mktemp("protocols-chain") / "anvil.log"
     with start_anvil(log_path=log) as node:
         yield node, build_protocols(node.rpc_url)
 

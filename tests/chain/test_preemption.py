@@ -15,7 +15,7 @@ from onguard.incidents.store import ResponseStatus
 from onguard.runtime import Guardian
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, ATTACKER, following_the_mempool, make_guardian, send_drain, tokens, until, vault_cash
+from .helpers import ALICE, ATTACKER, LIMIT, following_the_mempool, make_guardian, send_drain, tokens, until, vault_cash
 
 pytestmark = pytest.mark.chain
 
@@ -58,10 +58,10 @@ def preemption_config(chain, tmp_path: Path) -> Path:
 
 
 def race(chain, config_path: Path, send_attack, wait: float = 5.0, until: str = "response-broadcast",
-         watch: Callable[[Guardian], None] | None = None) -> dict:
+         watch: Callable[[Guardian], None] | None = None, times: int = 1) -> dict:
     """Starts the guardian with its mempool source, sends the attack with mining held, waits for the pause to be
-    broadcast (or a quiet second), mines one block and reports what the block holds. `watch` sees the guardian
-    once it is built."""
+    broadcast (or `times` events of kind `until`; at most `wait` seconds), mines one block and reports what the
+    block holds. `watch` sees the guardian once it is built."""
     w3 = chain.w3
 
     async def scenario() -> dict:
@@ -75,8 +75,9 @@ def race(chain, config_path: Path, send_attack, wait: float = 5.0, until: str = 
             async with following_the_mempool(guardian):
                 attack_hash = await asyncio.to_thread(send_attack)
                 deadline = time.monotonic() + wait
-                while time.monotonic() < deadline and not any(
-                        e.kind == until for i in guardian.store.incidents() for e in guardian.store.timeline(i.id)):
+                while time.monotonic() < deadline and sum(
+                        e.kind == until for i in guardian.store.incidents() for e in guardian.store.timeline(i.id)
+                ) < times:
                     await asyncio.sleep(0.02)
                 sent = [r for i in guardian.store.incidents() for r in guardian.store.responses(i.id)
                         if r.status == ResponseStatus.SENT]
@@ -208,6 +209,15 @@ def guardian_txs(w3, block) -> list:
     return [tx for tx in block["transactions"] if tx["from"] == GUARDIAN]
 
 
+def until_the_guardian_has_a_pending_transaction(w3) -> None:
+    """Waits (bounded) until the node's pool holds a transaction from the guardian (its nonce counted with the
+    pending ones is ahead of the mined one)."""
+    deadline = time.monotonic() + LIMIT
+    while w3.eth.get_transaction_count(GUARDIAN, "pending") == w3.eth.get_transaction_count(GUARDIAN, "latest"):
+        assert time.monotonic() < deadline, f"not within {LIMIT:.0f}s: a pending transaction from the guardian"
+        time.sleep(0.02)
+
+
 def test_two_threats_make_one_pause_bumped_to_outbid_the_richer_one(chain, guardian_config, tmp_path):
     w3, world = chain.w3, chain.world
     vault = contract(w3, "Vault", world.vault)
@@ -216,7 +226,7 @@ def test_two_threats_make_one_pause_bumped_to_outbid_the_richer_one(chain, guard
     def attacks() -> str:
         first = vault.functions.redeemFor(ALICE, ATTACKER, vault.functions.balanceOf(ALICE).call()).transact(
             {"from": ATTACKER, "gas": 500_000, "maxPriorityFeePerGas": 2 * 10**9, "maxFeePerGas": 50 * 10**9})
-        time.sleep(0.3)  # the guardian has answered the first one
+        until_the_guardian_has_a_pending_transaction(w3)  # it has answered the first one
         vault.functions.redeemFor(bob, ATTACKER, vault.functions.balanceOf(bob).call()).transact(
             {"from": ATTACKER, "gas": 500_000, "maxPriorityFeePerGas": 20 * 10**9, "maxFeePerGas": 60 * 10**9})
         return first.to_0x_hex()
@@ -240,12 +250,11 @@ def test_a_pause_not_mined_in_time_is_replaced_with_higher_fees(chain, guardian_
     vault = contract(w3, "Vault", world.vault)
 
     def attack() -> str:
-        tx = vault.functions.redeemFor(ALICE, ATTACKER, vault.functions.balanceOf(ALICE).call()).transact(
-            {"from": ATTACKER, "gas": 500_000})
-        time.sleep(1.2)  # no block for a while: the guardian bumps its pause
-        return tx.to_0x_hex()
+        return vault.functions.redeemFor(ALICE, ATTACKER, vault.functions.balanceOf(ALICE).call()).transact(
+            {"from": ATTACKER, "gas": 500_000}).to_0x_hex()
 
-    outcome = race(chain, config_path, attack, until="response-replaced")
+    # No block for a while: the guardian bumps its pause, and bumps it again.
+    outcome = race(chain, config_path, attack, until="response-replaced", times=2, wait=LIMIT)
     kinds = [e.kind for e in outcome["timeline"]]
     assert kinds.count("response-replaced") >= 2
     replaced = [e.detail for e in outcome["timeline"] if e.kind == "response-replaced"]
@@ -261,7 +270,7 @@ def test_the_daemon_loop_itself_pre_empts_with_its_mempool_source(chain, guardia
     vault = contract(w3, "Vault", world.vault)
     config_path = preemption_config(chain, tmp_path)
 
-    async def scenario() -> tuple[str, str | None]:
+    async def scenario() -> tuple[str, str]:
         guardian = make_guardian(config_path)
         stop = asyncio.Event()
         daemon = asyncio.create_task(guardian.run(stop))
@@ -275,14 +284,17 @@ def test_the_daemon_loop_itself_pre_empts_with_its_mempool_source(chain, guardia
             shares = await asyncio.to_thread(vault.functions.balanceOf(ALICE).call)
             attack = await asyncio.to_thread(vault.functions.redeemFor(ALICE, ATTACKER, shares).transact,
                                              {"from": ATTACKER, "gas": 500_000})
-            deadline = time.monotonic() + 5
-            pause = None
-            while pause is None and time.monotonic() < deadline:
-                pause = next((r.tx_hash for i in guardian.store.incidents() for r in guardian.store.responses(i.id)
-                              if r.tx_hash), None)
-                await asyncio.sleep(0.02)
+
+            def responses() -> list:
+                return [r for i in guardian.store.incidents() for r in guardian.store.responses(i.id)]
+
+            await until(lambda: any(r.tx_hash for r in responses()), "the pause is broadcast", task=daemon)
+            pause = next(r.tx_hash for r in responses() if r.tx_hash)
             await asyncio.to_thread(w3.provider.make_request, "evm_mine", [])
-            await asyncio.sleep(0.3)
+            # Stopped only once the daemon has seen its pause mined: the loop itself, not only the source, handled
+            # the block.
+            await until(lambda: any(r.status == ResponseStatus.MINED for r in responses()), "the pause is mined",
+                        task=daemon)
             return attack.to_0x_hex(), pause
         finally:
             stop.set()
@@ -292,5 +304,5 @@ def test_the_daemon_loop_itself_pre_empts_with_its_mempool_source(chain, guardia
 
     attack, pause = asyncio.run(scenario())
     hashes = [h.to_0x_hex() for h in w3.eth.get_block("latest")["transactions"]]
-    assert pause is not None and hashes.index(pause) < hashes.index(attack)
+    assert hashes.index(pause) < hashes.index(attack)
     assert w3.eth.get_transaction_receipt(attack)["status"] == 0

@@ -5,7 +5,6 @@ pending transaction send one pause, not two."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,8 @@ from onguard.store.safetxs import SafeTxStore, TxKind, TxStatus
 from onguard.incidents.store import IncidentStore, Outcome, ResponseStatus
 
 from ..conftest import GUARDIAN_KEY_ENV
-from .helpers import ALICE, ATTACKER, drain_slice, following_the_mempool, make_guardian, send_drain, tokens, until
+from .helpers import (ALICE, ATTACKER, LIMIT, drain_slice, following_the_mempool, make_guardian, send_drain, tokens,
+                      until)
 from .test_preemption import POLICIES, race
 from .test_presigned import presign
 
@@ -51,12 +51,12 @@ def test_the_presigned_path_outbids_the_threat_and_replaces_a_lingering_transact
         assert presign(config_path, owner, monkeypatch) == 0
 
     def attack() -> str:
-        tx = vault.functions.redeemFor(ALICE, ATTACKER, vault.functions.balanceOf(ALICE).call()).transact(
-            {"from": ATTACKER, "gas": 500_000, "maxPriorityFeePerGas": 20 * GWEI, "maxFeePerGas": 60 * GWEI})
-        time.sleep(1.2)  # no block for a while: the guardian replaces its execution with higher fees
-        return tx.to_0x_hex()
+        return vault.functions.redeemFor(ALICE, ATTACKER, vault.functions.balanceOf(ALICE).call()).transact(
+            {"from": ATTACKER, "gas": 500_000, "maxPriorityFeePerGas": 20 * GWEI, "maxFeePerGas": 60 * GWEI}
+        ).to_0x_hex()
 
-    outcome = race(chain, config_path, attack, until="response-replaced")
+    # No block for a while: the guardian replaces its execution with higher fees.
+    outcome = race(chain, config_path, attack, until="response-replaced", wait=LIMIT)
 
     block = w3.eth.get_block("latest", full_transactions=True)
     ours = [tx for tx in block["transactions"] if tx["from"] == GUARDIAN]

@@ -37,8 +37,11 @@ def test_an_eth_sign_signature_with_v_plus_4_is_recognised():
     assert parsed.owner == OWNER.address and parsed.kind == SignatureKind.ETH_SIGN
 
 
+# (ids named: the approved-hash slot holds OWNER's address, new each run, and pytest-xdist's workers must collect
+# the same test ids)
 @pytest.mark.parametrize("raw, message", [("0x1234", "65 bytes"), ("nothex", "not a hex signature"),
-                                          (approved_hash(OWNER.address).signature, "approved-hash")])
+                                          (approved_hash(OWNER.address).signature, "approved-hash")],
+                         ids=["too-short", "not-hex", "approved-hash"])
 def test_bad_signatures_are_refused_naming_the_field(raw, message):
     with pytest.raises(InputError) as caught:
         external_signature(TX, raw, field="--signature")
