@@ -14,23 +14,9 @@ from web3 import Web3
 
 from onguard.chain.anvil import AnvilNode, start_anvil
 from onguard.demo.world import Roles, World, build_world, dev_account, write_config
-from onguard.paths import PROJECT_ROOT
 from tests.pg import postgres_url, state_location  # noqa: F401  (fixtures for every tier)
 
 GUARDIAN_KEY_ENV = "ONGUARD_TEST_GUARDIAN_KEY"
-
-
-def _native_anvil() -> None:
-    """Points ONGUARD_ANVIL (for this process and the `onguard` commands the tests start) at the platform binary
-    of the pinned npm Foundry rather than its node_modules/.bin launcher, a Node.js script that starts that same
-    binary: Node's start-up (0.4-0.7 s on 2 busy cores) was paid by every Anvil node the suite starts, one or more
-    a chain test. The node is the same Anvil either way; an ONGUARD_ANVIL already set is kept."""
-    binaries = sorted((PROJECT_ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
-    if binaries and "ONGUARD_ANVIL" not in os.environ:
-        os.environ["ONGUARD_ANVIL"] = str(binaries[0])
-
-
-_native_anvil()
 
 
 @pytest.fixture(autouse=True)

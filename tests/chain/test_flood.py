@@ -11,8 +11,8 @@ from onguard.demo.world import contract
 from .helpers import ALICE, ATTACKER, vault_cash
 from .test_preemption import assert_pause_first, preemption_config, race
 
-# alone: the guardian must triage the flood before its deadline, which a second pytest-xdist worker's load on two
-# cores made it miss (seen once: the attack was left to the block path and no pause went out before it)
+# alone: with the default 0.5 s deadline a second pytest-xdist worker's load on two cores once made the guardian miss
+# it (the attack left to the block path); the test now gives 5 s, and still runs alone as a precaution
 pytestmark = [pytest.mark.chain, pytest.mark.alone]
 
 JUNK = 2_000
@@ -33,7 +33,12 @@ def test_an_attack_inside_a_flood_of_junk_is_paused_before_inclusion(chain, guar
         accepted.append(send_raw(chain.node.rpc_url, flood.raw[half:]))
         return attack.to_0x_hex()
 
-    outcome = race(chain, preemption_config(chain, tmp_path), attack_inside_the_flood, wait=60)
+    config = preemption_config(chain, tmp_path)
+    # Mining is held, so nothing here races the clock: a deadline far above the default 0.5 s keeps a loaded test
+    # machine (a second pytest worker on two cores) from leaving the attack to the block path, which is not what
+    # this test is about (bench/flood.py measures how fast it goes).
+    config.write_text(config.read_text() + 'simulation_timeout = "5s"\n')
+    outcome = race(chain, config, attack_inside_the_flood, wait=60)
     assert sum(accepted) == JUNK, "the node took the whole flood"
     assert_pause_first(outcome)
     assert vault_cash(w3, world) == cash_before

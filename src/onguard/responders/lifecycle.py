@@ -275,6 +275,7 @@ class ResponseLifecycle:
     async def close(self) -> None:
         if self._warming is not None:
             self._warming.cancel()
+            await asyncio.gather(self._warming, return_exceptions=True)  # its cancellation retrieved, not left
         for path in self._paths.values():
             await path.close()
         for endpoint in (*self._private, *self._public):
