@@ -36,18 +36,11 @@ from onguard.log import configure_logging
 from onguard.runtime import Guardian, freeze_start_up_objects
 from onguard.sources.triage import PendingCounters, PendingQueue, Triage
 
+from benchkit import CASH_GUARD_POLICY
+
 KEY_ENV = "ONGUARD_BENCH_GUARDIAN_KEY"
 POLICIES = {
-    "simulate": """id = "vault-cash-guard"
-description = "A pending transaction would take more than 30% of the vault's cash"
-kind = "simulate"
-severity = "critical"
-response = ["pause_vault"]
-[reads]
-cash = "asset.balanceOf(vault)"
-[trigger]
-condition = "not reverted and after.cash < 70% * before.cash"
-""",
+    "simulate": CASH_GUARD_POLICY,
     "call": """id = "no-redeem-for-others"
 description = "Nobody redeems another depositor's shares"
 kind = "call"

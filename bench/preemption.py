@@ -36,17 +36,9 @@ from onguard.incidents.store import ResponseStatus
 from onguard.log import configure_logging
 from onguard.runtime import Guardian, freeze_start_up_objects
 
+from benchkit import CASH_GUARD_POLICY
+
 KEY_ENV = "ONGUARD_BENCH_GUARDIAN_KEY"
-POLICY = """id = "vault-cash-guard"
-description = "A pending transaction would take more than 30% of the vault's cash"
-kind = "simulate"
-severity = "critical"
-response = ["pause_vault"]
-[reads]
-cash = "asset.balanceOf(vault)"
-[trigger]
-condition = "not reverted and after.cash < 70% * before.cash"
-"""
 
 
 STAGES = ("judged_ms", "decided_ms", "signed_ms", "broadcast_ms")
@@ -114,7 +106,7 @@ def main() -> None:
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         policies = Path(folder) / "policies"
         policies.mkdir()
-        (policies / "guard.toml").write_text(POLICY)
+        (policies / "guard.toml").write_text(CASH_GUARD_POLICY)
         runs, firsts = [], 0
         load_before = os.getloadavg()
         for number in range(args.trials):

@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from hexbytes import HexBytes
 from web3 import Web3
 
 from onguard.chain.anvil import start_anvil
@@ -29,34 +28,14 @@ from onguard.chain.rpc import Rpc
 from onguard.chain.simulate import Simulation, Simulator
 from onguard.chain.transport import DEFAULT_REQUESTS_PER_SECOND, Transport
 from onguard.config import load_config
-from onguard.demo.world import TOKEN, Roles, build_world, contract, dev_account, write_config
+from onguard.demo.world import build_world, write_config
 from onguard.policies.engine import PolicyEngine
 from onguard.policies.loader import load_policies
 
+from benchkit import CASH_GUARD_POLICY, withdrawals
+
 BATCH = 8  # as the daemon's SIMULATION_BATCH
-POLICY = """id = "vault-cash-guard"
-description = "A pending transaction would take more than 30% of the vault's cash"
-kind = "simulate"
-severity = "critical"
-response = ["pause_vault"]
-[reads]
-cash = "asset.balanceOf(vault)"
-[trigger]
-condition = "not reverted and after.cash < 70% * before.cash"
-"""
 
-
-def withdrawals(w3: Web3, vault_address: str, count: int) -> list[dict]:
-    """Distinct pending withdrawals by the three depositors (never sent: only simulated)."""
-    vault = contract(w3, "Vault", vault_address)
-    holders = [dev_account(i).address for i in Roles.DEPOSITORS]
-    pending = []
-    for n in range(count):
-        holder = holders[n % len(holders)]
-        data = HexBytes(vault.functions.withdraw(TOKEN + n, holder, holder)._encode_transaction_data())
-        pending.append({"from": holder, "to": vault_address, "input": data, "value": 0, "gas": 300_000,
-                        "hash": HexBytes(n.to_bytes(32, "big"))})
-    return pending
 
 
 async def throughput(read_url: str, simulation_urls: list[str], pending: list[dict], reads, workers: int,
@@ -101,7 +80,7 @@ def main() -> None:
         Web3(Web3.HTTPProvider(second.rpc_url)).provider.make_request("anvil_loadState", [dump])
         policies = Path(tmp) / "policies"
         policies.mkdir()
-        (policies / "bench.toml").write_text(POLICY)
+        (policies / "bench.toml").write_text(CASH_GUARD_POLICY)
         config = load_config(write_config(world, Path(tmp), key_env="UNUSED", policies_dir=policies))
         reads = PolicyEngine(load_policies(config.policies_dir, config.contracts, config.actions)).simulation_reads
         pending = withdrawals(w3, world.vault, args.transactions)

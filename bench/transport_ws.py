@@ -26,7 +26,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from hexbytes import HexBytes
 from web3 import Web3
 
 from onguard.chain.anvil import start_anvil
@@ -34,35 +33,15 @@ from onguard.chain.rpc import Rpc
 from onguard.chain.simulate import Simulation, Simulator
 from onguard.chain.transport import Transport
 from onguard.config import load_config
-from onguard.demo.world import TOKEN, Roles, build_world, contract, dev_account, write_config
+from onguard.demo.world import build_world, dev_account, write_config
 from onguard.policies.engine import PolicyEngine
 from onguard.policies.loader import load_policies
 
+from benchkit import CASH_GUARD_POLICY, withdrawals
+
 BATCH = 8  # as the daemon's SIMULATION_BATCH
 SENDER = 11  # a development key the demo world does not use (funded here)
-POLICY = """id = "vault-cash-guard"
-description = "A pending transaction would take more than 30% of the vault's cash"
-kind = "simulate"
-severity = "critical"
-response = ["pause_vault"]
-[reads]
-cash = "asset.balanceOf(vault)"
-[trigger]
-condition = "not reverted and after.cash < 70% * before.cash"
-"""
 
-
-def withdrawals(w3: Web3, vault_address: str, count: int) -> list[dict]:
-    """Distinct pending withdrawals by the three depositors (never sent: only simulated)."""
-    vault = contract(w3, "Vault", vault_address)
-    holders = [dev_account(i).address for i in Roles.DEPOSITORS]
-    pending = []
-    for n in range(count):
-        holder = holders[n % len(holders)]
-        data = HexBytes(vault.functions.withdraw(TOKEN + n, holder, holder)._encode_transaction_data())
-        pending.append({"from": holder, "to": vault_address, "input": data, "value": 0, "gas": 300_000,
-                        "hash": HexBytes(n.to_bytes(32, "big"))})
-    return pending
 
 
 def signed_transfers(w3: Web3, count: int) -> list[bytes]:
@@ -117,7 +96,7 @@ def main() -> None:
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         policies = Path(tmp) / "policies"
         policies.mkdir()
-        (policies / "bench.toml").write_text(POLICY)
+        (policies / "bench.toml").write_text(CASH_GUARD_POLICY)
         config = load_config(write_config(world, Path(tmp), key_env="UNUSED", policies_dir=policies))
         reads = PolicyEngine(load_policies(config.policies_dir, config.contracts, config.actions)).simulation_reads
         pending = withdrawals(w3, world.vault, 64)
