@@ -62,6 +62,25 @@ def rpc(w3: Web3, method: str, *params: object) -> object:
 # ---- (a) a reorganisation orphans the mined pause ----
 
 
+async def _drained_and_paused(chain, guardian: Guardian) -> tuple[object, int, object]:  # type: ignore[no-untyped-def]
+    """Three drain slices after a snapshot, the guardian's trip and its pause mined: (snapshot, incident, response)."""
+    snapshot = rpc(chain.w3, "evm_snapshot")
+    for _ in range(3):
+        drain_slice(chain.w3, chain.world, ALICE, tokens(100_000))
+    (decision,) = await guardian.step()
+    await guardian.drain_responses()
+    (first,) = guardian.store.responses(decision.incident.id)
+    assert first.status == ResponseStatus.MINED and is_paused(chain.w3, chain.world)
+    return snapshot, decision.incident.id, first
+
+
+def _drain_again_on_a_new_chain(chain, snapshot: object) -> None:  # type: ignore[no-untyped-def]
+    """The chain reorganised back to `snapshot`: the same three drain slices mined again, the pause not."""
+    rpc(chain.w3, "evm_revert", snapshot)
+    for _ in range(3):
+        drain_slice(chain.w3, chain.world, ALICE, tokens(100_000))
+
+
 def test_a_reorg_that_orphans_the_pause_is_answered_by_sending_it_again(chain, guardian_config):
     w3, world = chain.w3, chain.world
 
@@ -69,19 +88,10 @@ def test_a_reorg_that_orphans_the_pause_is_answered_by_sending_it_again(chain, g
         guardian = await started(guardian_config)
         try:
             start = w3.eth.block_number
-            snapshot = rpc(w3, "evm_snapshot")
-            for _ in range(3):
-                drain_slice(w3, world, ALICE, tokens(100_000))
-            (decision,) = await guardian.step()
-            await guardian.drain_responses()
-            incident_id = decision.incident.id
-            (first,) = guardian.store.responses(incident_id)
-            assert first.status == ResponseStatus.MINED and is_paused(w3, world)
+            snapshot, incident_id, first = await _drained_and_paused(chain, guardian)
 
             # The chain is reorganised: the drain is mined again, the pause is not.
-            rpc(w3, "evm_revert", snapshot)
-            for _ in range(3):
-                drain_slice(w3, world, ALICE, tokens(100_000))
+            _drain_again_on_a_new_chain(chain, snapshot)
             chain.mine(2)  # the new chain outgrows the old one
             assert not is_paused(w3, world) and _receipt_gone(w3, first.tx_hash)
 
@@ -116,18 +126,9 @@ def test_an_orphaned_pause_whose_action_another_hand_put_in_effect_is_recorded_a
         guardian = await started(guardian_config)
         try:
             start = w3.eth.block_number
-            snapshot = rpc(w3, "evm_snapshot")
-            for _ in range(3):
-                drain_slice(w3, world, ALICE, tokens(100_000))
-            (decision,) = await guardian.step()
-            await guardian.drain_responses()
-            incident_id = decision.incident.id
-            (first,) = guardian.store.responses(incident_id)
-            assert first.status == ResponseStatus.MINED and is_paused(w3, world)
+            snapshot, incident_id, first = await _drained_and_paused(chain, guardian)
 
-            rpc(w3, "evm_revert", snapshot)  # the new chain: the drain again, and the owners' own pause
-            for _ in range(3):
-                drain_slice(w3, world, ALICE, tokens(100_000))
+            _drain_again_on_a_new_chain(chain, snapshot)  # ... and on it the owners' own pause
             rpc(w3, "anvil_impersonateAccount", world.safe)
             rpc(w3, "anvil_setBalance", world.safe, hex(10**18))
             owners_pause = contract(w3, "Vault", world.vault).functions.pause().transact({"from": world.safe})
