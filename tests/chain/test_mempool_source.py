@@ -26,7 +26,7 @@ from onguard.chain.anvil import AnvilNode, free_port, start_anvil
 from onguard.config import WatchedContract
 from onguard.errors import ChainError
 from onguard.paths import ARTIFACTS_DIR
-from onguard.sources.mempool import MempoolSource, PendingTransaction
+from onguard.sources.mempool import YIELD_EVERY, MempoolSource, PendingTransaction
 
 from ..conftest import Chain
 from .helpers import ALICE, ATTACKER, BOB, until
@@ -348,12 +348,28 @@ def test_each_hash_is_delivered_once_across_reconnects_and_bare_hashes_are_fetch
     asyncio.run(scenario())
 
 
+class BufferedSocket:
+    """A socket whose every message is already buffered: recv() returns at once and never gives the loop away, as
+    the websockets library's does while messages wait in its buffer. Runs out with EOFError."""
+
+    def __init__(self, messages: Sequence[str]) -> None:
+        self._messages = list(messages)
+
+    async def recv(self) -> str:
+        if not self._messages:
+            raise EOFError
+        return self._messages.pop(0)
+
+
 @pytest.mark.parametrize("sending", [False, True])
 def test_while_a_pause_is_being_sent_the_reader_lets_other_tasks_run_after_every_message(sending: bool) -> None:
-    """A burst of 200 notifications already buffered: read in runs of up to YIELD_EVERY between two turns of
-    another task — unless `yield_each_while` says a pause is being sent, when every message gives the loop away
-    (each step of the send would otherwise wait behind a run). The run without it shows the burst was buffered."""
-    burst = [fake_transaction(n) for n in range(1, 201)]
+    """A burst of 200 buffered notifications is read in runs of YIELD_EVERY between two turns of another task —
+    unless `yield_each_while` says a pause is being sent, when every message gives the loop away (each step of the
+    send would otherwise wait behind a run of junk being read)."""
+    subscription = "0x9e7b3c1d2a4f5e6b"
+    burst = [json.dumps({"jsonrpc": "2.0", "method": "eth_subscription",
+                         "params": {"subscription": subscription, "result": fake_transaction(n)}})
+             for n in range(1, 201)]
 
     async def scenario() -> tuple[list[int], int]:
         delivered: list[PendingTransaction] = []
@@ -366,24 +382,25 @@ def test_while_a_pause_is_being_sent_the_reader_lets_other_tasks_run_after_every
             return done
 
         async def other_task() -> None:
-            while len(delivered) < len(burst):
+            while True:
                 turns.append(len(delivered))
                 await asyncio.sleep(0)
 
-        async with FakeNode(sessions=[burst]) as fake:
-            source = MempoolSource(fake.ws_url, fake.rpc_url, CHAIN_ID, {}, yield_each_while=lambda: sending,
-                                   **FAST)
-            async with running(source, on_pending):
-                await asyncio.wait_for(other_task(), SAFETY)
+        source = MempoolSource("ws://unused", "http://unused", CHAIN_ID, {}, yield_each_while=lambda: sending)
+        source._on_pending = on_pending  # what run() sets before reading; _read is driven directly here
+        other = asyncio.ensure_future(other_task())
+        await asyncio.sleep(0)  # the other task has had its first turn
+        try:
+            with pytest.raises(EOFError):
+                await source._read(BufferedSocket(burst), subscription)  # type: ignore[arg-type]
+        finally:
+            other.cancel()
         runs = [later - earlier for earlier, later in zip(turns, turns[1:], strict=False)]
         return runs, len(delivered)
 
     runs, count = asyncio.run(scenario())
     assert count == len(burst)
-    if sending:
-        assert max(runs) <= 1
-    else:
-        assert max(runs) > 1
+    assert max(runs) == (1 if sending else YIELD_EVERY)
 
 
 # ---- the fallbacks --------------------------------------------------------------------------------------------
