@@ -156,7 +156,10 @@ allow_from = ["{world.safe}"]
         vault = contract(w3, "Vault", world.vault)
         grant = vault.functions.grantRole(vault.functions.PAUSER_ROLE().call(), ATTACKER).transact(
             {"from": ATTACKER, "gas": 200_000}).to_0x_hex()
-        time.sleep(0.5)  # the recorder has the pending transaction
+        deadline = time.monotonic() + 30
+        while grant not in (recording.read_text() if recording.exists() else ""):  # recorded while pending
+            assert time.monotonic() < deadline and recorder.poll() is None, "the pending grant was never recorded"
+            time.sleep(0.05)
         chain.mine(1)
         assert recorder.wait(timeout=30) == 0
     finally:

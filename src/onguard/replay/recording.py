@@ -80,8 +80,11 @@ async def record(config: Config, policies: Sequence[Policy], first: int, last: i
                                      "to_block": last, "reads": {read_key(s): s.text for s in specs}}) + "\n")
             while source.last_committed is None or source.last_committed < last:
                 batches = (await source.next_batches()).batches
-                for seen in _take(pending):
+                taken = _take(pending)
+                for seen in taken:
                     handle.write(json.dumps(_pending_record(seen)) + "\n")
+                if taken:
+                    handle.flush()  # on disk as soon as seen: a recording cut short keeps what it saw pending
                 for batch in batches:
                     values = await reader.read(specs, batch.block.number) if specs else {}
                     handle.write(json.dumps(_block_record(batch, values)) + "\n")
